@@ -1,0 +1,285 @@
+"""``drill-agent``: the host agent's command line.
+
+Exit codes: 0 everything succeeded; 1 a job failed or was partial (see its
+record); 2 bad usage or configuration; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from agents import process
+from agents.config.example import render_example
+from agents.config.model import AgentConfig, ConfigError, load_config
+from agents.jobs import catalog
+from agents.jobs.backup import run_policy_backup
+from agents.records import ResultRecord, iso
+from agents.restic.features import UnsupportedResticVersion
+from agents.restic.messages import BackupStatus
+from agents.restic.runner import Restic, ResticError
+from agents.state import PolicyBusy, StateDir
+from policies.levels import Level
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+log = logging.getLogger("drill-agent")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+class TerminalProgress:
+    """One self-overwriting status line on a terminal; silent elsewhere."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, target: str, status: BackupStatus) -> None:
+        if not self.enabled:
+            return
+        line = (
+            f"\r[{target}] {status.percent_done * 100:5.1f}%  {status.files_done}/{status.total_files} files  "
+            f"{_human_bytes(status.bytes_done)}/{_human_bytes(status.total_bytes)}"
+        )
+        sys.stderr.write(line.ljust(78)[:200])
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 78 + "\r")
+
+
+def _records_exit(records: Sequence[ResultRecord]) -> int:
+    if process.CANCELLATION.is_cancelled:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if records and all(r.outcome == "success" for r in records) else EXIT_JOB_FAILED
+
+
+def _print_record(record: ResultRecord) -> None:
+    doc = record.to_document()
+    level = doc.get("level", {})
+    snapshot = doc.get("snapshot") or {}
+    manifest = doc.get("manifest") or {}
+    print(
+        f"{doc['outcome'].upper():8} {doc['policy']}/{doc['target']['name']}  "
+        f"level {level.get('effective', level.get('requested'))}  "
+        f"snapshot {str(snapshot.get('id', '-'))[:12]}  files {manifest.get('files', '-')}  "
+        f"hashed {manifest.get('hashed_files', '-')} reused {manifest.get('reused_hashes', '-')}  "
+        f"{doc['timings']['duration_seconds']:.1f}s"
+    )
+    for finding in doc["findings"]:
+        print(f"  {finding['severity']:7} {finding['code']}: {finding['message']}")
+    if record.path:
+        print(f"  record: {record.path}")
+
+
+def cmd_backup(args: argparse.Namespace, config: AgentConfig) -> int:
+    if args.policy not in config.policies:
+        print(f"unknown policy {args.policy!r}; defined: {', '.join(sorted(config.policies))}", file=sys.stderr)
+        return EXIT_USAGE
+    progress = TerminalProgress() if not (args.json or args.quiet) else None
+    try:
+        records = run_policy_backup(
+            config, args.policy, Level(args.level) if args.level else None, progress=progress
+        )
+    except PolicyBusy as busy:
+        print(str(busy), file=sys.stderr)
+        return EXIT_JOB_FAILED
+    finally:
+        if progress is not None:
+            progress.done()
+    if args.json:
+        json.dump([r.to_document() for r in records], sys.stdout, indent=2, ensure_ascii=False)
+        print()
+    elif not args.quiet:
+        for record in records:
+            _print_record(record)
+    return _records_exit(records)
+
+
+def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
+    restic = Restic(config.restic_binary, config.repositories[name], StateDir(config.state_dir).restic_cache)
+    rows = []
+    for backup in catalog.collect_backups(restic.snapshots(host=config.host, first_contact=True), host=config.host):
+        rows.append({
+            "repository": name,
+            "site": config.sites[name],
+            "snapshot_id": backup.data.id,
+            "time": iso(backup.data.time),
+            "host": backup.data.hostname,
+            "policy": backup.policy,
+            "target": backup.target,
+            "level": backup.level.value,
+            "base": backup.base,
+            "job_id": backup.job_id,
+            "outcome": backup.outcome,
+            "manifest_snapshot_id": backup.manifest.id if backup.manifest else None,
+            "manifest_digest": backup.manifest_digest,
+            "tree": backup.data.tree,
+        })
+    return rows
+
+
+def cmd_snapshots(args: argparse.Namespace, config: AgentConfig) -> int:
+    names = [args.repository] if args.repository else list(config.repositories)
+    for name in names:
+        if name not in config.repositories:
+            print(f"unknown repository {name!r}; defined: {', '.join(config.repositories)}", file=sys.stderr)
+            return EXIT_USAGE
+    rows: list[dict[str, Any]] = []
+    failed = False
+    for name in names:
+        try:
+            rows += _snapshot_rows(config, name)
+        except ResticError as error:
+            failed = True
+            print(f"{name}: {error.describe()}", file=sys.stderr)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"{'REPOSITORY':12} {'SNAPSHOT':10} {'TIME (UTC)':20} {'POLICY':10} {'TARGET':12} "
+              f"{'LEVEL':12} {'BASE':10} OUTCOME")
+        for row in rows:
+            print(
+                f"{row['repository']:12} {row['snapshot_id'][:8]:10} {row['time'][:19]:20} {row['policy']:10} "
+                f"{row['target']:12} {row['level']:12} {(row['base'] or '-')[:8]:10} {row['outcome']}"
+            )
+    return EXIT_JOB_FAILED if failed else EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace, config: AgentConfig) -> int:
+    state = StateDir(config.state_dir)
+    results = []
+    failed = False
+    for name, repository in config.repositories.items():
+        try:
+            created = Restic(config.restic_binary, repository, state.restic_cache).init()
+            results.append({"repository": name, "created": created})
+            if not args.json:
+                print(f"{name}: {'initialised' if created else 'already initialised'} ({repository.url})")
+        except ResticError as error:
+            failed = True
+            results.append({"repository": name, "error": error.describe()})
+            print(f"{name}: {error.describe()}", file=sys.stderr)
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    return EXIT_JOB_FAILED if failed else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, config: AgentConfig) -> int:
+    from agents.daemon import run_due_policies, run_forever  # noqa: PLC0415 -- only this command needs it
+
+    if args.once:
+        records = run_due_policies(config, progress=None)
+        for record in records:
+            _print_record(record)
+        return EXIT_OK if all(r.outcome == "success" for r in records) else EXIT_JOB_FAILED
+    run_forever(config, tick_seconds=args.tick)
+    return EXIT_INTERRUPTED if process.CANCELLATION.is_cancelled else EXIT_OK
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as error:
+        if args.json:
+            json.dump({"valid": False, "problems": [p.__dict__ for p in error.problems]}, sys.stdout, indent=2)
+            print()
+        else:
+            print(f"{args.file}: {len(error.problems)} problem(s)", file=sys.stderr)
+            for problem in error.problems:
+                print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        json.dump({"valid": True, "host": config.host, "policies": sorted(config.policies)}, sys.stdout)
+        print()
+    else:
+        print(f"{args.file}: valid (host {config.host}; policies: {', '.join(sorted(config.policies))})")
+    return EXIT_OK
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drill-agent",
+        description="Back up files with restic, with a content manifest per snapshot, at full, differential "
+        "and incremental levels; replicate to a second site; write a result record per job.",
+        epilog="Exit codes: 0 success, 1 a job failed or was partial, 2 bad usage or config, 130 interrupted.",
+    )
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", required=True, help="agent config file (see 'config example')")
+
+    p = sub.add_parser("backup", help="back up a policy's targets now")
+    with_config(p)
+    p.add_argument("--policy", "-p", required=True, help="policy name from the config")
+    p.add_argument("--level", choices=[lv.value for lv in Level],
+                   help="force a level (default: what the policy's schedule gives for today); an incremental or "
+                   "differential without a usable full is upgraded to full")
+    p.add_argument("--json", action="store_true", help="print the result records as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing; the exit code tells")
+
+    p = sub.add_parser("snapshots", help="list drill's snapshots with level, base and outcome")
+    with_config(p)
+    p.add_argument("--repository", "-r", help="only this repository (default: all)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("init", help="initialise every repository of the config (existing ones are left alone)")
+    with_config(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("run", help="back up on schedule until stopped (SIGINT/SIGTERM stop cleanly)")
+    with_config(p)
+    p.add_argument("--tick", type=float, default=30.0, help="seconds between schedule checks (default 30)")
+    p.add_argument("--once", action="store_true", help="run what is due now, then exit")
+
+    p = sub.add_parser("config", help="validate a config or print an annotated example")
+    config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    v = config_sub.add_parser("validate", help="check a config file; prints every problem with its line")
+    v.add_argument("file")
+    v.add_argument("--json", action="store_true")
+    config_sub.add_parser("example", help="print an example config with every key described")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "config":
+        if args.config_command == "example":
+            sys.stdout.write(render_example())
+            return EXIT_OK
+        return cmd_config_validate(args)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"{args.config}: invalid configuration:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    process.install_signal_handlers()
+    handlers = {"backup": cmd_backup, "snapshots": cmd_snapshots, "init": cmd_init, "run": cmd_run}
+    try:
+        return handlers[args.command](args, config)
+    except UnsupportedResticVersion as error:
+        print(f"restic: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The one schema of the agent's configuration file.
+
+Assembled from the fragments of ``policies`` and of every registered target
+kind; every key has a description and an example, from which ``drill-agent
+config example`` writes an annotated file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.config import NAME_PATTERN
+from policies.config import SCHEMA as POLICY_SCHEMA
+from targets.registry import KINDS
+
+REPOSITORY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A restic repository: an S3 bucket prefix, a local directory, or any restic backend.",
+    "required": ["url"],
+    "additionalProperties": False,
+    "properties": {
+        "url": {
+            "type": "string",
+            "minLength": 1,
+            "description": "restic repository location ('s3:http://host:port/bucket/prefix' or a local path).",
+            "examples": ["s3:http://127.0.0.1:9000/backups/app01"],
+        },
+        "password_file": {
+            "type": "string",
+            "pattern": "^/",
+            "description": "File holding the repository password (mode 0600). Never put the password itself here.",
+            "examples": ["/etc/drill-agent/restic.pw"],
+        },
+        "password_command": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Command printing the repository password, instead of password_file.",
+            "examples": ["cat /run/secrets/restic"],
+        },
+        "env_file": {
+            "type": "string",
+            "pattern": "^/",
+            "description": "KEY=value file with the backend's credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).",
+            "examples": ["/etc/drill-agent/s3-local.env"],
+        },
+        "site": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "description": "Which site the repository is at; defaults to the repository's name.",
+            "examples": ["local"],
+        },
+        "connect_timeout": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 30,
+            "description": "Seconds to open the repository before it counts as unreachable (restic would retry).",
+            "examples": [30],
+        },
+        "stall_timeout": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 300,
+            "description": "Seconds a running restic may make no progress before the job is stopped and failed.",
+            "examples": [300],
+        },
+    },
+}
+
+TARGET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "What to back up; 'kind' selects the kind: " + ", ".join(sorted(KINDS)) + ".",
+    "required": ["kind"],
+    "properties": {
+        "kind": {
+            "enum": sorted(KINDS),
+            "description": "The kind of data.",
+            "examples": ["files"],
+        }
+    },
+    "allOf": [
+        {"if": {"properties": {"kind": {"const": name}}, "required": ["kind"]}, "then": kind.schema}
+        for name, kind in sorted(KINDS.items())
+    ],
+}
+
+CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "drill-agent configuration",
+    "type": "object",
+    "required": ["state_dir", "repositories", "targets", "policies"],
+    "additionalProperties": False,
+    "properties": {
+        "host": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "description": "Name of this host in snapshots and records; default: the machine's hostname.",
+            "examples": ["app01"],
+        },
+        "state_dir": {
+            "type": "string",
+            "pattern": "^/",
+            "description": "Directory of the agent's state: schedule, cache, manifests, outbox of result records.",
+            "examples": ["/var/lib/drill-agent"],
+        },
+        "restic": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Which restic to run.",
+            "properties": {
+                "binary": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "restic executable (0.14 or newer); default: $DRILL_RESTIC or 'restic' on PATH.",
+                    "examples": ["/usr/bin/restic"],
+                }
+            },
+            "examples": [{"binary": "/usr/bin/restic"}],
+        },
+        "repositories": {
+            "type": "object",
+            "minProperties": 1,
+            "description": "Repositories by name.",
+            "propertyNames": {"pattern": NAME_PATTERN},
+            "additionalProperties": REPOSITORY_SCHEMA,
+            "examples": [{
+                "local": {
+                    "url": "s3:http://127.0.0.1:9000/backups/app01",
+                    "password_file": "/etc/drill-agent/restic.pw",
+                    "env_file": "/etc/drill-agent/s3-local.env",
+                },
+                "same-city": {
+                    "url": "s3:http://127.0.0.1:9001/backups/app01",
+                    "password_file": "/etc/drill-agent/restic.pw",
+                    "env_file": "/etc/drill-agent/s3-samecity.env",
+                },
+            }],
+        },
+        "targets": {
+            "type": "object",
+            "minProperties": 1,
+            "description": "Targets by name.",
+            "propertyNames": {"pattern": NAME_PATTERN},
+            "additionalProperties": TARGET_SCHEMA,
+            "examples": [{"documents": {"kind": "files", "paths": ["/srv/documents", "/etc/app"],
+                                        "exclude": ["*.tmp", "cache/"]}}],
+        },
+        "policies": {
+            "type": "object",
+            "minProperties": 1,
+            "description": "Policies by name.",
+            "propertyNames": {"pattern": NAME_PATTERN},
+            "additionalProperties": POLICY_SCHEMA,
+            "examples": [{"nightly": {
+                "targets": ["documents"],
+                "repository": "local",
+                "replicate_to": ["same-city"],
+                "schedule": {"full": "sun 01:00", "differential": "wed 01:00", "incremental": "daily 01:00"},
+                "max_full_interval": "14d",
+                "retention": {"full": 8, "differential": 4, "incremental": 14},
+            }}],
+        },
+    },
+}

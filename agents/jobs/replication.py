@@ -1,0 +1,124 @@
+"""Replication to the other site and retention, as steps of a backup job.
+
+Replication copies every finished backup of the policy and target that the
+destination lacks (so a copy that failed last night is made up tonight), then
+proves each copy: the destination's snapshot must have the same tree id as the
+source's, for the data and the manifest alike.
+
+Retention forgets, in every repository of the policy, the backups
+:func:`policies.retention.select_forgettable` names -- only among snapshots of
+this host, policy and target, so another policy's or host's are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agents.config.model import AgentConfig
+from agents.jobs import catalog
+from agents.records import ResultRecord
+from agents.restic.runner import Restic, ResticError
+from policies.config import PolicyConfig
+from policies.retention import select_forgettable
+
+Listing = list[catalog.StoredBackup]
+
+
+def _list(restic: Restic, config: AgentConfig, policy: str, target: str, *, first: bool = False) -> Listing:
+    return catalog.collect_backups(
+        restic.snapshots(host=config.host, first_contact=first), host=config.host, policy=policy, target=target
+    )
+
+
+def _prove_copies(
+    name: str, missing: Sequence[catalog.StoredBackup], copies: Mapping[str, catalog.StoredBackup],
+    entry: dict[str, Any], record: ResultRecord,
+) -> bool:
+    """Compare tree ids of each source backup and its copy; add findings; True when all match."""
+    proven = True
+    for backup in missing:
+        copy = copies.get(backup.job_id)
+        same = (
+            copy is not None
+            and copy.manifest is not None
+            and backup.manifest is not None
+            and copy.data.tree == backup.data.tree
+            and copy.manifest.tree == backup.manifest.tree
+        )
+        entry["copied"].append({
+            "job_id": backup.job_id,
+            "source_snapshot_id": backup.data.id,
+            "copy_snapshot_id": copy.data.id if copy else None,
+            "tree": backup.data.tree,
+            "same_tree": same,
+        })
+        if not same:
+            proven = False
+            record.add(
+                "replication_mismatch",
+                "error",
+                f"the copy of snapshot {backup.data.id[:12]} in {name!r} is missing or has another tree",
+                name,
+            )
+    new_job = copies.get(record.job_id)
+    if new_job is None or new_job.manifest is None:
+        proven = False
+        record.add("replication_mismatch", "error", f"this job's snapshots are not in {name!r} after the copy", name)
+    return proven
+
+
+def replicate(
+    config: AgentConfig, policy: PolicyConfig, source: Restic, source_backups: Listing, record: ResultRecord
+) -> dict[str, Listing]:
+    """Copy the target's missing finished backups to each ``replicate_to`` repository and prove them.
+
+    Given the source's current backups of this policy and target. Appends one
+    entry per destination to ``record.details["replication"]`` and returns each
+    reachable destination's backups after the copy. A failure is an error
+    finding, never an exception.
+    """
+    listings: dict[str, Listing] = {}
+    target = record.details["target"]["name"]
+    for name in policy.replicate_to:
+        entry: dict[str, Any] = {"repository": name, "site": config.sites[name], "copied": [], "verified": False}
+        record.details["replication"].append(entry)
+        with record.phase(f"replicate:{name}"):
+            try:
+                destination = Restic(source.binary, config.repositories[name], source.cache_dir)
+                present = {b.job_id for b in _list(destination, config, policy.name, target, first=True) if b.manifest}
+                missing = [b for b in source_backups if b.manifest is not None and b.job_id not in present]
+                if missing:
+                    destination.copy_from(source.repository, [i for b in missing for i in b.snapshot_ids()])
+                after = _list(destination, config, policy.name, target)
+            except ResticError as error:
+                record.add("replication_failed", "error", f"copy to {name!r} failed: {error.describe()}", name)
+                continue
+            listings[name] = after
+            entry["verified"] = _prove_copies(name, missing, {b.job_id: b for b in after}, entry, record)
+    return listings
+
+
+def apply_retention(
+    config: AgentConfig, policy: PolicyConfig, source: Restic, listings: Mapping[str, Listing], record: ResultRecord
+) -> None:
+    """Forget what the policy's retention no longer keeps, in each repository listed in ``listings``."""
+    if not policy.retention:
+        return
+    for name, backups in listings.items():
+        with record.phase(f"retention:{name}"):
+            by_id = {b.data.id: b for b in backups}
+            points = [b.as_point() for b in backups]
+            forget = [by_id[p.snapshot_id] for p in select_forgettable(points, policy.retention)]
+            try:
+                restic = source if name == policy.repository else Restic(
+                    source.binary, config.repositories[name], source.cache_dir
+                )
+                restic.forget([i for b in forget for i in b.snapshot_ids()], prune=policy.prune)
+            except ResticError as error:
+                record.add("retention_failed", "error", f"retention in {name!r} failed: {error.describe()}", name)
+                continue
+            record.details["retention"][name] = {
+                "forgotten": [b.data.id for b in forget],
+                "kept": len(backups) - len(forget),
+            }

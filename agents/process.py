@@ -1,0 +1,241 @@
+"""The one place in the project that starts child processes.
+
+Every external tool (restic today, database dump tools later) is started through
+:func:`run_process`: argv tuples only (never a shell), the command logged without
+its environment, output streamed line by line to callbacks, the last lines of
+stderr kept for the error message, and a bounded life: an overall timeout, a
+stall watchdog and cooperative cancellation (SIGINT/SIGTERM of the agent) all end
+the child the same way -- SIGINT first so restic can remove its lock, SIGKILL if it
+does not exit within a grace period.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+LineCallback = Callable[[str], None]
+
+# How many stderr lines an error message carries; enough for restic's context,
+# short enough for a result record.
+STDERR_TAIL_LINES = 20
+# How long a child gets after SIGINT before it is killed. restic needs a moment
+# to remove its lock from the repository.
+INTERRUPT_GRACE_SECONDS = 15.0
+
+
+class Cancellation:
+    """A flag the agent raises when it is asked to stop (SIGINT/SIGTERM).
+
+    Running children are interrupted when it is set; new ones refuse to start.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        """Ask every running and future child to stop, giving ``reason``."""
+        self.reason = reason
+        self._event.set()
+
+    def reset(self) -> None:
+        """Clear the flag (a new run in the same process, e.g. in tests)."""
+        self.reason = ""
+        self._event.clear()
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+CANCELLATION = Cancellation()
+
+
+def install_signal_handlers(cancellation: Cancellation = CANCELLATION) -> None:
+    """Turn SIGINT and SIGTERM into a cancellation instead of an abrupt exit.
+
+    The job in progress then stops its child cleanly and writes a failed record.
+    """
+
+    def handle(signum: int, _frame: object) -> None:
+        cancellation.cancel(f"interrupted by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+class ProcessStopped(Exception):
+    """The child was stopped by us: timeout, stall or cancellation.
+
+    ``why`` is one of ``"timeout"``, ``"stalled"``, ``"cancelled"``.
+    """
+
+    def __init__(self, argv: tuple[str, ...], why: str, detail: str, stderr_tail: tuple[str, ...]) -> None:
+        super().__init__(f"{argv[0]} {why}: {detail}")
+        self.argv = argv
+        self.why = why
+        self.detail = detail
+        self.stderr_tail = stderr_tail
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What a finished child left behind."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr_tail: tuple[str, ...]
+    duration_seconds: float
+
+
+class StallWatch:
+    """Tells whether a child still makes progress.
+
+    The caller calls :meth:`progress` whenever the child reports advancing work;
+    :func:`run_process` stops the child when nothing advanced for ``seconds``.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def progress(self) -> None:
+        with self._lock:
+            self._last = time.monotonic()
+
+    def idle_for(self) -> float:
+        with self._lock:
+            return time.monotonic() - self._last
+
+
+def format_argv(argv: Iterable[str]) -> str:
+    """Render argv for a log line. Secrets never reach argv, so nothing is masked here."""
+    return " ".join(a if a and " " not in a else repr(a) for a in argv)
+
+
+def _pump(stream: IO[bytes], on_line: LineCallback) -> None:
+    for raw in stream:
+        on_line(raw.decode("utf-8", errors="replace").rstrip("\n"))
+    stream.close()
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """Interrupt the child like a user pressing Ctrl-C, then kill it if it lingers."""
+    if child.poll() is not None:
+        return
+    try:
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=INTERRUPT_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        log.warning("child %d ignored SIGINT for %.0fs; killing it", child.pid, INTERRUPT_GRACE_SECONDS)
+        child.kill()
+        child.wait()
+
+
+def run_process(
+    argv: tuple[str, ...],
+    *,
+    env: Mapping[str, str],
+    stdin: IO[bytes] | None = None,
+    on_stdout_line: LineCallback | None = None,
+    on_stderr_line: LineCallback | None = None,
+    timeout: float | None = None,
+    stall: StallWatch | None = None,
+    cancellation: Cancellation = CANCELLATION,
+    cwd: str | None = None,
+    stdout_to: IO[bytes] | None = None,
+) -> ProcessResult:
+    """Run ``argv`` to completion and return its exit code and output.
+
+    Given: the argv tuple and the complete environment of the child (the caller
+    decides what it inherits; secrets go in files or the environment, never argv).
+    stdout is collected unless ``on_stdout_line`` consumes it line by line or
+    ``stdout_to`` (a binary file) receives it unchanged; stderr
+    is always passed to ``on_stderr_line`` if given and its tail kept.
+
+    Returns: a :class:`ProcessResult`; a non-zero exit code is *not* an exception
+    here -- the caller's exit-code table decides what it means.
+
+    Raises: :class:`ProcessStopped` when the child was stopped for a timeout, a
+    stall or a cancellation; ``FileNotFoundError`` when the program is missing.
+    """
+    if cancellation.is_cancelled:
+        raise ProcessStopped(argv, "cancelled", cancellation.reason, ())
+    log.debug("running %s", format_argv(argv))
+    started = time.monotonic()
+    stdout_parts: list[str] = []
+    stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+
+    def take_stdout(line: str) -> None:
+        if on_stdout_line is None:
+            stdout_parts.append(line)
+        else:
+            on_stdout_line(line)
+
+    def take_stderr(line: str) -> None:
+        stderr_tail.append(line)
+        if on_stderr_line is not None:
+            on_stderr_line(line)
+
+    child = subprocess.Popen(
+        argv,
+        stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        stdout=stdout_to if stdout_to is not None else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        cwd=cwd,
+        # Own process group: a Ctrl-C on the terminal reaches the agent only, and
+        # the agent decides how its children stop.
+        start_new_session=True,
+    )
+    assert child.stderr is not None
+    pumps = [threading.Thread(target=_pump, args=(child.stderr, take_stderr), daemon=True)]
+    if child.stdout is not None:
+        pumps.append(threading.Thread(target=_pump, args=(child.stdout, take_stdout), daemon=True))
+    for pump in pumps:
+        pump.start()
+
+    stopped: tuple[str, str] | None = None
+    while child.poll() is None:
+        if cancellation.is_cancelled:
+            stopped = ("cancelled", cancellation.reason)
+        elif timeout is not None and time.monotonic() - started > timeout:
+            stopped = ("timeout", f"no result after {timeout:.0f}s")
+        elif stall is not None and stall.idle_for() > stall.seconds:
+            stopped = ("stalled", f"no progress for {stall.seconds:.0f}s")
+        if stopped is not None:
+            _stop(child)
+            break
+        time.sleep(0.05)
+    child.wait()
+    for pump in pumps:
+        pump.join(timeout=5)
+    duration = time.monotonic() - started
+    tail = tuple(stderr_tail)
+    if stopped is not None:
+        raise ProcessStopped(argv, stopped[0], stopped[1], tail)
+    return ProcessResult(argv, child.returncode, "\n".join(stdout_parts), tail, duration)
+
+
+def inherited_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment for a child, with ``extra`` on top.
+
+    Variables that would make a child read a secret we did not give it on purpose
+    (another repository's password) are removed.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "AWS_"))}
+    env.update(extra)
+    return env

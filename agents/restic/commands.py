@@ -1,0 +1,107 @@
+"""Pure builders of restic argv tuples: given options, return the command; run nothing.
+
+Tested by equality. The repository and its password never appear here: they
+reach restic through its environment (``RESTIC_REPOSITORY``,
+``RESTIC_PASSWORD_FILE`` / ``RESTIC_PASSWORD_COMMAND``), see ``runner.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agents.restic.features import ResticVersion
+
+
+def make_global_flags(version: ResticVersion, cache_dir: str | None, *, json: bool) -> tuple[str, ...]:
+    """Flags every command gets: JSON output, our own cache directory, bounded hangs."""
+    flags: list[str] = []
+    if json:
+        flags.append("--json")
+    if cache_dir is not None:
+        flags += ["--cache-dir", cache_dir]
+    else:
+        flags.append("--no-cache")
+    if version.has_stuck_request_timeout:
+        flags += ["--stuck-request-timeout", "2m"]
+    return tuple(flags)
+
+
+def make_version_command(binary: str) -> tuple[str, ...]:
+    return (binary, "version")
+
+
+def make_init_command(binary: str, flags: tuple[str, ...]) -> tuple[str, ...]:
+    return (binary, *flags, "init")
+
+
+def make_cat_config_command(binary: str, flags: tuple[str, ...]) -> tuple[str, ...]:
+    """A cheap command that opens the repository: used to fail fast when it is unreachable."""
+    return (binary, *flags, "cat", "config")
+
+
+def make_backup_command(
+    binary: str,
+    flags: tuple[str, ...],
+    *,
+    files_from_raw: str,
+    host: str,
+    tags: Sequence[str],
+    parent: str | None,
+    force: bool,
+) -> tuple[str, ...]:
+    """Back up exactly the NUL-separated paths listed in ``files_from_raw``.
+
+    The agent selects the files itself (excludes applied) and hands restic that
+    list, so the manifest and the snapshot describe the same set by construction.
+    """
+    argv = [binary, *flags, "backup", "--files-from-raw", files_from_raw, "--host", host]
+    for tag in tags:
+        argv += ["--tag", tag]
+    if force:
+        argv.append("--force")
+    elif parent is not None:
+        argv += ["--parent", parent]
+    return tuple(argv)
+
+
+def make_backup_stdin_command(
+    binary: str, flags: tuple[str, ...], *, filename: str, host: str, tags: Sequence[str]
+) -> tuple[str, ...]:
+    """Store what arrives on stdin as one file named ``filename``."""
+    argv = [binary, *flags, "backup", "--stdin", "--stdin-filename", filename, "--host", host]
+    for tag in tags:
+        argv += ["--tag", tag]
+    return tuple(argv)
+
+
+def make_snapshots_command(
+    binary: str, flags: tuple[str, ...], *, host: str | None = None, snapshot_ids: Sequence[str] = ()
+) -> tuple[str, ...]:
+    argv = [binary, *flags, "snapshots"]
+    if host is not None:
+        argv += ["--host", host]
+    argv += list(snapshot_ids)
+    return tuple(argv)
+
+
+def make_dump_command(binary: str, flags: tuple[str, ...], snapshot_id: str, path: str) -> tuple[str, ...]:
+    return (binary, *flags, "dump", snapshot_id, path)
+
+
+def make_copy_command(binary: str, flags: tuple[str, ...], snapshot_ids: Sequence[str]) -> tuple[str, ...]:
+    """Copy snapshots from the ``RESTIC_FROM_REPOSITORY`` into the repository."""
+    return (binary, *flags, "copy", *snapshot_ids)
+
+
+def make_forget_command(binary: str, flags: tuple[str, ...], snapshot_ids: Sequence[str]) -> tuple[str, ...]:
+    """Forget exactly these snapshots; which ones is decided by ``policies.retention``."""
+    return (binary, *flags, "forget", *snapshot_ids)
+
+
+def make_prune_command(binary: str, flags: tuple[str, ...]) -> tuple[str, ...]:
+    return (binary, *flags, "prune")
+
+
+def make_unlock_command(binary: str, flags: tuple[str, ...]) -> tuple[str, ...]:
+    """Remove stale locks only (those of dead processes); live locks stay."""
+    return (binary, *flags, "unlock")

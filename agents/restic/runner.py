@@ -1,0 +1,416 @@
+"""Runs restic against one repository: the only code that starts restic.
+
+Given a :class:`Repository` (where, how to unlock it, its S3 credentials) a
+:class:`Restic` runs the commands built in ``commands.py`` through
+``agents.process``, classifies exit codes through ``exitcodes.py`` and parses
+``--json`` through ``messages.py``. Every failure becomes a :class:`ResticError`
+with a typed :class:`ResticOutcome`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from agents import process
+from agents.restic import commands
+from agents.restic.exitcodes import ResticOutcome, classify_exit
+from agents.restic.features import ResticVersion, UnsupportedResticVersion, parse_version
+from agents.restic.messages import (
+    BackupError,
+    BackupMessage,
+    BackupStatus,
+    BackupSummary,
+    ExitError,
+    Snapshot,
+    parse_backup_message,
+    parse_snapshots,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Repository:
+    """How to reach one restic repository.
+
+    ``env`` holds the backend's credentials (AWS_ACCESS_KEY_ID, …) read from the
+    repository's env file; they go only into restic's environment.
+    """
+
+    name: str
+    url: str
+    password_file: str | None = None
+    password_command: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    # How long opening the repository may take before it counts as unreachable.
+    connect_timeout: float = 30.0
+    # How long a running command may go without progress before it is stopped.
+    stall_timeout: float = 300.0
+
+    def restic_environment(self, prefix: str = "RESTIC_") -> dict[str, str]:
+        """The variables that point restic at this repository (``RESTIC_FROM_`` for a copy source)."""
+        env = {f"{prefix}REPOSITORY": self.url}
+        if self.password_file is not None:
+            env[f"{prefix}PASSWORD_FILE"] = self.password_file
+        if self.password_command is not None:
+            env[f"{prefix}PASSWORD_COMMAND"] = self.password_command
+        return env
+
+
+class ResticError(Exception):
+    """A restic command failed; ``outcome`` says how, ``stderr_tail`` says what restic said."""
+
+    def __init__(
+        self,
+        outcome: ResticOutcome,
+        message: str,
+        *,
+        repository: str = "",
+        exit_code: int | None = None,
+        stderr_tail: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.repository = repository
+        self.exit_code = exit_code
+        self.stderr_tail = tuple(stderr_tail)
+
+    def describe(self) -> str:
+        """One paragraph for a finding: what failed and the last thing restic said."""
+        last = next((line for line in reversed(self.stderr_tail) if line.strip()), "")
+        text = str(self)
+        return f"{text} (restic: {last.strip()})" if last and last.strip() not in text else text
+
+
+@functools.lru_cache(maxsize=8)
+def detect_version(binary: str) -> ResticVersion:
+    """Ask ``binary`` for its version, once per binary per process.
+
+    Raises :class:`UnsupportedResticVersion` when it is missing or too old.
+    """
+    try:
+        result = process.run_process(
+            commands.make_version_command(binary), env=process.inherited_environment({}), timeout=30
+        )
+    except FileNotFoundError as exc:
+        raise UnsupportedResticVersion(f"restic not found at {binary!r}: install restic 0.14 or newer") from exc
+    return parse_version(result.stdout)
+
+
+@dataclass(frozen=True)
+class BackupRun:
+    """The outcome of a ``restic backup`` that produced a snapshot.
+
+    ``summary.snapshot_id`` is the full id when restic printed it (0.17+) or when
+    the run was asked to resolve it; otherwise restic 0.14's short id.
+    """
+
+    summary: BackupSummary
+    errors: tuple[BackupError, ...]
+    partial: bool
+    skipped_paths: tuple[str, ...]
+
+
+class Restic:
+    """restic bound to one binary, one repository and one cache directory."""
+
+    def __init__(self, binary: str, repository: Repository, cache_dir: str | None = None) -> None:
+        self.binary = binary
+        self.repository = repository
+        self.cache_dir = cache_dir
+        self.version = detect_version(binary)
+
+    # -- plumbing -----------------------------------------------------------------
+    def _flags(self, *, json: bool) -> tuple[str, ...]:
+        return commands.make_global_flags(self.version, self.cache_dir, json=json)
+
+    def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(self.repository.env)
+        env.update(self.repository.restic_environment())
+        if extra:
+            env.update(extra)
+        return process.inherited_environment(env)
+
+    def _run(
+        self,
+        argv: tuple[str, ...],
+        *,
+        extra_env: Mapping[str, str] | None = None,
+        ok: Iterable[ResticOutcome] = (ResticOutcome.SUCCESS,),
+        timeout: float | None = None,
+        stall: process.StallWatch | None = None,
+        stdin: IO[bytes] | None = None,
+        on_stdout_line: process.LineCallback | None = None,
+        on_stderr_line: process.LineCallback | None = None,
+        stdout_to: IO[bytes] | None = None,
+    ) -> tuple[process.ProcessResult, ResticOutcome]:
+        try:
+            result = process.run_process(
+                argv,
+                env=self._env(extra_env),
+                timeout=timeout,
+                stall=stall,
+                stdin=stdin,
+                on_stdout_line=on_stdout_line,
+                on_stderr_line=on_stderr_line,
+                stdout_to=stdout_to,
+            )
+        except process.ProcessStopped as stopped:
+            outcome = ResticOutcome.INTERRUPTED if stopped.why == "cancelled" else ResticOutcome.UNREACHABLE
+            raise ResticError(
+                outcome,
+                f"restic {_subcommand(argv)} on repository {self.repository.name!r} stopped: {stopped.detail}",
+                repository=self.repository.name,
+                stderr_tail=stopped.stderr_tail,
+            ) from stopped
+        outcome = classify_exit(result.returncode, self.version, result.stderr_tail)
+        if outcome not in ok:
+            raise ResticError(
+                outcome,
+                f"restic {_subcommand(argv)} failed on repository {self.repository.name!r} "
+                f"(exit {result.returncode}: {outcome.value})",
+                repository=self.repository.name,
+                exit_code=result.returncode,
+                stderr_tail=result.stderr_tail,
+            )
+        return result, outcome
+
+    def _run_unlocking(self, argv: tuple[str, ...], **kwargs: object) -> process.ProcessResult:
+        """Run; if the repository is locked, remove stale locks once and try again.
+
+        ``restic unlock`` only removes locks of processes that no longer exist, so
+        a live backup elsewhere is never disturbed.
+        """
+        try:
+            return self._run(argv, **kwargs)[0]  # type: ignore[arg-type]
+        except ResticError as error:
+            if error.outcome is not ResticOutcome.LOCKED:
+                raise
+            log.warning("repository %s is locked; removing stale locks and retrying", self.repository.name)
+            self.unlock()
+            return self._run(argv, **kwargs)[0]  # type: ignore[arg-type]
+
+    # -- commands -----------------------------------------------------------------
+    def check_reachable(self) -> None:
+        """Open the repository within ``connect_timeout`` or raise.
+
+        restic retries an unreachable backend for many minutes; this bounds the
+        wait so that a missing bucket or a dead endpoint fails the job promptly.
+        """
+        self._run(
+            commands.make_cat_config_command(self.binary, self._flags(json=False)),
+            timeout=self.repository.connect_timeout,
+        )
+
+    def init(self) -> bool:
+        """Create the repository. Returns False when it already exists."""
+        try:
+            self.check_reachable()
+            return False
+        except ResticError as error:
+            if error.outcome not in (ResticOutcome.NO_REPOSITORY, ResticOutcome.FATAL):
+                raise
+        self._run(
+            commands.make_init_command(self.binary, self._flags(json=False)),
+            timeout=self.repository.connect_timeout * 2,
+        )
+        return True
+
+    def unlock(self) -> None:
+        self._run(commands.make_unlock_command(self.binary, self._flags(json=False)),
+                  timeout=self.repository.connect_timeout)
+
+    def snapshots(
+        self, *, host: str | None = None, snapshot_ids: Sequence[str] = (), first_contact: bool = False
+    ) -> list[Snapshot]:
+        """List snapshots (optionally of one host, or these ids), oldest first.
+
+        ``first_contact``: this is the job's first command, bounded by the
+        repository's ``connect_timeout`` so that an unreachable repository fails
+        promptly instead of being retried for many minutes.
+        """
+        timeout = self.repository.connect_timeout if first_contact else self.repository.stall_timeout
+        result = self._run_unlocking(
+            commands.make_snapshots_command(
+                self.binary, self._flags(json=True), host=host, snapshot_ids=snapshot_ids
+            ),
+            timeout=timeout,
+        )
+        return parse_snapshots(result.stdout)
+
+    def resolve_snapshot(self, snapshot_id: str) -> Snapshot:
+        """Look up one snapshot by full or short id (restic 0.14 prints short ids)."""
+        found = self.snapshots(snapshot_ids=[snapshot_id])
+        if len(found) != 1:
+            raise ResticError(
+                ResticOutcome.FATAL,
+                f"snapshot {snapshot_id} not found in repository {self.repository.name!r}",
+                repository=self.repository.name,
+            )
+        return found[0]
+
+    def backup_files(
+        self,
+        paths: Sequence[bytes],
+        *,
+        host: str,
+        tags: Sequence[str],
+        parent: str | None,
+        force: bool,
+        on_status: Callable[[BackupStatus], None] | None = None,
+    ) -> BackupRun:
+        """Back up exactly ``paths`` (absolute, as bytes); the summary carries the full snapshot id.
+
+        Exit 3 (some source data unreadable) still yields a snapshot: the run is
+        marked ``partial`` and carries restic's error messages.
+        """
+        with tempfile.NamedTemporaryFile(prefix="drill-files-", suffix=".lst") as listing:
+            listing.write(b"".join(path + b"\0" for path in paths))
+            listing.flush()
+            argv = commands.make_backup_command(
+                self.binary,
+                self._flags(json=True),
+                files_from_raw=listing.name,
+                host=host,
+                tags=tags,
+                parent=parent,
+                force=force,
+            )
+            return self._backup(argv, on_status=on_status, resolve_id=True)
+
+    def backup_stdin(
+        self, stream: IO[bytes], *, filename: str, host: str, tags: Sequence[str]
+    ) -> BackupRun:
+        """Store ``stream`` as one file ``filename`` in a new snapshot (id short on restic 0.14)."""
+        argv = commands.make_backup_stdin_command(
+            self.binary, self._flags(json=True), filename=filename, host=host, tags=tags
+        )
+        return self._backup(argv, stdin=stream, resolve_id=False)
+
+    def _backup(
+        self,
+        argv: tuple[str, ...],
+        *,
+        stdin: IO[bytes] | None = None,
+        on_status: Callable[[BackupStatus], None] | None = None,
+        resolve_id: bool,
+    ) -> BackupRun:
+        stall = process.StallWatch(self.repository.stall_timeout)
+        messages: list[BackupMessage] = []
+        skipped: list[str] = []
+        last_progress: list[tuple[int, int]] = [(-1, -1)]
+
+        def take(line: str) -> None:
+            message = parse_backup_message(line)
+            if message is None:
+                if line.endswith("does not exist, skipping"):
+                    skipped.append(line.removesuffix(" does not exist, skipping"))
+                return
+            if isinstance(message, BackupStatus):
+                progress = (message.files_done, message.bytes_done)
+                if progress != last_progress[0]:
+                    last_progress[0] = progress
+                    stall.progress()
+                if on_status is not None:
+                    on_status(message)
+                return
+            messages.append(message)
+
+        try:
+            _result, outcome = self._run(
+                argv,
+                ok=(ResticOutcome.SUCCESS, ResticOutcome.PARTIAL),
+                stall=stall,
+                stdin=stdin,
+                on_stdout_line=take,
+                on_stderr_line=take,
+            )
+        except ResticError:
+            # An interrupted or stalled restic may leave its lock behind; remove it
+            # now (stale locks only) so the next run is not blocked.
+            self._unlock_quietly()
+            raise
+        summaries = [m for m in messages if isinstance(m, BackupSummary)]
+        if not summaries or not summaries[-1].snapshot_id:
+            raise ResticError(
+                ResticOutcome.FATAL,
+                "restic backup ended without a summary naming a snapshot",
+                repository=self.repository.name,
+            )
+        summary = summaries[-1]
+        if resolve_id and not self.version.prints_full_snapshot_ids:
+            full_id = self.resolve_snapshot(summary.snapshot_id).id
+            summary = BackupSummary(**{**summary.as_record(), "snapshot_id": full_id})
+        errors = tuple(m for m in messages if isinstance(m, BackupError))
+        partial = outcome is ResticOutcome.PARTIAL or bool(errors) or any(
+            isinstance(m, ExitError) and m.code == 3 for m in messages
+        )
+        return BackupRun(summary, errors, partial, tuple(skipped))
+
+    def _unlock_quietly(self) -> None:
+        try:
+            self.unlock()
+        except ResticError as error:
+            log.warning("could not remove stale locks from %s: %s", self.repository.name, error.describe())
+
+    def dump(self, snapshot_id: str, path: str) -> bytes:
+        """Return the content of one file of a snapshot (binary safe)."""
+        with tempfile.TemporaryFile() as out:
+            self._run(
+                commands.make_dump_command(self.binary, self._flags(json=False), snapshot_id, path),
+                stall=process.StallWatch(self.repository.stall_timeout),
+                stdout_to=out,
+            )
+            out.seek(0)
+            return out.read()
+
+    def copy_from(self, source: Repository, snapshot_ids: Sequence[str]) -> None:
+        """Copy ``snapshot_ids`` from ``source`` into this repository."""
+        clash = {
+            key for key in set(source.env) & set(self.repository.env)
+            if source.env[key] != self.repository.env[key]
+        }
+        if clash:
+            raise ResticError(
+                ResticOutcome.FATAL,
+                f"cannot copy from {source.name!r} to {self.repository.name!r}: restic copy runs with one "
+                f"set of backend credentials, but the env files set {', '.join(sorted(clash))} differently; "
+                "give both repositories the same access key or replicate with an rclone: repository",
+                repository=self.repository.name,
+            )
+        extra = dict(source.env)
+        extra.update(source.restic_environment(prefix="RESTIC_FROM_"))
+        self._run_unlocking(
+            commands.make_copy_command(self.binary, self._flags(json=False), snapshot_ids),
+            extra_env=extra,
+            stall=process.StallWatch(self.repository.stall_timeout * 4),
+        )
+
+    def forget(self, snapshot_ids: Sequence[str], *, prune: bool) -> None:
+        """Remove exactly these snapshots, then (optionally) the data only they used."""
+        if not snapshot_ids:
+            return
+        self._run_unlocking(commands.make_forget_command(self.binary, self._flags(json=False), snapshot_ids))
+        if prune:
+            self._run_unlocking(commands.make_prune_command(self.binary, self._flags(json=False)))
+
+
+_SUBCOMMANDS = frozenset(
+    {"init", "cat", "backup", "snapshots", "dump", "copy", "forget", "prune", "unlock", "restore", "check"}
+)
+
+
+def _subcommand(argv: Sequence[str]) -> str:
+    """The restic subcommand in ``argv``, for messages."""
+    return next((arg for arg in argv[1:] if arg in _SUBCOMMANDS), "command")
+
+
+def default_binary() -> str:
+    """The restic to use: ``$DRILL_RESTIC`` if set, else ``restic`` on PATH."""
+    return os.environ.get("DRILL_RESTIC", "restic")

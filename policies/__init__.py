@@ -1,0 +1,1 @@
+"""When and how much: level calendars, level choice, retention. Pure logic, no I/O."""

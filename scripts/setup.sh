@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up this checkout on a fresh Debian/Ubuntu machine: restic from the distro
+# and the project with its test tools in ./.venv. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v restic >/dev/null 2>&1 || missing+=(restic)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]} from the distribution"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[test]"
+echo "setup: ready ($(restic version | cut -d' ' -f1-2); .venv/bin/drill-agent, .venv/bin/drillctl)"

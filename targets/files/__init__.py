@@ -1,0 +1,1 @@
+"""The ``files`` target: directories and files of the host, with a per-file content manifest."""

@@ -1,0 +1,295 @@
+"""The files manifest: per path its type, size, mode, mtime and content hash.
+
+Taken on the host at backup time, while restic reads the same files. A file
+that is unchanged since the base manifest (same size, mtime, ctime and inode)
+keeps its hash, so an incremental hashes only what changed; a full passes no
+base and re-hashes everything. A file whose metadata moved between the walk,
+the hashing and the end of the restic run is marked ``changed_during_backup``:
+what restic stored may differ from what was hashed, and verification reports it
+as such instead of calling it corruption.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from targets import hashing
+from targets.files.select import Found, Selection
+
+SCHEMA = "drill.manifest.files/v1"
+CHUNK = 1 << 20
+
+
+class ManifestError(ValueError):
+    """A stored manifest that does not parse or has the wrong schema."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One path of the manifest. ``hash`` is None for directories."""
+
+    path: str
+    type: str
+    size: int
+    mode: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    hash: str | None
+    changed_during_backup: bool = False
+
+    def same_version(self, st: os.stat_result) -> bool:
+        """Whether ``st`` describes the same version of the file as this entry."""
+        return (
+            st.st_size == self.size
+            and st.st_mtime_ns == self.mtime_ns
+            and st.st_ctime_ns == self.ctime_ns
+            and st.st_ino == self.inode
+        )
+
+
+@dataclass
+class FilesManifest:
+    """The manifest of one files backup; serialised canonically for its digest."""
+
+    algorithm: str
+    host: str
+    policy: str
+    target: str
+    job_id: str
+    level: str
+    roots: list[str]
+    exclude: list[str]
+    entries: list[FileEntry] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    missing_roots: list[str] = field(default_factory=list)
+    snapshot_id: str = ""
+    base_snapshot_id: str | None = None
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+    reused_hashes: int = 0
+
+    @property
+    def files(self) -> int:
+        return sum(1 for e in self.entries if e.type == "file")
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries if e.type == "file")
+
+    @property
+    def changed_during_backup(self) -> list[str]:
+        return [e.path for e in self.entries if e.changed_during_backup]
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "algorithm": self.algorithm,
+            "host": self.host,
+            "policy": self.policy,
+            "target": self.target,
+            "job_id": self.job_id,
+            "level": self.level,
+            "snapshot_id": self.snapshot_id,
+            "base_snapshot_id": self.base_snapshot_id,
+            "roots": self.roots,
+            "exclude": self.exclude,
+            "entries": [asdict(e) for e in self.entries],
+            "unreadable": self.unreadable,
+            "missing_roots": self.missing_roots,
+            "totals": {
+                "files": self.files,
+                "bytes": self.total_bytes,
+                "entries": len(self.entries),
+                "hashed_files": self.hashed_files,
+                "hashed_bytes": self.hashed_bytes,
+                "reused_hashes": self.reused_hashes,
+                "changed_during_backup": len(self.changed_during_backup),
+            },
+        }
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON: sorted keys, no whitespace, ASCII -- the bytes the digest covers."""
+        return canonical_json(self.to_document())
+
+
+def canonical_json(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def parse_manifest(data: bytes) -> FilesManifest:
+    """Read a stored manifest back. Raises :class:`ManifestError` when it is not one."""
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ManifestError(f"not a files manifest (schema {doc.get('schema') if isinstance(doc, dict) else None!r})")
+    try:
+        entries = [FileEntry(**e) for e in doc["entries"]]
+        totals = doc["totals"]
+        return FilesManifest(
+            algorithm=doc["algorithm"],
+            host=doc["host"],
+            policy=doc["policy"],
+            target=doc["target"],
+            job_id=doc["job_id"],
+            level=doc["level"],
+            roots=list(doc["roots"]),
+            exclude=list(doc["exclude"]),
+            entries=entries,
+            unreadable=list(doc["unreadable"]),
+            missing_roots=list(doc["missing_roots"]),
+            snapshot_id=doc["snapshot_id"],
+            base_snapshot_id=doc["base_snapshot_id"],
+            hashed_files=totals["hashed_files"],
+            hashed_bytes=totals["hashed_bytes"],
+            reused_hashes=totals["reused_hashes"],
+        )
+    except (KeyError, TypeError) as exc:
+        raise ManifestError(f"manifest is missing or has a malformed field: {exc}") from exc
+
+
+def hash_file(path: str, algorithm: str) -> tuple[str, os.stat_result, os.stat_result]:
+    """Hash a regular file; return the digest and its lstat before and fstat after reading.
+
+    Raises OSError when the file cannot be opened or read.
+    """
+    before = os.lstat(path)
+    hasher = hashing.new_hasher(algorithm)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+    try:
+        with os.fdopen(fd, "rb", buffering=0, closefd=False) as handle:
+            buffer = bytearray(CHUNK)
+            view = memoryview(buffer)
+            while True:
+                n = handle.readinto(buffer)
+                if not n:
+                    break
+                hasher.update(view[:n])
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return hashing.finish(algorithm, hasher), before, after
+
+
+def _hash_symlink(path: str, algorithm: str) -> str:
+    return hashing.digest_bytes(algorithm, os.fsencode(os.readlink(path)))
+
+
+def _entry(found: Found, st: os.stat_result, digest: str | None, changed: bool = False) -> FileEntry:
+    return FileEntry(
+        path=found.path,
+        type=found.kind,
+        size=st.st_size if found.kind != "dir" else 0,
+        mode=stat.S_IMODE(st.st_mode),
+        mtime_ns=st.st_mtime_ns,
+        ctime_ns=st.st_ctime_ns,
+        inode=st.st_ino,
+        hash=digest,
+        changed_during_backup=changed,
+    )
+
+
+def _moved(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns) != (b.st_size, b.st_mtime_ns, b.st_ctime_ns)
+
+
+def build_entries(
+    selection: Selection,
+    algorithm: str,
+    base: Mapping[str, FileEntry] | None,
+    *,
+    workers: int = 2,
+    on_hashed: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[list[FileEntry], list[dict[str, str]], int, int, int]:
+    """Hash every selected path, reusing ``base`` hashes for unchanged files.
+
+    Returns (entries, unreadable, hashed_files, hashed_bytes, reused_hashes).
+    A file that cannot be read is listed in ``unreadable`` with the reason and
+    left out of the entries (restic cannot read it either). When ``should_stop``
+    turns true the remaining files are skipped (the job is failing anyway).
+    """
+    results: dict[str, FileEntry] = {}
+    unreadable: list[dict[str, str]] = []
+    counters = {"files": 0, "bytes": 0, "reused": 0}
+    lock = threading.Lock()
+
+    def one(found: Found) -> None:
+        if should_stop is not None and should_stop():
+            return
+        try:
+            if found.kind == "dir":
+                entry = _entry(found, found.st, None)
+            elif found.kind == "symlink":
+                entry = _entry(found, found.st, _hash_symlink(found.path, algorithm))
+            else:
+                previous = base.get(found.path) if base is not None else None
+                if (
+                    previous is not None
+                    and previous.type == "file"
+                    and previous.hash is not None
+                    and not previous.changed_during_backup
+                    and previous.hash.startswith(algorithm + ":")
+                    and previous.same_version(found.st)
+                ):
+                    entry = replace(previous, mode=stat.S_IMODE(found.st.st_mode))
+                    with lock:
+                        counters["reused"] += 1
+                else:
+                    digest, before, after = hash_file(found.path, algorithm)
+                    changed = _moved(found.st, before) or _moved(before, after)
+                    entry = _entry(found, after, digest, changed)
+                    with lock:
+                        counters["files"] += 1
+                        counters["bytes"] += after.st_size
+                    if on_hashed is not None:
+                        on_hashed(after.st_size)
+        except FileNotFoundError:
+            return  # vanished before we read it; restic reports it missing too
+        except OSError as exc:
+            with lock:
+                unreadable.append({"path": found.path, "error": exc.strerror or str(exc)})
+            return
+        with lock:
+            results[found.path] = entry
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        # Large files first so that the pool does not end on one big file alone.
+        order = sorted(selection.found, key=lambda f: f.st.st_size, reverse=True)
+        list(pool.map(one, order))
+    entries = [results[f.path] for f in selection.found if f.path in results]
+    unreadable.sort(key=lambda u: u["path"])
+    return entries, unreadable, counters["files"], counters["bytes"], counters["reused"]
+
+
+def mark_changed_since(entries: Iterable[FileEntry]) -> list[FileEntry]:
+    """Re-stat every entry after restic finished; mark those that moved since hashing.
+
+    A file deleted in the meantime is marked too: restic may or may not have it.
+    """
+    checked = []
+    for entry in entries:
+        if entry.type == "dir" or entry.changed_during_backup:
+            checked.append(entry)
+            continue
+        try:
+            st = os.lstat(entry.path)
+            moved = (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != (entry.size, entry.mtime_ns, entry.ctime_ns)
+        except FileNotFoundError:
+            moved = True
+        checked.append(replace(entry, changed_during_backup=True) if moved else entry)
+    return checked
+
+
+def index_entries(entries: Sequence[FileEntry]) -> dict[str, FileEntry]:
+    """Entries by path, for reuse as a base."""
+    return {e.path: e for e in entries}

@@ -1,0 +1,32 @@
+"""The explicit registry of target kinds: a kind is listed here or it does not exist.
+
+Each kind contributes a schema fragment for the agent's config and a function
+that builds its typed configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from targets.files import config as files_config
+
+TargetConfig = files_config.FilesTargetConfig
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    name: str
+    schema: dict[str, Any]
+    make_config: Callable[[str, Mapping[str, Any]], TargetConfig]
+
+
+KINDS: dict[str, TargetKind] = {
+    "files": TargetKind("files", files_config.SCHEMA, files_config.make_files_target),
+}
+
+
+def make_target_config(name: str, raw: Mapping[str, Any]) -> TargetConfig:
+    """Typed configuration of target ``name``; ``raw`` must have passed the schema."""
+    return KINDS[raw["kind"]].make_config(name, raw)

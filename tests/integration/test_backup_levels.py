@@ -1,0 +1,145 @@
+"""Backups at each level on real restic (both versions), local and S3 repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from agents.jobs import catalog
+from agents.jobs.backup import run_policy_backup
+from agents.restic.runner import Restic
+from agents.state import StateDir
+from policies.levels import Level
+from targets import hashing
+from targets.files.manifest import parse_manifest
+from tests.support.components import S3Server, running_s3
+from tests.support.configs import Workspace, write_files
+
+
+def _listing(workspace: Workspace, config_path: str, repository: str) -> list[catalog.StoredBackup]:
+    config = workspace.load(config_path)
+    restic = Restic(config.restic_binary, config.repositories[repository])
+    return catalog.collect_backups(restic.snapshots(), host=config.host)
+
+
+def test_full_differential_incremental_with_manifests_in_the_repository(workspace: Workspace) -> None:
+    write_files(workspace.data, {f"dir{i % 3}/f{i}.txt": f"content {i}\n" * 50 for i in range(30)})
+    write_files(workspace.data, {"skip.tmp": "excluded"})
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+
+    [full] = run_policy_backup(config, "nightly", Level.FULL)
+    write_files(workspace.data, {"dir0/f0.txt": "changed for the differential\n"})
+    [diff] = run_policy_backup(config, "nightly", Level.DIFFERENTIAL)
+    write_files(workspace.data, {"dir1/f1.txt": "changed for the incremental\n", "new.txt": "new"})
+    [incr] = run_policy_backup(config, "nightly", Level.INCREMENTAL)
+
+    docs = [r.to_document() for r in (full, diff, incr)]
+    assert [d["outcome"] for d in docs] == ["success"] * 3, docs
+    assert [d["level"]["effective"] for d in docs] == ["full", "differential", "incremental"]
+    assert docs[0]["manifest"]["hashed_files"] == 30 and docs[0]["manifest"]["reused_hashes"] == 0
+    assert (docs[1]["manifest"]["hashed_files"], docs[1]["manifest"]["reused_hashes"]) == (1, 29)
+    assert (docs[2]["manifest"]["hashed_files"], docs[2]["manifest"]["reused_hashes"]) == (2, 29)
+    assert docs[1]["base_snapshot_id"] == docs[0]["snapshot"]["id"]
+    assert docs[2]["base_snapshot_id"] == docs[1]["snapshot"]["id"]
+    assert all(len(d["snapshot"]["id"]) == 64 for d in docs)  # full ids, also from restic 0.14
+
+    backups = _listing(workspace, path, "local")
+    assert [b.level for b in backups] == [Level.FULL, Level.DIFFERENTIAL, Level.INCREMENTAL]
+    assert [b.base for b in backups] == [None, docs[0]["snapshot"]["id"], docs[1]["snapshot"]["id"]]
+    # The manifest in the repository is the one the record's digest names, and it lists what restic stored.
+    restic = Restic(config.restic_binary, config.repositories["local"])
+    stored = restic.dump(backups[2].manifest.id, catalog.MANIFEST_PATH)  # type: ignore[union-attr]
+    assert hashing.digest_bytes("sha256", stored) == docs[2]["manifest"]["digest"]
+    manifest = parse_manifest(stored)
+    assert manifest.snapshot_id == docs[2]["snapshot"]["id"]
+    assert not any(e.path.endswith(".tmp") for e in manifest.entries)
+    listed = subprocess.run(
+        [config.restic_binary, "ls", "--json", manifest.snapshot_id],
+        env={**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
+             "RESTIC_PASSWORD_FILE": workspace.password_file},
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    in_snapshot = {json.loads(line)["path"] for line in listed if '"struct_type":"node"' in line
+                   and '"type":"file"' in line}
+    assert in_snapshot == {e.path for e in manifest.entries if e.type == "file"}
+    # The outbox holds one record per job.
+    assert len(os.listdir(os.path.join(workspace.state_dir, "outbox"))) == 3
+
+
+def test_incremental_without_a_full_is_upgraded(workspace: Workspace) -> None:
+    write_files(workspace.data, {"a": "1"})
+    config = workspace.load(workspace.write_config({"local": workspace.local_repository("local")}))
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    [record] = run_policy_backup(config, "nightly", Level.INCREMENTAL)
+    document = record.to_document()
+    assert document["outcome"] == "success"
+    assert document["level"] == {"requested": "incremental", "effective": "full",
+                                 "reason": "upgraded to full: no usable full backup exists"}
+    assert any(f["code"] == "level_upgraded" for f in document["findings"])
+
+
+def test_s3_backup_replicates_and_proves_the_copy(workspace: Workspace, s3: S3Server, tmp_path: str) -> None:
+    write_files(workspace.data, {f"f{i}": os.urandom(2000) for i in range(20)})
+    s3.make_bucket("backups")
+    with running_s3(os.path.join(str(tmp_path), "s3-same-city")) as far:
+        far.access_key, far.secret_key = s3.access_key, s3.secret_key
+        far.stop()
+        far.start()
+        far.make_bucket("backups")
+        path = workspace.write_config(
+            {"local": workspace.s3_repository(s3, "backups", "app01"),
+             "same-city": workspace.s3_repository(far, "backups", "app01")},
+            policies={"nightly": {"targets": ["documents"], "repository": "local", "replicate_to": ["same-city"],
+                                  "retention": {"full": 2}}},
+        )
+        config = workspace.load(path)
+        for repository in config.repositories.values():
+            assert Restic(config.restic_binary, repository).init() is True
+        records = [run_policy_backup(config, "nightly", Level.FULL)[0] for _ in range(3)]
+        docs = [r.to_document() for r in records]
+        assert [d["outcome"] for d in docs] == ["success"] * 3, docs[-1]["findings"]
+        replication = docs[0]["replication"][0]
+        assert replication["verified"] is True and replication["site"] == "same-city"
+        assert replication["copied"][0]["same_tree"] is True
+        assert replication["copied"][0]["tree"] == docs[0]["snapshot"]["tree"]
+        # retention keeps 2 fulls on both sites, and forgot the first one everywhere
+        assert docs[2]["retention"]["local"]["forgotten"] == [docs[0]["snapshot"]["id"]]
+        for site in ("local", "same-city"):
+            backups = _listing(workspace, path, site)
+            assert len(backups) == 2 and all(b.manifest is not None for b in backups)
+        far_ids = {b.data.original for b in _listing(workspace, path, "same-city")}
+        assert far_ids == {docs[1]["snapshot"]["id"], docs[2]["snapshot"]["id"]}
+
+
+def test_retention_never_touches_another_policy_or_host(workspace: Workspace) -> None:
+    write_files(workspace.data, {"a": "1"})
+    repo = workspace.local_repository("shared")
+    policies = {
+        "keep-one": {"targets": ["documents"], "repository": "shared", "retention": {"full": 1}, "prune": False},
+        "keep-all": {"targets": ["documents"], "repository": "shared"},
+    }
+    mine = workspace.load(workspace.write_config({"shared": repo}, policies=policies))
+    other_host = workspace.load(workspace.write_config({"shared": repo}, policies=policies, host="otherhost",
+                                                       name="other.yaml"))
+    Restic(mine.restic_binary, mine.repositories["shared"]).init()
+    run_policy_backup(other_host, "keep-one", Level.FULL)
+    run_policy_backup(mine, "keep-all", Level.FULL)
+    run_policy_backup(mine, "keep-one", Level.FULL)
+    run_policy_backup(mine, "keep-one", Level.FULL)
+    restic = Restic(mine.restic_binary, mine.repositories["shared"])
+    backups = catalog.collect_backups(restic.snapshots())
+    owners = sorted((b.data.hostname, b.policy) for b in backups)
+    assert owners == [("otherhost", "keep-one"), ("testhost", "keep-all"), ("testhost", "keep-one")]
+
+
+def test_state_keeps_a_local_copy_of_each_manifest(workspace: Workspace) -> None:
+    write_files(workspace.data, {"a": "1"})
+    config = workspace.load(workspace.write_config({"local": workspace.local_repository("local")}))
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    [record] = run_policy_backup(config, "nightly", Level.FULL)
+    document = record.to_document()
+    cached = StateDir(config.state_dir).load_manifest(document["snapshot"]["id"])
+    assert cached is not None and hashing.digest_bytes("sha256", cached) == document["manifest"]["digest"]

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: real components started on loopback, configs written to tmp."""

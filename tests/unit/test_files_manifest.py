@@ -1,0 +1,126 @@
+"""File selection with excludes, and the files manifest: hashing, reuse, change detection."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+
+import blake3
+import pytest
+
+from targets import hashing
+from targets.files import manifest as fm
+from targets.files.select import select_paths
+from tests.support.configs import write_files
+
+
+def _tree(root: pathlib.Path) -> None:
+    write_files(str(root), {
+        "a.txt": "alpha",
+        "draft.tmp": "excluded",
+        "sub/b.bin": b"\x00\x01" * 100,
+        "sub/cache/c.dat": "excluded dir content",
+        "cache": "a FILE named cache is kept: 'cache/' matches directories only",
+        "logs/old.gz": "excluded by anchored pattern",
+        "logs/new.log": "kept",
+        "only-tmp/x.tmp": "its directory disappears with it",
+    })
+    (root / "empty").mkdir()
+    os.symlink("a.txt", root / "link")
+
+
+def test_selection_applies_each_pattern_form(tmp_path: pathlib.Path) -> None:
+    _tree(tmp_path)
+    selection = select_paths([str(tmp_path), str(tmp_path / "absent")], ["*.tmp", "cache/", "logs/*.gz"])
+    relative = {os.path.relpath(f.path, tmp_path): f.kind for f in selection.found}
+    assert relative == {
+        ".": "dir", "a.txt": "file", "cache": "file", "empty": "dir", "link": "symlink",
+        "logs": "dir", "logs/new.log": "file", "sub": "dir", "sub/b.bin": "file",
+    }
+    assert selection.missing_roots == [str(tmp_path / "absent")]
+    # restic gets files, symlinks and the truly empty directory -- never a directory it would recurse into.
+    given = {os.path.relpath(os.fsdecode(p), tmp_path) for p in selection.restic_paths()}
+    assert given == {"a.txt", "cache", "empty", "link", "logs/new.log", "sub/b.bin"}
+
+
+def test_absolute_pattern(tmp_path: pathlib.Path) -> None:
+    _tree(tmp_path)
+    selection = select_paths([str(tmp_path)], [str(tmp_path / "sub")])
+    assert not any("sub" in f.path for f in selection.found)
+
+
+@pytest.mark.parametrize("algorithm", hashing.ALGORITHMS)
+def test_hashes_match_reference_implementations(tmp_path: pathlib.Path, algorithm: str) -> None:
+    data = os.urandom(3 * fm.CHUNK + 17)
+    (tmp_path / "f").write_bytes(data)
+    digest, _, _ = fm.hash_file(str(tmp_path / "f"), algorithm)
+    reference = {
+        "blake3": blake3.blake3(data).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "sm3": None,
+    }[algorithm]
+    assert digest.startswith(algorithm + ":")
+    if reference is not None:
+        assert digest == f"{algorithm}:{reference}"
+    else:  # GB/T 32905 test vector for "abc"
+        assert hashing.digest_bytes("sm3", b"abc") == (
+            "sm3:66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+        )
+
+
+def test_unknown_algorithm() -> None:
+    with pytest.raises(hashing.UnknownAlgorithm, match="blake3"):
+        hashing.new_hasher("md5")
+
+
+def test_unchanged_files_keep_their_hash_and_changed_ones_are_rehashed(tmp_path: pathlib.Path) -> None:
+    write_files(str(tmp_path), {"same": "1", "grows": "2"})
+    first, _, hashed, _, reused = fm.build_entries(select_paths([str(tmp_path)], []), "blake3", None)
+    assert (hashed, reused) == (2, 0)
+    with open(tmp_path / "grows", "a") as handle:
+        handle.write("more")
+    base = fm.index_entries(first)
+    second, _, hashed, _, reused = fm.build_entries(select_paths([str(tmp_path)], []), "blake3", base)
+    assert (hashed, reused) == (1, 1)
+    by_path = {os.path.basename(e.path): e for e in second}
+    assert by_path["grows"].hash == hashing.digest_bytes("blake3", b"2more")
+    # A base hash of another algorithm is never reused.
+    _, _, hashed, _, reused = fm.build_entries(select_paths([str(tmp_path)], []), "sha256", base)
+    assert (hashed, reused) == (2, 0)
+
+
+def test_a_base_entry_marked_changed_is_not_reused(tmp_path: pathlib.Path) -> None:
+    write_files(str(tmp_path), {"f": "x"})
+    entries, *_ = fm.build_entries(select_paths([str(tmp_path)], []), "blake3", None)
+    tainted = {e.path: fm.FileEntry(**{**e.__dict__, "changed_during_backup": True}) for e in entries}
+    _, _, hashed, _, reused = fm.build_entries(select_paths([str(tmp_path)], []), "blake3", tainted)
+    assert (hashed, reused) == (1, 0)
+
+
+def test_change_after_hashing_is_detected(tmp_path: pathlib.Path) -> None:
+    write_files(str(tmp_path), {"live.log": "line\n", "quiet": "q"})
+    entries, *_ = fm.build_entries(select_paths([str(tmp_path)], []), "blake3", None)
+    with open(tmp_path / "live.log", "a") as handle:
+        handle.write("appended while restic was reading\n")
+    os.unlink(tmp_path / "quiet")
+    checked = {os.path.basename(e.path): e.changed_during_backup for e in fm.mark_changed_since(entries)}
+    assert checked == {os.path.basename(tmp_path): False, "live.log": True, "quiet": True}
+
+
+def test_manifest_round_trip_and_canonical_digest(tmp_path: pathlib.Path) -> None:
+    write_files(str(tmp_path), {"a": "1", "b/c": "2"})
+    entries, unreadable, hashed, hashed_bytes, reused = fm.build_entries(
+        select_paths([str(tmp_path)], []), "sha256", None
+    )
+    manifest = fm.FilesManifest("sha256", "h", "p", "t", "job", "full", [str(tmp_path)], [], entries, unreadable,
+                                snapshot_id="s" * 64, hashed_files=hashed, hashed_bytes=hashed_bytes,
+                                reused_hashes=reused)
+    data = manifest.to_bytes()
+    parsed = fm.parse_manifest(data)
+    assert parsed.to_bytes() == data
+    assert parsed.files == 2 and parsed.total_bytes == 2
+    with pytest.raises(fm.ManifestError):
+        fm.parse_manifest(b'{"schema": "something/else"}')
+    with pytest.raises(fm.ManifestError):
+        fm.parse_manifest(b"\xff not json")

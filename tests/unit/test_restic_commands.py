@@ -1,0 +1,142 @@
+"""Pure builders of restic commands, tested by equality; version gates; exit codes; JSON messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.restic import commands
+from agents.restic.exitcodes import ResticOutcome, classify_exit
+from agents.restic.features import ResticVersion, UnsupportedResticVersion, parse_version
+from agents.restic.messages import (
+    BackupError,
+    BackupStatus,
+    BackupSummary,
+    ExitError,
+    MalformedResticOutput,
+    parse_backup_message,
+    parse_snapshots,
+)
+
+V014 = ResticVersion(0, 14, 0)
+V018 = ResticVersion(0, 18, 0)
+
+
+def test_global_flags_gate_the_stuck_request_timeout_by_version() -> None:
+    assert commands.make_global_flags(V014, "/c", json=True) == ("--json", "--cache-dir", "/c")
+    assert commands.make_global_flags(V018, None, json=False) == ("--no-cache", "--stuck-request-timeout", "2m")
+
+
+def test_full_backup_forces_and_ignores_parent() -> None:
+    argv = commands.make_backup_command(
+        "restic", ("--json",), files_from_raw="/tmp/l", host="h", tags=["a=1", "b=2"], parent="p", force=True
+    )
+    assert argv == (
+        "restic", "--json", "backup", "--files-from-raw", "/tmp/l", "--host", "h",
+        "--tag", "a=1", "--tag", "b=2", "--force",
+    )
+
+
+def test_incremental_backup_names_its_parent() -> None:
+    argv = commands.make_backup_command(
+        "restic", (), files_from_raw="/l", host="h", tags=[], parent="abc", force=False
+    )
+    assert argv[-2:] == ("--parent", "abc")
+    assert "--force" not in argv
+
+
+def test_stdin_backup_and_listing_commands() -> None:
+    assert commands.make_backup_stdin_command("r", (), filename="m.json", host="h", tags=["t"]) == (
+        "r", "backup", "--stdin", "--stdin-filename", "m.json", "--host", "h", "--tag", "t",
+    )
+    assert commands.make_snapshots_command("r", ("--json",), host="h", snapshot_ids=["a"]) == (
+        "r", "--json", "snapshots", "--host", "h", "a",
+    )
+    assert commands.make_forget_command("r", (), ["a", "b"]) == ("r", "forget", "a", "b")
+    assert commands.make_copy_command("r", (), ["a"]) == ("r", "copy", "a")
+
+
+def test_no_builder_puts_a_password_on_argv() -> None:
+    argv = commands.make_backup_command("r", commands.make_global_flags(V018, "/c", json=True),
+                                        files_from_raw="/l", host="h", tags=[], parent=None, force=False)
+    assert not any("password" in a for a in argv)
+
+
+def test_version_parsing_and_feature_gates() -> None:
+    version = parse_version("restic 0.14.0 compiled with go1.19.8 on linux/amd64\n")
+    assert version == V014
+    assert not version.has_json_restore and not version.prints_full_snapshot_ids
+    assert parse_version("restic 0.18.0 compiled with go1.24.4 on linux/amd64").prints_full_snapshot_ids
+    with pytest.raises(UnsupportedResticVersion, match="too old"):
+        parse_version("restic 0.12.1 compiled with go1.16")
+    with pytest.raises(UnsupportedResticVersion, match="cannot read"):
+        parse_version("rustic 1.0")
+
+
+@pytest.mark.parametrize(
+    ("code", "version", "stderr", "expected"),
+    [
+        (0, V014, [], ResticOutcome.SUCCESS),
+        (3, V014, [], ResticOutcome.PARTIAL),
+        (130, V018, [], ResticOutcome.INTERRUPTED),
+        (12, V018, [], ResticOutcome.WRONG_PASSWORD),
+        (10, V018, [], ResticOutcome.NO_REPOSITORY),
+        (11, V018, [], ResticOutcome.LOCKED),
+        # 0.14 cannot exit 10..12: such a code is unknown there, hence a failure.
+        (12, V014, [], ResticOutcome.UNKNOWN_EXIT_CODE),
+        (77, V018, [], ResticOutcome.UNKNOWN_EXIT_CODE),
+        (1, V014, ["Fatal: wrong password or no key found"], ResticOutcome.WRONG_PASSWORD),
+        (1, V014, ["Fatal: unable to open config file: Stat: The specified bucket does not exist",
+                   "Is there a repository at the following location?"], ResticOutcome.NO_REPOSITORY),
+        (1, V014, ["dial tcp 127.0.0.1:1: connect: connection refused",
+                   "Is there a repository at the following location?"], ResticOutcome.UNREACHABLE),
+        (1, V014, ["Fatal: unable to create lock in backend: repository is already locked"],
+         ResticOutcome.LOCKED),
+        (1, V014, ["Fatal: something else"], ResticOutcome.FATAL),
+    ],
+)
+def test_exit_code_table(code: int, version: ResticVersion, stderr: list[str], expected: ResticOutcome) -> None:
+    assert classify_exit(code, version, stderr) is expected
+
+
+def test_backup_messages_by_type_ignoring_unknown_fields() -> None:
+    status = parse_backup_message(json.dumps({
+        "message_type": "status", "percent_done": 0.5, "files_done": 3, "bytes_done": 10,
+        "total_files": 6, "total_bytes": 20, "brand_new_field": [1],
+    }))
+    assert status == BackupStatus(0.5, 3, 10, 6, 20)
+    summary = parse_backup_message('{"message_type":"summary","snapshot_id":"d78e09dd","files_new":1,'
+                                   '"total_duration":0.2,"data_added_packed":5}')
+    assert isinstance(summary, BackupSummary) and summary.snapshot_id == "d78e09dd" and summary.files_new == 1
+    assert parse_backup_message('{"message_type":"verbose_status","action":"new"}') is None
+    assert parse_backup_message("not json at all") is None
+
+
+def test_error_messages_of_both_versions() -> None:
+    old = parse_backup_message('{"message_type":"error","error":{"Op":"open","Path":"a","Err":13},'
+                               '"during":"archival","item":"/d/a"}')
+    new = parse_backup_message('{"message_type":"error","error":{"message":"open a: permission denied"},'
+                               '"during":"archival","item":"/d/a"}')
+    assert isinstance(old, BackupError) and old.item == "/d/a" and "errno 13" in old.message
+    assert isinstance(new, BackupError) and new.message == "open a: permission denied"
+    assert parse_backup_message('{"message_type":"exit_error","code":3,"message":"x"}') == ExitError(3, "x")
+
+
+def test_a_field_of_the_wrong_type_is_rejected() -> None:
+    with pytest.raises(MalformedResticOutput):
+        parse_backup_message('{"message_type":"status","files_done":"many"}')
+
+
+def test_snapshots_parse_nanosecond_times_and_tags() -> None:
+    output = json.dumps([
+        {"time": "2026-11-29T04:47:43.616080377Z", "tree": "t2", "paths": ["/a"], "hostname": "h",
+         "id": "b" * 64, "short_id": "bbbbbbbb", "tags": ["drill.level=full"]},
+        {"time": "2026-11-28T01:00:00.5+08:00", "tree": "t1", "paths": ["/a"], "hostname": "h", "id": "a" * 64},
+    ])
+    snapshots = parse_snapshots(output)
+    assert [s.tree for s in snapshots] == ["t1", "t2"]  # oldest first
+    assert snapshots[1].tag_value("drill.level") == "full"
+    assert snapshots[0].short_id == "aaaaaaaa"
+    with pytest.raises(MalformedResticOutput):
+        parse_snapshots('{"not": "a list"}')
