@@ -19,10 +19,11 @@ from agents.config.model import AgentConfig, ConfigError, load_config
 from agents.jobs import catalog
 from agents.jobs.backup import run_policy_backup
 from agents.records import ResultRecord, iso
+from agents.repositories import open_repository
 from agents.restic.features import UnsupportedResticVersion
 from agents.restic.messages import BackupStatus
-from agents.restic.runner import Restic, ResticError
-from agents.state import PolicyBusy, StateDir
+from agents.restic.runner import ResticError
+from agents.state import PolicyBusy
 from policies.levels import Level
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -108,7 +109,7 @@ def cmd_backup(args: argparse.Namespace, config: AgentConfig) -> int:
 
 
 def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
-    restic = Restic(config.restic_binary, config.repositories[name], StateDir(config.state_dir).restic_cache)
+    restic = open_repository(config, name)
     rows = []
     for backup in catalog.collect_backups(restic.snapshots(host=config.host, first_contact=True), host=config.host):
         rows.append({
@@ -159,12 +160,11 @@ def cmd_snapshots(args: argparse.Namespace, config: AgentConfig) -> int:
 
 
 def cmd_init(args: argparse.Namespace, config: AgentConfig) -> int:
-    state = StateDir(config.state_dir)
     results = []
     failed = False
     for name, repository in config.repositories.items():
         try:
-            created = Restic(config.restic_binary, repository, state.restic_cache).init()
+            created = open_repository(config, name).init()
             results.append({"repository": name, "created": created})
             if not args.json:
                 print(f"{name}: {'initialised' if created else 'already initialised'} ({repository.url})")

@@ -41,6 +41,11 @@ class StateDir:
     def restic_cache(self) -> str:
         return self.sub("cache", "restic")
 
+    @property
+    def lock_markers(self) -> str:
+        """Where a runner notes a repository whose stale lock it could not remove."""
+        return self.sub("locks")
+
     def manifest_path(self, snapshot_id: str) -> str:
         return os.path.join(self.sub("manifests"), f"{snapshot_id}.json")
 

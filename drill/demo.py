@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from agents.config.model import AgentConfig, load_config
 from agents.jobs.backup import run_policy_backup
 from agents.records import ResultRecord
-from agents.restic.runner import Restic
-from agents.state import StateDir
+from agents.repositories import open_repository
 from policies.levels import Level
 
 Say = Callable[[str], None]
@@ -108,9 +107,8 @@ def run_demo(directory: str, say: Say, restic_binary: str | None = None) -> Demo
         say(f"writing sample data to {data}")
         make_sample_data(data)
     config = load_config(write_demo_config(directory, restic_binary))
-    state = StateDir(config.state_dir)
     for repository in config.repositories.values():
-        created = Restic(config.restic_binary, repository, state.restic_cache).init()
+        created = open_repository(config, repository.name).init()
         say(f"repository {repository.name}: {'created' if created else 'exists'} at {repository.url}")
     records: list[ResultRecord] = []
     steps = [(Level.FULL, 0.0), (Level.DIFFERENTIAL, 0.05), (Level.INCREMENTAL, 0.02)]

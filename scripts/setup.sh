@@ -21,5 +21,5 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v -i -E "warning|editable|^ *!!|\*\*\*|careful|precedence|corresp|wheel_obj|^ *$" || true
 echo "setup: ready ($(restic version | cut -d' ' -f1-2); .venv/bin/drill-agent, .venv/bin/drillctl)"

@@ -23,6 +23,6 @@ if [ -z "${DRILL_TEST_RESTIC_018:-}" ]; then
 fi
 echo "test: restic $(restic version | cut -d' ' -f2) and $("$DRILL_TEST_RESTIC_018" version | cut -d' ' -f2)"
 
-ruff check drill agents policies targets tests bench
+ruff check .
 mypy
 python -m pytest -q -p no:cacheprovider "$@"

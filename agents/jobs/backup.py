@@ -23,6 +23,7 @@ from agents.config.model import AgentConfig
 from agents.jobs import catalog
 from agents.jobs.replication import apply_retention, replicate
 from agents.records import Outbox, ResultRecord, decide_outcome, iso, job_record
+from agents.repositories import open_repository
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.messages import BackupStatus
 from agents.restic.runner import Restic, ResticError
@@ -122,7 +123,7 @@ def run_target_backup(context: JobContext, target_name: str, requested: Level) -
 def _run(context: JobContext, target: FilesTargetConfig, requested: Level, record: ResultRecord) -> bool:
     config, policy = context.config, context.policy
     try:
-        restic = Restic(config.restic_binary, config.repositories[policy.repository], context.state.restic_cache)
+        restic = open_repository(config, policy.repository)
         record.details["restic"] = {"version": str(restic.version), "summary": None}
         with record.phase("plan"):
             history = catalog.collect_backups(

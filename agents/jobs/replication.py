@@ -18,6 +18,7 @@ from typing import Any
 from agents.config.model import AgentConfig
 from agents.jobs import catalog
 from agents.records import ResultRecord
+from agents.repositories import open_repository
 from agents.restic.runner import Restic, ResticError
 from policies.config import PolicyConfig
 from policies.retention import select_forgettable
@@ -85,7 +86,7 @@ def replicate(
         record.details["replication"].append(entry)
         with record.phase(f"replicate:{name}"):
             try:
-                destination = Restic(source.binary, config.repositories[name], source.cache_dir)
+                destination = open_repository(config, name)
                 present = {b.job_id for b in _list(destination, config, policy.name, target, first=True) if b.manifest}
                 missing = [b for b in source_backups if b.manifest is not None and b.job_id not in present]
                 if missing:
@@ -111,9 +112,7 @@ def apply_retention(
             points = [b.as_point() for b in backups]
             forget = [by_id[p.snapshot_id] for p in select_forgettable(points, policy.retention)]
             try:
-                restic = source if name == policy.repository else Restic(
-                    source.binary, config.repositories[name], source.cache_dir
-                )
+                restic = source if name == policy.repository else open_repository(config, name)
                 restic.forget([i for b in forget for i in b.snapshot_ids()], prune=policy.prune)
             except ResticError as error:
                 record.add("retention_failed", "error", f"retention in {name!r} failed: {error.describe()}", name)

@@ -9,6 +9,7 @@ of the agent sees one typed kind whatever the version.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable
 
 from agents.restic.features import ResticVersion
@@ -67,12 +68,57 @@ def classify_exit(code: int, version: ResticVersion, stderr_tail: Iterable[str])
         return ResticOutcome.UNKNOWN_EXIT_CODE
     outcome = entry[0]
     if outcome is ResticOutcome.FATAL:
-        text = "\n".join(stderr_tail).lower()
-        # Connection problems first: "is there a repository" is printed for them too.
-        for phrase in ("connection refused", "no such host", "i/o timeout"):
-            if phrase in text:
-                return ResticOutcome.UNREACHABLE
-        for phrase, hinted in _STDERR_HINTS:
-            if phrase in text:
-                return hinted
+        return outcome_from_stderr(stderr_tail) or outcome
     return outcome
+
+
+def _plain_lines(stderr_tail: Iterable[str]) -> list[str]:
+    """stderr lines as text: restic 0.17+ with --json prints errors as JSON objects."""
+    lines: list[str] = []
+    for raw in stderr_tail:
+        line = raw.strip()
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict):
+                message = obj.get("message") or (obj.get("error") or {}).get("message")
+                if isinstance(message, str):
+                    lines += [part.strip() for part in message.splitlines() if part.strip()]
+                    continue
+        if line:
+            lines.append(line)
+    return lines
+
+
+def explain_stderr(stderr_tail: Iterable[str]) -> str:
+    """The line of restic's stderr that best says what went wrong (for a finding)."""
+    lines = _plain_lines(stderr_tail)
+    phrases = ["bucket does not exist", *(phrase for phrase, _ in _STDERR_HINTS)]
+    for phrase in phrases:
+        for line in reversed(lines):
+            if phrase in line.lower() and "is there a repository" not in line.lower():
+                return line
+    telling = [line for line in lines if "fatal" in line.lower() or "error" in line.lower()]
+    return (telling or lines or [""])[-1]
+
+
+def outcome_from_stderr(stderr_tail: Iterable[str]) -> ResticOutcome | None:
+    """What restic's stderr says went wrong, if it says so in a known phrase.
+
+    Also used when restic was stopped while retrying (0.18 retries a missing
+    bucket until stopped), so that the finding names the cause, not the timeout.
+    """
+    text = "\n".join(_plain_lines(stderr_tail)).lower()
+    # A missing bucket before connection problems, and connection problems before
+    # "is there a repository", which restic prints for every failure to open.
+    if "bucket does not exist" in text:
+        return ResticOutcome.NO_REPOSITORY
+    for phrase in ("connection refused", "no such host", "i/o timeout"):
+        if phrase in text:
+            return ResticOutcome.UNREACHABLE
+    for phrase, hinted in _STDERR_HINTS:
+        if phrase in text:
+            return hinted
+    return None

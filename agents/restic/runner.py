@@ -19,7 +19,7 @@ from typing import IO
 
 from agents import process
 from agents.restic import commands
-from agents.restic.exitcodes import ResticOutcome, classify_exit
+from agents.restic.exitcodes import ResticOutcome, classify_exit, explain_stderr, outcome_from_stderr
 from agents.restic.features import ResticVersion, UnsupportedResticVersion, parse_version
 from agents.restic.messages import (
     BackupError,
@@ -82,10 +82,10 @@ class ResticError(Exception):
         self.stderr_tail = tuple(stderr_tail)
 
     def describe(self) -> str:
-        """One paragraph for a finding: what failed and the last thing restic said."""
-        last = next((line for line in reversed(self.stderr_tail) if line.strip()), "")
+        """One line for a finding: what failed and restic's own words about why."""
+        said = explain_stderr(self.stderr_tail)
         text = str(self)
-        return f"{text} (restic: {last.strip()})" if last and last.strip() not in text else text
+        return f"{text} (restic: {said})" if said and said not in text else text
 
 
 @functools.lru_cache(maxsize=8)
@@ -120,11 +120,23 @@ class BackupRun:
 class Restic:
     """restic bound to one binary, one repository and one cache directory."""
 
-    def __init__(self, binary: str, repository: Repository, cache_dir: str | None = None) -> None:
+    def __init__(
+        self, binary: str, repository: Repository, cache_dir: str | None = None, marker_dir: str | None = None
+    ) -> None:
+        """``marker_dir``: where to remember that a stale lock could not be removed (the
+        repository was unreachable when restic was stopped), so that the next job
+        removes it first. Without it, nothing is remembered."""
         self.binary = binary
         self.repository = repository
         self.cache_dir = cache_dir
+        self.marker_dir = marker_dir
         self.version = detect_version(binary)
+
+    @property
+    def _stale_lock_marker(self) -> str | None:
+        if self.marker_dir is None:
+            return None
+        return os.path.join(self.marker_dir, f"{self.repository.name}.stale-lock")
 
     # -- plumbing -----------------------------------------------------------------
     def _flags(self, *, json: bool) -> tuple[str, ...]:
@@ -162,7 +174,10 @@ class Restic:
                 stdout_to=stdout_to,
             )
         except process.ProcessStopped as stopped:
-            outcome = ResticOutcome.INTERRUPTED if stopped.why == "cancelled" else ResticOutcome.UNREACHABLE
+            if stopped.why == "cancelled":
+                outcome = ResticOutcome.INTERRUPTED
+            else:
+                outcome = outcome_from_stderr(stopped.stderr_tail) or ResticOutcome.UNREACHABLE
             raise ResticError(
                 outcome,
                 f"restic {_subcommand(argv)} on repository {self.repository.name!r} stopped: {stopped.detail}",
@@ -236,6 +251,11 @@ class Restic:
         promptly instead of being retried for many minutes.
         """
         timeout = self.repository.connect_timeout if first_contact else self.repository.stall_timeout
+        marker = self._stale_lock_marker
+        if first_contact and marker is not None and os.path.exists(marker):
+            self._run(commands.make_unlock_command(self.binary, self._flags(json=False)), timeout=timeout)
+            os.unlink(marker)
+            log.info("removed the stale lock an earlier, stopped run left in %s", self.repository.name)
         result = self._run_unlocking(
             commands.make_snapshots_command(
                 self.binary, self._flags(json=True), host=host, snapshot_ids=snapshot_ids
@@ -358,6 +378,11 @@ class Restic:
             self.unlock()
         except ResticError as error:
             log.warning("could not remove stale locks from %s: %s", self.repository.name, error.describe())
+            marker = self._stale_lock_marker
+            if marker is not None:
+                os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
+                with open(marker, "w", encoding="utf-8") as handle:
+                    handle.write("a restic run was stopped while the repository was unreachable\n")
 
     def dump(self, snapshot_id: str, path: str) -> bytes:
         """Return the content of one file of a snapshot (binary safe)."""

@@ -1,0 +1,219 @@
+"""Bad input and faults on real components: each one must be detected and recorded, never passed as success."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from agents.jobs.backup import run_policy_backup
+from agents.records import ResultRecord
+from agents.restic.runner import Restic
+from policies.levels import Level
+from tests.support.components import S3Server, free_port
+from tests.support.configs import Workspace, write_files
+
+
+def _files_in(directory: str) -> list[str]:
+    """Names in ``directory``; rclone's S3 removes a prefix's folder when it empties."""
+    return os.listdir(directory) if os.path.isdir(directory) else []
+
+
+def _codes(record: ResultRecord) -> set[str]:
+    return {f.code for f in record.findings}
+
+
+def _init(workspace: Workspace, path: str) -> None:
+    config = workspace.load(path)
+    for repository in config.repositories.values():
+        Restic(config.restic_binary, repository).init()
+
+
+def _big_files(root: str, count: int, size: int) -> None:
+    os.makedirs(root, exist_ok=True)
+    for i in range(count):
+        with open(os.path.join(root, f"blob{i:03d}.bin"), "wb") as handle:
+            handle.write(os.urandom(size))
+
+
+def test_wrong_password_fails_with_a_typed_finding(workspace: Workspace) -> None:
+    write_files(workspace.data, {"a": "1"})
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    _init(workspace, path)
+    with open(workspace.password_file, "w") as handle:
+        handle.write("not the password\n")
+    [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    assert record.outcome == "failed"
+    assert "wrong_password" in _codes(record)
+    assert "not the password" not in json.dumps(record.to_document())
+
+
+def test_missing_bucket_fails_promptly(workspace: Workspace, s3: S3Server) -> None:
+    write_files(workspace.data, {"a": "1"})
+    path = workspace.write_config({"local": workspace.s3_repository(s3, "no-such-bucket", "app01",
+                                                                    connect_timeout=8)})
+    started = time.monotonic()
+    [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    assert time.monotonic() - started < 25
+    assert record.outcome == "failed"
+    assert "repository_missing" in _codes(record)
+    message = next(f.message for f in record.findings if f.code == "repository_missing")
+    assert "bucket does not exist" in message.lower()
+
+
+def test_unreachable_endpoint_fails_within_connect_timeout(workspace: Workspace) -> None:
+    write_files(workspace.data, {"a": "1"})
+    dead = S3Server(data_dir=os.path.join(workspace.root, "never-started"), port=free_port())
+    path = workspace.write_config({"local": workspace.s3_repository(dead, "backups", "app01", connect_timeout=5)})
+    started = time.monotonic()
+    [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    assert time.monotonic() - started < 25
+    assert record.outcome == "failed"
+    assert "repository_unreachable" in _codes(record)
+
+
+def test_s3_server_killed_mid_backup_then_next_run_succeeds(workspace: Workspace, s3: S3Server) -> None:
+    _big_files(workspace.data, 40, 2_000_000)
+    s3.make_bucket("backups")
+    policies = {"nightly": {"targets": ["documents"], "repository": "local", "retention": {"full": 1}}}
+    path = workspace.write_config(
+        {"local": workspace.s3_repository(s3, "backups", "app01", connect_timeout=10, stall_timeout=4)},
+        policies=policies,
+    )
+    _init(workspace, path)
+    config = workspace.load(path)
+    data_dir = os.path.join(s3.data_dir, "backups", "app01", "data")
+
+    def kill_when_uploading() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if os.path.isdir(data_dir) and any(files for _, _, files in os.walk(data_dir)):
+                s3.stop()
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_when_uploading)
+    killer.start()
+    started = time.monotonic()
+    [failed] = run_policy_backup(config, "nightly", Level.FULL)
+    killer.join()
+    assert time.monotonic() - started < 120
+    assert failed.outcome == "failed"
+    assert _codes(failed) & {"repository_unreachable", "restic_failed"}, failed.to_document()["findings"]
+
+    locks = os.path.join(s3.data_dir, "backups", "app01", "locks")
+    assert _files_in(locks), "the stopped restic could not remove its lock while S3 was down"
+
+    s3.start()
+    [ok] = run_policy_backup(config, "nightly", Level.FULL)
+    assert ok.outcome == "success", ok.to_document()["findings"]
+    assert _files_in(locks) == []  # the next job removed the stale lock first
+    # a second backup makes retention forget and prune (an exclusive lock): nothing blocks it
+    [again] = run_policy_backup(config, "nightly", Level.FULL)
+    assert again.outcome == "success", again.to_document()["findings"]
+    assert again.to_document()["retention"]["local"] == {"forgotten": [ok.to_document()["snapshot"]["id"]],
+                                                          "kept": 1}
+
+
+def test_sigterm_stops_restic_cleanly_and_leaves_no_lock(workspace: Workspace) -> None:
+    _big_files(workspace.data, 60, 2_000_000)
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    _init(workspace, path)
+    repo = workspace.local_repository("local")["url"]
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "backup", "--config", path, "--policy", "nightly", "--level", "full",
+         "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not os.listdir(os.path.join(repo, "locks")):
+        time.sleep(0.02)
+    assert os.listdir(os.path.join(repo, "locks")), "restic never started"
+    time.sleep(0.3)
+    agent.send_signal(signal.SIGTERM)
+    stdout, _ = agent.communicate(timeout=60)
+    assert agent.returncode == 130
+    [document] = json.loads(stdout)
+    assert document["outcome"] == "failed"
+    assert "interrupted" in {f["code"] for f in document["findings"]}
+    assert os.listdir(os.path.join(repo, "locks")) == []
+    [again] = run_policy_backup(workspace.load(path), "nightly", Level.INCREMENTAL)
+    assert again.outcome == "success"
+    # the interrupted job left no usable base: the incremental was upgraded to full
+    assert again.to_document()["level"]["effective"] == "full"
+
+
+def test_one_missing_source_path_makes_a_partial_backup(workspace: Workspace) -> None:
+    write_files(workspace.data, {"a": "1"})
+    missing = os.path.join(workspace.root, "not-there")
+    targets = {"documents": {"kind": "files", "paths": [workspace.data, missing]}}
+    path = workspace.write_config({"local": workspace.local_repository("local")}, targets=targets)
+    _init(workspace, path)
+    [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    assert record.outcome == "partial"
+    finding = next(f for f in record.findings if f.code == "source_missing")
+    assert finding.subject == missing
+    assert record.to_document()["snapshot"]["id"]
+
+
+def test_all_sources_missing_fails_without_a_snapshot(workspace: Workspace) -> None:
+    targets = {"documents": {"kind": "files", "paths": [os.path.join(workspace.root, "gone")]}}
+    path = workspace.write_config({"local": workspace.local_repository("local")}, targets=targets)
+    _init(workspace, path)
+    [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    assert record.outcome == "failed"
+    assert {"source_missing", "nothing_to_back_up"} <= _codes(record)
+    assert record.to_document()["snapshot"] is None
+
+
+def test_unreadable_file_makes_a_partial_backup_naming_it(workspace: Workspace) -> None:
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is required"
+    write_files(workspace.data, {"ok.txt": "fine", "secret.txt": "locked"})
+    secret = os.path.join(workspace.data, "secret.txt")
+    os.chmod(secret, 0)
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    _init(workspace, path)
+    # Run the agent without the capability to bypass file permissions, as a non-root agent would.
+    command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--", sys.executable, "-m", "agents.cli",
+               "backup", "--config", path, "--policy", "nightly", "--level", "full", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 1, result.stderr
+    [document] = json.loads(result.stdout)
+    assert document["outcome"] == "partial"
+    unreadable = [f for f in document["findings"] if f["code"] == "unreadable"]
+    assert [f["subject"] for f in unreadable] == [secret]
+    assert document["manifest"]["unreadable"] == 1 and document["manifest"]["files"] == 1
+
+
+def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace) -> None:
+    _big_files(workspace.data, 15, 2_000_000)
+    live = os.path.join(workspace.data, "app.log")
+    stop = threading.Event()
+
+    def append() -> None:
+        with open(live, "a") as handle:
+            while not stop.is_set():
+                handle.write("a log line\n")
+                handle.flush()
+                time.sleep(0.002)
+
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    _init(workspace, path)
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        time.sleep(0.05)
+        [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    finally:
+        stop.set()
+        writer.join()
+    assert record.outcome == "success"  # a warning, not a failure
+    changed = [f for f in record.findings if f.code == "changed_during_backup"]
+    assert [f.subject for f in changed] == [live]
+    assert changed[0].severity == "warning"
