@@ -115,18 +115,18 @@ def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
         rows.append({
             "repository": name,
             "site": config.sites[name],
-            "snapshot_id": backup.data.id,
-            "time": iso(backup.data.time),
-            "host": backup.data.hostname,
+            "snapshot_id": backup.snapshot_id,
+            "time": iso(backup.time),
+            "host": backup.host,
             "policy": backup.policy,
             "target": backup.target,
             "level": backup.level.value,
             "base": backup.base,
             "job_id": backup.job_id,
-            "outcome": backup.outcome,
-            "manifest_snapshot_id": backup.manifest.id if backup.manifest else None,
+            "manifest_path": backup.manifest_path,
             "manifest_digest": backup.manifest_digest,
-            "tree": backup.data.tree,
+            "tree": backup.tree,
+            "copied_from": backup.original,
         })
     return rows
 
@@ -150,11 +150,11 @@ def cmd_snapshots(args: argparse.Namespace, config: AgentConfig) -> int:
         print()
     else:
         print(f"{'REPOSITORY':12} {'SNAPSHOT':10} {'TIME (UTC)':20} {'POLICY':10} {'TARGET':12} "
-              f"{'LEVEL':12} {'BASE':10} OUTCOME")
+              f"{'LEVEL':12} {'BASE':10} MANIFEST")
         for row in rows:
             print(
                 f"{row['repository']:12} {row['snapshot_id'][:8]:10} {row['time'][:19]:20} {row['policy']:10} "
-                f"{row['target']:12} {row['level']:12} {(row['base'] or '-')[:8]:10} {row['outcome']}"
+                f"{row['target']:12} {row['level']:12} {(row['base'] or '-')[:8]:10} {row['manifest_digest'][:19]}"
             )
     return EXIT_JOB_FAILED if failed else EXIT_OK
 

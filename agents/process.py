@@ -105,20 +105,28 @@ class StallWatch:
 
     The caller calls :meth:`progress` whenever the child reports advancing work;
     :func:`run_process` stops the child when nothing advanced for ``seconds``.
+    ``first_within`` is a shorter limit for the first report: a child that cannot
+    even start its work (an unreachable repository) is given up on sooner.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, first_within: float | None = None) -> None:
         self.seconds = seconds
+        self.first_within = first_within
         self._last = time.monotonic()
+        self._progressed = False
         self._lock = threading.Lock()
 
     def progress(self) -> None:
         with self._lock:
             self._last = time.monotonic()
+            self._progressed = True
 
-    def idle_for(self) -> float:
+    def stalled_for(self) -> float | None:
+        """Seconds without progress beyond the limit in force, or None while within it."""
         with self._lock:
-            return time.monotonic() - self._last
+            limit = self.seconds if self._progressed or self.first_within is None else self.first_within
+            idle = time.monotonic() - self._last
+        return limit if idle > limit else None
 
 
 def format_argv(argv: Iterable[str]) -> str:
@@ -214,8 +222,8 @@ def run_process(
             stopped = ("cancelled", cancellation.reason)
         elif timeout is not None and time.monotonic() - started > timeout:
             stopped = ("timeout", f"no result after {timeout:.0f}s")
-        elif stall is not None and stall.idle_for() > stall.seconds:
-            stopped = ("stalled", f"no progress for {stall.seconds:.0f}s")
+        elif stall is not None and (limit := stall.stalled_for()) is not None:
+            stopped = ("stalled", f"no progress for {limit:.0f}s")
         if stopped is not None:
             _stop(child)
             break

@@ -71,7 +71,7 @@ def write_demo_config(directory: str, restic_binary: str | None = None) -> str:
         f"""\
         host: demo-host
         state_dir: {directory}/state
-        {restic_line}repositories:
+        RESTIC_LINErepositories:
           local:
             url: {directory}/repo-local
             password_file: {password_file}
@@ -92,7 +92,7 @@ def write_demo_config(directory: str, restic_binary: str | None = None) -> str:
             max_full_interval: 14d
             retention: {{full: 8, differential: 4, incremental: 14}}
         """
-    )
+    ).replace("RESTIC_LINE", restic_line)
     path = os.path.join(directory, "agent.yaml")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(config)

@@ -1,22 +1,22 @@
 """The backup job: one target of one policy, at a level, into restic, with its manifest.
 
-Steps, each timed in the record: decide the level from the repository's history
-→ select the files → restic reads them while the agent hashes them (in parallel)
-→ re-stat to find files that changed meanwhile → store the manifest as its own
-snapshot beside the data → replicate both to the policy's other repositories and
-prove the copies → apply retention. Every step that fails becomes a finding; the
+Steps, each timed in the record: plan the level from the agent's index of its
+backups → select the files → hash them into the manifest (reusing the base's
+hashes for unchanged files) → one ``restic backup`` of the files *and* the
+manifest file, so they share one snapshot → re-stat to find files that changed
+while restic read them → replicate to the policy's other repositories and prove
+the copies → apply retention. Every step that fails becomes a finding; the
 record's outcome is ``success`` only if nothing went wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import tempfile
-import threading
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from agents import process
 from agents.config.model import AgentConfig
@@ -25,9 +25,9 @@ from agents.jobs.replication import apply_retention, replicate
 from agents.records import Outbox, ResultRecord, decide_outcome, iso, job_record
 from agents.repositories import open_repository
 from agents.restic.exitcodes import ResticOutcome
-from agents.restic.messages import BackupStatus
-from agents.restic.runner import Restic, ResticError
-from agents.state import StateDir
+from agents.restic.messages import BackupStatus, parse_time
+from agents.restic.runner import BackupRun, Restic, ResticError
+from agents.state import StateDir, write_atomically
 from policies.config import PolicyConfig
 from policies.due import level_for_day
 from policies.levels import Level, LevelDecision, choose_level
@@ -107,6 +107,7 @@ def run_target_backup(context: JobContext, target_name: str, requested: Level) -
         "base_snapshot_id": None,
         "snapshot": None,
         "manifest": None,
+        "changed_during_backup": [],
         "restic": None,
         "replication": [],
         "retention": {},
@@ -120,47 +121,54 @@ def run_target_backup(context: JobContext, target_name: str, requested: Level) -
     return record
 
 
+def _history(
+    context: JobContext, restic: Restic, index: catalog.LocalCatalog, target: str, *, refresh: bool
+) -> list[catalog.StoredBackup]:
+    """This policy and target's backups: from the local index, or from the repository when the
+    index has none or ``refresh`` is asked (the index is then rewritten)."""
+    host, policy = context.config.host, context.policy.name
+    known = [] if refresh else index.backups(host, policy, target)
+    if known:
+        return known
+    listed = catalog.collect_backups(
+        restic.snapshots(host=host, first_contact=True), host=host, policy=policy, target=target
+    )
+    index.replace(host, policy, target, listed)
+    return listed
+
+
 def _run(context: JobContext, target: FilesTargetConfig, requested: Level, record: ResultRecord) -> bool:
     config, policy = context.config, context.policy
+    repository = config.repositories[policy.repository]
+    index = catalog.LocalCatalog(context.state, repository.name, repository.url)
     try:
         restic = open_repository(config, policy.repository)
         record.details["restic"] = {"version": str(restic.version), "summary": None}
-        with record.phase("plan"):
-            history = catalog.collect_backups(
-                restic.snapshots(host=config.host, first_contact=True),
-                host=config.host,
-                policy=policy.name,
-                target=target.name,
-            )
-            decision = choose_level(
-                requested, [b.as_point() for b in history], datetime.now().astimezone(), policy.max_full_interval
-            )
-        record.details["level"] = {
-            "requested": decision.requested.value,
-            "effective": decision.level.value,
-            "reason": decision.reason,
-        }
-        if decision.level is not requested:
-            record.add("level_upgraded", "info", decision.reason)
-        base_backup = catalog.find_backup(history, decision.base.snapshot_id) if decision.base else None
-        record.details["base_snapshot_id"] = decision.base.snapshot_id if decision.base else None
-        if not _backup_files(context, restic, target, decision, base_backup, record):
-            return False
-        with record.phase("list"):
-            backups = catalog.collect_backups(
-                restic.snapshots(host=config.host), host=config.host, policy=policy.name, target=target.name
-            )
+        refresh = False
+        while True:
+            with record.phase("plan"):
+                history = _history(context, restic, index, target.name, refresh=refresh)
+                decision = choose_level(
+                    requested, [b.as_point() for b in history], datetime.now().astimezone(), policy.max_full_interval
+                )
+            try:
+                backup = _backup_files(context, restic, target, decision, history, record)
+                break
+            except ResticError as error:
+                # The index named a snapshot restic no longer has (forgotten by hand,
+                # repository replaced): rebuild the index from the repository, once.
+                if error.outcome is not ResticOutcome.NOT_FOUND or refresh:
+                    raise
+                log.warning("base snapshot not in %s; re-reading its snapshots", repository.name)
+                refresh = True
     except ResticError as error:
         record.add(finding_code(error), "error", error.describe(), error.repository or None)
         return False
-    this_job = next((b for b in backups if b.job_id == record.job_id), None)
-    if this_job is None or this_job.manifest is None:
-        record.add("snapshot_not_listed", "error", "the new snapshot or its manifest is not listed by restic")
+    if backup is None:
         return False
-    record.details["snapshot"] = {"id": this_job.data.id, "time": iso(this_job.data.time), "tree": this_job.data.tree}
-    record.details["manifest"]["snapshot_id"] = this_job.manifest.id
-    listings = {policy.repository: backups}
-    listings.update(replicate(config, policy, restic, backups, record))
+    index.add(backup)
+    listings = {policy.repository: [*history, backup]}
+    listings.update(replicate(config, policy, restic, record))
     apply_retention(config, policy, restic, listings, record)
     return True
 
@@ -169,19 +177,28 @@ def _load_base_entries(
     state: StateDir, restic: Restic, base: catalog.StoredBackup | None, record: ResultRecord
 ) -> dict[str, files_manifest.FileEntry] | None:
     """The base's manifest entries: local copy first, else from the repository; None if unusable."""
-    if base is None or base.manifest is None:
+    if base is None:
         return None
-    data = state.load_manifest(base.data.id)
+    data = state.load_manifest(base.snapshot_id)
     if data is None or hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data) != base.manifest_digest:
-        data = restic.dump(base.manifest.id, catalog.MANIFEST_PATH)
+        data = restic.dump(base.snapshot_id, base.manifest_path)
     if hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data) != base.manifest_digest:
         record.add(
             "base_manifest_mismatch",
             "warning",
-            f"the manifest of base snapshot {base.data.id[:12]} does not match its digest; every file is re-hashed",
+            f"the manifest in base snapshot {base.snapshot_id[:12]} does not match its digest; every file is re-hashed",
         )
         return None
     return files_manifest.index_entries(files_manifest.parse_manifest(data).entries)
+
+
+def _resolve(restic: Restic, run: BackupRun) -> tuple[str, str | None, datetime | None]:
+    """Full id, tree and time of the new snapshot, with as few restic calls as the version allows."""
+    summary = run.summary
+    if restic.version.prints_full_snapshot_ids and summary.backup_start:
+        return summary.snapshot_id, None, parse_time(summary.backup_start)
+    snapshot = restic.resolve_snapshot(summary.snapshot_id)
+    return snapshot.id, snapshot.tree, snapshot.time
 
 
 def _backup_files(
@@ -189,117 +206,103 @@ def _backup_files(
     restic: Restic,
     target: FilesTargetConfig,
     decision: LevelDecision,
-    base: catalog.StoredBackup | None,
+    history: list[catalog.StoredBackup],
     record: ResultRecord,
-) -> bool:
-    """Run restic and the hashing side by side, then store the manifest. True when both are stored."""
+) -> catalog.StoredBackup | None:
+    """Hash, then back up the files and the manifest in one snapshot. None when no snapshot was made."""
     config, policy, state = context.config, context.policy, context.state
+    record.details["level"] = {
+        "requested": decision.requested.value,
+        "effective": decision.level.value,
+        "reason": decision.reason,
+    }
+    if decision.level is not decision.requested and not any(f.code == "level_upgraded" for f in record.findings):
+        record.add("level_upgraded", "info", decision.reason)
+    base = catalog.find_backup(history, decision.base.snapshot_id) if decision.base else None
+    base_id = base.snapshot_id if base else None
+    record.details["base_snapshot_id"] = base_id
+
     with record.phase("select"):
-        selection = select_paths(target.paths, target.exclude)
+        selection = select_paths(target.paths, target.exclude, never=[config.state_dir])
     for root in selection.missing_roots:
         record.add("source_missing", "error", f"source path {root} does not exist", root)
     for path, reason in selection.unreadable_dirs:
         record.add("unreadable", "error", f"directory {path} cannot be read: {reason}", path)
     if not selection.found:
         record.add("nothing_to_back_up", "error", "none of the target's paths exists; no snapshot was made")
-        return False
-    base_entries = (
-        _load_base_entries(state, restic, base, record) if decision.level is not Level.FULL else None
-    )
+        return None
 
-    hashed: dict[str, Any] = {}
-    stop_hashing = threading.Event()
-
-    def hash_all() -> None:
-        try:
-            hashed["result"] = files_manifest.build_entries(
-                selection, target.hash, base_entries, should_stop=stop_hashing.is_set
-            )
-        except BaseException as exc:  # surfaced after the join below
-            hashed["error"] = exc
-
-    progress = context.progress
-
-    def report(status: BackupStatus) -> None:
-        if progress is not None:
-            progress(target.name, status)
-
-    job_id = record.job_id
-    base_id = decision.base.snapshot_id if decision.base else None
-    hasher = threading.Thread(target=hash_all, name="manifest-hash", daemon=True)
-    with record.phase("backup"):
-        hasher.start()
-        try:
-            run = restic.backup_files(
-                selection.restic_paths(),
-                host=config.host,
-                tags=catalog.make_data_tags(job_id, policy.name, target.name, decision.level, base_id),
-                parent=base_id,
-                force=decision.level is Level.FULL,
-                on_status=report,
-            )
-        except BaseException:
-            stop_hashing.set()
-            hasher.join()
-            raise
-        hasher.join()
-    if "error" in hashed:
-        raise hashed["error"]
-    entries, unreadable, hashed_files, hashed_bytes, reused = hashed["result"]
-    snapshot_id = run.summary.snapshot_id
-    record.details["snapshot"] = {"id": snapshot_id}
-    record.details["restic"]["summary"] = run.summary.as_record()
-
-    # What restic could not read is not in the snapshot: take it out of the manifest too.
-    restic_unreadable = {e.item: e.message for e in run.errors if e.item}
-    known = {u["path"] for u in unreadable}
-    unreadable += [{"path": p, "error": m} for p, m in sorted(restic_unreadable.items()) if p not in known]
-    entries = [e for e in entries if e.path not in restic_unreadable]
-    entries = files_manifest.mark_changed_since(entries)
-    for item in unreadable:
-        record.add("unreadable", "error", f"{item['path']} could not be read: {item['error']}", item["path"])
-    if run.partial and not unreadable:
-        record.add("restic_partial", "error", "restic reported that some source data could not be read")
-
+    with record.phase("hash"):
+        base_entries = _load_base_entries(state, restic, base, record) if decision.level is not Level.FULL else None
+        entries, unreadable, hashed_files, hashed_bytes, reused = files_manifest.build_entries(
+            selection, target.hash, base_entries
+        )
     manifest = files_manifest.FilesManifest(
         algorithm=target.hash,
         host=config.host,
         policy=policy.name,
         target=target.name,
-        job_id=job_id,
+        job_id=record.job_id,
         level=decision.level.value,
         roots=list(target.paths),
         exclude=list(target.exclude),
         entries=entries,
         unreadable=unreadable,
         missing_roots=selection.missing_roots,
-        snapshot_id=snapshot_id,
         base_snapshot_id=base_id,
         hashed_files=hashed_files,
         hashed_bytes=hashed_bytes,
         reused_hashes=reused,
     )
-    for path in manifest.changed_during_backup:
-        record.add("changed_during_backup", "warning", f"{path} changed while it was being backed up", path)
     data = manifest.to_bytes()
     digest = hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data)
-    outcome = "partial" if record.has_errors else "success"
-    with record.phase("manifest"):
-        with tempfile.TemporaryFile() as stream:
-            stream.write(data)
-            stream.seek(0)
-            restic.backup_stdin(
-                stream,
-                filename=catalog.MANIFEST_FILENAME,
+    manifest_path = os.path.join(state.sub("staging"), f"manifest-{record.job_id}.json")
+    write_atomically(manifest_path, data)
+
+    def report(status: BackupStatus) -> None:
+        if context.progress is not None:
+            context.progress(target.name, status)
+
+    try:
+        with record.phase("backup"):
+            run = restic.backup_files(
+                [*selection.restic_paths(), os.fsencode(manifest_path)],
                 host=config.host,
-                tags=catalog.make_manifest_tags(
-                    job_id, policy.name, target.name, decision.level, snapshot_id, outcome, digest
+                tags=catalog.make_backup_tags(
+                    record.job_id, policy.name, target.name, decision.level, base_id, manifest_path, digest
                 ),
+                parent=base_id,
+                force=decision.level is Level.FULL,
+                on_status=report,
             )
-        state.save_manifest(snapshot_id, data)
+            snapshot_id, tree, snapshot_time = _resolve(restic, run)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(manifest_path)
+    state.save_manifest(snapshot_id, data)
+    record.details["snapshot"] = {
+        "id": snapshot_id,
+        "time": iso(snapshot_time) if snapshot_time else None,
+        "tree": tree,
+    }
+    record.details["restic"]["summary"] = run.summary.as_record()
+
+    # What restic could not read is not in the snapshot, though the manifest may list it.
+    named = {u["path"] for u in unreadable}
+    for item in unreadable:
+        record.add("unreadable", "error", f"{item['path']} could not be read: {item['error']}", item["path"])
+    for error in run.errors:
+        if error.item and error.item not in named:
+            record.add("unreadable", "error", f"restic could not read {error.item}: {error.message}", error.item)
+    if run.partial and not (unreadable or run.errors):
+        record.add("restic_partial", "error", "restic reported that some source data could not be read")
+    changed = files_manifest.find_changed_since(entries)
+    record.details["changed_during_backup"] = changed
+    for path in changed:
+        record.add("changed_during_backup", "warning", f"{path} changed while it was being backed up", path)
     record.details["manifest"] = {
         "digest": digest,
-        "snapshot_id": None,  # known once listed
+        "path": manifest_path,
         "algorithm": target.hash,
         "files": manifest.files,
         "bytes": manifest.total_bytes,
@@ -307,11 +310,22 @@ def _backup_files(
         "hashed_files": hashed_files,
         "hashed_bytes": hashed_bytes,
         "reused_hashes": reused,
-        "changed_during_backup": len(manifest.changed_during_backup),
         "unreadable": len(unreadable),
     }
     log.info(
         "%s/%s: %s snapshot %s, %d files, manifest %s",
         policy.name, target.name, decision.level.value, snapshot_id[:12], manifest.files, digest[:19],
     )
-    return True
+    return catalog.StoredBackup(
+        job_id=record.job_id,
+        host=config.host,
+        policy=policy.name,
+        target=target.name,
+        level=decision.level,
+        snapshot_id=snapshot_id,
+        time=snapshot_time or datetime.now().astimezone(),
+        base=base_id,
+        manifest_path=manifest_path,
+        manifest_digest=digest,
+        tree=tree,
+    )

@@ -1,28 +1,30 @@
-"""How drill's backups are laid out in a restic repository, and how to read them back.
+"""How drill's backups are laid out in a restic repository, and the agent's local index of them.
 
-A backup job leaves two snapshots that share the tag ``drill.job=<job id>``:
+A backup job makes **one** snapshot holding the target's data and, beside it, the
+manifest file (``drill.manifest=<path in the snapshot>``). Its tags say who and
+what: ``drill.job``, ``drill.policy``, ``drill.target``, ``drill.level``,
+``drill.base`` and the manifest's digest ``drill.digest``. Data and manifest can
+never be separated: ``restic copy``, ``forget`` and ``prune`` act on both at once.
 
-* the **data** snapshot (``drill.kind=data``) with the target's content, tagged
-  with its policy, target, level and base;
-* the **manifest** snapshot (``drill.kind=manifest``) holding ``manifest.json``,
-  tagged with the data snapshot's id, the job's outcome and the manifest digest.
-
-Both travel together with ``restic copy`` (tags are kept), so the other site has
-the manifest of every snapshot it holds. A data snapshot without its manifest is
-an unfinished job: listed, never used as a base.
+The agent keeps an index of the backups it made in ``state_dir/catalog/`` so that
+planning the next backup costs no restic call; whenever the index has nothing
+for a policy and target, or restic no longer knows a snapshot it names, the index
+is rebuilt from ``restic snapshots``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 
 from agents.restic.messages import Snapshot
+from agents.state import StateDir, write_atomically
 from policies.levels import BackupPoint, Level
 
 PREFIX = "drill."
-MANIFEST_FILENAME = "manifest.json"
-MANIFEST_PATH = "/" + MANIFEST_FILENAME  # where ``backup --stdin`` puts it in the snapshot
 
 
 def tag(key: str, value: str) -> str:
@@ -32,117 +34,145 @@ def tag(key: str, value: str) -> str:
     return f"{PREFIX}{key}={value}"
 
 
-def make_data_tags(job_id: str, policy: str, target: str, level: Level, base: str | None) -> list[str]:
+def make_backup_tags(
+    job_id: str, policy: str, target: str, level: Level, base: str | None, manifest_path: str, digest: str
+) -> list[str]:
     return [
-        tag("kind", "data"),
         tag("job", job_id),
         tag("policy", policy),
         tag("target", target),
         tag("level", level.value),
         tag("base", base or "none"),
-    ]
-
-
-def make_manifest_tags(
-    job_id: str, policy: str, target: str, level: Level, data_snapshot: str, outcome: str, digest: str
-) -> list[str]:
-    return [
-        tag("kind", "manifest"),
-        tag("job", job_id),
-        tag("policy", policy),
-        tag("target", target),
-        tag("level", level.value),
-        tag("for", data_snapshot),
-        tag("outcome", outcome),
+        tag("manifest", manifest_path),
         tag("digest", digest),
     ]
 
 
 @dataclass(frozen=True)
 class StoredBackup:
-    """A backup job as found in a repository: its data snapshot and, if finished, its manifest."""
+    """One backup as the agent knows it: its snapshot and the manifest inside it."""
 
     job_id: str
+    host: str
     policy: str
     target: str
     level: Level
-    data: Snapshot
-    manifest: Snapshot | None
-
-    @property
-    def outcome(self) -> str:
-        if self.manifest is None:
-            return "unfinished"
-        return self.manifest.tag_value(PREFIX + "outcome") or "unknown"
-
-    @property
-    def manifest_digest(self) -> str | None:
-        return self.manifest.tag_value(PREFIX + "digest") if self.manifest else None
-
-    @property
-    def base(self) -> str | None:
-        value = self.data.tag_value(PREFIX + "base")
-        return None if value in (None, "none") else value
-
-    @property
-    def usable(self) -> bool:
-        """Finished without error: may serve as the base of a later backup."""
-        return self.outcome == "success"
+    snapshot_id: str
+    time: datetime
+    base: str | None
+    manifest_path: str
+    manifest_digest: str
+    tree: str | None = None
+    original: str | None = None  # for a copy: the id of the snapshot it was copied from
 
     def as_point(self) -> BackupPoint:
-        return BackupPoint(self.data.id, self.data.time, self.level, self.usable)
+        return BackupPoint(self.snapshot_id, self.time, self.level, usable=True)
 
-    def snapshot_ids(self) -> list[str]:
-        return [self.data.id] + ([self.manifest.id] if self.manifest else [])
+    def to_json(self) -> dict[str, object]:
+        document = asdict(self)
+        document["level"] = self.level.value
+        document["time"] = self.time.isoformat()
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, object]) -> StoredBackup:
+        values = dict(document)
+        values["level"] = Level(str(values["level"]))
+        values["time"] = datetime.fromisoformat(str(values["time"]))
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def backup_from_snapshot(snapshot: Snapshot) -> StoredBackup | None:
+    """The backup a snapshot holds, or None when it is not a complete drill backup."""
+    values = {key: snapshot.tag_value(PREFIX + key) for key in
+              ("job", "policy", "target", "level", "base", "manifest", "digest")}
+    if any(v is None for v in values.values()):
+        return None
+    try:
+        level = Level(values["level"] or "")
+    except ValueError:
+        return None
+    return StoredBackup(
+        job_id=values["job"] or "",
+        host=snapshot.hostname,
+        policy=values["policy"] or "",
+        target=values["target"] or "",
+        level=level,
+        snapshot_id=snapshot.id,
+        time=snapshot.time,
+        base=None if values["base"] == "none" else values["base"],
+        manifest_path=values["manifest"] or "",
+        manifest_digest=values["digest"] or "",
+        tree=snapshot.tree,
+        original=snapshot.original,
+    )
 
 
 def collect_backups(
     snapshots: Iterable[Snapshot], *, host: str | None = None, policy: str | None = None, target: str | None = None
 ) -> list[StoredBackup]:
-    """Pair data and manifest snapshots by job, optionally of one host/policy/target; oldest first.
+    """drill's backups among ``snapshots``, optionally of one host/policy/target; oldest first.
 
-    Snapshots without drill tags (made by hand or another tool) are ignored.
+    Snapshots without drill's tags (made by hand or by another tool) are ignored.
     """
-    data: dict[str, Snapshot] = {}
-    manifests: dict[str, Snapshot] = {}
+    found = []
     for snapshot in snapshots:
-        if host is not None and snapshot.hostname != host:
+        backup = backup_from_snapshot(snapshot)
+        if backup is None:
             continue
-        job = snapshot.tag_value(PREFIX + "job")
-        kind = snapshot.tag_value(PREFIX + "kind")
-        if job is None:
+        if (host is not None and backup.host != host) or (policy is not None and backup.policy != policy):
             continue
-        if policy is not None and snapshot.tag_value(PREFIX + "policy") != policy:
+        if target is not None and backup.target != target:
             continue
-        if target is not None and snapshot.tag_value(PREFIX + "target") != target:
-            continue
-        if kind == "data":
-            data[job] = snapshot
-        elif kind == "manifest":
-            manifests[job] = snapshot
-    backups = []
-    for job, snapshot in data.items():
-        try:
-            level = Level(snapshot.tag_value(PREFIX + "level") or "")
-        except ValueError:
-            continue
-        manifest = manifests.get(job)
-        if manifest is not None and manifest.tag_value(PREFIX + "for") not in (snapshot.id, snapshot.original):
-            manifest = None  # a manifest that names another snapshot is not this one's
-        backups.append(
-            StoredBackup(
-                job_id=job,
-                policy=snapshot.tag_value(PREFIX + "policy") or "",
-                target=snapshot.tag_value(PREFIX + "target") or "",
-                level=level,
-                data=snapshot,
-                manifest=manifest,
-            )
-        )
-    backups.sort(key=lambda b: b.data.time)
-    return backups
+        found.append(backup)
+    found.sort(key=lambda b: b.time)
+    return found
 
 
 def find_backup(backups: Sequence[StoredBackup], snapshot_id: str) -> StoredBackup | None:
-    """The backup whose data snapshot is ``snapshot_id``."""
-    return next((b for b in backups if b.data.id == snapshot_id), None)
+    """The backup whose snapshot is ``snapshot_id``."""
+    return next((b for b in backups if b.snapshot_id == snapshot_id), None)
+
+
+class LocalCatalog:
+    """The agent's index of its backups in one repository, in ``state_dir/catalog/NAME.json``.
+
+    Bound to the repository's URL: pointing the name at another repository
+    starts an empty index.
+    """
+
+    def __init__(self, state: StateDir, repository: str, url: str) -> None:
+        self.path = os.path.join(state.sub("catalog"), f"{repository}.json")
+        self.url = url
+
+    def _load(self) -> list[StoredBackup]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                document = json.load(handle)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
+        if not isinstance(document, dict) or document.get("url") != self.url:
+            return []
+        try:
+            return [StoredBackup.from_json(b) for b in document.get("backups", [])]
+        except (KeyError, TypeError, ValueError):
+            return []  # an index we cannot read is rebuilt from the repository
+
+    def _save(self, backups: Iterable[StoredBackup]) -> None:
+        document = {"url": self.url, "backups": [b.to_json() for b in sorted(backups, key=lambda b: b.time)]}
+        write_atomically(self.path, json.dumps(document, indent=1).encode())
+
+    def backups(self, host: str, policy: str, target: str) -> list[StoredBackup]:
+        return [b for b in self._load() if (b.host, b.policy, b.target) == (host, policy, target)]
+
+    def add(self, backup: StoredBackup) -> None:
+        self._save([*(b for b in self._load() if b.snapshot_id != backup.snapshot_id), backup])
+
+    def remove(self, snapshot_ids: Iterable[str]) -> None:
+        gone = set(snapshot_ids)
+        self._save(b for b in self._load() if b.snapshot_id not in gone)
+
+    def replace(self, host: str, policy: str, target: str, backups: Iterable[StoredBackup]) -> None:
+        """Make the index of one host/policy/target equal to ``backups`` (read from the repository)."""
+        others = [b for b in self._load() if (b.host, b.policy, b.target) != (host, policy, target)]
+        self._save([*others, *backups])

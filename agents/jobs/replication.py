@@ -1,9 +1,9 @@
 """Replication to the other site and retention, as steps of a backup job.
 
-Replication copies every finished backup of the policy and target that the
-destination lacks (so a copy that failed last night is made up tonight), then
-proves each copy: the destination's snapshot must have the same tree id as the
-source's, for the data and the manifest alike.
+Replication copies every backup of the policy and target that the destination
+lacks (so a copy that failed last night is made up tonight), then proves each
+copy: the destination's snapshot must have the same tree id as the source's --
+and since the manifest lives in the same snapshot, that proves the manifest too.
 
 Retention forgets, in every repository of the policy, the backups
 :func:`policies.retention.select_forgettable` names -- only among snapshots of
@@ -20,6 +20,7 @@ from agents.jobs import catalog
 from agents.records import ResultRecord
 from agents.repositories import open_repository
 from agents.restic.runner import Restic, ResticError
+from agents.state import StateDir
 from policies.config import PolicyConfig
 from policies.retention import select_forgettable
 
@@ -36,22 +37,16 @@ def _prove_copies(
     name: str, missing: Sequence[catalog.StoredBackup], copies: Mapping[str, catalog.StoredBackup],
     entry: dict[str, Any], record: ResultRecord,
 ) -> bool:
-    """Compare tree ids of each source backup and its copy; add findings; True when all match."""
+    """Compare the tree of each source backup with its copy's; add findings; True when all match."""
     proven = True
     for backup in missing:
         copy = copies.get(backup.job_id)
-        same = (
-            copy is not None
-            and copy.manifest is not None
-            and backup.manifest is not None
-            and copy.data.tree == backup.data.tree
-            and copy.manifest.tree == backup.manifest.tree
-        )
+        same = copy is not None and copy.tree is not None and copy.tree == backup.tree
         entry["copied"].append({
             "job_id": backup.job_id,
-            "source_snapshot_id": backup.data.id,
-            "copy_snapshot_id": copy.data.id if copy else None,
-            "tree": backup.data.tree,
+            "source_snapshot_id": backup.snapshot_id,
+            "copy_snapshot_id": copy.snapshot_id if copy else None,
+            "tree": backup.tree,
             "same_tree": same,
         })
         if not same:
@@ -59,38 +54,44 @@ def _prove_copies(
             record.add(
                 "replication_mismatch",
                 "error",
-                f"the copy of snapshot {backup.data.id[:12]} in {name!r} is missing or has another tree",
+                f"the copy of snapshot {backup.snapshot_id[:12]} in {name!r} is missing or has another tree",
                 name,
             )
-    new_job = copies.get(record.job_id)
-    if new_job is None or new_job.manifest is None:
+    if record.job_id not in copies:
         proven = False
-        record.add("replication_mismatch", "error", f"this job's snapshots are not in {name!r} after the copy", name)
+        record.add("replication_mismatch", "error", f"this job's snapshot is not in {name!r} after the copy", name)
     return proven
 
 
-def replicate(
-    config: AgentConfig, policy: PolicyConfig, source: Restic, source_backups: Listing, record: ResultRecord
-) -> dict[str, Listing]:
-    """Copy the target's missing finished backups to each ``replicate_to`` repository and prove them.
+def replicate(config: AgentConfig, policy: PolicyConfig, source: Restic, record: ResultRecord) -> dict[str, Listing]:
+    """Copy the target's backups missing at each ``replicate_to`` repository and prove the copies.
 
-    Given the source's current backups of this policy and target. Appends one
-    entry per destination to ``record.details["replication"]`` and returns each
-    reachable destination's backups after the copy. A failure is an error
-    finding, never an exception.
+    Appends one entry per destination to ``record.details["replication"]`` and
+    returns each reachable destination's backups after the copy. A failure is an
+    error finding, never an exception.
     """
     listings: dict[str, Listing] = {}
+    if not policy.replicate_to:
+        return listings
     target = record.details["target"]["name"]
+    try:
+        source_backups = _list(source, config, policy.name, target)
+    except ResticError as error:
+        record.add("replication_failed", "error", f"cannot list the source: {error.describe()}", source.repository.name)
+        return listings
+    this_job = next((b for b in source_backups if b.job_id == record.job_id), None)
+    if this_job is not None and record.details.get("snapshot"):
+        record.details["snapshot"]["tree"] = this_job.tree
     for name in policy.replicate_to:
         entry: dict[str, Any] = {"repository": name, "site": config.sites[name], "copied": [], "verified": False}
         record.details["replication"].append(entry)
         with record.phase(f"replicate:{name}"):
             try:
                 destination = open_repository(config, name)
-                present = {b.job_id for b in _list(destination, config, policy.name, target, first=True) if b.manifest}
-                missing = [b for b in source_backups if b.manifest is not None and b.job_id not in present]
+                present = {b.job_id for b in _list(destination, config, policy.name, target, first=True)}
+                missing = [b for b in source_backups if b.job_id not in present]
                 if missing:
-                    destination.copy_from(source.repository, [i for b in missing for i in b.snapshot_ids()])
+                    destination.copy_from(source.repository, [b.snapshot_id for b in missing])
                 after = _list(destination, config, policy.name, target)
             except ResticError as error:
                 record.add("replication_failed", "error", f"copy to {name!r} failed: {error.describe()}", name)
@@ -106,18 +107,20 @@ def apply_retention(
     """Forget what the policy's retention no longer keeps, in each repository listed in ``listings``."""
     if not policy.retention:
         return
+    state = StateDir(config.state_dir)
     for name, backups in listings.items():
         with record.phase(f"retention:{name}"):
-            by_id = {b.data.id: b for b in backups}
+            by_id = {b.snapshot_id: b for b in backups}
             points = [b.as_point() for b in backups]
             forget = [by_id[p.snapshot_id] for p in select_forgettable(points, policy.retention)]
             try:
                 restic = source if name == policy.repository else open_repository(config, name)
-                restic.forget([i for b in forget for i in b.snapshot_ids()], prune=policy.prune)
+                restic.forget([b.snapshot_id for b in forget], prune=policy.prune)
             except ResticError as error:
                 record.add("retention_failed", "error", f"retention in {name!r} failed: {error.describe()}", name)
                 continue
+            catalog.LocalCatalog(state, name, config.repositories[name].url).remove(b.snapshot_id for b in forget)
             record.details["retention"][name] = {
-                "forgotten": [b.data.id for b in forget],
+                "forgotten": [b.snapshot_id for b in forget],
                 "kept": len(backups) - len(forget),
             }

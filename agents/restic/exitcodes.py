@@ -27,6 +27,7 @@ class ResticOutcome(enum.Enum):
     WRONG_PASSWORD = "wrong_password"  # noqa: S105 -- a name, not a password
     INTERRUPTED = "interrupted"
     UNREACHABLE = "unreachable"
+    NOT_FOUND = "not_found"  # a snapshot id given to restic does not exist
     UNKNOWN_EXIT_CODE = "unknown_exit_code"
 
 
@@ -51,6 +52,7 @@ _STDERR_HINTS: tuple[tuple[str, ResticOutcome], ...] = (
     ("the specified bucket does not exist", ResticOutcome.NO_REPOSITORY),
     ("repository does not exist", ResticOutcome.NO_REPOSITORY),
     ("is there a repository at the following location", ResticOutcome.NO_REPOSITORY),
+    ("no matching id found", ResticOutcome.NOT_FOUND),
     ("connection refused", ResticOutcome.UNREACHABLE),
     ("no such host", ResticOutcome.UNREACHABLE),
     ("i/o timeout", ResticOutcome.UNREACHABLE),

@@ -47,6 +47,7 @@ class BackupSummary:
     total_files_processed: int
     total_bytes_processed: int
     total_duration: float
+    backup_start: str | None = None  # restic 0.17+: the snapshot's time
 
     def as_record(self) -> dict[str, Any]:
         """The summary as it goes into a result record."""
@@ -154,6 +155,7 @@ def parse_backup_message(line: str) -> BackupMessage | None:
             total_files_processed=_int(obj, "total_files_processed"),
             total_bytes_processed=_int(obj, "total_bytes_processed"),
             total_duration=_float(obj, "total_duration"),
+            backup_start=_field(obj, "backup_start", str),
         )
     if kind == "error":
         return BackupError(
@@ -166,7 +168,11 @@ def parse_backup_message(line: str) -> BackupMessage | None:
     return None
 
 
-def _parse_time(text: str) -> datetime:
+def parse_time(text: str) -> datetime:
+    """Parse a time as restic prints it (RFC 3339 with up to nanoseconds).
+
+    Raises ValueError for text that is not such a time.
+    """
     # restic prints nanoseconds; Python's fromisoformat takes at most microseconds.
     head, _, rest = text.partition(".")
     if rest:
@@ -200,7 +206,7 @@ def parse_snapshots(output: str) -> list[Snapshot]:
                 Snapshot(
                     id=_field(obj, "id", str, ""),
                     short_id=_field(obj, "short_id", str, "") or str(obj.get("id", ""))[:8],
-                    time=_parse_time(_field(obj, "time", str, "")),
+                    time=parse_time(_field(obj, "time", str, "")),
                     tree=_field(obj, "tree", str, ""),
                     paths=tuple(_field(obj, "paths", list, []) or []),
                     hostname=_field(obj, "hostname", str, ""),

@@ -211,6 +211,15 @@ class Restic:
             self.unlock()
             return self._run(argv, **kwargs)[0]  # type: ignore[arg-type]
 
+    def _remove_remembered_stale_lock(self) -> None:
+        """If an earlier stopped run could not remove its lock, remove it now (stale locks only)."""
+        marker = self._stale_lock_marker
+        if marker is not None and os.path.exists(marker):
+            self._run(commands.make_unlock_command(self.binary, self._flags(json=False)),
+                      timeout=self.repository.connect_timeout)
+            os.unlink(marker)
+            log.info("removed the stale lock an earlier, stopped run left in %s", self.repository.name)
+
     # -- commands -----------------------------------------------------------------
     def check_reachable(self) -> None:
         """Open the repository within ``connect_timeout`` or raise.
@@ -251,11 +260,8 @@ class Restic:
         promptly instead of being retried for many minutes.
         """
         timeout = self.repository.connect_timeout if first_contact else self.repository.stall_timeout
-        marker = self._stale_lock_marker
-        if first_contact and marker is not None and os.path.exists(marker):
-            self._run(commands.make_unlock_command(self.binary, self._flags(json=False)), timeout=timeout)
-            os.unlink(marker)
-            log.info("removed the stale lock an earlier, stopped run left in %s", self.repository.name)
+        if first_contact:
+            self._remove_remembered_stale_lock()
         result = self._run_unlocking(
             commands.make_snapshots_command(
                 self.binary, self._flags(json=True), host=host, snapshot_ids=snapshot_ids
@@ -321,7 +327,10 @@ class Restic:
         on_status: Callable[[BackupStatus], None] | None = None,
         resolve_id: bool,
     ) -> BackupRun:
-        stall = process.StallWatch(self.repository.stall_timeout)
+        # The backup is often the job's first contact with the repository: it must
+        # report progress within connect_timeout, then never stall for stall_timeout.
+        self._remove_remembered_stale_lock()
+        stall = process.StallWatch(self.repository.stall_timeout, first_within=self.repository.connect_timeout)
         messages: list[BackupMessage] = []
         skipped: list[str] = []
         last_progress: list[tuple[int, int]] = [(-1, -1)]

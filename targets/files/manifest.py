@@ -1,12 +1,15 @@
 """The files manifest: per path its type, size, mode, mtime and content hash.
 
-Taken on the host at backup time, while restic reads the same files. A file
+Taken on the host at backup time, just before restic reads the same files, and
+stored inside the same snapshot. A file
 that is unchanged since the base manifest (same size, mtime, ctime and inode)
 keeps its hash, so an incremental hashes only what changed; a full passes no
-base and re-hashes everything. A file whose metadata moved between the walk,
-the hashing and the end of the restic run is marked ``changed_during_backup``:
-what restic stored may differ from what was hashed, and verification reports it
-as such instead of calling it corruption.
+base and re-hashes everything. A file whose metadata moved between the walk
+and the end of its hashing is marked ``changed_during_backup`` in the manifest;
+one that moved after its hashing, while restic ran, is found by
+:func:`find_changed_since` and named in the result record. Either way what
+restic stored may differ from what was hashed, and verification reports it as
+such instead of calling it corruption.
 """
 
 from __future__ import annotations
@@ -70,7 +73,6 @@ class FilesManifest:
     entries: list[FileEntry] = field(default_factory=list)
     unreadable: list[dict[str, str]] = field(default_factory=list)
     missing_roots: list[str] = field(default_factory=list)
-    snapshot_id: str = ""
     base_snapshot_id: str | None = None
     hashed_files: int = 0
     hashed_bytes: int = 0
@@ -97,7 +99,6 @@ class FilesManifest:
             "target": self.target,
             "job_id": self.job_id,
             "level": self.level,
-            "snapshot_id": self.snapshot_id,
             "base_snapshot_id": self.base_snapshot_id,
             "roots": self.roots,
             "exclude": self.exclude,
@@ -147,7 +148,6 @@ def parse_manifest(data: bytes) -> FilesManifest:
             entries=entries,
             unreadable=list(doc["unreadable"]),
             missing_roots=list(doc["missing_roots"]),
-            snapshot_id=doc["snapshot_id"],
             base_snapshot_id=doc["base_snapshot_id"],
             hashed_files=totals["hashed_files"],
             hashed_bytes=totals["hashed_bytes"],
@@ -271,23 +271,27 @@ def build_entries(
     return entries, unreadable, counters["files"], counters["bytes"], counters["reused"]
 
 
-def mark_changed_since(entries: Iterable[FileEntry]) -> list[FileEntry]:
-    """Re-stat every entry after restic finished; mark those that moved since hashing.
+def find_changed_since(entries: Iterable[FileEntry]) -> list[str]:
+    """Re-stat every entry after restic finished; return the paths that moved since hashing.
 
-    A file deleted in the meantime is marked too: restic may or may not have it.
+    Entries already marked ``changed_during_backup`` are included; a file deleted
+    in the meantime is too (restic may or may not have it).
     """
-    checked = []
+    changed = []
     for entry in entries:
-        if entry.type == "dir" or entry.changed_during_backup:
-            checked.append(entry)
+        if entry.type == "dir":
+            continue
+        if entry.changed_during_backup:
+            changed.append(entry.path)
             continue
         try:
             st = os.lstat(entry.path)
             moved = (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != (entry.size, entry.mtime_ns, entry.ctime_ns)
         except FileNotFoundError:
             moved = True
-        checked.append(replace(entry, changed_during_backup=True) if moved else entry)
-    return checked
+        if moved:
+            changed.append(entry.path)
+    return changed
 
 
 def index_entries(entries: Sequence[FileEntry]) -> dict[str, FileEntry]:

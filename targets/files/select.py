@@ -15,6 +15,7 @@ Exclude patterns (shell globs, ``fnmatch``):
 from __future__ import annotations
 
 import fnmatch
+import glob
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -82,14 +83,18 @@ def _kind(mode: int) -> str | None:
     return None
 
 
-def select_paths(roots: Sequence[str], exclude: Sequence[str]) -> Selection:
+def select_paths(roots: Sequence[str], exclude: Sequence[str], never: Sequence[str] = ()) -> Selection:
     """Walk ``roots`` (absolute paths), applying ``exclude``, without following symlinks.
+
+    ``never`` lists absolute paths left out whatever the patterns say (the
+    agent's own state directory).
 
     Returns every selected file, symlink and directory (sorted by path) and what
     could not be walked. Never raises for a missing root or an unreadable
     directory: those are recorded for the result record.
     """
     patterns = [ExcludePattern.parse(p) for p in exclude]
+    patterns += [ExcludePattern(glob.escape(os.path.abspath(p)), False, True, True) for p in never]
     selection = Selection()
     for given in roots:
         root = os.path.abspath(given)

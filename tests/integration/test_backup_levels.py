@@ -51,20 +51,24 @@ def test_full_differential_incremental_with_manifests_in_the_repository(workspac
     assert [b.base for b in backups] == [None, docs[0]["snapshot"]["id"], docs[1]["snapshot"]["id"]]
     # The manifest in the repository is the one the record's digest names, and it lists what restic stored.
     restic = Restic(config.restic_binary, config.repositories["local"])
-    stored = restic.dump(backups[2].manifest.id, catalog.MANIFEST_PATH)  # type: ignore[union-attr]
-    assert hashing.digest_bytes("sha256", stored) == docs[2]["manifest"]["digest"]
+    latest = backups[2]
+    assert latest.snapshot_id == docs[2]["snapshot"]["id"]
+    stored = restic.dump(latest.snapshot_id, latest.manifest_path)
+    assert hashing.digest_bytes("sha256", stored) == docs[2]["manifest"]["digest"] == latest.manifest_digest
     manifest = parse_manifest(stored)
-    assert manifest.snapshot_id == docs[2]["snapshot"]["id"]
+    assert manifest.job_id == docs[2]["job"]["id"]
     assert not any(e.path.endswith(".tmp") for e in manifest.entries)
     listed = subprocess.run(
-        [config.restic_binary, "ls", "--json", manifest.snapshot_id],
+        [config.restic_binary, "ls", "--json", latest.snapshot_id],
         env={**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
              "RESTIC_PASSWORD_FILE": workspace.password_file},
         capture_output=True, text=True, check=True,
     ).stdout.splitlines()
     in_snapshot = {json.loads(line)["path"] for line in listed if '"struct_type":"node"' in line
                    and '"type":"file"' in line}
-    assert in_snapshot == {e.path for e in manifest.entries if e.type == "file"}
+    # The snapshot holds exactly the manifest's files, and the manifest itself.
+    assert in_snapshot == {e.path for e in manifest.entries if e.type == "file"} | {latest.manifest_path}
+    assert not os.path.exists(latest.manifest_path)  # the staging copy is gone
     # The outbox holds one record per job.
     assert len(os.listdir(os.path.join(workspace.state_dir, "outbox"))) == 3
 
@@ -109,8 +113,8 @@ def test_s3_backup_replicates_and_proves_the_copy(workspace: Workspace, s3: S3Se
         assert docs[2]["retention"]["local"]["forgotten"] == [docs[0]["snapshot"]["id"]]
         for site in ("local", "same-city"):
             backups = _listing(workspace, path, site)
-            assert len(backups) == 2 and all(b.manifest is not None for b in backups)
-        far_ids = {b.data.original for b in _listing(workspace, path, "same-city")}
+            assert len(backups) == 2 and all(b.manifest_digest.startswith("sha256:") for b in backups)
+        far_ids = {b.original for b in _listing(workspace, path, "same-city")}
         assert far_ids == {docs[1]["snapshot"]["id"], docs[2]["snapshot"]["id"]}
 
 
@@ -131,7 +135,7 @@ def test_retention_never_touches_another_policy_or_host(workspace: Workspace) ->
     run_policy_backup(mine, "keep-one", Level.FULL)
     restic = Restic(mine.restic_binary, mine.repositories["shared"])
     backups = catalog.collect_backups(restic.snapshots())
-    owners = sorted((b.data.hostname, b.policy) for b in backups)
+    owners = sorted((b.host, b.policy) for b in backups)
     assert owners == [("otherhost", "keep-one"), ("testhost", "keep-all"), ("testhost", "keep-one")]
 
 

@@ -104,8 +104,8 @@ def test_change_after_hashing_is_detected(tmp_path: pathlib.Path) -> None:
     with open(tmp_path / "live.log", "a") as handle:
         handle.write("appended while restic was reading\n")
     os.unlink(tmp_path / "quiet")
-    checked = {os.path.basename(e.path): e.changed_during_backup for e in fm.mark_changed_since(entries)}
-    assert checked == {os.path.basename(tmp_path): False, "live.log": True, "quiet": True}
+    changed = {os.path.basename(p) for p in fm.find_changed_since(entries)}
+    assert changed == {"live.log", "quiet"}
 
 
 def test_manifest_round_trip_and_canonical_digest(tmp_path: pathlib.Path) -> None:
@@ -114,7 +114,7 @@ def test_manifest_round_trip_and_canonical_digest(tmp_path: pathlib.Path) -> Non
         select_paths([str(tmp_path)], []), "sha256", None
     )
     manifest = fm.FilesManifest("sha256", "h", "p", "t", "job", "full", [str(tmp_path)], [], entries, unreadable,
-                                snapshot_id="s" * 64, hashed_files=hashed, hashed_bytes=hashed_bytes,
+                                hashed_files=hashed, hashed_bytes=hashed_bytes,
                                 reused_hashes=reused)
     data = manifest.to_bytes()
     parsed = fm.parse_manifest(data)

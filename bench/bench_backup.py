@@ -1,0 +1,160 @@
+"""Benchmark: ``drill-agent backup`` versus raw ``restic backup`` of the same data, side by side.
+
+Generates about 1 GB in a few thousand files, then, each into its own fresh local
+repository of the same kind:
+
+1. full: ``restic backup DATA`` versus ``drill-agent backup --level full``;
+2. 1 % of the files changed;
+3. incremental: ``restic backup DATA`` (restic picks the parent) versus
+   ``drill-agent backup --level incremental``.
+
+Both are measured as whole command-line processes (start-up included), in the
+same run, alternating, and the ratios printed. Peak RSS is per process tree
+(the agent's or restic's, whichever is larger).
+
+Usage: python bench/bench_backup.py [--size-mb 1024] [--files 3000] [--repeat 3] [--restic PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import yaml
+
+
+@dataclass
+class Timing:
+    seconds: float
+    peak_rss_mb: float
+
+
+def run_timed(argv: list[str], env: dict[str, str]) -> Timing:
+    started = time.perf_counter()
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    stderr = child.stderr.read().decode() if child.stderr else ""
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({child.returncode}): {stderr[-500:]}")
+    return Timing(elapsed, usage.ru_maxrss / 1024)
+
+
+def make_data(root: str, size_mb: int, files: int, seed: int = 1) -> list[str]:
+    """Write ``files`` files totalling about ``size_mb`` MiB (sizes skewed like real documents)."""
+    rng = random.Random(seed)
+    weights = [rng.paretovariate(1.2) for _ in range(files)]
+    scale = size_mb * 1024 * 1024 / sum(weights)
+    paths = []
+    for index, weight in enumerate(weights):
+        folder = os.path.join(root, f"d{index % 20:02d}", f"s{index % 7}")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"f{index:05d}.bin")
+        with open(path, "wb") as handle:
+            handle.write(os.urandom(max(1, int(weight * scale))))
+        paths.append(path)
+    return paths
+
+
+def change_files(paths: list[str], fraction: float, seed: int) -> int:
+    rng = random.Random(seed)
+    chosen = rng.sample(paths, max(1, int(len(paths) * fraction)))
+    for path in chosen:
+        with open(path, "r+b") as handle:
+            handle.seek(0)
+            handle.write(os.urandom(4096))
+    return len(chosen)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--files", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=3, help="fresh repositories per round; medians reported")
+    parser.add_argument("--restic", default=shutil.which("restic") or "restic")
+    parser.add_argument("--workdir", help="where to put data and repositories (default: a temporary folder)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    agent = shutil.which("drill-agent")
+    if agent is None:
+        raise SystemExit("drill-agent is not on PATH; run bash scripts/setup.sh and use .venv/bin/python")
+    work = args.workdir or tempfile.mkdtemp(prefix="drill-bench-")
+    data = os.path.join(work, "data")
+    password = os.path.join(work, "pw")
+    with open(password, "w") as handle:
+        handle.write(secrets.token_hex(16))
+    print(f"generating {args.size_mb} MiB in {args.files} files under {data}", file=sys.stderr)
+    paths = make_data(data, args.size_mb, args.files)
+    version = subprocess.run([args.restic, "version"], capture_output=True, text=True, check=True).stdout.split()[1]
+
+    rows: dict[str, list[Timing]] = {k: [] for k in ("raw full", "drill full", "raw incremental", "drill incremental")}
+    for round_number in range(args.repeat):
+        raw_repo = os.path.join(work, f"raw-{round_number}")
+        state = os.path.join(work, f"state-{round_number}")
+        env = {**os.environ, "RESTIC_PASSWORD_FILE": password}
+        config_path = os.path.join(work, f"agent-{round_number}.yaml")
+        with open(config_path, "w") as handle:
+            yaml.safe_dump({
+                "host": "bench",
+                "state_dir": state,
+                "restic": {"binary": args.restic},
+                "repositories": {"local": {"url": os.path.join(work, f"drill-{round_number}"),
+                                           "password_file": password}},
+                "targets": {"data": {"kind": "files", "paths": [data]}},
+                "policies": {"bench": {"targets": ["data"], "repository": "local"}},
+            }, handle)
+        subprocess.run([args.restic, "-r", raw_repo, "init", "-q"], env=env, check=True)
+        subprocess.run([agent, "init", "--config", config_path], env=env, check=True, stdout=subprocess.DEVNULL)
+        raw = [args.restic, "-r", raw_repo, "backup", "-q", "--host", "bench", data]
+        drill = [agent, "backup", "--config", config_path, "--policy", "bench", "--quiet"]
+        # Alternate which goes first so page-cache warmth does not favour one side.
+        order = [("raw", raw), ("drill", drill)] if round_number % 2 == 0 else [("drill", drill), ("raw", raw)]
+        for name, argv in order:
+            rows[f"{name} full"].append(run_timed([*argv, *(["--level", "full"] if name == "drill" else [])], env))
+        change_files(paths, 0.01, seed=round_number)
+        for name, argv in order:
+            extra = ["--level", "incremental"] if name == "drill" else []
+            rows[f"{name} incremental"].append(run_timed([*argv, *extra], env))
+        print(f"round {round_number + 1}/{args.repeat} done", file=sys.stderr)
+
+    def median(key: str) -> float:
+        return statistics.median(t.seconds for t in rows[key])
+
+    result = {
+        "restic": version,
+        "size_mb": args.size_mb,
+        "files": args.files,
+        "repeat": args.repeat,
+        "seconds": {key: round(median(key), 3) for key in rows},
+        "peak_rss_mb": {key: round(max(t.peak_rss_mb for t in rows[key]), 1) for key in rows},
+        "ratio_full": round(median("drill full") / median("raw full"), 3),
+        "ratio_incremental": round(median("drill incremental") / median("raw incremental"), 3),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"restic {version}, {args.size_mb} MiB in {args.files} files, median of {args.repeat}")
+        print(f"{'':20} {'seconds':>9} {'peak RSS MiB':>13}")
+        for key in rows:
+            print(f"{key:20} {result['seconds'][key]:9.2f} {result['peak_rss_mb'][key]:13.1f}")
+        print(f"ratio full        {result['ratio_full']:.3f}  (target <= 1.15)")
+        print(f"ratio incremental {result['ratio_incremental']:.3f}  (target <= 1.05)")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
