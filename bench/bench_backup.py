@@ -8,9 +8,11 @@ repository of the same kind:
 3. incremental: ``restic backup DATA`` (restic picks the parent) versus
    ``drill-agent backup --level incremental``.
 
-Both are measured as whole command-line processes (start-up included), in the
-same run, alternating, and the ratios printed. Peak RSS is per process tree
-(the agent's or restic's, whichever is larger).
+raw restic and ``drill-agent backup`` are measured as whole command-line
+processes (start-up included), in the same run, alternating, and the ratios
+printed; so is the agent's job run in-process ("drill job"), as the schedule
+daemon runs it, without the interpreter's start-up. Peak RSS is per process
+tree (the agent's or restic's, whichever is larger).
 
 Usage: python bench/bench_backup.py [--size-mb 1024] [--files 3000] [--repeat 3] [--restic PATH]
 """
@@ -86,6 +88,7 @@ def main() -> int:
     parser.add_argument("--workdir", help="where to put data and repositories (default: a temporary folder)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     agent = shutil.which("drill-agent")
     if agent is None:
@@ -99,34 +102,55 @@ def main() -> int:
     paths = make_data(data, args.size_mb, args.files)
     version = subprocess.run([args.restic, "version"], capture_output=True, text=True, check=True).stdout.split()[1]
 
-    rows: dict[str, list[Timing]] = {k: [] for k in ("raw full", "drill full", "raw incremental", "drill incremental")}
+    from agents.config.model import load_config  # noqa: PLC0415 -- after sys.path is set
+    from agents.jobs.backup import run_policy_backup  # noqa: PLC0415
+    from policies.levels import Level  # noqa: PLC0415
+
+    keys = ("raw full", "drill full", "drill job full", "raw incremental", "drill incremental", "drill job incremental")
+    rows: dict[str, list[Timing]] = {k: [] for k in keys}
+
+    def run_job(config_path: str, level: Level) -> Timing:
+        config = load_config(config_path)
+        started = time.perf_counter()
+        [record] = run_policy_backup(config, "bench", level)
+        elapsed = time.perf_counter() - started
+        if record.outcome != "success":
+            raise SystemExit(f"in-process backup failed: {record.to_document()['findings']}")
+        return Timing(elapsed, float("nan"))
+
     for round_number in range(args.repeat):
         raw_repo = os.path.join(work, f"raw-{round_number}")
         state = os.path.join(work, f"state-{round_number}")
         env = {**os.environ, "RESTIC_PASSWORD_FILE": password}
-        config_path = os.path.join(work, f"agent-{round_number}.yaml")
-        with open(config_path, "w") as handle:
-            yaml.safe_dump({
-                "host": "bench",
-                "state_dir": state,
-                "restic": {"binary": args.restic},
-                "repositories": {"local": {"url": os.path.join(work, f"drill-{round_number}"),
-                                           "password_file": password}},
-                "targets": {"data": {"kind": "files", "paths": [data]}},
-                "policies": {"bench": {"targets": ["data"], "repository": "local"}},
-            }, handle)
+        configs = []
+        for kind in ("cli", "job"):
+            config_path = os.path.join(work, f"agent-{kind}-{round_number}.yaml")
+            with open(config_path, "w") as handle:
+                yaml.safe_dump({
+                    "host": "bench",
+                    "state_dir": f"{state}-{kind}",
+                    "restic": {"binary": args.restic},
+                    "repositories": {"local": {"url": os.path.join(work, f"drill-{kind}-{round_number}"),
+                                               "password_file": password}},
+                    "targets": {"data": {"kind": "files", "paths": [data]}},
+                    "policies": {"bench": {"targets": ["data"], "repository": "local"}},
+                }, handle)
+            subprocess.run([agent, "init", "--config", config_path], env=env, check=True, stdout=subprocess.DEVNULL)
+            configs.append(config_path)
+        config_path, job_config = configs
         subprocess.run([args.restic, "-r", raw_repo, "init", "-q"], env=env, check=True)
-        subprocess.run([agent, "init", "--config", config_path], env=env, check=True, stdout=subprocess.DEVNULL)
         raw = [args.restic, "-r", raw_repo, "backup", "-q", "--host", "bench", data]
         drill = [agent, "backup", "--config", config_path, "--policy", "bench", "--quiet"]
         # Alternate which goes first so page-cache warmth does not favour one side.
         order = [("raw", raw), ("drill", drill)] if round_number % 2 == 0 else [("drill", drill), ("raw", raw)]
         for name, argv in order:
             rows[f"{name} full"].append(run_timed([*argv, *(["--level", "full"] if name == "drill" else [])], env))
+        rows["drill job full"].append(run_job(job_config, Level.FULL))
         change_files(paths, 0.01, seed=round_number)
         for name, argv in order:
             extra = ["--level", "incremental"] if name == "drill" else []
             rows[f"{name} incremental"].append(run_timed([*argv, *extra], env))
+        rows["drill job incremental"].append(run_job(job_config, Level.INCREMENTAL))
         print(f"round {round_number + 1}/{args.repeat} done", file=sys.stderr)
 
     def median(key: str) -> float:
@@ -138,9 +162,11 @@ def main() -> int:
         "files": args.files,
         "repeat": args.repeat,
         "seconds": {key: round(median(key), 3) for key in rows},
-        "peak_rss_mb": {key: round(max(t.peak_rss_mb for t in rows[key]), 1) for key in rows},
+        "peak_rss_mb": {key: round(max(t.peak_rss_mb for t in rows[key]), 1) for key in rows if "job" not in key},
         "ratio_full": round(median("drill full") / median("raw full"), 3),
         "ratio_incremental": round(median("drill incremental") / median("raw incremental"), 3),
+        "ratio_job_full": round(median("drill job full") / median("raw full"), 3),
+        "ratio_job_incremental": round(median("drill job incremental") / median("raw incremental"), 3),
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -148,9 +174,12 @@ def main() -> int:
         print(f"restic {version}, {args.size_mb} MiB in {args.files} files, median of {args.repeat}")
         print(f"{'':20} {'seconds':>9} {'peak RSS MiB':>13}")
         for key in rows:
-            print(f"{key:20} {result['seconds'][key]:9.2f} {result['peak_rss_mb'][key]:13.1f}")
-        print(f"ratio full        {result['ratio_full']:.3f}  (target <= 1.15)")
-        print(f"ratio incremental {result['ratio_incremental']:.3f}  (target <= 1.05)")
+            rss = result["peak_rss_mb"].get(key)
+            print(f"{key:22} {result['seconds'][key]:9.2f} {'' if rss is None else f'{rss:13.1f}'}")
+        print(f"ratio full, CLI          {result['ratio_full']:.3f}  (target <= 1.15)")
+        print(f"ratio incremental, CLI   {result['ratio_incremental']:.3f}  (target <= 1.05)")
+        print(f"ratio full, daemon job   {result['ratio_job_full']:.3f}")
+        print(f"ratio incremental, job   {result['ratio_job_incremental']:.3f}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -147,7 +147,7 @@ def _make_repositories(raw: Mapping[str, Any], out: _Collector) -> tuple[dict[st
             password_file=password_file,
             password_command=spec.get("password_command"),
             env=env,
-            connect_timeout=float(spec.get("connect_timeout", 30)),
+            connect_timeout=float(spec.get("connect_timeout", 60)),
             stall_timeout=float(spec.get("stall_timeout", 300)),
         )
         sites[name] = spec.get("site", name)

@@ -52,9 +52,12 @@ REPOSITORY_SCHEMA: dict[str, Any] = {
         "connect_timeout": {
             "type": "number",
             "exclusiveMinimum": 0,
-            "default": 30,
-            "description": "Seconds to open the repository before it counts as unreachable (restic would retry).",
-            "examples": [30],
+            "default": 60,
+            "description": (
+                "Seconds for restic to open the repository (and, in a backup, to load its index and report "
+                "progress) before the repository counts as unreachable; restic itself would retry for minutes."
+            ),
+            "examples": [60],
         },
         "stall_timeout": {
             "type": "number",

@@ -25,8 +25,8 @@ from agents.jobs.replication import apply_retention, replicate
 from agents.records import Outbox, ResultRecord, decide_outcome, iso, job_record
 from agents.repositories import open_repository
 from agents.restic.exitcodes import ResticOutcome
-from agents.restic.messages import BackupStatus, parse_time
-from agents.restic.runner import BackupRun, Restic, ResticError
+from agents.restic.messages import BackupStatus
+from agents.restic.runner import Restic, ResticError
 from agents.state import StateDir, write_atomically
 from policies.config import PolicyConfig
 from policies.due import level_for_day
@@ -63,6 +63,7 @@ class JobContext:
     policy: PolicyConfig
     state: StateDir
     progress: ProgressCallback | None
+    requested: Level
 
 
 def run_policy_backup(
@@ -83,7 +84,7 @@ def run_policy_backup(
     moment = now or datetime.now().astimezone()
     requested = level or level_for_day(policy.calendars, moment)
     state = StateDir(config.state_dir)
-    context = JobContext(config, policy, state, progress)
+    context = JobContext(config, policy, state, progress, requested)
     records = []
     with state.policy_lock(policy_name):
         for target_name in policy.targets:
@@ -128,8 +129,8 @@ def _history(
     index has none or ``refresh`` is asked (the index is then rewritten)."""
     host, policy = context.config.host, context.policy.name
     known = [] if refresh else index.backups(host, policy, target)
-    if known:
-        return known
+    if known or (context.requested is Level.FULL and not refresh):
+        return known  # a full needs no history: it has no base
     listed = catalog.collect_backups(
         restic.snapshots(host=host, first_contact=True), host=host, policy=policy, target=target
     )
@@ -190,15 +191,6 @@ def _load_base_entries(
         )
         return None
     return files_manifest.index_entries(files_manifest.parse_manifest(data).entries)
-
-
-def _resolve(restic: Restic, run: BackupRun) -> tuple[str, str | None, datetime | None]:
-    """Full id, tree and time of the new snapshot, with as few restic calls as the version allows."""
-    summary = run.summary
-    if restic.version.prints_full_snapshot_ids and summary.backup_start:
-        return summary.snapshot_id, None, parse_time(summary.backup_start)
-    snapshot = restic.resolve_snapshot(summary.snapshot_id)
-    return snapshot.id, snapshot.tree, snapshot.time
 
 
 def _backup_files(
@@ -275,14 +267,14 @@ def _backup_files(
                 force=decision.level is Level.FULL,
                 on_status=report,
             )
-            snapshot_id, tree, snapshot_time = _resolve(restic, run)
+            snapshot_id, tree, snapshot_time = restic.identify(run)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(manifest_path)
     state.save_manifest(snapshot_id, data)
     record.details["snapshot"] = {
         "id": snapshot_id,
-        "time": iso(snapshot_time) if snapshot_time else None,
+        "time": iso(snapshot_time),
         "tree": tree,
     }
     record.details["restic"]["summary"] = run.summary.as_record()
@@ -323,7 +315,7 @@ def _backup_files(
         target=target.name,
         level=decision.level,
         snapshot_id=snapshot_id,
-        time=snapshot_time or datetime.now().astimezone(),
+        time=snapshot_time,
         base=base_id,
         manifest_path=manifest_path,
         manifest_digest=digest,

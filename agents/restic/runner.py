@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO
 
 from agents import process
@@ -30,6 +31,7 @@ from agents.restic.messages import (
     Snapshot,
     parse_backup_message,
     parse_snapshots,
+    parse_time,
 )
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class Repository:
     password_command: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     # How long opening the repository may take before it counts as unreachable.
-    connect_timeout: float = 30.0
+    connect_timeout: float = 60.0
     # How long a running command may go without progress before it is stopped.
     stall_timeout: float = 300.0
 
@@ -107,8 +109,8 @@ def detect_version(binary: str) -> ResticVersion:
 class BackupRun:
     """The outcome of a ``restic backup`` that produced a snapshot.
 
-    ``summary.snapshot_id`` is the full id when restic printed it (0.17+) or when
-    the run was asked to resolve it; otherwise restic 0.14's short id.
+    ``summary.snapshot_id`` is the full id on restic 0.17+ and the short id on
+    0.14; :meth:`Restic.identify` gives the full id on every version.
     """
 
     summary: BackupSummary
@@ -308,7 +310,7 @@ class Restic:
                 parent=parent,
                 force=force,
             )
-            return self._backup(argv, on_status=on_status, resolve_id=True)
+            return self._backup(argv, on_status=on_status)
 
     def backup_stdin(
         self, stream: IO[bytes], *, filename: str, host: str, tags: Sequence[str]
@@ -317,7 +319,7 @@ class Restic:
         argv = commands.make_backup_stdin_command(
             self.binary, self._flags(json=True), filename=filename, host=host, tags=tags
         )
-        return self._backup(argv, stdin=stream, resolve_id=False)
+        return self._backup(argv, stdin=stream)
 
     def _backup(
         self,
@@ -325,7 +327,6 @@ class Restic:
         *,
         stdin: IO[bytes] | None = None,
         on_status: Callable[[BackupStatus], None] | None = None,
-        resolve_id: bool,
     ) -> BackupRun:
         # The backup is often the job's first contact with the repository: it must
         # report progress within connect_timeout, then never stall for stall_timeout.
@@ -373,14 +374,23 @@ class Restic:
                 repository=self.repository.name,
             )
         summary = summaries[-1]
-        if resolve_id and not self.version.prints_full_snapshot_ids:
-            full_id = self.resolve_snapshot(summary.snapshot_id).id
-            summary = BackupSummary(**{**summary.as_record(), "snapshot_id": full_id})
         errors = tuple(m for m in messages if isinstance(m, BackupError))
         partial = outcome is ResticOutcome.PARTIAL or bool(errors) or any(
             isinstance(m, ExitError) and m.code == 3 for m in messages
         )
         return BackupRun(summary, errors, partial, tuple(skipped))
+
+    def identify(self, run: BackupRun) -> tuple[str, str | None, datetime]:
+        """Full id, tree (when known without another call) and time of a new snapshot.
+
+        restic 0.17+ prints the full id and the start time: no call. restic 0.14
+        prints a short id, resolved with one ``snapshots`` call that also gives the tree.
+        """
+        summary = run.summary
+        if self.version.prints_full_snapshot_ids and summary.backup_start:
+            return summary.snapshot_id, None, parse_time(summary.backup_start)
+        snapshot = self.resolve_snapshot(summary.snapshot_id)
+        return snapshot.id, snapshot.tree, snapshot.time
 
     def _unlock_quietly(self) -> None:
         try:
