@@ -116,7 +116,6 @@ class BackupRun:
     summary: BackupSummary
     errors: tuple[BackupError, ...]
     partial: bool
-    skipped_paths: tuple[str, ...]
 
 
 class Restic:
@@ -333,14 +332,11 @@ class Restic:
         self._remove_remembered_stale_lock()
         stall = process.StallWatch(self.repository.stall_timeout, first_within=self.repository.connect_timeout)
         messages: list[BackupMessage] = []
-        skipped: list[str] = []
         last_progress: list[tuple[int, int]] = [(-1, -1)]
 
         def take(line: str) -> None:
             message = parse_backup_message(line)
             if message is None:
-                if line.endswith("does not exist, skipping"):
-                    skipped.append(line.removesuffix(" does not exist, skipping"))
                 return
             if isinstance(message, BackupStatus):
                 progress = (message.files_done, message.bytes_done)
@@ -378,7 +374,7 @@ class Restic:
         partial = outcome is ResticOutcome.PARTIAL or bool(errors) or any(
             isinstance(m, ExitError) and m.code == 3 for m in messages
         )
-        return BackupRun(summary, errors, partial, tuple(skipped))
+        return BackupRun(summary, errors, partial)
 
     def identify(self, run: BackupRun) -> tuple[str, str | None, datetime]:
         """Full id, tree (when known without another call) and time of a new snapshot.
