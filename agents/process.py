@@ -40,23 +40,38 @@ class Cancellation:
     Running children are interrupted when it is set; new ones refuse to start.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Cancellation | None = None) -> None:
+        """``parent``: a cancellation that also cancels this one (the agent's global one)."""
         self._event = threading.Event()
-        self.reason = ""
+        self._parent = parent
+        self._reason = ""
+        self.hard = False
 
-    def cancel(self, reason: str) -> None:
-        """Ask every running and future child to stop, giving ``reason``."""
-        self.reason = reason
+    def cancel(self, reason: str, *, hard: bool = False) -> None:
+        """Ask every running and future child to stop, giving ``reason``.
+
+        ``hard``: kill at once (SIGKILL) instead of interrupting. For a child that
+        must not finish what it is doing -- restic must not turn a truncated
+        stream into a snapshot, which it does on SIGINT.
+        """
+        self._reason = reason
+        self.hard = hard
         self._event.set()
 
     def reset(self) -> None:
         """Clear the flag (a new run in the same process, e.g. in tests)."""
-        self.reason = ""
+        self._reason = ""
         self._event.clear()
 
     @property
+    def reason(self) -> str:
+        if self._event.is_set():
+            return self._reason
+        return self._parent.reason if self._parent is not None else ""
+
+    @property
     def is_cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._event.is_set() or (self._parent is not None and self._parent.is_cancelled)
 
 
 CANCELLATION = Cancellation()
@@ -140,9 +155,13 @@ def _pump(stream: IO[bytes], on_line: LineCallback) -> None:
     stream.close()
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
-    """Interrupt the child like a user pressing Ctrl-C, then kill it if it lingers."""
+def _stop(child: subprocess.Popen[bytes], *, hard: bool = False) -> None:
+    """Interrupt the child like a user pressing Ctrl-C, then kill it if it lingers (at once if ``hard``)."""
     if child.poll() is not None:
+        return
+    if hard:
+        child.kill()
+        child.wait()
         return
     try:
         child.send_signal(signal.SIGINT)
@@ -225,7 +244,7 @@ def run_process(
         elif stall is not None and (limit := stall.stalled_for()) is not None:
             stopped = ("stalled", f"no progress for {limit:.0f}s")
         if stopped is not None:
-            _stop(child)
+            _stop(child, hard=stopped[0] == "cancelled" and cancellation.hard)
             break
         time.sleep(0.05)
     child.wait()
@@ -236,6 +255,46 @@ def run_process(
     if stopped is not None:
         raise ProcessStopped(argv, stopped[0], stopped[1], tail)
     return ProcessResult(argv, child.returncode, "\n".join(stdout_parts), tail, duration)
+
+
+class StartedProcess:
+    """A child whose stdout the caller reads itself (a dump streamed elsewhere).
+
+    stderr is collected in the background; :meth:`finish` waits and returns the
+    exit code with stderr's tail; :meth:`stop` interrupts it like :func:`run_process` does.
+    """
+
+    def __init__(self, argv: tuple[str, ...], env: Mapping[str, str]) -> None:
+        log.debug("starting %s", format_argv(argv))
+        self.argv = argv
+        self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(env), start_new_session=True,
+        )
+        assert self._child.stdout is not None and self._child.stderr is not None
+        self.stdout: IO[bytes] = self._child.stdout
+        self._pump = threading.Thread(target=_pump, args=(self._child.stderr, self._tail.append), daemon=True)
+        self._pump.start()
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
+    def stop(self) -> None:
+        _stop(self._child)
+
+    def finish(self) -> tuple[int, tuple[str, ...]]:
+        """Wait for the child; return its exit code (negative: killed by that signal) and stderr tail."""
+        code = self._child.wait()
+        self._pump.join(timeout=5)
+        self.stdout.close()
+        return code, tuple(self._tail)
+
+
+def start_process(argv: tuple[str, ...], *, env: Mapping[str, str]) -> StartedProcess:
+    """Start ``argv`` with its stdout as a pipe for the caller. Raises ``FileNotFoundError``."""
+    return StartedProcess(argv, env)
 
 
 def inherited_environment(extra: Mapping[str, str]) -> dict[str, str]:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from targets.files import config as files_config
+from targets.postgres import config as postgres_config
 
-TargetConfig = files_config.FilesTargetConfig
+TargetConfig = files_config.FilesTargetConfig | postgres_config.PostgresTargetConfig
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class TargetKind:
 
 KINDS: dict[str, TargetKind] = {
     "files": TargetKind("files", files_config.SCHEMA, files_config.make_files_target),
+    "postgres": TargetKind("postgres", postgres_config.SCHEMA, postgres_config.make_postgres_target),
 }
 
 

@@ -21,6 +21,7 @@ from datetime import datetime
 from agents import process
 from agents.config.model import AgentConfig
 from agents.jobs import catalog
+from agents.jobs.postgres import backup_postgres_target
 from agents.jobs.replication import apply_retention, replicate
 from agents.records import Outbox, ResultRecord, decide_outcome, iso, job_record
 from agents.repositories import open_repository
@@ -35,6 +36,7 @@ from targets import hashing
 from targets.files import manifest as files_manifest
 from targets.files.config import FilesTargetConfig
 from targets.files.select import select_paths
+from targets.postgres.config import PostgresTargetConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +92,19 @@ def run_policy_backup(
         for target_name in policy.targets:
             if process.CANCELLATION.is_cancelled:
                 break
-            records.append(run_target_backup(context, target_name, requested))
+            target = config.targets[target_name]
+            if isinstance(target, PostgresTargetConfig):
+                records += backup_postgres_target(config, policy, target, requested, state)
+            else:
+                records.append(run_target_backup(context, target_name, requested))
     return records
 
 
 def run_target_backup(context: JobContext, target_name: str, requested: Level) -> ResultRecord:
-    """Back up one target; always returns its (written) record, never raises for job failures."""
+    """Back up one files target; always returns its (written) record, never raises for job failures."""
     config, policy = context.config, context.policy
     target = config.targets[target_name]
+    assert isinstance(target, FilesTargetConfig)
     repository = config.repositories[policy.repository]
     record = ResultRecord("backup", host=config.host)
     record.details = {

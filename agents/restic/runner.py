@@ -162,6 +162,7 @@ class Restic:
         on_stdout_line: process.LineCallback | None = None,
         on_stderr_line: process.LineCallback | None = None,
         stdout_to: IO[bytes] | None = None,
+        cancellation: process.Cancellation = process.CANCELLATION,
     ) -> tuple[process.ProcessResult, ResticOutcome]:
         try:
             result = process.run_process(
@@ -173,6 +174,7 @@ class Restic:
                 on_stdout_line=on_stdout_line,
                 on_stderr_line=on_stderr_line,
                 stdout_to=stdout_to,
+                cancellation=cancellation,
             )
         except process.ProcessStopped as stopped:
             if stopped.why == "cancelled":
@@ -312,13 +314,22 @@ class Restic:
             return self._backup(argv, on_status=on_status)
 
     def backup_stdin(
-        self, stream: IO[bytes], *, filename: str, host: str, tags: Sequence[str]
+        self,
+        stream: IO[bytes],
+        *,
+        filename: str,
+        host: str,
+        tags: Sequence[str],
+        cancellation: process.Cancellation = process.CANCELLATION,
     ) -> BackupRun:
-        """Store ``stream`` as one file ``filename`` in a new snapshot (id short on restic 0.14)."""
+        """Store ``stream`` as one file ``filename`` in a new snapshot (id short on restic 0.14).
+
+        Cancelling ``cancellation`` before the stream ends stops restic without a snapshot.
+        """
         argv = commands.make_backup_stdin_command(
             self.binary, self._flags(json=True), filename=filename, host=host, tags=tags
         )
-        return self._backup(argv, stdin=stream)
+        return self._backup(argv, stdin=stream, cancellation=cancellation)
 
     def _backup(
         self,
@@ -326,6 +337,7 @@ class Restic:
         *,
         stdin: IO[bytes] | None = None,
         on_status: Callable[[BackupStatus], None] | None = None,
+        cancellation: process.Cancellation = process.CANCELLATION,
     ) -> BackupRun:
         # The backup is often the job's first contact with the repository: it must
         # report progress within connect_timeout, then never stall for stall_timeout.
@@ -356,6 +368,7 @@ class Restic:
                 stdin=stdin,
                 on_stdout_line=take,
                 on_stderr_line=take,
+                cancellation=cancellation,
             )
         except ResticError:
             # An interrupted or stalled restic may leave its lock behind; remove it
@@ -431,6 +444,15 @@ class Restic:
             extra_env=extra,
             stall=process.StallWatch(self.repository.stall_timeout * 4),
         )
+
+    def forget_quietly(self, snapshot_ids: Sequence[str]) -> bool:
+        """Forget snapshots that must not be mistaken for good ones; True when done."""
+        try:
+            self.forget(snapshot_ids, prune=False)
+        except ResticError as error:
+            log.error("could not forget %s in %s: %s", snapshot_ids, self.repository.name, error.describe())
+            return False
+        return True
 
     def forget(self, snapshot_ids: Sequence[str], *, prune: bool) -> None:
         """Remove exactly these snapshots, then (optionally) the data only they used."""

@@ -1,0 +1,47 @@
+"""Pure parts of the postgres target: pg_dump commands, checksum SQL, config."""
+
+from __future__ import annotations
+
+import pathlib
+
+from agents.config.model import validate_config
+from targets.postgres import checksum, commands
+
+
+def test_pg_dump_command_uses_the_exported_snapshot_and_never_a_password() -> None:
+    argv = commands.make_pg_dump_command("pg_dump", host="127.0.0.1", port=5433, user="backup", database="app",
+                                         snapshot="00000003-0000001B-1")
+    assert argv == ("pg_dump", "--format=custom", "--no-password", "--snapshot=00000003-0000001B-1",
+                    "--host", "127.0.0.1", "--port", "5433", "--username", "backup", "--dbname", "app")
+    assert "--username" not in commands.make_pg_dump_command("pg_dump", host="/run/postgresql", port=5432,
+                                                             user=None, database="app", snapshot="s")
+
+
+def test_pg_dump_version_parsing() -> None:
+    assert commands.parse_pg_dump_major("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)") == 15
+    assert commands.parse_pg_dump_major("pg_dump (PostgreSQL) 11.22") == 11
+    assert commands.parse_pg_dump_major("something else") is None
+
+
+def test_checksum_sql_quotes_identifiers_and_is_order_independent() -> None:
+    sql = checksum.make_table_checksum_sql('we"ird', "Table Name")
+    assert 'FROM ONLY "we""ird"."Table Name" AS t' in sql
+    assert "sum(hashtextextended(t::text, 0))" in sql  # a sum: independent of row order
+    assert str(2**64) in sql
+    assert checksum.make_settings_sql()[0] == "SET LOCAL TimeZone TO 'UTC'"
+
+
+def test_postgres_target_config(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "pw").write_text("x\n")
+    text = f"""
+state_dir: /s
+repositories: {{local: {{url: /r, password_file: {tmp_path}/pw}}}}
+targets:
+  appdb: {{kind: postgres, host: 127.0.0.1, port: 5432, user: backup, password_file: /etc/pg.pw,
+          databases: [app, billing]}}
+  every: {{kind: postgres, databases: all}}
+policies: {{p: {{targets: [appdb, every], repository: local}}}}
+"""
+    config = validate_config("a.yaml", text)
+    assert config.targets["appdb"].databases == ("app", "billing")  # type: ignore[union-attr]
+    assert config.targets["every"].databases is None  # type: ignore[union-attr]
