@@ -120,6 +120,7 @@ def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
             "host": backup.host,
             "policy": backup.policy,
             "target": backup.target,
+            "database": backup.database,
             "level": backup.level.value,
             "base": backup.base,
             "job_id": backup.job_id,
@@ -127,6 +128,7 @@ def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
             "manifest_digest": backup.manifest_digest,
             "tree": backup.tree,
             "copied_from": backup.original,
+            "manifest_snapshot_id": backup.manifest_snapshot_id,
         })
     return rows
 
@@ -152,9 +154,10 @@ def cmd_snapshots(args: argparse.Namespace, config: AgentConfig) -> int:
         print(f"{'REPOSITORY':12} {'SNAPSHOT':10} {'TIME (UTC)':20} {'POLICY':10} {'TARGET':12} "
               f"{'LEVEL':12} {'BASE':10} MANIFEST")
         for row in rows:
+            what = row["target"] + (f"/{row['database']}" if row["database"] else "")
             print(
                 f"{row['repository']:12} {row['snapshot_id'][:8]:10} {row['time'][:19]:20} {row['policy']:10} "
-                f"{row['target']:12} {row['level']:12} {(row['base'] or '-')[:8]:10} {row['manifest_digest'][:19]}"
+                f"{what:12} {row['level']:12} {(row['base'] or '-')[:8]:10} {row['manifest_digest'][:19]}"
             )
     return EXIT_JOB_FAILED if failed else EXIT_OK
 

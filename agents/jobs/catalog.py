@@ -64,9 +64,22 @@ class StoredBackup:
     manifest_digest: str
     tree: str | None = None
     original: str | None = None  # for a copy: the id of the snapshot it was copied from
+    # A database dump: its manifest lives in a companion snapshot (``backup --stdin`` holds one file).
+    database: str | None = None
+    manifest_snapshot_id: str | None = None
+    manifest_tree: str | None = None
 
     def as_point(self) -> BackupPoint:
         return BackupPoint(self.snapshot_id, self.time, self.level, usable=True)
+
+    @property
+    def series(self) -> tuple[str, str, str, str | None]:
+        """What retention counts within: host, policy, target and (for dumps) database."""
+        return (self.host, self.policy, self.target, self.database)
+
+    def snapshot_ids(self) -> list[str]:
+        """Every snapshot of this backup: the data, and a dump's manifest snapshot."""
+        return [self.snapshot_id] + ([self.manifest_snapshot_id] if self.manifest_snapshot_id else [])
 
     def to_json(self) -> dict[str, object]:
         document = asdict(self)
@@ -108,6 +121,47 @@ def backup_from_snapshot(snapshot: Snapshot) -> StoredBackup | None:
     )
 
 
+def dump_backups(snapshots: Sequence[Snapshot]) -> list[StoredBackup]:
+    """Database dumps among ``snapshots``, each paired with its manifest snapshot.
+
+    A dump whose manifest snapshot is missing is not a complete backup and is left out.
+    """
+    manifests: dict[str, Snapshot] = {}
+    for snapshot in snapshots:
+        if snapshot.tag_value(PREFIX + "part") == "manifest":
+            manifests[snapshot.tag_value(PREFIX + "job") or ""] = snapshot
+    found = []
+    for dump in snapshots:
+        job = dump.tag_value(PREFIX + "job")
+        manifest = manifests.get(job or "")
+        if dump.tag_value(PREFIX + "part") != "dump" or manifest is None:
+            continue
+        if manifest.tag_value(PREFIX + "for") not in (dump.id, dump.original):
+            continue
+        try:
+            level = Level(dump.tag_value(PREFIX + "level") or "")
+        except ValueError:
+            continue
+        found.append(StoredBackup(
+            job_id=job or "",
+            host=dump.hostname,
+            policy=dump.tag_value(PREFIX + "policy") or "",
+            target=dump.tag_value(PREFIX + "target") or "",
+            level=level,
+            snapshot_id=dump.id,
+            time=dump.time,
+            base=None,
+            manifest_path=manifest.paths[0] if manifest.paths else "",
+            manifest_digest=manifest.tag_value(PREFIX + "digest") or "",
+            tree=dump.tree,
+            original=dump.original,
+            database=dump.tag_value(PREFIX + "database"),
+            manifest_snapshot_id=manifest.id,
+            manifest_tree=manifest.tree,
+        ))
+    return found
+
+
 def collect_backups(
     snapshots: Iterable[Snapshot], *, host: str | None = None, policy: str | None = None, target: str | None = None
 ) -> list[StoredBackup]:
@@ -115,9 +169,10 @@ def collect_backups(
 
     Snapshots without drill's tags (made by hand or by another tool) are ignored.
     """
+    every = list(snapshots)
+    candidates = [backup_from_snapshot(s) for s in every] + list(dump_backups(every))
     found = []
-    for snapshot in snapshots:
-        backup = backup_from_snapshot(snapshot)
+    for backup in candidates:
         if backup is None:
             continue
         if (host is not None and backup.host != host) or (policy is not None and backup.policy != policy):

@@ -25,6 +25,7 @@ from agents import process
 from agents.config.model import AgentConfig
 from agents.jobs import catalog
 from agents.jobs.dumpstream import DumpFailed, StreamedDump, stream_dump
+from agents.jobs.replication import apply_retention, replicate
 from agents.records import Outbox, ResultRecord, decide_outcome, iso, job_record
 from agents.repositories import open_repository
 from agents.restic.runner import Restic, ResticError
@@ -205,8 +206,30 @@ def _backup_database(
             record.add("restic_failed", "error", failure.describe())
             return False
         raise failure
-    return _store_manifest(config, policy, target, database, level, restic, streamed["dump"], schema_digest,
-                           tables, session_snapshot=session.snapshot_id, record=record)
+    if not _store_manifest(config, policy, target, database, level, restic, streamed["dump"], schema_digest,
+                           tables, session_snapshot=session.snapshot_id, record=record):
+        return False
+    _replicate_and_retain(config, policy, restic, target.name, record)
+    return True
+
+
+def _replicate_and_retain(
+    config: AgentConfig, policy: PolicyConfig, restic: Restic, target: str, record: ResultRecord
+) -> None:
+    """Copy to the other sites and apply retention, as for files (dump and manifest snapshots together)."""
+    if not (policy.replicate_to or policy.retention):
+        return
+    try:
+        with record.phase("list"):
+            backups = catalog.collect_backups(
+                restic.snapshots(host=config.host), host=config.host, policy=policy.name, target=target
+            )
+    except ResticError as error:
+        record.add("restic_failed", "error", error.describe())
+        return
+    listings = {policy.repository: backups}
+    listings.update(replicate(config, policy, restic, record))
+    apply_retention(config, policy, restic, listings, record)
 
 
 def _store_manifest(
@@ -249,10 +272,6 @@ def _store_manifest(
             restic.forget_quietly([dump_id])  # a dump without its manifest must not look complete
             return False
     StateDir(config.state_dir).save_manifest(dump_id, data)
-    for name in policy.replicate_to:
-        # Not yet built for database backups: say so in every record rather than imply a copy exists.
-        record.add("replication_unavailable", "error",
-                   f"database backups are not replicated yet; {name!r} has no copy of this dump", name)
     record.details["snapshot"] = {"id": dump_id, "time": iso(dump_time), "tree": dump_tree}
     record.details["restic"]["summary"] = dumped.run.summary.as_record()
     record.details["manifest"] = {

@@ -41,7 +41,12 @@ def _prove_copies(
     proven = True
     for backup in missing:
         copy = copies.get(backup.job_id)
-        same = copy is not None and copy.tree is not None and copy.tree == backup.tree
+        same = (
+            copy is not None
+            and copy.tree is not None
+            and copy.tree == backup.tree
+            and copy.manifest_tree == backup.manifest_tree  # a dump's manifest snapshot, else both None
+        )
         entry["copied"].append({
             "job_id": backup.job_id,
             "source_snapshot_id": backup.snapshot_id,
@@ -91,7 +96,7 @@ def replicate(config: AgentConfig, policy: PolicyConfig, source: Restic, record:
                 present = {b.job_id for b in _list(destination, config, policy.name, target, first=True)}
                 missing = [b for b in source_backups if b.job_id not in present]
                 if missing:
-                    destination.copy_from(source.repository, [b.snapshot_id for b in missing])
+                    destination.copy_from(source.repository, [i for b in missing for i in b.snapshot_ids()])
                 after = _list(destination, config, policy.name, target)
             except ResticError as error:
                 record.add("replication_failed", "error", f"copy to {name!r} failed: {error.describe()}", name)
@@ -111,11 +116,13 @@ def apply_retention(
     for name, backups in listings.items():
         with record.phase(f"retention:{name}"):
             by_id = {b.snapshot_id: b for b in backups}
-            points = [b.as_point() for b in backups]
-            forget = [by_id[p.snapshot_id] for p in select_forgettable(points, policy.retention)]
+            forget = []
+            for series in sorted({b.series for b in backups}, key=str):
+                points = [b.as_point() for b in backups if b.series == series]
+                forget += [by_id[p.snapshot_id] for p in select_forgettable(points, policy.retention)]
             try:
                 restic = source if name == policy.repository else open_repository(config, name)
-                restic.forget([b.snapshot_id for b in forget], prune=policy.prune)
+                restic.forget([i for b in forget for i in b.snapshot_ids()], prune=policy.prune)
             except ResticError as error:
                 record.add("retention_failed", "error", f"retention in {name!r} failed: {error.describe()}", name)
                 continue

@@ -175,3 +175,34 @@ def test_missing_privilege_fails(workspace: Workspace) -> None:
         [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
         assert record.outcome == "failed"
         assert any("permission denied" in f.message for f in record.findings), record.findings
+
+
+def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspace: Workspace) -> None:
+    with throwaway_database(rows=100) as db:
+        password_file = os.path.join(workspace.root, "pg.pw")
+        with open(password_file, "w") as handle:
+            handle.write(db.password + "\n")
+        spec = {"kind": "postgres", "user": db.role, "password_file": password_file, "databases": [db.name]}
+        path = workspace.write_config(
+            {"local": workspace.local_repository("local"), "same-city": workspace.local_repository("far")},
+            targets={"appdb": spec},
+            policies={"nightly": {"targets": ["appdb"], "repository": "local", "replicate_to": ["same-city"],
+                                  "retention": {"full": 1}}},
+        )
+        config = workspace.load(path)
+        for repository in config.repositories.values():
+            Restic(config.restic_binary, repository).init()
+        first, second = (run_policy_backup(config, "nightly", Level.FULL)[0].to_document() for _ in range(2))
+        assert first["outcome"] == second["outcome"] == "success", second["findings"]
+        copied = second["replication"][0]
+        assert copied["verified"] is True and copied["copied"][0]["same_tree"] is True
+        assert second["retention"]["local"]["forgotten"] == [first["snapshot"]["id"]]
+        for name in ("local", "same-city"):
+            restic = Restic(config.restic_binary, config.repositories[name])
+            tags = [s.tag_value("drill.part") for s in restic.snapshots()]
+            assert sorted(tags) == ["dump", "manifest"]  # the older pair went together
+        listed = subprocess.run(["drill-agent", "snapshots", "--config", path, "--json"], capture_output=True,
+                                text=True, check=True)
+        rows = json.loads(listed.stdout)
+        assert {(r["repository"], r["database"]) for r in rows} == {("local", db.name), ("same-city", db.name)}
+        assert all(r["manifest_snapshot_id"] for r in rows)
