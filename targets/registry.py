@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from targets.files import config as files_config
+from targets.mysql import config as mysql_config
 from targets.postgres import config as postgres_config
 
-TargetConfig = files_config.FilesTargetConfig | postgres_config.PostgresTargetConfig
+TargetConfig = files_config.FilesTargetConfig | postgres_config.PostgresTargetConfig | mysql_config.MysqlTargetConfig
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class TargetKind:
 KINDS: dict[str, TargetKind] = {
     "files": TargetKind("files", files_config.SCHEMA, files_config.make_files_target),
     "postgres": TargetKind("postgres", postgres_config.SCHEMA, postgres_config.make_postgres_target),
+    "mysql": TargetKind("mysql", mysql_config.SCHEMA, mysql_config.make_mysql_target),
 }
 
 

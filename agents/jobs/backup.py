@@ -21,7 +21,7 @@ from datetime import datetime
 from agents import process
 from agents.config.model import AgentConfig
 from agents.jobs import catalog
-from agents.jobs.postgres import backup_postgres_target
+from agents.jobs.database import backup_database_target
 from agents.jobs.replication import apply_retention, replicate
 from agents.records import Outbox, ResultRecord, decide_outcome, iso, job_record
 from agents.repositories import open_repository
@@ -36,6 +36,7 @@ from targets import hashing
 from targets.files import manifest as files_manifest
 from targets.files.config import FilesTargetConfig
 from targets.files.select import select_paths
+from targets.mysql.config import MysqlTargetConfig
 from targets.postgres.config import PostgresTargetConfig
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,8 @@ def run_policy_backup(
             if process.CANCELLATION.is_cancelled:
                 break
             target = config.targets[target_name]
-            if isinstance(target, PostgresTargetConfig):
-                records += backup_postgres_target(config, policy, target, requested, state)
+            if isinstance(target, PostgresTargetConfig | MysqlTargetConfig):
+                records += backup_database_target(config, policy, target, requested, state)
             else:
                 records.append(run_target_backup(context, target_name, requested))
     return records

@@ -16,10 +16,10 @@ from agents.restic.runner import Restic
 from policies.levels import Level
 from targets.postgres.snapshot import begin_canonical_snapshot, compute_schema_digest, compute_table_checksums
 from tests.support.configs import Workspace
-from tests.support.databases import PgDatabase, admin_connection, throwaway_database
+from tests.support.databases import ThrowawayDatabase, admin_connection, throwaway_database
 
 
-def _config(workspace: Workspace, db: PgDatabase, **target: object) -> str:
+def _config(workspace: Workspace, db: ThrowawayDatabase, **target: object) -> str:
     password_file = os.path.join(workspace.root, "pg.pw")
     with open(password_file, "w") as handle:
         handle.write(db.password + "\n")
@@ -166,7 +166,7 @@ def test_bad_input_fails_with_a_clear_finding(workspace: Workspace) -> None:
         path = _config(workspace, db, pg_dump=old)
         [too_old] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
         assert too_old.outcome == "failed"
-        assert any(f.code == "pg_dump_too_old" for f in too_old.findings)
+        assert any(f.code == "dump_tool_too_old" for f in too_old.findings)
 
 
 def test_missing_privilege_fails(workspace: Workspace) -> None:

@@ -21,7 +21,7 @@ def admin_connection(dbname: str = "postgres") -> psycopg.Connection[tuple[objec
 
 
 @dataclass
-class PgDatabase:
+class ThrowawayDatabase:
     name: str
     role: str
     password: str
@@ -48,10 +48,10 @@ def fill(connection: psycopg.Connection[tuple[object, ...]], rows: int) -> None:
 
 
 @contextmanager
-def throwaway_database(rows: int = 1000, *, privileged: bool = True) -> Iterator[PgDatabase]:
+def throwaway_database(rows: int = 1000, *, privileged: bool = True) -> Iterator[ThrowawayDatabase]:
     """A new database with sample tables and a login role that may only read (pg_read_all_data)."""
     suffix = secrets.token_hex(4)
-    db = PgDatabase(f"drill_test_{suffix}", f"drill_backup_{suffix}", secrets.token_hex(12))
+    db = ThrowawayDatabase(f"drill_test_{suffix}", f"drill_backup_{suffix}", secrets.token_hex(12))
     with admin_connection() as admin:
         admin.execute(f"CREATE DATABASE {db.name}")
         admin.execute(f"CREATE ROLE {db.role} LOGIN PASSWORD '{db.password}'")
@@ -66,3 +66,69 @@ def throwaway_database(rows: int = 1000, *, privileged: bool = True) -> Iterator
         with admin_connection() as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {db.role}")
+
+
+# -- MariaDB / MySQL --------------------------------------------------------------
+
+MYSQL_ADMIN = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+# The least privileges of a backup user (also in the README).
+MYSQL_BACKUP_GRANTS = "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, PROCESS"
+
+
+def mysql_admin(database: str | None = None) -> object:
+    import pymysql
+
+    try:
+        return pymysql.connect(**MYSQL_ADMIN, database=database, autocommit=True, charset="utf8mb4")
+    except pymysql.MySQLError as exc:
+        pytest.fail(f"MariaDB/MySQL on 127.0.0.1:3306 (root, empty password) is required: {exc}", pytrace=False)
+
+
+MYSQL_SCHEMA = (
+    "CREATE TABLE accounts (id BIGINT AUTO_INCREMENT PRIMARY KEY, owner VARCHAR(100) NOT NULL, "
+    "balance DECIMAL(12,2), ratio DOUBLE, opened TIMESTAMP NULL DEFAULT CURRENT_TIMESTAMP, photo BLOB, "
+    "note TEXT CHARACTER SET latin1) ENGINE=InnoDB",
+    "CREATE TABLE events (id BIGINT AUTO_INCREMENT PRIMARY KEY, account BIGINT, kind VARCHAR(10), "
+    "at DATETIME(3), KEY kind (kind)) ENGINE=InnoDB",
+    "CREATE TABLE legacy (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=MyISAM",
+)
+
+
+def fill_mysql(cursor: object, rows: int) -> None:
+    c = cursor
+    c.execute("SET SESSION max_recursive_iterations = 100000000")  # type: ignore[attr-defined]
+    c.execute(  # type: ignore[attr-defined]
+        "INSERT INTO accounts (owner, balance, ratio, photo, note) "
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < %s) "
+        "SELECT CONCAT('owner ', n), n * 1.5, IF(n %% 7 = 0, NULL, n / 3), IF(n %% 5 = 0, NULL, UNHEX(MD5(n))), "
+        "IF(n %% 3 = 0, NULL, IF(n %% 3 = 1, '', CONCAT('caf', CHAR(233), ' ', n))) FROM g", (rows,))
+    c.execute(  # type: ignore[attr-defined]
+        "INSERT INTO events (account, kind, at) "
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < %s) "
+        "SELECT 1 + n %% %s, CONCAT('k', n %% 10), TIMESTAMP('2026-01-01') + INTERVAL n SECOND FROM g",
+        (rows * 2, rows))
+    c.execute("INSERT INTO legacy VALUES (1, 'old'), (2, NULL)")  # type: ignore[attr-defined]
+
+
+@contextmanager
+def throwaway_mysql_database(rows: int = 1000, *, privileged: bool = True) -> Iterator[ThrowawayDatabase]:
+    """A new MariaDB database with sample tables and a backup user holding only the backup grants."""
+    suffix = secrets.token_hex(4)
+    db = ThrowawayDatabase(f"drill_test_{suffix}", f"drill_bk_{suffix}", secrets.token_hex(12))
+    admin = mysql_admin()
+    with admin.cursor() as c:  # type: ignore[attr-defined]
+        c.execute(f"CREATE DATABASE {db.name}")
+        c.execute(f"CREATE USER '{db.role}'@'%' IDENTIFIED BY '{db.password}'")
+        if privileged:
+            c.execute(f"GRANT {MYSQL_BACKUP_GRANTS} ON *.* TO '{db.role}'@'%'")
+        c.execute(f"USE {db.name}")
+        for statement in MYSQL_SCHEMA:
+            c.execute(statement)
+        fill_mysql(c, rows)
+    try:
+        yield db
+    finally:
+        with admin.cursor() as c:  # type: ignore[attr-defined]
+            c.execute(f"DROP DATABASE IF EXISTS {db.name}")
+            c.execute(f"DROP USER IF EXISTS '{db.role}'@'%'")
+        admin.close()  # type: ignore[attr-defined]

@@ -1,0 +1,176 @@
+"""MariaDB/MySQL dumps streamed into restic, with manifests exact under concurrent writes (both restic versions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import threading
+import time
+
+from agents.jobs.backup import run_policy_backup
+from agents.restic.runner import Restic
+from policies.levels import Level
+from targets.mysql.snapshot import compute_checksums
+from tests.support.configs import Workspace
+from tests.support.databases import ThrowawayDatabase, mysql_admin, throwaway_mysql_database
+
+
+def _config(workspace: Workspace, db: ThrowawayDatabase, **target: object) -> str:
+    password_file = os.path.join(workspace.root, "my.pw")
+    with open(password_file, "w") as handle:
+        handle.write(db.password + "\n")
+    os.chmod(password_file, 0o600)
+    spec = {"kind": "mysql", "host": "127.0.0.1", "port": 3306, "user": db.role,
+            "password_file": password_file, "databases": [db.name], **target}
+    path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"crm": spec},
+                                  policies={"nightly": {"targets": ["crm"], "repository": "local"}})
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    return path
+
+
+def _restore_and_checksum(workspace: Workspace, path: str, snapshot_id: str, database: str) -> dict[str, object]:
+    config = workspace.load(path)
+    restored = f"drill_restore_{secrets.token_hex(4)}"
+    admin = mysql_admin()
+    with admin.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(f"CREATE DATABASE {restored}")
+    try:
+        env = {**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
+               "RESTIC_PASSWORD_FILE": workspace.password_file}
+        dump = subprocess.Popen([config.restic_binary, "dump", snapshot_id, f"/{database}.dump"], env=env,
+                                stdout=subprocess.PIPE)
+        subprocess.run(["mariadb", "-h", "127.0.0.1", "-u", "root", restored], stdin=dump.stdout, check=True,
+                       capture_output=True)
+        assert dump.wait() == 0
+        with admin.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            schema, tables, non_transactional = compute_checksums(cursor, restored)
+            cursor.execute("COMMIT")
+        return {"schema_digest": schema, "non_transactional": non_transactional,
+                "tables": [{"schema": database, "name": t.name, "rows": t.rows, "checksum": t.checksum}
+                           for t in tables]}
+    finally:
+        with admin.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute(f"DROP DATABASE IF EXISTS {restored}")
+        admin.close()  # type: ignore[attr-defined]
+
+
+def test_manifest_equals_the_dump_while_a_writer_keeps_writing(workspace: Workspace) -> None:
+    with throwaway_mysql_database(rows=20_000) as db:
+        path = _config(workspace, db)
+        stop = threading.Event()
+        writes = {"n": 0}
+
+        def writer() -> None:
+            rng = random.Random(2)
+            connection = mysql_admin(db.name)
+            with connection.cursor() as cursor:  # type: ignore[attr-defined]
+                while not stop.is_set():
+                    cursor.execute("START TRANSACTION")
+                    cursor.execute("INSERT INTO accounts (owner, balance) VALUES (%s, %s)",
+                                   (f"live {rng.random()}", rng.randint(1, 999)))
+                    cursor.execute("UPDATE accounts SET balance = balance + 1 WHERE id = %s", (rng.randint(1, 20_000),))
+                    cursor.execute("DELETE FROM events WHERE id = %s", (rng.randint(1, 40_000),))
+                    cursor.execute("COMMIT")
+                    writes["n"] += 1
+            connection.close()  # type: ignore[attr-defined]
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            time.sleep(0.2)
+            documents = [run_policy_backup(workspace.load(path), "nightly", level)[0].to_document()
+                         for level in (Level.FULL, Level.INCREMENTAL, Level.DIFFERENTIAL)]
+        finally:
+            stop.set()
+            thread.join()
+        assert writes["n"] > 50, "the writer did not write during the backups"
+        config = workspace.load(path)
+        restic = Restic(config.restic_binary, config.repositories["local"])
+        rows = []
+        for document in documents:
+            assert document["outcome"] == "success", document["findings"]
+            # MyISAM is named, as a warning, in every record and manifest.
+            assert [f["subject"] for f in document["findings"] if f["code"] == "non_transactional_table"] == [
+                f"{db.name}.legacy"]
+            manifest = json.loads(restic.dump(document["manifest"]["snapshot_id"], f"/{db.name}.manifest.json"))
+            assert manifest["snapshot_id"] == document["snapshot"]["id"]
+            assert manifest["non_transactional"] == ["legacy"]
+            recomputed = _restore_and_checksum(workspace, path, document["snapshot"]["id"], db.name)
+            assert recomputed["tables"] == manifest["tables"]  # zero mismatches, table by table
+            assert recomputed["schema_digest"] == manifest["schema_digest"]
+            rows.append({t["name"]: t["rows"] for t in manifest["tables"]}["accounts"])
+        assert rows[0] < rows[-1]  # the backups really saw the writer's rows
+
+
+def _dump_pids(database: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith((b"mariadb-dump", b"mysqldump")) and database.encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_dump_killed_half_way_leaves_no_usable_snapshot(workspace: Workspace) -> None:
+    with throwaway_mysql_database(rows=300_000) as db:
+        path = _config(workspace, db)
+        killed: list[int] = []
+
+        def kill_dump() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not killed:
+                for pid in _dump_pids(db.name):
+                    time.sleep(0.3)
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_dump)
+        killer.start()
+        [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+        killer.join()
+        assert killed, "the dump tool was never seen running"
+        document = record.to_document()
+        assert document["outcome"] == "failed"
+        assert "dump_failed" in {f["code"] for f in document["findings"]}
+        config = workspace.load(path)
+        snapshots = Restic(config.restic_binary, config.repositories["local"]).snapshots()
+        assert [s for s in snapshots if s.tag_value("drill.job") == document["job"]["id"]] == []
+
+
+def test_bad_input_fails_with_a_clear_finding(workspace: Workspace) -> None:
+    with throwaway_mysql_database(rows=10) as db:
+        path = _config(workspace, db, databases=[db.name, "no_such_database_here"])
+        records = {r.details["target"]["database"]: r for r in run_policy_backup(workspace.load(path), "nightly",
+                                                                                Level.FULL)}
+        assert records[db.name].outcome == "success"
+        missing = records["no_such_database_here"]
+        assert missing.outcome == "failed"
+        assert any(f.code == "database_unavailable" and "Unknown database" in f.message for f in missing.findings)
+
+        with open(os.path.join(workspace.root, "my.pw"), "w") as handle:
+            handle.write("wrong-password\n")
+        [wrong] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)[:1]
+        assert wrong.outcome == "failed"
+        assert any("Access denied" in f.message for f in wrong.findings)
+        assert "wrong-password" not in json.dumps(wrong.to_document())
+
+
+def test_missing_privilege_fails(workspace: Workspace) -> None:
+    with throwaway_mysql_database(rows=10, privileged=False) as db:
+        path = _config(workspace, db)
+        [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+        assert record.outcome == "failed"
+        assert any("denied" in f.message for f in record.findings), record.findings

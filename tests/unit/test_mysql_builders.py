@@ -1,0 +1,48 @@
+"""Pure parts of the mysql target: checksum SQL, dump command, config."""
+
+from __future__ import annotations
+
+import pathlib
+
+from agents.config.model import validate_config
+from agents.jobs.db_sources import MysqlSource
+from agents.state import StateDir
+from targets.mysql import checksum
+from targets.mysql.config import make_mysql_target
+
+
+def test_checksum_sql_is_canonical_and_quotes_identifiers() -> None:
+    sql = checksum.make_table_checksum_sql("c`rm", "t", [("id", "bigint"), ("photo", "blob"), ("name", "varchar")])
+    assert "FROM `c``rm`.`t`" in sql
+    assert "HEX(`photo`)" in sql  # binary as hex
+    assert "CONVERT(`name` USING utf8mb4)" in sql  # text in one charset whatever the column's
+    assert "CONCAT(ISNULL(`id`), ISNULL(`photo`), ISNULL(`name`))" in sql  # NULL is not ''
+    assert "SUM(" in sql and str(2**64) in sql  # order independent
+    assert checksum.is_transactional("InnoDB") and not checksum.is_transactional("MyISAM")
+
+
+def test_dump_command_reads_credentials_from_a_private_file(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "pw").write_text('se"cret\n')
+    target = make_mysql_target("crm", {"kind": "mysql", "user": "backup", "password_file": str(tmp_path / "pw"),
+                                       "databases": ["crm"], "dump": "mysqldump"})
+    source = MysqlSource(target)
+    with source.secrets_file(StateDir(str(tmp_path))) as secrets:
+        assert secrets is not None
+        assert (pathlib.Path(secrets).stat().st_mode & 0o777) == 0o600
+        assert 'password="se\\"cret"' in pathlib.Path(secrets).read_text()
+        argv, env = source.dump_command(None, "crm", secrets)  # type: ignore[arg-type]
+    assert not pathlib.Path(secrets).exists()
+    assert argv[:2] == ("mysqldump", f"--defaults-extra-file={secrets}")
+    assert "--single-transaction" in argv and argv[-1] == "crm"
+    assert not any("secret" in a for a in argv) and "MYSQL_PWD" not in env
+
+
+def test_mysql_target_config(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "pw").write_text("x\n")
+    config = validate_config("a.yaml", f"""
+state_dir: /s
+repositories: {{local: {{url: /r, password_file: {tmp_path}/pw}}}}
+targets: {{crm: {{kind: mysql, user: backup, password_file: /etc/my.pw, databases: [crm]}}}}
+policies: {{p: {{targets: [crm], repository: local}}}}
+""")
+    assert config.targets["crm"].databases == ("crm",)  # type: ignore[union-attr]
