@@ -40,22 +40,21 @@ class Cancellation:
     Running children are interrupted when it is set; new ones refuse to start.
     """
 
-    def __init__(self, parent: Cancellation | None = None) -> None:
-        """``parent``: a cancellation that also cancels this one (the agent's global one)."""
+    def __init__(self, parent: Cancellation | None = None, *, hard: bool = False) -> None:
+        """``parent``: a cancellation that also cancels this one (the agent's global one).
+
+        ``hard``: children are killed at once (SIGKILL) instead of interrupted, for
+        a child that must not finish what it is doing -- restic must not turn a
+        truncated stream into a snapshot, which it does on SIGINT.
+        """
         self._event = threading.Event()
         self._parent = parent
         self._reason = ""
-        self.hard = False
-
-    def cancel(self, reason: str, *, hard: bool = False) -> None:
-        """Ask every running and future child to stop, giving ``reason``.
-
-        ``hard``: kill at once (SIGKILL) instead of interrupting. For a child that
-        must not finish what it is doing -- restic must not turn a truncated
-        stream into a snapshot, which it does on SIGINT.
-        """
-        self._reason = reason
         self.hard = hard
+
+    def cancel(self, reason: str) -> None:
+        """Ask every running and future child to stop, giving ``reason``."""
+        self._reason = reason
         self._event.set()
 
     def reset(self) -> None:

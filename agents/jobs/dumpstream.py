@@ -78,7 +78,8 @@ def stream_dump(
     left), :class:`ResticError` when restic failed, ``FileNotFoundError`` when the
     dump tool is missing.
     """
-    stop_restic = process.Cancellation(parent=process.CANCELLATION)
+    # Hard: whether the dump fails or the agent is stopped, restic is killed, never interrupted.
+    stop_restic = process.Cancellation(parent=process.CANCELLATION, hard=True)
     read_end, write_end = os.pipe()
     outcome: dict[str, object] = {}
 
@@ -124,7 +125,7 @@ def stream_dump(
     complete = code == 0 and not broken and not process.CANCELLATION.is_cancelled
     if not complete:
         # Kill restic before it can see the end of the stream.
-        stop_restic.cancel("the dump did not complete", hard=True)
+        stop_restic.cancel("the dump did not complete")
     os.close(write_end)
     saver.join()
     if complete:

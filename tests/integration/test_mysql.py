@@ -174,3 +174,17 @@ def test_missing_privilege_fails(workspace: Workspace) -> None:
         [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
         assert record.outcome == "failed"
         assert any("denied" in f.message for f in record.findings), record.findings
+
+
+def test_database_down_fails_with_database_unavailable(workspace: Workspace) -> None:
+    from tests.support.components import free_port
+
+    for kind in ("mysql", "postgres"):
+        spec = {"kind": kind, "host": "127.0.0.1", "port": free_port(), "user": "backup", "databases": ["app"]}
+        path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"db": spec},
+                                      policies={"nightly": {"targets": ["db"], "repository": "local"}},
+                                      name=f"{kind}.yaml")
+        [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+        assert record.outcome == "failed"
+        finding = next(f for f in record.findings if f.code == "database_unavailable")
+        assert "refused" in finding.message.lower() or "can't connect" in finding.message.lower(), finding.message
