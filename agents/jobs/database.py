@@ -21,7 +21,7 @@ from typing import Any
 from agents import process
 from agents.config.model import AgentConfig
 from agents.jobs import catalog
-from agents.jobs.db_sources import DatabaseSource, DatabaseUnavailable, make_source
+from agents.jobs.db_sources import DatabaseSource, make_source
 from agents.jobs.dumpstream import DumpFailed, StreamedDump, stream_dump
 from agents.jobs.replication import apply_retention, replicate
 from agents.records import Outbox, ResultRecord, decide_outcome, iso, job_record
@@ -33,6 +33,7 @@ from policies.levels import Level
 from targets import hashing
 from targets.mysql.config import MysqlTargetConfig
 from targets.postgres.config import PostgresTargetConfig
+from targets.tables import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def backup_database_target(
     try:
         source = make_source(target)
         databases = source.list_databases()
-    except (OSError, *DatabaseUnavailable) as error:
+    except (OSError, DatabaseUnavailable) as error:
         record = _new_record(config, policy, target, level, database=None)
         with job_record(outbox, record):
             record.add("database_unavailable", "error", f"cannot list the databases of {target.name}: {error}")

@@ -24,8 +24,8 @@ from targets.mysql.config import MysqlTargetConfig
 from targets.postgres import commands as pg_commands
 from targets.postgres import snapshot as pg_snapshot
 from targets.postgres.config import PostgresTargetConfig
+from targets.tables import DatabaseUnavailable, TableChecksum
 
-DatabaseUnavailable = (pg_snapshot.DatabaseUnavailable, my_snapshot.DatabaseUnavailable)
 DumpCommand = tuple[tuple[str, ...], dict[str, str]]  # argv and environment
 
 
@@ -72,7 +72,7 @@ def private_file(state: StateDir, prefix: str, content: str) -> Iterator[str]:
             os.unlink(path)
 
 
-def _tables(rows: list[Any]) -> list[dict[str, Any]]:
+def _tables(rows: list[TableChecksum]) -> list[dict[str, Any]]:
     return [{"schema": t.schema, "name": t.name, "rows": t.rows, "checksum": t.checksum} for t in rows]
 
 
@@ -112,7 +112,7 @@ class PostgresSource:
                     "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname"
                 ).fetchall()
         except psycopg.Error as exc:
-            raise pg_snapshot.DatabaseUnavailable(str(exc).strip().splitlines()[0]) from exc
+            raise DatabaseUnavailable(str(exc).strip().splitlines()[0]) from exc
         return [str(r[0]) for r in rows]
 
     @contextlib.contextmanager

@@ -24,26 +24,13 @@ import hashlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import pymysql
 
 from targets.mysql import checksum
-
-
-class DatabaseUnavailable(Exception):
-    """The server cannot be reached or refused us; the message says why (never the password)."""
-
-
-@dataclass(frozen=True)
-class TableChecksum:
-    schema: str
-    name: str
-    rows: int
-    checksum: str
-
+from targets.tables import DatabaseUnavailable, TableChecksum
 
 _AUTO_INCREMENT = re.compile(r" AUTO_INCREMENT=\d+")
 

@@ -11,24 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass
 from types import TracebackType
 
 import psycopg
 
 from targets.postgres import checksum
-
-
-@dataclass(frozen=True)
-class TableChecksum:
-    schema: str
-    name: str
-    rows: int
-    checksum: str
-
-
-class DatabaseUnavailable(Exception):
-    """The database cannot be reached or refused us; the message says why (never the password)."""
+from targets.tables import DatabaseUnavailable, TableChecksum
 
 
 def connection_info(host: str, port: int, user: str | None, database: str, password: str | None) -> dict[str, object]:

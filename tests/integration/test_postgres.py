@@ -6,7 +6,6 @@ import json
 import os
 import random
 import secrets
-import signal
 import subprocess
 import threading
 import time
@@ -17,6 +16,7 @@ from policies.levels import Level
 from targets.postgres.snapshot import begin_canonical_snapshot, compute_schema_digest, compute_table_checksums
 from tests.support.configs import Workspace
 from tests.support.databases import ThrowawayDatabase, admin_connection, throwaway_database
+from tests.support.processes import kill_after_start
 
 
 def _config(workspace: Workspace, db: ThrowawayDatabase, **target: object) -> str:
@@ -106,37 +106,10 @@ def test_manifest_equals_the_dump_while_a_writer_keeps_writing(workspace: Worksp
         assert counts[0] < counts[-1]  # the backups really saw the writer's rows
 
 
-def _pg_dump_pids(database: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                argv = handle.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"pg_dump") and database.encode() in argv:
-            pids.append(int(entry))
-    return pids
-
-
 def test_a_dump_killed_half_way_leaves_no_usable_snapshot(workspace: Workspace) -> None:
     with throwaway_database(rows=300_000) as db:
         path = _config(workspace, db)
-        killed: list[int] = []
-
-        def kill_dump() -> None:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not killed:
-                for pid in _pg_dump_pids(db.name):
-                    time.sleep(0.3)  # let it stream part of the dump
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                time.sleep(0.01)
-
-        killer = threading.Thread(target=kill_dump)
-        killer.start()
+        killer, killed = kill_after_start((b"pg_dump",), db.name)
         [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
         killer.join()
         assert killed, "pg_dump was never seen running"

@@ -1,0 +1,47 @@
+"""Finding and killing a real child process mid-run, to inject a fault real parts can't produce on demand."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+
+def pids_of(programs: tuple[bytes, ...], argument: str) -> list[int]:
+    """Processes whose program name ends with one of ``programs`` and whose argv holds ``argument``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(programs) and argument.encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def kill_after_start(programs: tuple[bytes, ...], argument: str, *, after: float = 0.3) -> tuple[threading.Thread,
+                                                                                                list[int]]:
+    """Start a thread that SIGKILLs the first matching process ``after`` seconds into its run.
+
+    Returns the thread (join it) and the list it fills with the killed pids.
+    """
+    killed: list[int] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            for pid in pids_of(programs, argument):
+                time.sleep(after)  # let it stream part of its output
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread, killed
