@@ -117,7 +117,7 @@ def _backup_database(
             def dump() -> None:
                 try:
                     streamed["dump"] = stream_dump(
-                        argv, env, restic, filename=f"{database}.dump", host=config.host, tags=tags
+                        argv, env, restic, filename=source.dump_filename(database), host=config.host, tags=tags
                     )
                 except BaseException as error:
                     streamed["error"] = error
@@ -155,6 +155,7 @@ def _backup_database(
         "tables": tables,
         "non_transactional": non_transactional,
     }
+    manifest["dump"] = {"filename": source.dump_filename(database)}
     if not _store_manifest(config, policy, target, database, restic, streamed["dump"], manifest, record):
         return False
     _replicate_and_retain(config, policy, restic, target.name, record)
@@ -185,7 +186,7 @@ def _store_manifest(
     """Store the manifest beside the dump; on failure forget the dump (it must not look complete)."""
     dump_id, dump_tree, dump_time = restic.identify(dumped.run)
     manifest["snapshot_id"] = dump_id
-    manifest["dump"] = {"filename": f"{database}.dump", "digest": dumped.digest, "bytes": dumped.size}
+    manifest["dump"].update(digest=dumped.digest, bytes=dumped.size)
     data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     digest = hashing.digest_bytes("sha256", data)
     tags = [catalog.tag("job", record.job_id), catalog.tag("policy", policy.name), catalog.tag("target", target.name),

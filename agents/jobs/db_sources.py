@@ -37,11 +37,17 @@ class Session(Protocol):
     def checksums(self) -> tuple[str, list[dict[str, Any]], list[str]]: ...
 
 
+# The pseudo-database under which a PostgreSQL target's roles and tablespaces are stored.
+GLOBALS = "@globals"
+
+
 class DatabaseSource(Protocol):
     engine: str
     checksum_method: str
 
     def list_databases(self) -> list[str]: ...
+
+    def dump_filename(self, database: str) -> str: ...
 
     def session(self, database: str) -> contextlib.AbstractContextManager[Session]: ...
 
@@ -91,6 +97,18 @@ class _PostgresSession:
         return schema, _tables(tables), []
 
 
+class _GlobalsSession:
+    """Roles and tablespaces: no snapshot to share and no tables; the dump's digest is the manifest."""
+
+    label = "pg_dumpall --globals-only (cluster-wide objects; no snapshot)"
+
+    def after_dump_started(self, dump_running: Callable[[], bool]) -> None:
+        """Nothing to wait for."""
+
+    def checksums(self) -> tuple[str, list[dict[str, Any]], list[str]]:
+        return "", [], []
+
+
 class PostgresSource:
     engine = "postgres"
     checksum_method = "sum(hashtextextended(row::text, 0)) mod 2^64, in the snapshot pg_dump imported"
@@ -104,8 +122,10 @@ class PostgresSource:
         return pg_snapshot.connection_info(t.host, t.port, t.user, database, self.password)
 
     def list_databases(self) -> list[str]:
+        """The databases to dump, after the cluster's global objects when those are wanted."""
+        extra = [GLOBALS] if self.target.globals else []
         if self.target.databases is not None:
-            return list(self.target.databases)
+            return [*extra, *self.target.databases]
         try:
             with psycopg.connect(**self._info("postgres")) as connection:  # type: ignore[arg-type]
                 rows = connection.execute(
@@ -113,15 +133,22 @@ class PostgresSource:
                 ).fetchall()
         except psycopg.Error as exc:
             raise DatabaseUnavailable(str(exc).strip().splitlines()[0]) from exc
-        return [str(r[0]) for r in rows]
+        return [*extra, *(str(r[0]) for r in rows)]
+
+    def dump_filename(self, database: str) -> str:
+        return "globals.sql" if database == GLOBALS else f"{database}.dump"
 
     @contextlib.contextmanager
     def session(self, database: str) -> Iterator[Session]:
+        if database == GLOBALS:
+            yield _GlobalsSession()
+            return
         with pg_snapshot.SnapshotSession(self._info(database)) as inner:
             yield _PostgresSession(inner)
 
     def preflight(self, session: Session) -> str | None:
-        assert isinstance(session, _PostgresSession)
+        if not isinstance(session, _PostgresSession):
+            return None
         result = process.run_process(
             pg_commands.make_pg_dump_version_command(self.target.pg_dump),
             env=process.inherited_environment({}), timeout=30,
@@ -135,8 +162,11 @@ class PostgresSource:
 
     def dump_command(self, session: Session, database: str, secrets: str | None) -> DumpCommand:
         t = self.target
-        argv = pg_commands.make_pg_dump_command(t.pg_dump, host=t.host, port=t.port, user=t.user,
-                                                database=database, snapshot=session.label)
+        if database == GLOBALS:
+            argv = pg_commands.make_pg_dumpall_globals_command(t.pg_dumpall, host=t.host, port=t.port, user=t.user)
+        else:
+            argv = pg_commands.make_pg_dump_command(t.pg_dump, host=t.host, port=t.port, user=t.user,
+                                                    database=database, snapshot=session.label)
         env = process.inherited_environment({"PGPASSFILE": secrets} if secrets else {})
         env.pop("PGPASSWORD", None)
         return argv, env
@@ -194,6 +224,9 @@ class MysqlSource:
             connection.close()
         system = {"mysql", "information_schema", "performance_schema", "sys"}
         return [n for n in names if n not in system]
+
+    def dump_filename(self, database: str) -> str:
+        return f"{database}.dump"
 
     @contextlib.contextmanager
     def session(self, database: str) -> Iterator[Session]:

@@ -18,6 +18,14 @@ def make_pg_dump_command(
     return tuple(argv)
 
 
+def make_pg_dumpall_globals_command(binary: str, *, host: str, port: int, user: str | None) -> tuple[str, ...]:
+    """Roles and tablespaces as SQL, without password hashes (readable with pg_read_all_data)."""
+    argv = [binary, "--globals-only", "--no-role-passwords", "--no-password", "--host", host, "--port", str(port)]
+    if user:
+        argv += ["--username", user]
+    return tuple(argv)
+
+
 def make_pg_dump_version_command(binary: str) -> tuple[str, ...]:
     return (binary, "--version")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,15 @@ SCHEMA: dict[str, Any] = {
             ],
             "examples": [["app", "billing"]],
         },
+        "globals": {
+            "type": "boolean",
+            "default": True,
+            "description": (
+                "Also capture roles and tablespaces (pg_dumpall --globals-only --no-role-passwords) once per run; "
+                "turn off if the role may not read them."
+            ),
+            "examples": [True],
+        },
         "pg_dump": {
             "type": "string",
             "minLength": 1,
@@ -59,7 +69,14 @@ class PostgresTargetConfig:
     password_file: str | None
     databases: tuple[str, ...] | None  # None: all
     pg_dump: str
+    globals: bool = True
     kind: str = "postgres"
+
+    @property
+    def pg_dumpall(self) -> str:
+        """pg_dumpall from the same place as the configured pg_dump."""
+        folder = os.path.dirname(self.pg_dump)
+        return os.path.join(folder, "pg_dumpall") if folder else "pg_dumpall"
 
 
 def make_postgres_target(name: str, raw: Mapping[str, Any]) -> PostgresTargetConfig:
@@ -73,4 +90,5 @@ def make_postgres_target(name: str, raw: Mapping[str, Any]) -> PostgresTargetCon
         password_file=raw.get("password_file"),
         databases=None if databases == "all" else tuple(databases),
         pg_dump=raw.get("pg_dump", "pg_dump"),
+        globals=bool(raw.get("globals", True)),
     )

@@ -154,6 +154,8 @@ def test_database_down_fails_with_database_unavailable(workspace: Workspace) -> 
 
     for kind in ("mysql", "postgres"):
         spec = {"kind": kind, "host": "127.0.0.1", "port": free_port(), "user": "backup", "databases": ["app"]}
+        if kind == "postgres":
+            spec["globals"] = False
         path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"db": spec},
                                       policies={"nightly": {"targets": ["db"], "repository": "local"}},
                                       name=f"{kind}.yaml")

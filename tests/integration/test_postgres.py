@@ -25,7 +25,7 @@ def _config(workspace: Workspace, db: ThrowawayDatabase, **target: object) -> st
         handle.write(db.password + "\n")
     os.chmod(password_file, 0o600)
     spec = {"kind": "postgres", "host": "127.0.0.1", "port": 5432, "user": db.role,
-            "password_file": password_file, "databases": [db.name], **target}
+            "password_file": password_file, "databases": [db.name], "globals": False, **target}
     path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"appdb": spec},
                                   policies={"nightly": {"targets": ["appdb"], "repository": "local"}})
     config = workspace.load(path)
@@ -155,7 +155,8 @@ def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspac
         password_file = os.path.join(workspace.root, "pg.pw")
         with open(password_file, "w") as handle:
             handle.write(db.password + "\n")
-        spec = {"kind": "postgres", "user": db.role, "password_file": password_file, "databases": [db.name]}
+        spec = {"kind": "postgres", "user": db.role, "password_file": password_file, "databases": [db.name],
+                "globals": True}
         path = workspace.write_config(
             {"local": workspace.local_repository("local"), "same-city": workspace.local_repository("far")},
             targets={"appdb": spec},
@@ -165,17 +166,28 @@ def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspac
         config = workspace.load(path)
         for repository in config.repositories.values():
             Restic(config.restic_binary, repository).init()
-        first, second = (run_policy_backup(config, "nightly", Level.FULL)[0].to_document() for _ in range(2))
+        runs = [run_policy_backup(config, "nightly", Level.FULL) for _ in range(2)]
+        # Roles and tablespaces first, as their own dump and manifest, readable by the least-privileged role.
+        globals_record = runs[1][0].to_document()  # the first run's was forgotten by retention
+        assert globals_record["target"]["database"] == "@globals" and globals_record["outcome"] == "success"
+        roles = Restic(config.restic_binary, config.repositories["local"]).dump(
+            globals_record["snapshot"]["id"], "/globals.sql")
+        assert f"CREATE ROLE {db.role};".encode() in roles
+        assert b"PASSWORD" not in roles.replace(b"NOPASSWORD", b"")  # no password hashes
+        first, second = (run[1].to_document() for run in runs)
         assert first["outcome"] == second["outcome"] == "success", second["findings"]
         copied = second["replication"][0]
         assert copied["verified"] is True and copied["copied"][0]["same_tree"] is True
         assert second["retention"]["local"]["forgotten"] == [first["snapshot"]["id"]]
         for name in ("local", "same-city"):
             restic = Restic(config.restic_binary, config.repositories[name])
-            tags = [s.tag_value("drill.part") for s in restic.snapshots()]
-            assert sorted(tags) == ["dump", "manifest"]  # the older pair went together
+            parts = sorted((s.tag_value("drill.database") == "@globals", s.tag_value("drill.part"))
+                           for s in restic.snapshots())
+            # the older pairs went together, for the database and for the globals
+            assert parts == [(False, "dump"), (False, "manifest"), (True, "dump"), (True, "manifest")]
         listed = subprocess.run(["drill-agent", "snapshots", "--config", path, "--json"], capture_output=True,
                                 text=True, check=True)
         rows = json.loads(listed.stdout)
-        assert {(r["repository"], r["database"]) for r in rows} == {("local", db.name), ("same-city", db.name)}
+        assert {(r["repository"], r["database"]) for r in rows} == {
+            (site, name) for site in ("local", "same-city") for name in (db.name, "@globals")}
         assert all(r["manifest_snapshot_id"] for r in rows)

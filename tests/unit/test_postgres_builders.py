@@ -17,6 +17,11 @@ def test_pg_dump_command_uses_the_exported_snapshot_and_never_a_password() -> No
                                                              user=None, database="app", snapshot="s")
 
 
+def test_globals_command_never_dumps_password_hashes() -> None:
+    argv = commands.make_pg_dumpall_globals_command("/opt/pg/bin/pg_dumpall", host="h", port=5432, user="backup")
+    assert argv[:4] == ("/opt/pg/bin/pg_dumpall", "--globals-only", "--no-role-passwords", "--no-password")
+
+
 def test_pg_dump_version_parsing() -> None:
     assert commands.parse_pg_dump_major("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)") == 15
     assert commands.parse_pg_dump_major("pg_dump (PostgreSQL) 11.22") == 11
