@@ -6,6 +6,11 @@ what: ``drill.job``, ``drill.policy``, ``drill.target``, ``drill.level``,
 ``drill.base`` and the manifest's digest ``drill.digest``. Data and manifest can
 never be separated: ``restic copy``, ``forget`` and ``prune`` act on both at once.
 
+A database dump cannot hold a second file (``backup --stdin``): it is a pair of
+snapshots sharing ``drill.job`` -- the dump (``drill.part=dump``,
+``drill.database``) and its manifest (``drill.part=manifest``, ``drill.for=<dump
+id>``, ``drill.digest``). A dump without its manifest is not a complete backup.
+
 The agent keeps an index of the backups it made in ``state_dir/catalog/`` so that
 planning the next backup costs no restic call; whenever the index has nothing
 for a policy and target, or restic no longer knows a snapshot it names, the index
@@ -50,7 +55,7 @@ def make_backup_tags(
 
 @dataclass(frozen=True)
 class StoredBackup:
-    """One backup as the agent knows it: its snapshot and the manifest inside it."""
+    """One backup as the agent knows it: its snapshot and its manifest (inside it, or beside it for a dump)."""
 
     job_id: str
     host: str
