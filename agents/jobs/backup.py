@@ -137,8 +137,8 @@ def _history(
     index has none or ``refresh`` is asked (the index is then rewritten)."""
     host, policy = context.config.host, context.policy.name
     known = [] if refresh else index.backups(host, policy, target)
-    if known or (context.requested is Level.FULL and not refresh):
-        return known  # a full needs no history: it has no base
+    if known or (context.requested is Level.FULL and not context.policy.retention and not refresh):
+        return known  # a full needs no history (no base), unless retention must see every backup
     listed = catalog.collect_backups(
         restic.snapshots(host=host, first_contact=True), host=host, policy=policy, target=target
     )
@@ -160,6 +160,7 @@ def _run(context: JobContext, target: FilesTargetConfig, requested: Level, recor
                 decision = choose_level(
                     requested, [b.as_point() for b in history], datetime.now().astimezone(), policy.max_full_interval
                 )
+            findings_before = len(record.findings)
             try:
                 backup = _backup_files(context, restic, target, decision, history, record)
                 break
@@ -169,6 +170,7 @@ def _run(context: JobContext, target: FilesTargetConfig, requested: Level, recor
                 if error.outcome is not ResticOutcome.NOT_FOUND or refresh:
                     raise
                 log.warning("base snapshot not in %s; re-reading its snapshots", repository.name)
+                del record.findings[findings_before:]  # the retry finds them again
                 refresh = True
     except ResticError as error:
         record.add(finding_code(error), "error", error.describe(), error.repository or None)

@@ -52,7 +52,8 @@ _STDERR_HINTS: tuple[tuple[str, ResticOutcome], ...] = (
     ("the specified bucket does not exist", ResticOutcome.NO_REPOSITORY),
     ("repository does not exist", ResticOutcome.NO_REPOSITORY),
     ("is there a repository at the following location", ResticOutcome.NO_REPOSITORY),
-    ("no matching id found", ResticOutcome.NOT_FOUND),
+    ("no matching id found", ResticOutcome.NOT_FOUND),  # 0.14 and a short id on 0.18
+    ("failed to load snapshot", ResticOutcome.NOT_FOUND),  # a full id on 0.18
     ("connection refused", ResticOutcome.UNREACHABLE),
     ("no such host", ResticOutcome.UNREACHABLE),
     ("i/o timeout", ResticOutcome.UNREACHABLE),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 from agents.jobs import catalog
@@ -147,3 +148,21 @@ def test_state_keeps_a_local_copy_of_each_manifest(workspace: Workspace) -> None
     document = record.to_document()
     cached = StateDir(config.state_dir).load_manifest(document["snapshot"]["id"])
     assert cached is not None and hashing.digest_bytes("sha256", cached) == document["manifest"]["digest"]
+
+
+def test_a_base_forgotten_behind_the_agents_back_rebuilds_its_index(workspace: Workspace) -> None:
+    write_files(workspace.data, {"a": "1", "b": "2"})
+    config = workspace.load(workspace.write_config({"local": workspace.local_repository("local")}))
+    restic = Restic(config.restic_binary, config.repositories["local"])
+    restic.init()
+    [full] = run_policy_backup(config, "nightly", Level.FULL)
+    restic.forget([full.to_document()["snapshot"]["id"]], prune=False)  # not through the agent
+    # restic 0.18 would still find the parent in its cache; a rebuilt host has no cache either.
+    shutil.rmtree(os.path.join(config.state_dir, "cache"))
+    [again] = run_policy_backup(config, "nightly", Level.INCREMENTAL)
+    document = again.to_document()
+    assert document["outcome"] == "success", document["findings"]
+    # The index no longer names the forgotten full: there is no usable full, so this run is one.
+    assert document["level"]["effective"] == "full"
+    assert [b.snapshot_id for b in _listing(workspace, workspace.root + "/agent.yaml", "local")] == [
+        document["snapshot"]["id"]]

@@ -94,6 +94,9 @@ def test_version_parsing_and_feature_gates() -> None:
         (1, V014, ["Fatal: unable to create lock in backend: repository is already locked"],
          ResticOutcome.LOCKED),
         (1, V014, ["Fatal: something else"], ResticOutcome.FATAL),
+        (1, V014, ['Fatal: invalid id "deadbeef": no matching ID found'], ResticOutcome.NOT_FOUND),
+        (1, V018, ['{"message_type":"exit_error","code":1,"message":"failed to load snapshot 12345678: open '
+                   'repo/snapshots/1234: no such file or directory"}'], ResticOutcome.NOT_FOUND),
     ],
 )
 def test_exit_code_table(code: int, version: ResticVersion, stderr: list[str], expected: ResticOutcome) -> None:
