@@ -193,6 +193,35 @@ def cmd_run(args: argparse.Namespace, config: AgentConfig) -> int:
     return EXIT_INTERRUPTED if process.CANCELLATION.is_cancelled else EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace, config: AgentConfig) -> int:
+    from agents.jobs.verify import VerifyRequest, run_verify  # noqa: PLC0415 -- only this command needs it
+
+    if args.repository not in config.repositories:
+        print(f"unknown repository {args.repository!r}; defined: {', '.join(config.repositories)}", file=sys.stderr)
+        return EXIT_USAGE
+    request = VerifyRequest(
+        repository=args.repository,
+        target=args.target,
+        snapshot_id=None if args.latest else args.snapshot,
+        host=args.host or config.host,
+        scratch=args.scratch,
+        check_parts=args.read_data_parts,
+    )
+    record = run_verify(config, request)
+    document = record.to_document()
+    if args.json:
+        json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+        print()
+    else:
+        compared = document["compared"]
+        print(f"{document['verdict'].upper()}  {request.target} snapshot "
+              f"{str((document['snapshot'] or {}).get('id', '-'))[:12]}  {compared['files']} files, "
+              f"{compared['bytes']} bytes compared")
+        for finding in document["findings"]:
+            print(f"  {finding['severity']:7} {finding['code']}: {finding.get('subject') or ''} {finding['message']}")
+    return {"passed": EXIT_OK, "failed": EXIT_JOB_FAILED}.get(document["verdict"], EXIT_USAGE)
+
+
 def cmd_config_validate(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
@@ -249,6 +278,23 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick", type=float, default=30.0, help="seconds between schedule checks (default 30)")
     p.add_argument("--once", action="store_true", help="run what is due now, then exit")
 
+    p = sub.add_parser(
+        "verify",
+        help="restore a files backup into scratch and compare it with its manifest",
+        epilog="Exit codes: 0 passed, 1 verification failed (findings), 2 could not verify.",
+    )
+    with_config(p)
+    p.add_argument("--repository", "-r", required=True, help="repository to restore from")
+    p.add_argument("--target", "-t", required=True, help="target name (a files target)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--snapshot", help="snapshot id (or a prefix of it)")
+    which.add_argument("--latest", action="store_true", help="the newest backup of the target")
+    p.add_argument("--host", help="host whose backup to verify (default: this config's host)")
+    p.add_argument("--scratch", help="directory for the scratch restore (default: state_dir/scratch)")
+    p.add_argument("--read-data-parts", type=int, default=30, metavar="N",
+                   help="restic check reads 1/N of the packs, the next part each time (default 30; 1 = all)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("config", help="validate a config or print an annotated example")
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     v = config_sub.add_parser("validate", help="check a config file; prints every problem with its line")
@@ -276,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     process.install_signal_handlers()
-    handlers = {"backup": cmd_backup, "snapshots": cmd_snapshots, "init": cmd_init, "run": cmd_run}
+    handlers = {"backup": cmd_backup, "snapshots": cmd_snapshots, "init": cmd_init, "run": cmd_run,
+                "verify": cmd_verify}
     try:
         return handlers[args.command](args, config)
     except UnsupportedResticVersion as error:

@@ -102,6 +102,19 @@ def make_prune_command(binary: str, flags: tuple[str, ...]) -> tuple[str, ...]:
     return (binary, *flags, "prune")
 
 
+def make_restore_command(binary: str, flags: tuple[str, ...], snapshot_id: str, target_dir: str) -> tuple[str, ...]:
+    """Restore a whole snapshot under ``target_dir`` (restic keeps every path inside it)."""
+    return (binary, *flags, "restore", snapshot_id, "--target", target_dir)
+
+
+def make_check_command(binary: str, flags: tuple[str, ...], read_data_subset: str | None) -> tuple[str, ...]:
+    """Check the repository's structure and, with ``read_data_subset`` ('n/t'), read that part of its packs."""
+    argv = [binary, *flags, "check"]
+    if read_data_subset is not None:
+        argv += ["--read-data-subset", read_data_subset]
+    return tuple(argv)
+
+
 def make_unlock_command(binary: str, flags: tuple[str, ...]) -> tuple[str, ...]:
     """Remove stale locks only (those of dead processes); live locks stay."""
     return (binary, *flags, "unlock")

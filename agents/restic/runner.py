@@ -423,6 +423,46 @@ class Restic:
             out.seek(0)
             return out.read()
 
+    def restore(self, snapshot_id: str, target_dir: str) -> None:
+        """Restore a whole snapshot under ``target_dir``.
+
+        restic 0.14 prints no progress without a terminal, so a restore is bounded
+        by the repository's ``stall_timeout`` only from 0.16 on (JSON status).
+        """
+        stall = process.StallWatch(self.repository.stall_timeout) if self.version.has_json_restore else None
+
+        def take(line: str) -> None:
+            if stall is not None and '"status"' in line:
+                stall.progress()
+
+        self._run(
+            commands.make_restore_command(self.binary, self._flags(json=self.version.has_json_restore),
+                                          snapshot_id, target_dir),
+            stall=stall,
+            on_stdout_line=take,
+        )
+
+    def check(self, read_data_subset: str | None) -> tuple[bool, tuple[str, ...]]:
+        """Run ``restic check``; return (no errors found, the lines that describe errors).
+
+        Raises :class:`ResticError` when the check could not run (unreachable, wrong password, …).
+        """
+        lines: list[str] = []
+        try:
+            self._run_unlocking(
+                commands.make_check_command(self.binary, self._flags(json=False), read_data_subset),
+                on_stdout_line=lines.append,
+                on_stderr_line=lines.append,
+            )
+        except ResticError as error:
+            if error.outcome is not ResticOutcome.FATAL:
+                raise
+            problems = tuple(line for line in lines if "error" in line.lower() or "fatal" in line.lower())
+            if not any("repository contains errors" in p or "error" in p.lower() for p in problems):
+                raise
+            return False, problems
+        return True, ()
+
     def copy_from(self, source: Repository, snapshot_ids: Sequence[str]) -> None:
         """Copy ``snapshot_ids`` from ``source`` into this repository."""
         clash = {

@@ -124,3 +124,32 @@ def test_manifest_round_trip_and_canonical_digest(tmp_path: pathlib.Path) -> Non
         fm.parse_manifest(b'{"schema": "something/else"}')
     with pytest.raises(fm.ManifestError):
         fm.parse_manifest(b"\xff not json")
+
+
+def test_comparison_names_each_kind_of_difference(tmp_path: pathlib.Path) -> None:
+    from targets.files.verify import compare_restored
+
+    source = tmp_path / "src"
+    write_files(str(source), {"same": "1", "edited": "2", "gone": "3", "moving": "4"})
+    entries, *_ = fm.build_entries(select_paths([str(source)], []), "blake3", None)
+    manifest = fm.FilesManifest("blake3", "h", "p", "t", "job", "full", [str(source)], [], entries)
+    restored = tmp_path / "restored"
+    for entry in entries:  # restore by hand, keeping metadata
+        target = restored / entry.path.lstrip("/")
+        if entry.type == "dir":
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(pathlib.Path(entry.path).read_bytes())
+            os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns))
+            os.chmod(target, entry.mode)
+    base = restored / str(source).lstrip("/")
+    (base / "edited").write_text("X")
+    (base / "moving").write_text("Y")
+    (base / "gone").unlink()
+    (base / "extra").write_text("not in the manifest")
+    result = compare_restored(manifest, str(restored), changed={str(source / "moving")})
+    found = {(d.code, os.path.basename(d.path)) for d in result.differences}
+    assert found == {("content_mismatch", "edited"), ("missing", "gone"), ("unexpected", "extra"),
+                     ("changed_during_backup", "moving")}
+    assert {os.path.basename(d.path) for d in result.failures} == {"edited", "gone", "extra"}

@@ -1,0 +1,87 @@
+"""Restore verification of files backups on real restic: passes when intact, names what is not."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+from agents.jobs.backup import run_policy_backup
+from agents.restic.runner import Restic
+from policies.levels import Level
+from tests.support.configs import Workspace, write_files
+
+
+def _verify(path: str, *extra: str) -> tuple[int, dict[str, object]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "verify", "--config", path, "--repository", "local",
+         "--target", "documents", "--latest", "--json", *extra],
+        capture_output=True, text=True, check=False,
+    )
+    return result.returncode, json.loads(result.stdout)
+
+
+def _backed_up(workspace: Workspace) -> str:
+    write_files(workspace.data, {f"d{i % 3}/f{i}.bin": os.urandom(5000 + i) for i in range(40)})
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    [record] = run_policy_backup(config, "nightly", Level.FULL)
+    assert record.outcome == "success"
+    return path
+
+
+def test_an_intact_backup_passes_and_the_scratch_is_removed(workspace: Workspace) -> None:
+    path = _backed_up(workspace)
+    code, document = _verify(path, "--read-data-parts", "1")
+    assert code == 0, document["findings"]
+    assert document["verdict"] == "passed"
+    assert document["compared"]["files"] == 40  # type: ignore[index]
+    assert document["manifest"]["checked_against"] == "backup record"  # type: ignore[index]
+    assert document["check"]["read_data_subset"] == "1/1"  # type: ignore[index]
+    assert os.listdir(os.path.join(workspace.state_dir, "scratch")) == []
+
+
+def test_the_read_data_cursor_rotates(workspace: Workspace) -> None:
+    path = _backed_up(workspace)
+    parts = [_verify(path, "--read-data-parts", "3")[1]["check"]["read_data_subset"] for _ in range(4)]  # type: ignore[index]
+    assert parts == ["1/3", "2/3", "3/3", "1/3"]
+
+
+def test_a_flipped_byte_in_a_pack_is_caught(workspace: Workspace) -> None:
+    path = _backed_up(workspace)
+    packs = sorted(glob.glob(os.path.join(workspace.root, "repo-local", "data", "*", "*")), key=os.path.getsize)
+    with open(packs[-1], "r+b") as handle:  # the largest pack holds file data
+        handle.seek(os.path.getsize(packs[-1]) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    code, document = _verify(path, "--read-data-parts", "1")
+    assert code == 1
+    assert document["verdict"] == "failed"
+    assert any(f["code"] == "repository_damaged" for f in document["findings"])  # type: ignore[attr-defined]
+
+
+def test_a_manifest_that_differs_from_the_backup_record_is_caught(workspace: Workspace) -> None:
+    path = _backed_up(workspace)
+    [record_path] = glob.glob(os.path.join(workspace.state_dir, "outbox", "*.json"))
+    with open(record_path) as handle:
+        record = json.load(handle)
+    record["manifest"]["digest"] = "sha256:" + "0" * 64  # what the backup record vouched for
+    with open(record_path, "w") as handle:
+        json.dump(record, handle)
+    code, document = _verify(path)
+    assert code == 1
+    assert [f["code"] for f in document["findings"]] == ["manifest_digest_mismatch"]  # type: ignore[attr-defined]
+
+
+def test_a_wrong_password_could_not_verify(workspace: Workspace) -> None:
+    path = _backed_up(workspace)
+    with open(workspace.password_file, "w") as handle:
+        handle.write("wrong\n")
+    code, document = _verify(path)
+    assert code == 2
+    assert document["verdict"] == "error"
+    assert document["outcome"] == "failed"  # a verification that could not run is never a pass
