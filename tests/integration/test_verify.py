@@ -85,3 +85,28 @@ def test_a_wrong_password_could_not_verify(workspace: Workspace) -> None:
     assert code == 2
     assert document["verdict"] == "error"
     assert document["outcome"] == "failed"  # a verification that could not run is never a pass
+
+
+def test_a_file_changed_in_a_snapshot_with_the_same_tags_is_caught(workspace: Workspace) -> None:
+    path = _backed_up(workspace)
+    config = workspace.load(path)
+    restic = Restic(config.restic_binary, config.repositories["local"])
+    [original] = restic.snapshots()
+    manifest_path = original.tag_value("drill.manifest")
+    assert manifest_path is not None
+    # Someone writes a new snapshot with the same tags and manifest, but one file changed.
+    victim = os.path.join(workspace.data, "d0", "f0.bin")
+    with open(victim, "r+b") as handle:
+        handle.write(b"tampered")
+    with open(manifest_path, "wb") as handle:
+        handle.write(restic.dump(original.id, manifest_path))
+    env = {**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
+           "RESTIC_PASSWORD_FILE": workspace.password_file}
+    tags = [arg for tag in original.tags for arg in ("--tag", tag)]
+    subprocess.run([config.restic_binary, "backup", "-q", "--host", original.hostname, *tags, workspace.data,
+                    manifest_path], env=env, check=True)
+    os.unlink(manifest_path)
+    code, document = _verify(path)
+    assert code == 1
+    assert [(f["code"], f["subject"]) for f in document["findings"]] == [  # type: ignore[attr-defined]
+        ("content_mismatch", victim)]
