@@ -46,20 +46,6 @@ MANIFEST_DIGEST_ALGORITHM = "sha256"
 
 ProgressCallback = Callable[[str, BackupStatus], None]
 
-# restic outcomes that are facts about the repository, each with its finding code.
-_FINDING_CODES = {
-    ResticOutcome.WRONG_PASSWORD: "wrong_password",
-    ResticOutcome.NO_REPOSITORY: "repository_missing",
-    ResticOutcome.UNREACHABLE: "repository_unreachable",
-    ResticOutcome.LOCKED: "repository_locked",
-    ResticOutcome.INTERRUPTED: "interrupted",
-}
-
-
-def finding_code(error: ResticError) -> str:
-    return _FINDING_CODES.get(error.outcome, "restic_failed")
-
-
 @dataclass(frozen=True)
 class JobContext:
     config: AgentConfig
@@ -173,7 +159,7 @@ def _run(context: JobContext, target: FilesTargetConfig, requested: Level, recor
                 del record.findings[findings_before:]  # the retry finds them again
                 refresh = True
     except ResticError as error:
-        record.add(finding_code(error), "error", error.describe(), error.repository or None)
+        record.add(error.finding_code, "error", error.describe(), error.repository or None)
         return False
     if backup is None:
         return False

@@ -171,7 +171,7 @@ def _record_dump_failure(failure: BaseException, database: str, record: ResultRe
                        f"snapshot {failure.snapshot_left} holds a truncated dump and could not be forgotten")
         return False
     if isinstance(failure, ResticError):
-        record.add("restic_failed", "error", failure.describe())
+        record.add(failure.finding_code, "error", failure.describe())
         return False
     if isinstance(failure, FileNotFoundError):
         record.add("dump_tool_missing", "error", f"{failure.filename} is not installed", database)
@@ -231,7 +231,7 @@ def _replicate_and_retain(
                 restic.snapshots(host=config.host), host=config.host, policy=policy.name, target=target
             )
     except ResticError as error:
-        record.add("restic_failed", "error", error.describe())
+        record.add(error.finding_code, "error", error.describe())
         return
     listings = {policy.repository: backups}
     listings.update(replicate(config, policy, restic, record))

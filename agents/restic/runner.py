@@ -65,6 +65,16 @@ class Repository:
         return env
 
 
+# restic outcomes that are facts about the repository, each with its finding code.
+_FINDING_CODES = {
+    ResticOutcome.WRONG_PASSWORD: "wrong_password",
+    ResticOutcome.NO_REPOSITORY: "repository_missing",
+    ResticOutcome.UNREACHABLE: "repository_unreachable",
+    ResticOutcome.LOCKED: "repository_locked",
+    ResticOutcome.INTERRUPTED: "interrupted",
+}
+
+
 class ResticError(Exception):
     """A restic command failed; ``outcome`` says how, ``stderr_tail`` says what restic said."""
 
@@ -82,6 +92,11 @@ class ResticError(Exception):
         self.repository = repository
         self.exit_code = exit_code
         self.stderr_tail = tuple(stderr_tail)
+
+    @property
+    def finding_code(self) -> str:
+        """The finding code of a result record for this failure."""
+        return _FINDING_CODES.get(self.outcome, "restic_failed")
 
     def describe(self) -> str:
         """One line for a finding: what failed and restic's own words about why."""
@@ -413,11 +428,15 @@ class Restic:
                     handle.write("a restic run was stopped while the repository was unreachable\n")
 
     def dump(self, snapshot_id: str, path: str) -> bytes:
-        """Return the content of one file of a snapshot (binary safe)."""
+        """Return the content of one small file of a snapshot (a manifest), binary safe.
+
+        restic prints no progress while dumping, so the whole dump is bounded by
+        ``stall_timeout``; large files are restored, not dumped.
+        """
         with tempfile.TemporaryFile() as out:
             self._run(
                 commands.make_dump_command(self.binary, self._flags(json=False), snapshot_id, path),
-                stall=process.StallWatch(self.repository.stall_timeout),
+                timeout=self.repository.stall_timeout,
                 stdout_to=out,
             )
             out.seek(0)
@@ -457,9 +476,15 @@ class Restic:
         except ResticError as error:
             if error.outcome is not ResticOutcome.FATAL:
                 raise
-            problems = tuple(line for line in lines if "error" in line.lower() or "fatal" in line.lower())
-            if not any("repository contains errors" in p or "error" in p.lower() for p in problems):
+            # restic ends a check that found damage with "repository contains errors"
+            # (0.14 and 0.18); any other fatal exit means the check could not run.
+            if not any("repository contains errors" in line for line in lines):
                 raise
+            telling = ("error", "does not match", "not found", "missing", "invalid", "damaged")
+            problems = tuple(
+                line.strip() for line in lines
+                if any(word in line.lower() for word in telling) and "contains errors" not in line
+            ) or ("restic check: repository contains errors",)
             return False, problems
         return True, ()
 
