@@ -206,20 +206,32 @@ def cmd_verify(args: argparse.Namespace, config: AgentConfig) -> int:
         host=args.host or config.host,
         scratch=args.scratch,
         check_parts=args.read_data_parts,
+        database=args.database,
     )
-    record = run_verify(config, request)
-    document = record.to_document()
+    documents = [record.to_document() for record in run_verify(config, request)]
     if args.json:
-        json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+        json.dump(documents, sys.stdout, indent=2, ensure_ascii=False)
         print()
     else:
-        compared = document["compared"]
-        print(f"{document['verdict'].upper()}  {request.target} snapshot "
-              f"{str((document['snapshot'] or {}).get('id', '-'))[:12]}  {compared['files']} files, "
-              f"{compared['bytes']} bytes compared")
-        for finding in document["findings"]:
-            print(f"  {finding['severity']:7} {finding['code']}: {finding.get('subject') or ''} {finding['message']}")
-    return {"passed": EXIT_OK, "failed": EXIT_JOB_FAILED}.get(document["verdict"], EXIT_USAGE)
+        for document in documents:
+            _print_verification(document)
+    verdicts = {document["verdict"] for document in documents}
+    # Evidence of damage outranks a verification that could not run.
+    if "failed" in verdicts:
+        return EXIT_JOB_FAILED
+    return EXIT_USAGE if "error" in verdicts else EXIT_OK
+
+
+def _print_verification(document: dict[str, Any]) -> None:
+    compared = document["compared"]
+    snapshot = document["snapshot"] or {}
+    what = document["target"] + (f"/{snapshot['database']}" if snapshot.get("database") else "")
+    counts = f"{compared['files']} files, {compared['bytes']} bytes"
+    if "tables" in compared:
+        counts = f"{compared['tables']} tables, {compared['rows']} rows, {compared['bytes']} dump bytes"
+    print(f"{document['verdict'].upper()}  {what} snapshot {str(snapshot.get('id', '-'))[:12]}  {counts} compared")
+    for finding in document["findings"]:
+        print(f"  {finding['severity']:7} {finding['code']}: {finding.get('subject') or ''} {finding['message']}")
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
@@ -280,17 +292,21 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "verify",
-        help="restore a files backup into scratch and compare it with its manifest",
+        help="restore a backup into scratch (files: a directory; databases: a throwaway instance) and compare "
+        "it with its manifest",
         epilog="Exit codes: 0 passed, 1 verification failed (findings), 2 could not verify.",
     )
     with_config(p)
     p.add_argument("--repository", "-r", required=True, help="repository to restore from")
-    p.add_argument("--target", "-t", required=True, help="target name (a files target)")
+    p.add_argument("--target", "-t", required=True, help="target name, as in the backup's tags")
+    p.add_argument("--database", "-d", help="a database target: only this database (default: each of them)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--snapshot", help="snapshot id (or a prefix of it)")
-    which.add_argument("--latest", action="store_true", help="the newest backup of the target")
+    which.add_argument("--latest", action="store_true",
+                       help="the newest backup of the target (of each database of a database target)")
     p.add_argument("--host", help="host whose backup to verify (default: this config's host)")
-    p.add_argument("--scratch", help="directory for the scratch restore (default: state_dir/scratch)")
+    p.add_argument("--scratch",
+                   help="parent directory of the scratch restore (default: scratch.directory, else state_dir/scratch)")
     p.add_argument("--read-data-parts", type=int, default=30, metavar="N",
                    help="restic check reads 1/N of the packs, the next part each time (default 30; 1 = all)")
     p.add_argument("--json", action="store_true")

@@ -280,8 +280,12 @@ class StartedProcess:
     def pid(self) -> int:
         return self._child.pid
 
-    def stop(self) -> None:
-        _stop(self._child)
+    def stop(self, *, hard: bool = False) -> None:
+        """Interrupt (SIGINT, then SIGKILL after a grace period), or kill at once if ``hard``."""
+        _stop(self._child, hard=hard)
+
+    def running(self) -> bool:
+        return self._child.poll() is None
 
     def finish(self) -> tuple[int, tuple[str, ...]]:
         """Wait for the child; return its exit code (negative: killed by that signal) and stderr tail."""

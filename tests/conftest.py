@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +27,15 @@ def restic_binary(restic_version: str) -> str:
 @pytest.fixture
 def workspace(tmp_path: os.PathLike[str], restic_binary: str) -> Workspace:
     return Workspace(str(tmp_path), restic_binary)
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[str]:
+    """A short scratch parent every user may traverse (throwaway instances run as postgres/mysql)."""
+    path = tempfile.mkdtemp(prefix="drill-scratch-", dir="/tmp")  # noqa: S108 -- short, for unix sockets
+    os.chmod(path, 0o755)  # noqa: S103
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

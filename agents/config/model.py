@@ -20,6 +20,7 @@ from agents.config.envfile import EnvFileError, parse_env_file
 from agents.config.schema import CONFIG_SCHEMA
 from agents.config.yamlfile import LoadedYaml, Path, YamlSyntaxError, load_yaml
 from agents.restic.runner import Repository, default_binary
+from agents.scratch.config import ScratchConfig, make_scratch_config
 from policies.calendar import CalendarError, parse_calendar
 from policies.config import PolicyConfig, make_policy_config
 from policies.durations import DurationError, parse_duration
@@ -60,6 +61,7 @@ class AgentConfig:
     sites: dict[str, str]
     targets: dict[str, TargetConfig]
     policies: dict[str, PolicyConfig]
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
 
@@ -194,6 +196,14 @@ def _check_policies(data: Mapping[str, Any], repositories: Mapping[str, Reposito
                 out.add((*where, "max_full_interval"), str(exc))
 
 
+def _check_scratch(data: Mapping[str, Any], out: _Collector) -> None:
+    for engine in ("postgres", "mysql"):
+        server = ((data.get("scratch") or {}).get(engine) or {}).get("server") or {}
+        path = server.get("password_file")
+        if path is not None and not os.path.isfile(path):
+            out.add(("scratch", engine, "server", "password_file"), f"password file {path} does not exist")
+
+
 def validate_config(source: str, text: str) -> AgentConfig:
     """Validate config ``text`` read from ``source`` and build the typed config.
 
@@ -215,6 +225,7 @@ def validate_config(source: str, text: str) -> AgentConfig:
         raise ConfigError(out.problems)
     repositories, sites = _make_repositories(data["repositories"], out)
     _check_policies(data, repositories, out)
+    _check_scratch(data, out)
     if out.problems:
         raise ConfigError(out.problems)
     return AgentConfig(
@@ -226,6 +237,7 @@ def validate_config(source: str, text: str) -> AgentConfig:
         sites=sites,
         targets={name: make_target_config(name, spec) for name, spec in data["targets"].items()},
         policies={name: make_policy_config(name, spec) for name, spec in data["policies"].items()},
+        scratch=make_scratch_config(data.get("scratch")),
         raw=data,
     )
 

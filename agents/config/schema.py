@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.scratch.config import SCHEMA as SCRATCH_SCHEMA
 from policies.config import NAME_PATTERN
 from policies.config import SCHEMA as POLICY_SCHEMA
 from targets.registry import KINDS
@@ -147,6 +148,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "examples": [{"documents": {"kind": "files", "paths": ["/srv/documents", "/etc/app"],
                                         "exclude": ["*.tmp", "cache/"]}}],
         },
+        "scratch": SCRATCH_SCHEMA,
         "policies": {
             "type": "object",
             "minProperties": 1,

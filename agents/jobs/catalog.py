@@ -73,6 +73,11 @@ class StoredBackup:
     database: str | None = None
     manifest_snapshot_id: str | None = None
     manifest_tree: str | None = None
+    manifest_for: str | None = None  # the dump snapshot id the manifest names (its ``drill.for``)
+
+    @property
+    def manifest_names_this_dump(self) -> bool:
+        return self.manifest_for in (self.snapshot_id, self.original)
 
     def as_point(self) -> BackupPoint:
         return BackupPoint(self.snapshot_id, self.time, self.level, usable=True)
@@ -126,10 +131,13 @@ def backup_from_snapshot(snapshot: Snapshot) -> StoredBackup | None:
     )
 
 
-def dump_backups(snapshots: Sequence[Snapshot]) -> list[StoredBackup]:
+def dump_backups(snapshots: Sequence[Snapshot], *, strict: bool = True) -> list[StoredBackup]:
     """Database dumps among ``snapshots``, each paired with its manifest snapshot.
 
     A dump whose manifest snapshot is missing is not a complete backup and is left out.
+    ``strict=False`` (verification) also pairs a dump with a manifest of the same
+    job that names another snapshot -- a dump written later with the same tags --
+    so that the verification can report it instead of not seeing it.
     """
     manifests: dict[str, Snapshot] = {}
     for snapshot in snapshots:
@@ -141,7 +149,7 @@ def dump_backups(snapshots: Sequence[Snapshot]) -> list[StoredBackup]:
         manifest = manifests.get(job or "")
         if dump.tag_value(PREFIX + "part") != "dump" or manifest is None:
             continue
-        if manifest.tag_value(PREFIX + "for") not in (dump.id, dump.original):
+        if strict and manifest.tag_value(PREFIX + "for") not in (dump.id, dump.original):
             continue
         try:
             level = Level(dump.tag_value(PREFIX + "level") or "")
@@ -163,19 +171,22 @@ def dump_backups(snapshots: Sequence[Snapshot]) -> list[StoredBackup]:
             database=dump.tag_value(PREFIX + "database"),
             manifest_snapshot_id=manifest.id,
             manifest_tree=manifest.tree,
+            manifest_for=manifest.tag_value(PREFIX + "for"),
         ))
     return found
 
 
 def collect_backups(
-    snapshots: Iterable[Snapshot], *, host: str | None = None, policy: str | None = None, target: str | None = None
+    snapshots: Iterable[Snapshot], *, host: str | None = None, policy: str | None = None, target: str | None = None,
+    strict: bool = True,
 ) -> list[StoredBackup]:
     """drill's backups among ``snapshots``, optionally of one host/policy/target; oldest first.
 
-    Snapshots without drill's tags (made by hand or by another tool) are ignored.
+    Snapshots without drill's tags (made by hand or by another tool) are ignored;
+    ``strict``: see :func:`dump_backups`.
     """
     every = list(snapshots)
-    candidates = [backup_from_snapshot(s) for s in every] + list(dump_backups(every))
+    candidates = [backup_from_snapshot(s) for s in every] + list(dump_backups(every, strict=strict))
     found = []
     for backup in candidates:
         if backup is None:

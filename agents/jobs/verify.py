@@ -1,31 +1,34 @@
-"""The verify job for files targets: restore a snapshot into scratch, compare it with its manifest.
+"""The verify job: restore backups into scratch and compare them with the manifests taken at backup time.
 
-Steps, each timed in the record: find the backup → ``restic check`` (structure,
+Steps, each timed in the record: find the backups → ``restic check`` (structure,
 plus a rotating ``--read-data-subset n/N`` so every pack is read within N
-verifications) → restore into a fresh scratch directory → check the manifest's
-digest against the backup record (or, without one, the snapshot's tag) →
-re-hash and compare every entry → remove the scratch directory, pass or fail.
-Verdict: ``passed`` (no failure finding), ``failed`` (findings), or ``error``
-(could not verify -- never a pass).
+verifications) → for each backup, a fresh scratch directory → restore and
+compare (files: ``verify_files``; database dumps: ``verify_dump``) → remove the
+scratch directory, pass or fail. One record per backup verified; verdict
+``passed`` (no failure finding), ``failed`` (findings), or ``error`` (could not
+verify -- never a pass).
+
+For a database target, ``--latest`` verifies the newest dump of each of its
+databases (and of its global objects).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 from agents.config.model import AgentConfig
 from agents.jobs import catalog
+from agents.jobs.verify_common import CouldNotVerify
+from agents.jobs.verify_dump import verify_dump_backup
+from agents.jobs.verify_files import verify_files_backup
 from agents.records import Outbox, ResultRecord, job_record
 from agents.repositories import open_repository
 from agents.restic.runner import Restic, ResticError
 from agents.state import StateDir
-from targets import hashing
-from targets.files.manifest import ManifestError, parse_manifest
-from targets.files.verify import compare_restored
 
 DEFAULT_CHECK_PARTS = 30  # every pack read within this many verifications
 
@@ -34,21 +37,11 @@ DEFAULT_CHECK_PARTS = 30  # every pack read within this many verifications
 class VerifyRequest:
     repository: str
     target: str
-    snapshot_id: str | None  # None: the latest backup of the target
+    snapshot_id: str | None  # None: the latest backup of the target (of each of its databases)
     host: str
     scratch: str | None
     check_parts: int = DEFAULT_CHECK_PARTS
-
-
-def _backup_record(state: StateDir, job_id: str) -> dict[str, object] | None:
-    """The backup's own record from this agent's outbox, when it is on this host."""
-    for path in Outbox(state.path).list():
-        if job_id in os.path.basename(path):
-            with open(path, encoding="utf-8") as handle:
-                document = json.load(handle)
-            if isinstance(document, dict):
-                return document
-    return None
+    database: str | None = None  # a database target: only this database
 
 
 def _next_check_part(state: StateDir, repository: str, parts: int) -> int:
@@ -65,105 +58,129 @@ def _next_check_part(state: StateDir, repository: str, parts: int) -> int:
     return part
 
 
-def run_verify(config: AgentConfig, request: VerifyRequest) -> ResultRecord:
-    """Verify one backup; always returns its written record (outcome passed/failed/error)."""
-    state = StateDir(config.state_dir)
+def _new_record(config: AgentConfig, request: VerifyRequest) -> ResultRecord:
     record = ResultRecord("verify", host=config.host)
+    scratch = request.scratch or config.scratch.directory or os.path.join(config.state_dir, "scratch")
     record.details = {
         "repository": {"name": request.repository, "site": config.sites.get(request.repository, request.repository)},
         "target": request.target,
         "backup_host": request.host,
+        "scratch": {"host": config.host, "directory": scratch},
         "snapshot": None,
         "manifest": None,
         "compared": {"files": 0, "bytes": 0},
         "check": None,
         "verdict": "error",
     }
-    with job_record(Outbox(config.state_dir), record):
-        record.details["verdict"] = _verify(config, request, state, record)
-        record.outcome = {"passed": "success", "failed": "failed", "error": "failed"}[record.details["verdict"]]
     return record
 
 
-def _verify(config: AgentConfig, request: VerifyRequest, state: StateDir, record: ResultRecord) -> str:
-    try:
-        restic = open_repository(config, request.repository)
-        record.details["restic"] = {"version": str(restic.version)}
-        backups = catalog.collect_backups(restic.snapshots(host=request.host, first_contact=True),
-                                          host=request.host, target=request.target)
-    except ResticError as error:
-        record.add("could_not_verify", "error", error.describe())
-        return "error"
-    files_backups = [b for b in backups if b.database is None]
-    if request.snapshot_id is None:
-        backup = files_backups[-1] if files_backups else None
-    else:
-        backup = next((b for b in files_backups if b.snapshot_id.startswith(request.snapshot_id)), None)
-    if backup is None:
-        record.add("no_restorable_snapshot", "error",
-                   f"no backup of target {request.target!r} from host {request.host!r} in {request.repository!r}")
-        return "error"
-    record.details["snapshot"] = {"id": backup.snapshot_id, "time": backup.time.isoformat(), "job_id": backup.job_id}
+def _select(backups: list[catalog.StoredBackup], request: VerifyRequest) -> list[catalog.StoredBackup]:
+    if request.database is not None:
+        backups = [b for b in backups if b.database == request.database]
+    if request.snapshot_id is not None:
+        wanted = request.snapshot_id
+        return [b for b in backups if b.snapshot_id.startswith(wanted)
+                or (b.manifest_snapshot_id or "").startswith(wanted)][-1:]
+    newest: dict[str | None, catalog.StoredBackup] = {}
+    for backup in backups:  # oldest first: the last one of each database wins
+        newest[backup.database] = backup
+    return sorted(newest.values(), key=lambda b: (b.database is not None, b.database or ""))
 
+
+def run_verify(config: AgentConfig, request: VerifyRequest) -> list[ResultRecord]:
+    """Verify the requested backups; always returns their written records (at least one)."""
+    state = StateDir(config.state_dir)
+    outbox = Outbox(config.state_dir)
+    first = _new_record(config, request)
+    with job_record(outbox, first):
+        try:
+            restic = open_repository(config, request.repository)
+            first.details["restic"] = {"version": str(restic.version)}
+            backups = _select(catalog.collect_backups(
+                restic.snapshots(host=request.host, first_contact=True),
+                host=request.host, target=request.target, strict=False), request)
+        except ResticError as error:
+            first.add("could_not_verify", "error", error.describe())
+            first.outcome = "failed"
+            return [first]
+        if not backups:
+            what = f"database {request.database!r} of target" if request.database else "target"
+            first.add("no_restorable_snapshot", "error",
+                      f"no backup of {what} {request.target!r} from host {request.host!r} in {request.repository!r}"
+                      + (f" with snapshot id {request.snapshot_id}" if request.snapshot_id else ""))
+            first.outcome = "failed"
+            return [first]
+        check = _check(restic, state, request, first)
+        _verify_one(config, restic, backups[0], check, state, request, first)
+    records = [first]
+    for backup in backups[1:]:
+        record = _new_record(config, request)
+        record.details["restic"] = first.details["restic"]
+        with job_record(outbox, record):
+            _verify_one(config, restic, backup, check, state, request, record)
+        records.append(record)
+    return records
+
+
+def _check(restic: Restic, state: StateDir, request: VerifyRequest, record: ResultRecord) -> dict[str, Any]:
+    """Run ``restic check`` once for this verification; its result goes into every record."""
     part = _next_check_part(state, request.repository, request.check_parts)
+    subset = f"{part}/{request.check_parts}"
+    result: dict[str, Any] = {"read_data_subset": subset, "passed": None, "problems": [],
+                              "coverage": {"parts_read_this_cycle": part, "parts": request.check_parts,
+                                           "fraction": round(part / request.check_parts, 4)}}
     with record.phase("check"):
         try:
-            ok, problems = restic.check(f"{part}/{request.check_parts}")
+            ok, problems = restic.check(subset)
         except ResticError as error:
-            record.add("could_not_verify", "error", f"restic check could not run: {error.describe()}")
-            return "error"
-    record.details["check"] = {"read_data_subset": f"{part}/{request.check_parts}", "passed": ok,
-                               "coverage": f"{part} of {request.check_parts} parts read in this cycle"}
-    for problem in problems:
-        record.add("repository_damaged", "error", problem)
+            result["error"] = f"restic check could not run: {error.describe()}"
+            return result
+    result.update(passed=ok, problems=list(problems))
+    return result
 
-    scratch_parent = request.scratch or state.sub("scratch")
-    os.makedirs(scratch_parent, exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix="verify-", dir=scratch_parent)
+
+def _verify_one(
+    config: AgentConfig, restic: Restic, backup: catalog.StoredBackup, check: dict[str, Any], state: StateDir,
+    request: VerifyRequest, record: ResultRecord,
+) -> None:
+    record.details["snapshot"] = {"id": backup.snapshot_id, "time": backup.time.isoformat(), "job_id": backup.job_id,
+                                  "level": backup.level.value, "database": backup.database,
+                                  "manifest_snapshot_id": backup.manifest_snapshot_id}
+    record.details["check"] = {k: v for k, v in check.items() if k != "error"}
+    verdict = "error"
     try:
-        return _restore_and_compare(restic, backup, scratch, state, record) if ok else "failed"
+        if "error" in check:
+            raise CouldNotVerify(check["error"])
+        for problem in check["problems"]:
+            record.add("repository_damaged", "error", problem)
+        if check["passed"]:
+            _in_scratch(config, restic, backup, state, request, record)
+        verdict = "failed" if record.has_errors else "passed"
+    except CouldNotVerify as error:
+        record.add("could_not_verify", "error", str(error))
+        verdict = "failed" if any(f.code != "could_not_verify" and f.severity == "error"
+                                  for f in record.findings) else "error"
+    record.details["verdict"] = verdict
+    record.outcome = "success" if verdict == "passed" else "failed"
+
+
+def _in_scratch(
+    config: AgentConfig, restic: Restic, backup: catalog.StoredBackup, state: StateDir, request: VerifyRequest,
+    record: ResultRecord,
+) -> None:
+    parent = record.details["scratch"]["directory"]
+    try:
+        os.makedirs(parent, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix="verify-", dir=parent)
+    except OSError as error:
+        raise CouldNotVerify(f"cannot create a scratch directory in {parent}: {error.strerror}") from error
+    try:
+        if backup.database is None:
+            verify_files_backup(restic, backup, scratch, state, record)
+        else:
+            # Traverse only (not list): the throwaway instance runs as another account and must pass through.
+            os.chmod(scratch, 0o711)  # noqa: S103
+            verify_dump_backup(config, restic, backup, scratch, state, record)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _restore_and_compare(
-    restic: Restic, backup: catalog.StoredBackup, scratch: str, state: StateDir, record: ResultRecord
-) -> str:
-    with record.phase("restore"):
-        try:
-            restic.restore(backup.snapshot_id, scratch)
-        except ResticError as error:
-            record.add("could_not_verify", "error", f"restore failed: {error.describe()}")
-            return "error"
-    manifest_file = os.path.join(scratch, backup.manifest_path.lstrip("/"))
-    try:
-        with open(manifest_file, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        record.add("manifest_missing", "error", f"the snapshot holds no manifest at {backup.manifest_path}")
-        return "failed"
-    backup_record = _backup_record(state, backup.job_id)
-    trusted = (backup_record or {}).get("manifest", {}) if backup_record else {}
-    expected = trusted.get("digest") if isinstance(trusted, dict) else None
-    source = "backup record" if expected else "snapshot tag"
-    expected = expected or backup.manifest_digest
-    digest = hashing.digest_bytes("sha256", data)
-    record.details["manifest"] = {"digest": digest, "expected": expected, "checked_against": source}
-    if digest != expected:
-        record.add("manifest_digest_mismatch", "error",
-                   f"the manifest in the snapshot has digest {digest}, the {source} says {expected}")
-        return "failed"
-    try:
-        manifest = parse_manifest(data)
-    except ManifestError as error:
-        record.add("manifest_unreadable", "error", str(error))
-        return "failed"
-    listed = (backup_record or {}).get("changed_during_backup") or []
-    changed = {str(p) for p in listed} if isinstance(listed, list) else set()
-    with record.phase("compare"):
-        comparison = compare_restored(manifest, scratch, changed=changed, ignore={backup.manifest_path})
-    record.details["compared"] = {"files": comparison.files_compared, "bytes": comparison.bytes_compared}
-    for difference in comparison.differences:
-        severity = "info" if difference.code == "changed_during_backup" else "error"
-        record.add(difference.code, severity, difference.detail, difference.path)
-    return "failed" if comparison.failures or record.has_errors else "passed"

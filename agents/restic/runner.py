@@ -442,6 +442,19 @@ class Restic:
             out.seek(0)
             return out.read()
 
+    def dump_to(self, snapshot_id: str, path: str, out: IO[bytes], stall: process.StallWatch) -> None:
+        """Write one file of a snapshot (a database dump) to ``out`` as restic reads it.
+
+        restic prints no progress while dumping: the caller reports progress to
+        ``stall`` as bytes arrive, so a dump that stops flowing is stopped.
+        Raises :class:`ResticError`.
+        """
+        self._run(
+            commands.make_dump_command(self.binary, self._flags(json=False), snapshot_id, path),
+            stall=stall,
+            stdout_to=out,
+        )
+
     def restore(self, snapshot_id: str, target_dir: str) -> None:
         """Restore a whole snapshot under ``target_dir``.
 

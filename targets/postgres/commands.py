@@ -37,3 +37,38 @@ def parse_pg_dump_major(output: str) -> int | None:
         if head.isdigit() and "." in word:
             return int(head)
     return None
+
+
+# -- a throwaway instance to restore into ---------------------------------------------
+
+def make_initdb_command(bin_dir: str, data_dir: str, superuser: str) -> tuple[str, ...]:
+    """A new cluster for one verification: trust auth on its private socket only, no fsync (it is thrown away)."""
+    return (f"{bin_dir}/initdb", "--pgdata", data_dir, "--username", superuser, "--auth=trust", "--encoding=UTF8",
+            "--locale=C.UTF-8", "--no-sync", "--no-instructions")
+
+
+def make_pg_ctl_start_command(bin_dir: str, data_dir: str, socket_dir: str, port: int, log_file: str,
+                              timeout: int) -> tuple[str, ...]:
+    """Start the cluster listening on its unix socket in ``socket_dir`` only (no TCP), wait until it accepts."""
+    options = f"-c listen_addresses='' -k {socket_dir} -p {port} -c fsync=off -c full_page_writes=off"
+    return (f"{bin_dir}/pg_ctl", "--pgdata", data_dir, "--log", log_file, "--wait", "--timeout", str(timeout),
+            "--options", options, "start")
+
+
+def make_pg_ctl_stop_command(bin_dir: str, data_dir: str) -> tuple[str, ...]:
+    """Stop at once: nothing in a throwaway cluster needs a clean shutdown."""
+    return (f"{bin_dir}/pg_ctl", "--pgdata", data_dir, "--mode", "immediate", "--wait", "stop")
+
+
+def make_pg_restore_command(
+    binary: str, *, host: str, port: int, user: str | None, database: str
+) -> tuple[str, ...]:
+    """Restore a custom-format dump read from stdin into the existing ``database``.
+
+    Without owners and privileges: the scratch side has none of production's roles.
+    """
+    argv = [binary, "--no-owner", "--no-privileges", "--no-password", "--host", host, "--port", str(port)]
+    if user:
+        argv += ["--username", user]
+    argv += ["--dbname", database]
+    return tuple(argv)

@@ -11,6 +11,7 @@ import threading
 import time
 
 from agents.jobs.backup import run_policy_backup
+from agents.jobs.verify import VerifyRequest, run_verify
 from agents.restic.runner import Restic
 from policies.levels import Level
 from targets.mysql.snapshot import compute_checksums
@@ -19,7 +20,7 @@ from tests.support.databases import ThrowawayDatabase, mysql_admin, throwaway_my
 from tests.support.processes import kill_after_start
 
 
-def _config(workspace: Workspace, db: ThrowawayDatabase, **target: object) -> str:
+def _config(workspace: Workspace, db: ThrowawayDatabase, scratch: str | None = None, **target: object) -> str:
     password_file = os.path.join(workspace.root, "my.pw")
     with open(password_file, "w") as handle:
         handle.write(db.password + "\n")
@@ -27,7 +28,8 @@ def _config(workspace: Workspace, db: ThrowawayDatabase, **target: object) -> st
     spec = {"kind": "mysql", "host": "127.0.0.1", "port": 3306, "user": db.role,
             "password_file": password_file, "databases": [db.name], **target}
     path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"crm": spec},
-                                  policies={"nightly": {"targets": ["crm"], "repository": "local"}})
+                                  policies={"nightly": {"targets": ["crm"], "repository": "local"}},
+                                  scratch={"directory": scratch} if scratch else None)
     config = workspace.load(path)
     Restic(config.restic_binary, config.repositories["local"]).init()
     return path
@@ -60,9 +62,9 @@ def _restore_and_checksum(workspace: Workspace, path: str, snapshot_id: str, dat
         admin.close()  # type: ignore[attr-defined]
 
 
-def test_manifest_equals_the_dump_while_a_writer_keeps_writing(workspace: Workspace) -> None:
+def test_manifest_equals_the_dump_while_a_writer_keeps_writing(workspace: Workspace, scratch_dir: str) -> None:
     with throwaway_mysql_database(rows=20_000) as db:
-        path = _config(workspace, db)
+        path = _config(workspace, db, scratch_dir)
         stop = threading.Event()
         writes = {"n": 0}
 
@@ -105,6 +107,13 @@ def test_manifest_equals_the_dump_while_a_writer_keeps_writing(workspace: Worksp
             assert recomputed["tables"] == manifest["tables"]  # zero mismatches, table by table
             assert recomputed["schema_digest"] == manifest["schema_digest"]
             rows.append({t["name"]: t["rows"] for t in manifest["tables"]}["accounts"])
+            # No false alarm: the verify job, into a throwaway instance, agrees.
+            [verified] = run_verify(config, VerifyRequest("local", "crm", document["snapshot"]["id"], "testhost",
+                                                          None))
+            assert verified.details["verdict"] == "passed", verified.findings
+            assert verified.details["compared"]["rows"] == sum(t["rows"] for t in manifest["tables"])
+            assert [f.code for f in verified.findings] == ["non_transactional_table"]
+        assert os.listdir(scratch_dir) == []
         assert rows[0] < rows[-1]  # the backups really saw the writer's rows
 
 

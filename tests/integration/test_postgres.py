@@ -11,6 +11,7 @@ import threading
 import time
 
 from agents.jobs.backup import run_policy_backup
+from agents.jobs.verify import VerifyRequest, run_verify
 from agents.restic.runner import Restic
 from policies.levels import Level
 from targets.postgres.snapshot import begin_canonical_snapshot, compute_schema_digest, compute_table_checksums
@@ -19,7 +20,7 @@ from tests.support.databases import ThrowawayDatabase, admin_connection, throwaw
 from tests.support.processes import kill_after_start
 
 
-def _config(workspace: Workspace, db: ThrowawayDatabase, **target: object) -> str:
+def _config(workspace: Workspace, db: ThrowawayDatabase, scratch: str | None = None, **target: object) -> str:
     password_file = os.path.join(workspace.root, "pg.pw")
     with open(password_file, "w") as handle:
         handle.write(db.password + "\n")
@@ -27,7 +28,8 @@ def _config(workspace: Workspace, db: ThrowawayDatabase, **target: object) -> st
     spec = {"kind": "postgres", "host": "127.0.0.1", "port": 5432, "user": db.role,
             "password_file": password_file, "databases": [db.name], "globals": False, **target}
     path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"appdb": spec},
-                                  policies={"nightly": {"targets": ["appdb"], "repository": "local"}})
+                                  policies={"nightly": {"targets": ["appdb"], "repository": "local"}},
+                                  scratch={"directory": scratch} if scratch else None)
     config = workspace.load(path)
     Restic(config.restic_binary, config.repositories["local"]).init()
     return path
@@ -59,9 +61,9 @@ def _restore_and_checksum(workspace: Workspace, path: str, snapshot_id: str, dat
             admin.execute(f"DROP DATABASE IF EXISTS {restored} WITH (FORCE)")
 
 
-def test_manifest_equals_the_dump_while_a_writer_keeps_writing(workspace: Workspace) -> None:
+def test_manifest_equals_the_dump_while_a_writer_keeps_writing(workspace: Workspace, scratch_dir: str) -> None:
     with throwaway_database(rows=20_000) as db:
-        path = _config(workspace, db)
+        path = _config(workspace, db, scratch_dir)
         stop = threading.Event()
         writes = {"n": 0}
 
@@ -100,6 +102,12 @@ def test_manifest_equals_the_dump_while_a_writer_keeps_writing(workspace: Worksp
             recomputed = _restore_and_checksum(workspace, path, snapshot_id, db.name)
             assert recomputed["tables"] == manifest["tables"]  # zero mismatches, table by table
             assert recomputed["schema_digest"] == manifest["schema_digest"]
+            # No false alarm: the verify job, into a throwaway instance, agrees.
+            [verified] = run_verify(config, VerifyRequest("local", "appdb", snapshot_id, "testhost", None))
+            assert verified.details["verdict"] == "passed", verified.findings
+            assert verified.details["compared"]["rows"] == sum(t["rows"] for t in manifest["tables"])
+            assert verified.details["scratch"]["where"] == "throwaway instance"
+        assert os.listdir(scratch_dir) == []
         counts = [{t["name"]: t["rows"] for t in json.loads(Restic(
             workspace.load(path).restic_binary, workspace.load(path).repositories["local"]).dump(
             d["manifest"]["snapshot_id"], f"/{db.name}.manifest.json"))["tables"]}["accounts"] for d in results]

@@ -20,7 +20,8 @@ def _verify(path: str, *extra: str) -> tuple[int, dict[str, object]]:
          "--target", "documents", "--latest", "--json", *extra],
         capture_output=True, text=True, check=False,
     )
-    return result.returncode, json.loads(result.stdout)
+    [document] = json.loads(result.stdout)  # a files target: one record
+    return result.returncode, document
 
 
 def _backed_up(workspace: Workspace) -> str:

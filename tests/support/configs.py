@@ -47,6 +47,7 @@ class Workspace:
         policies: dict[str, Any] | None = None,
         host: str = "testhost",
         name: str = "agent.yaml",
+        scratch: dict[str, Any] | None = None,
     ) -> str:
         document = {
             "host": host,
@@ -57,6 +58,8 @@ class Workspace:
             "policies": policies
             or {"nightly": {"targets": ["documents"], "repository": next(iter(repositories))}},
         }
+        if scratch is not None:
+            document["scratch"] = scratch
         path = os.path.join(self.root, name)
         with open(path, "w") as handle:
             yaml.safe_dump(document, handle, sort_keys=False)

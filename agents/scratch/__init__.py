@@ -1,0 +1,1 @@
+"""Scratch places a verification restores into: directories, throwaway database instances, scratch servers."""

@@ -1,0 +1,159 @@
+"""The ``scratch:`` section of the agent's config: where verifications restore to.
+
+A scratch host needs no credentials of the production databases: a dump is
+restored into a **throwaway instance** the agent starts itself (initdb/pg_ctl,
+mariadb-install-db/mariadbd; unix socket only, no TCP port) or, if one is
+configured, into a new database on a **scratch server**.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+_SERVER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        "A scratch server to restore into instead of a throwaway instance: a new database is created for each "
+        "verification and dropped afterwards. The user needs the right to create databases."
+    ),
+    "required": ["host"],
+    "additionalProperties": False,
+    "properties": {
+        "host": {"type": "string", "minLength": 1, "description": "Server address or socket directory.",
+                 "examples": ["127.0.0.1"]},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535, "description": "Server port.",
+                 "examples": [5432]},
+        "user": {"type": "string", "minLength": 1, "description": "User that may create and drop databases.",
+                 "examples": ["drill_scratch"]},
+        "password_file": {"type": "string", "pattern": "^/", "description": "File holding the user's password.",
+                          "examples": ["/etc/drill-agent/scratch-db.pw"]},
+    },
+}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Where verifications restore to. Everything is created fresh and removed afterwards.",
+    "additionalProperties": False,
+    "properties": {
+        "directory": {
+            "type": "string",
+            "pattern": "^/",
+            "description": (
+                "Parent of the scratch directories (default: state_dir/scratch). Throwaway database instances live "
+                "here too, so the instance user (run_as) must be able to reach it, and its path must be short "
+                "enough for a unix socket (about 80 characters)."
+            ),
+            "examples": ["/srv/drill-scratch"],
+        },
+        "postgres": {
+            "type": "object",
+            "description": "How PostgreSQL dumps are restored.",
+            "additionalProperties": False,
+            "properties": {
+                "bin_dir": {"type": "string", "pattern": "^/",
+                            "description": "Directory of initdb, pg_ctl and pg_restore; default: the newest "
+                            "/usr/lib/postgresql/N/bin, else the directory of initdb on PATH.",
+                            "examples": ["/usr/lib/postgresql/15/bin"]},
+                "run_as": {"type": "string", "minLength": 1, "default": "postgres",
+                           "description": "User the throwaway instance runs as when the agent runs as root "
+                           "(PostgreSQL refuses root).", "examples": ["postgres"]},
+                "server": _SERVER_SCHEMA,
+            },
+        },
+        "mysql": {
+            "type": "object",
+            "description": "How MySQL/MariaDB dumps are restored.",
+            "additionalProperties": False,
+            "properties": {
+                "install_db": {"type": "string", "minLength": 1,
+                               "description": "Initialises a data directory; default mariadb-install-db.",
+                               "examples": ["/usr/bin/mariadb-install-db"]},
+                "daemon": {"type": "string", "minLength": 1, "description": "Server binary; default mariadbd.",
+                           "examples": ["/usr/sbin/mariadbd"]},
+                "client": {"type": "string", "minLength": 1,
+                           "description": "Client that loads the dump; default mariadb, else mysql.",
+                           "examples": ["/usr/bin/mariadb"]},
+                "run_as": {"type": "string", "minLength": 1, "default": "mysql",
+                           "description": "User the throwaway instance runs as when the agent runs as root.",
+                           "examples": ["mysql"]},
+                "server": _SERVER_SCHEMA,
+            },
+        },
+    },
+    "examples": [{"directory": "/srv/drill-scratch", "postgres": {"run_as": "postgres"},
+                  "mysql": {"run_as": "mysql"}}],
+}
+
+
+@dataclass(frozen=True)
+class ScratchServer:
+    host: str
+    port: int | None
+    user: str | None
+    password_file: str | None
+
+
+@dataclass(frozen=True)
+class PostgresScratch:
+    bin_dir: str
+    run_as: str = "postgres"
+    server: ScratchServer | None = None
+
+    def tool(self, name: str) -> str:
+        return os.path.join(self.bin_dir, name) if self.bin_dir else name
+
+
+@dataclass(frozen=True)
+class MysqlScratch:
+    install_db: str = "mariadb-install-db"
+    daemon: str = "mariadbd"
+    client: str = "mariadb"
+    run_as: str = "mysql"
+    server: ScratchServer | None = None
+
+
+@dataclass(frozen=True)
+class ScratchConfig:
+    directory: str | None = None  # None: state_dir/scratch
+    postgres: PostgresScratch = field(default_factory=lambda: PostgresScratch(default_postgres_bin_dir()))
+    mysql: MysqlScratch = field(default_factory=MysqlScratch)
+
+
+def default_postgres_bin_dir() -> str:
+    """The newest Debian-style ``/usr/lib/postgresql/N/bin``, else initdb's directory on PATH, else ''."""
+    found = [d for d in glob.glob("/usr/lib/postgresql/*/bin") if os.path.isfile(os.path.join(d, "initdb"))]
+
+    def major(path: str) -> int:
+        part = path.split("/")[-2]
+        return int(part) if part.isdigit() else 0
+
+    if found:
+        return max(found, key=major)
+    initdb = shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb else ""
+
+
+def _server(raw: Mapping[str, Any] | None) -> ScratchServer | None:
+    if raw is None:
+        return None
+    return ScratchServer(raw["host"], raw.get("port"), raw.get("user"), raw.get("password_file"))
+
+
+def make_scratch_config(raw: Mapping[str, Any] | None) -> ScratchConfig:
+    """Typed scratch settings from a mapping already validated against :data:`SCHEMA` (None: defaults)."""
+    raw = raw or {}
+    pg = raw.get("postgres") or {}
+    my = raw.get("mysql") or {}
+    client = my.get("client") or ("mariadb" if shutil.which("mariadb") or not shutil.which("mysql") else "mysql")
+    return ScratchConfig(
+        directory=raw.get("directory"),
+        postgres=PostgresScratch(pg.get("bin_dir") or default_postgres_bin_dir(), pg.get("run_as", "postgres"),
+                                 _server(pg.get("server"))),
+        mysql=MysqlScratch(my.get("install_db", "mariadb-install-db"), my.get("daemon", "mariadbd"), client,
+                           my.get("run_as", "mysql"), _server(my.get("server"))),
+    )

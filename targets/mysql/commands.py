@@ -1,0 +1,36 @@
+"""Pure builders of the commands of a throwaway MariaDB/MySQL instance and of loading a dump into it.
+
+Credentials never appear: a scratch server's password goes in a
+``--defaults-extra-file``; the throwaway instance's root has no password and
+only a unix socket.
+"""
+
+from __future__ import annotations
+
+
+def make_install_db_command(binary: str, data_dir: str) -> tuple[str, ...]:
+    """Initialise a data directory (MariaDB's installer; for MySQL 8 configure ``mysqld`` instead)."""
+    if binary.endswith(("mysqld", "mariadbd")):
+        return (binary, "--no-defaults", "--initialize-insecure", f"--datadir={data_dir}")
+    return (binary, "--no-defaults", f"--datadir={data_dir}", "--auth-root-authentication-method=normal",
+            "--skip-test-db", "--skip-name-resolve")
+
+
+def make_server_command(binary: str, data_dir: str, socket: str, pid_file: str, log_file: str) -> tuple[str, ...]:
+    """Run the server on ``socket`` only (no TCP), small buffers, no durability (it is thrown away)."""
+    return (binary, "--no-defaults", f"--datadir={data_dir}", f"--socket={socket}", "--skip-networking",
+            f"--pid-file={pid_file}", f"--log-error={log_file}", "--innodb-buffer-pool-size=128M",
+            "--innodb-flush-log-at-trx-commit=0", "--skip-log-bin", "--max-allowed-packet=1G")
+
+
+def make_load_command(
+    client: str, *, database: str, socket: str | None = None, defaults_file: str | None = None,
+    user: str = "root",
+) -> tuple[str, ...]:
+    """Load an SQL dump read from stdin into ``database``; stop at the first error."""
+    argv = [client]
+    argv.append(f"--defaults-extra-file={defaults_file}" if defaults_file else "--no-defaults")  # must come first
+    if socket:
+        argv += [f"--socket={socket}", f"--user={user}"]
+    argv += ["--default-character-set=utf8mb4", "--batch", database]
+    return tuple(argv)
