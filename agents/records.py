@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from agents import signing
+
 RECORD_SCHEMA = "drill.result/v1"
 
 OUTCOMES = ("success", "partial", "failed")
@@ -106,21 +108,34 @@ class ResultRecord:
 
 
 class Outbox:
-    """The directory of records waiting for the coordinator, one JSON file each."""
+    """The directory of signed records waiting for the coordinator, one DSSE envelope per file.
 
-    def __init__(self, state_dir: str) -> None:
+    Records are signed with the agent's key (``state_dir/keys/``, created on first
+    use if ``drill-agent init`` has not made it). Records the coordinator has taken
+    move to ``outbox/sent/``; both places are searched for a job's record.
+    """
+
+    def __init__(self, state_dir: str, digest: str = signing.DEFAULT_DIGEST) -> None:
         self.path = os.path.join(state_dir, "outbox")
+        self.sent_path = os.path.join(self.path, "sent")
+        self.keys_dir = os.path.join(state_dir, "keys")
+        self.digest = digest
+
+    @property
+    def key(self) -> signing.SigningKey:
+        return signing.ensure_key(self.keys_dir, self.digest)[0]
 
     def write(self, record: ResultRecord) -> str:
-        """Write ``record`` atomically (temp file, fsync, rename) and return its path."""
+        """Sign ``record`` and write it atomically (temp file, fsync, rename); return its path."""
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         document = record.to_document()
+        envelope = self.key.sign_document(document)
         stamp = document["timings"]["finished"].replace(":", "").replace("-", "")
         final = os.path.join(self.path, f"{stamp}-{record.job_kind}-{record.job_id}.json")
         fd, temporary = tempfile.mkstemp(dir=self.path, prefix=".incoming-", suffix=".json")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(document, handle, indent=2, sort_keys=True, ensure_ascii=False)
+                json.dump(envelope, handle, indent=2, sort_keys=True)
                 handle.write("\n")
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -131,15 +146,50 @@ class Outbox:
             raise
         return final
 
-    def list(self) -> list[str]:
-        """Paths of the records in the outbox, oldest first."""
-        if not os.path.isdir(self.path):
+    def list(self, *, sent: bool = False) -> list[str]:
+        """Paths of the records waiting (or, with ``sent``, already taken), oldest first."""
+        folder = self.sent_path if sent else self.path
+        if not os.path.isdir(folder):
             return []
         return sorted(
-            os.path.join(self.path, name)
-            for name in os.listdir(self.path)
+            os.path.join(folder, name)
+            for name in os.listdir(folder)
             if name.endswith(".json") and not name.startswith(".")
         )
+
+    @staticmethod
+    def read_envelope(path: str) -> Any:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+
+    @staticmethod
+    def read(path: str) -> dict[str, Any]:
+        """The record in the envelope at ``path``, not checking the signature (for display)."""
+        document = signing.envelope_payload(Outbox.read_envelope(path))
+        if not isinstance(document, dict):
+            raise signing.SignatureError(f"{path} does not hold a record")
+        return document
+
+    def read_verified(self, path: str) -> dict[str, Any]:
+        """The record at ``path``, checked against this agent's own key. Raises :class:`signing.SignatureError`."""
+        key = self.key
+        opened = signing.open_envelope(self.read_envelope(path), {key.keyid: key.public})
+        document = opened.document()
+        if not isinstance(document, dict):
+            raise signing.SignatureError(f"{path} does not hold a record")
+        return document
+
+    def find_job(self, job_id: str) -> str | None:
+        """The record file of job ``job_id``, waiting or sent."""
+        for path in (*self.list(), *self.list(sent=True)):
+            if os.path.basename(path).endswith(f"-{job_id}.json"):
+                return path
+        return None
+
+    def mark_sent(self, path: str) -> None:
+        """Move a record the coordinator has taken out of the waiting list."""
+        os.makedirs(self.sent_path, mode=0o700, exist_ok=True)
+        os.replace(path, os.path.join(self.sent_path, os.path.basename(path)))
 
 
 def decide_outcome(record: ResultRecord, *, complete: bool) -> str:

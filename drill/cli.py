@@ -39,11 +39,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_outbox(args: argparse.Namespace) -> int:
     paths = Outbox(args.state_dir).list()
     if args.json:
-        documents = []
-        for path in paths:
-            with open(path, encoding="utf-8") as handle:
-                documents.append(json.load(handle))
-        json.dump(documents, sys.stdout, indent=2)
+        json.dump([Outbox.read(path) for path in paths], sys.stdout, indent=2, ensure_ascii=False)
         print()
     else:
         for path in paths:

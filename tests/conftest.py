@@ -32,8 +32,8 @@ def workspace(tmp_path: os.PathLike[str], restic_binary: str) -> Workspace:
 @pytest.fixture
 def scratch_dir() -> Iterator[str]:
     """A short scratch parent every user may traverse (throwaway instances run as postgres/mysql)."""
-    path = tempfile.mkdtemp(prefix="drill-scratch-", dir="/tmp")  # noqa: S108 -- short, for unix sockets
-    os.chmod(path, 0o755)  # noqa: S103
+    path = tempfile.mkdtemp(prefix="drill-scratch-", dir="/tmp")
+    os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

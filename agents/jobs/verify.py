@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,13 +131,14 @@ def _check(restic: Restic, state: StateDir, request: VerifyRequest, record: Resu
     result: dict[str, Any] = {"read_data_subset": subset, "passed": None, "problems": [],
                               "coverage": {"parts_read_this_cycle": part, "parts": request.check_parts,
                                            "fraction": round(part / request.check_parts, 4)}}
-    with record.phase("check"):
+    started = time.monotonic()
+    with record.phase("check"):  # in the first record's timings; every record carries its result
         try:
             ok, problems = restic.check(subset)
         except ResticError as error:
             result["error"] = f"restic check could not run: {error.describe()}"
             return result
-    result.update(passed=ok, problems=list(problems))
+    result.update(passed=ok, problems=list(problems), seconds=round(time.monotonic() - started, 3))
     return result
 
 

@@ -98,7 +98,9 @@ def verify_dump_backup(
                 streamed = _stream(restic, backup, filename, target)
             intact = _check_stream(streamed, expected_digest, record)
             if streamed.loader_code != 0:
-                said = next((line.strip() for line in reversed(streamed.loader_stderr) if line.strip()), "")
+                said = explain_loader_failure(streamed.loader_stderr)
+                server_said = target.server_problem()
+                said += f"; the scratch server logged: {server_said}" if server_said else ""
                 if intact:
                     raise CouldNotVerify(f"the dump is intact, but the scratch database could not load it: {said}")
                 record.add("restore_failed", "error", f"the altered dump could not be loaded: {said}")
@@ -110,6 +112,14 @@ def verify_dump_backup(
     except (psycopg.Error, pymysql.MySQLError) as error:
         raise CouldNotVerify(f"the restored database could not be read: {str(error).strip()}") from error
     _compare(manifest, schema_digest, tables, record)
+
+
+def explain_loader_failure(stderr: tuple[str, ...]) -> str:
+    """The loader's own words: its first error line (the cause; later ones are consequences), else its last line."""
+    lines = [line.strip() for line in stderr if line.strip()]
+    errors = [line for line in lines if any(word in line for word in ("error", "ERROR", "FATAL", "PANIC"))]
+    first = errors[0] if errors else (lines[-1] if lines else "no message")
+    return first if len(first) <= 500 else first[:500] + "…"
 
 
 def _restore_target(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Iterable
 
 from agents.restic.features import ResticVersion
@@ -95,16 +96,23 @@ def _plain_lines(stderr_tail: Iterable[str]) -> list[str]:
     return lines
 
 
+# Causes worth naming over restic's last line (a restore into a full disk ends "There were N errors").
+_TELLING_PHRASES = ("no space left on device", "disk quota exceeded", "read-only file system", "permission denied")
+_ERROR_COUNT = re.compile(r"there were \d+ errors", re.IGNORECASE)
+
+
 def explain_stderr(stderr_tail: Iterable[str]) -> str:
     """The line of restic's stderr that best says what went wrong (for a finding)."""
     lines = _plain_lines(stderr_tail)
-    phrases = ["bucket does not exist", *(phrase for phrase, _ in _STDERR_HINTS)]
+    phrases = ["bucket does not exist", *(phrase for phrase, _ in _STDERR_HINTS), *_TELLING_PHRASES]
     for phrase in phrases:
         for line in reversed(lines):
             if phrase in line.lower() and "is there a repository" not in line.lower():
                 return line
     telling = [line for line in lines if "fatal" in line.lower() or "error" in line.lower()]
-    return (telling or lines or [""])[-1]
+    # "Fatal: There were 43 errors" counts; the line before it says what they were.
+    specific = [line for line in telling if not _ERROR_COUNT.search(line)]
+    return (specific or telling or lines or [""])[-1]
 
 
 def outcome_from_stderr(stderr_tail: Iterable[str]) -> ResticOutcome | None:

@@ -26,6 +26,7 @@ from agents import process
 from agents.jobs.db_sources import private_file, read_password
 from agents.scratch.account import InstanceAccount, ScratchUnusable, check_socket_path
 from agents.scratch.config import MysqlScratch
+from agents.scratch.logs import first_problem_line, last_line
 from agents.state import StateDir
 from targets.mysql import commands
 from targets.mysql.checksum import quote_ident
@@ -46,6 +47,11 @@ class MysqlRestoreTarget:
     client: str
     socket: str | None = None
     defaults_file: str | None = None
+    log_file: str | None = None  # a throwaway instance's error log
+
+    def server_problem(self) -> str:
+        """The throwaway server's first [ERROR] line (why a load failed), or ''."""
+        return first_problem_line(self.log_file, ("[ERROR]",)) if self.log_file else ""
 
     def load_command(self) -> tuple[tuple[str, ...], dict[str, str]]:
         argv = commands.make_load_command(self.client, database=self.database, socket=self.socket,
@@ -83,10 +89,7 @@ def _create_database(target: MysqlRestoreTarget) -> None:
 
 
 def _log_tail(path: str) -> str:
-    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as handle:
-        lines = [line.strip() for line in handle if "[ERROR]" in line]
-        return lines[-1] if lines else ""
-    return ""
+    return first_problem_line(path, ("[ERROR]",)) or last_line(path)
 
 
 @contextlib.contextmanager
@@ -119,7 +122,7 @@ def throwaway_instance(settings: MysqlScratch, scratch_dir: str, database: str) 
         raise ScratchUnusable(f"{exc.filename} is not installed (set scratch.mysql.daemon)") from exc
     try:
         target = MysqlRestoreTarget({"unix_socket": socket, "user": "root", "password": ""}, database, database,
-                                    "throwaway instance", settings.client, socket=socket)
+                                    "throwaway instance", settings.client, socket=socket, log_file=log_file)
         _wait_until_accepting(target, server, log_file)
         _create_database(target)
         yield target

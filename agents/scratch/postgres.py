@@ -22,6 +22,7 @@ from agents import process
 from agents.jobs.db_sources import private_file, read_password
 from agents.scratch.account import InstanceAccount, ScratchUnusable, check_socket_path
 from agents.scratch.config import PostgresScratch
+from agents.scratch.logs import first_problem_line, last_line
 from agents.state import StateDir
 from targets.postgres import commands
 from targets.postgres.checksum import quote_ident
@@ -44,6 +45,11 @@ class PostgresRestoreTarget:
     where: str  # for the record: "throwaway instance" or the scratch server
     pg_restore: str
     passfile: str | None = None
+    log_file: str | None = None  # a throwaway cluster's server log
+
+    def server_problem(self) -> str:
+        """The throwaway server's first PANIC/FATAL/ERROR line (why a load failed), or ''."""
+        return first_problem_line(self.log_file, ("PANIC:", "FATAL:", "ERROR:")) if self.log_file else ""
 
     def load_command(self) -> tuple[tuple[str, ...], dict[str, str]]:
         argv = commands.make_pg_restore_command(self.pg_restore, host=self.host, port=self.port, user=self.user,
@@ -76,10 +82,7 @@ def _run(account: InstanceAccount, argv: tuple[str, ...], what: str, timeout: fl
 
 
 def _log_tail(path: str) -> str:
-    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as handle:
-        lines = [line.strip() for line in handle if line.strip()]
-        return lines[-1] if lines else ""
-    return ""
+    return first_problem_line(path, ("FATAL:", "ERROR:")) or last_line(path)
 
 
 @contextlib.contextmanager
@@ -105,7 +108,7 @@ def throwaway_cluster(settings: PostgresScratch, scratch_dir: str, database: str
         raise ScratchUnusable(f"{error}; server log: {_log_tail(log_file)}") from error
     try:
         target = PostgresRestoreTarget(root, SOCKET_PORT, superuser, None, database, "throwaway instance",
-                                       settings.tool("pg_restore"))
+                                       settings.tool("pg_restore"), log_file=log_file)
         try:
             with target._connect("postgres") as connection:
                 connection.execute(f"CREATE DATABASE {quote_ident(database)} TEMPLATE template0")

@@ -7,17 +7,21 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 from agents.jobs.backup import run_policy_backup
+from agents.records import Outbox
 from agents.restic.runner import Restic
 from policies.levels import Level
 from tests.support.configs import Workspace, write_files
 
 
 def _verify(path: str, *extra: str) -> tuple[int, dict[str, object]]:
+    which = [] if "--snapshot" in extra else ["--latest"]
     result = subprocess.run(
         [sys.executable, "-m", "agents.cli", "verify", "--config", path, "--repository", "local",
-         "--target", "documents", "--latest", "--json", *extra],
+         "--target", "documents", *which, "--json", *extra],
         capture_output=True, text=True, check=False,
     )
     [document] = json.loads(result.stdout)  # a files target: one record
@@ -68,11 +72,11 @@ def test_a_flipped_byte_in_a_pack_is_caught(workspace: Workspace) -> None:
 def test_a_manifest_that_differs_from_the_backup_record_is_caught(workspace: Workspace) -> None:
     path = _backed_up(workspace)
     [record_path] = glob.glob(os.path.join(workspace.state_dir, "outbox", "*.json"))
-    with open(record_path) as handle:
-        record = json.load(handle)
-    record["manifest"]["digest"] = "sha256:" + "0" * 64  # what the backup record vouched for
+    outbox = Outbox(workspace.state_dir)
+    record = outbox.read_verified(record_path)
+    record["manifest"]["digest"] = "sha256:" + "0" * 64  # what the backup record vouched for (signed by the agent)
     with open(record_path, "w") as handle:
-        json.dump(record, handle)
+        json.dump(outbox.key.sign_document(record), handle)
     code, document = _verify(path)
     assert code == 1
     assert [f["code"] for f in document["findings"]] == ["manifest_digest_mismatch"]  # type: ignore[attr-defined]
@@ -111,3 +115,61 @@ def test_a_file_changed_in_a_snapshot_with_the_same_tags_is_caught(workspace: Wo
     assert code == 1
     assert [(f["code"], f["subject"]) for f in document["findings"]] == [  # type: ignore[attr-defined]
         ("content_mismatch", victim)]
+
+
+def test_a_deleted_pack_is_caught(workspace: Workspace) -> None:
+    path = _backed_up(workspace)
+    packs = sorted(glob.glob(os.path.join(workspace.root, "repo-local", "data", "*", "*")), key=os.path.getsize)
+    os.unlink(packs[-1])
+    code, document = _verify(path, "--read-data-parts", "1")
+    assert code == 1
+    assert document["verdict"] == "failed"
+    damaged = [f for f in document["findings"] if f["code"] == "repository_damaged"]  # type: ignore[attr-defined]
+    assert damaged and any(os.path.basename(packs[-1])[:8] in f["message"] for f in damaged), damaged
+
+
+def test_a_full_scratch_disk_could_not_verify_and_is_cleaned(workspace: Workspace, scratch_dir: str) -> None:
+    write_files(workspace.data, {f"big{i}.bin": os.urandom(1 << 20) for i in range(3)})
+    path = _backed_up(workspace)
+    small = os.path.join(scratch_dir, "small")
+    os.mkdir(small)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small], check=True)
+    try:
+        code, document = _verify(path, "--scratch", small)
+        assert code == 2
+        assert document["verdict"] == "error" and document["outcome"] == "failed"
+        [finding] = [f for f in document["findings"] if f["code"] == "could_not_verify"]  # type: ignore[attr-defined]
+        assert "no space left on device" in finding["message"].lower(), finding
+        assert os.listdir(small) == []
+    finally:
+        subprocess.run(["umount", "-l", small], check=False)
+
+
+def test_files_appended_to_during_the_backup_verify_as_passed(workspace: Workspace) -> None:
+    write_files(workspace.data, {f"d{i % 3}/f{i}.bin": os.urandom(200_000) for i in range(60)})
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    stop = threading.Event()
+    log = os.path.join(workspace.data, "app.log")
+
+    def append() -> None:
+        with open(log, "ab", buffering=0) as handle:
+            while not stop.is_set():
+                handle.write(os.urandom(512))
+                time.sleep(0.001)
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        documents = [run_policy_backup(config, "nightly", level)[0].to_document()
+                     for level in (Level.FULL, Level.INCREMENTAL)]
+    finally:
+        stop.set()
+        writer.join()
+    for document in documents:
+        assert document["outcome"] in ("success", "partial"), document["findings"]
+        code, verified = _verify(path, "--snapshot", document["snapshot"]["id"])
+        assert code == 0, verified["findings"]
+        assert verified["verdict"] == "passed"
+        assert all(f["severity"] == "info" for f in verified["findings"])  # type: ignore[attr-defined]

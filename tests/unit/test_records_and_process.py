@@ -32,7 +32,7 @@ def test_a_job_that_raises_still_writes_a_failed_record(tmp_path: pathlib.Path) 
         r.outcome = "success"  # set early, then the job blows up
         raise RuntimeError("disk on fire")
     [path] = outbox.list()
-    document = json.loads(pathlib.Path(path).read_text())
+    document = outbox.read_verified(path)
     assert document["outcome"] == "failed"
     assert document["findings"][0]["code"] == "internal_error"
     assert "disk on fire" in document["findings"][0]["message"]
@@ -46,7 +46,11 @@ def test_outbox_writes_are_complete_files(tmp_path: pathlib.Path) -> None:
     with job_record(outbox, record):
         pass
     assert record.path is not None and outbox.list() == [record.path]
-    assert json.loads(pathlib.Path(record.path).read_text())["policy"] == "p"
+    assert outbox.read_verified(record.path)["policy"] == "p"
+    envelope = json.loads(pathlib.Path(record.path).read_text())
+    assert envelope["payloadType"] == "application/vnd.drill.record+json"
+    assert envelope["signatures"][0]["keyid"] == outbox.key.keyid
+    assert oct((tmp_path / "keys" / "signing.key").stat().st_mode & 0o777) == "0o600"
     assert not [p for p in (tmp_path / "outbox").iterdir() if p.name.startswith(".")]
 
 
