@@ -8,13 +8,39 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
-from agents import process
+from agents import process, signing
 from agents.cli import cmd_snapshots
+from agents.config.model import ConfigError
 from agents.records import Outbox
+from agents.signing import SignatureError
+from drill.config import DrillConfig, load_drill_config
+from drill.coordinator import ingest, open_ledger
 from drill.demo import run_demo
+from drill.drills import (
+    DrillInputError,
+    DrillView,
+    finish_drill,
+    list_drills,
+    load_drill,
+    run_drill,
+    start_drill,
+)
+from drill.evidence.export import ExportError, export_bundle, key_listing
+from drill.evidence.verify import verify_bundle
+from drill.reports.figures import drill_figures
+from drill.reports.html import render_report
+from drill.reports.i18n import LANGUAGES, duration
+from drill.reports.pdf import html_to_pdf
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -47,6 +73,193 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace) -> DrillConfig:
+    try:
+        return load_drill_config(args.config)
+    except ConfigError as error:
+        print(f"{args.config}: invalid drill configuration:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _say(args: argparse.Namespace) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        if not getattr(args, "json", False):
+            print(text, flush=True)
+
+    return say
+
+
+def _dump(document: object) -> None:
+    json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+    print()
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    config = _load(args)
+    with open_ledger(config) as ledger:
+        result = ingest(ledger, config)
+    if args.json:
+        _dump({"taken": len(result.taken), "already_present": result.already,
+               "refused": [{"file": f, "code": c, "reason": r} for f, c, r in result.refused]})
+    else:
+        print(f"taken {len(result.taken)}, already in the ledger {result.already}, refused {len(result.refused)}")
+        for path, code, reason in result.refused:
+            print(f"  refused {path}: {code}: {reason}")
+    return EXIT_OK if not result.refused else EXIT_FAILED
+
+
+def _show(view: DrillView) -> dict[str, Any]:
+    figures = drill_figures(view.started, view.steps, view.finished)
+    return {**figures, "missing": [f"{s}/{t}" for s, t in view.missing()]}
+
+
+def _print_drill(view: DrillView) -> None:
+    figures = drill_figures(view.started, view.steps, view.finished)
+    print(f"drill {view.drill_id}  site {figures['site']}  started {figures['started']}  "
+          f"verdict {figures['verdict'].upper()}")
+    for row in figures["systems"]:
+        print(f"  {row['system']}/{row['target']:<14} {row['verdict']:<9} RPO {duration(row['rpo_seconds'], 'en'):<12}"
+              f" (objective {duration(row['rpo_objective_seconds'], 'en')})  RTO {duration(row['rto_seconds'], 'en')}"
+              f" (objective {duration(row['rto_objective_seconds'], 'en')})")
+        for finding in row["findings"]:
+            print(f"      {finding['code']}: {finding['message']}")
+
+
+def _drill_exit(view: DrillView) -> int:
+    return EXIT_OK if view.verdict == "passed" else EXIT_FAILED
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    config = _load(args)
+    say = _say(args)
+    try:
+        with open_ledger(config) as ledger:
+            if args.drill_command == "list":
+                views = list_drills(ledger)
+                if args.json:
+                    _dump([{"drill_id": v.drill_id, "site": v.started["site"], "started": v.started["started"],
+                            "verdict": v.verdict} for v in views])
+                else:
+                    for v in views:
+                        print(f"{v.drill_id}  {v.started['started']}  site {v.started['site']:<10} {v.verdict}")
+                return EXIT_OK
+            if args.drill_command == "run":
+                systems = [s for s in (args.systems or "").split(",") if s]
+                drill_id = start_drill(ledger, config, args.site, systems)
+                say(f"drill {drill_id} at site {args.site}")
+                view = run_drill(ledger, config, drill_id, say)
+            elif args.drill_command == "resume":
+                view = run_drill(ledger, config, args.drill_id, say)
+            elif args.drill_command == "close":
+                view = finish_drill(ledger, config, args.drill_id, closing=True)
+            else:
+                view = load_drill(ledger, args.drill_id)
+            ledger.checkpoint()
+    except DrillInputError as error:
+        print(f"drillctl: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        _dump(_show(view))
+    else:
+        _print_drill(view)
+    return _drill_exit(view)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    config = _load(args)
+    with open_ledger(config) as ledger:
+        if args.keys_command == "add":
+            with open(args.file, encoding="utf-8") as handle:
+                try:
+                    keyid = ledger.add_key(handle.read(), args.owner, "agent")
+                except SignatureError as error:
+                    print(f"drillctl: {args.file}: {error}", file=sys.stderr)
+                    return EXIT_USAGE
+            print(keyid)
+            return EXIT_OK
+        keys = [{"keyid": k.keyid, "owner": k.owner, "role": k.role} for k in ledger.keys().values()]
+    if args.json:
+        _dump(keys)
+    else:
+        for key in keys:
+            print(f"{key['role']:<12} {key['owner']:<16} {key['keyid']}")
+    return EXIT_OK
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    config = _load(args)
+    with open_ledger(config) as ledger:
+        problems = ledger.audit()
+        checkpoint = signing.envelope_payload(ledger.checkpoint())
+    if args.json:
+        _dump({"intact": not problems, "problems": problems, "checkpoint": checkpoint})
+    else:
+        print(f"{checkpoint['tree_size']} records, root {checkpoint['root']}")
+        print("intact" if not problems else "\n".join(problems))
+    return EXIT_OK if not problems else EXIT_FAILED
+
+
+def _date(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    if args.evidence_command == "verify":
+        result = verify_bundle(args.bundle, args.trust or ())
+        if args.json:
+            _dump({"intact": result.intact, "pinned": result.pinned, "coordinator": result.coordinator,
+                   "records": result.records, "scope": result.scope,
+                   "problems": [{"code": p.code, "message": p.message} for p in result.problems]})
+        elif result.intact:
+            print(f"INTACT: {result.records} records, signed by coordinator {result.coordinator}")
+            if not result.pinned:
+                print("  the coordinator's key was not pinned: compare its fingerprint with the published one, "
+                      "or run again with --trust FINGERPRINT")
+        else:
+            print(f"NOT INTACT: {len(result.problems)} problem(s)")
+            for problem in result.problems:
+                print(f"  {problem.code}: {problem.message}")
+        return EXIT_OK if result.intact else EXIT_FAILED
+    config = _load(args)
+    if args.drill is None and args.since is None and args.until is None:
+        print("drillctl: give --drill ID, or --since/--until", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with open_ledger(config) as ledger:
+            manifest = export_bundle(ledger, args.out, drill_id=args.drill, since=_date(args.since),
+                                     until=_date(args.until))
+    except (ExportError, DrillInputError) as error:
+        print(f"drillctl: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.out}: {len(manifest['entries'])} records, coordinator {manifest['coordinator']}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    config = _load(args)
+    try:
+        with open_ledger(config) as ledger:
+            view = load_drill(ledger, args.drill_id)
+            keys = key_listing(ledger)
+    except DrillInputError as error:
+        print(f"drillctl: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    page = render_report(drill_figures(view.started, view.steps, view.finished), keys, args.lang)
+    data = page.encode() if args.format == "html" else html_to_pdf(page)
+    out = args.out or os.path.join(config.state_dir, "reports", f"drill-{view.drill_id}.{args.lang}.{args.format}")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".part", "wb") as handle:
+        handle.write(data)
+    os.replace(out + ".part", out)
+    print(out)
+    return EXIT_OK
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drillctl", description="Coordinate drill: demos, records, drills.")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -58,6 +271,68 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("outbox", help="list the result records waiting in an agent's outbox")
     p.add_argument("--state-dir", required=True)
     p.add_argument("--json", action="store_true")
+
+    def with_config(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
+        p.add_argument("--config", "-c", required=True, help="drill config (systems, objectives, ledger)")
+        if json_flag:
+            p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("ingest", help="take the signed records waiting in the local agents' outboxes into the ledger")
+    with_config(p)
+
+    p = sub.add_parser("drill", help="run, resume, close, show and list DR drills")
+    drill_sub = p.add_subparsers(dest="drill_command", required=True, metavar="ACTION")
+    d = drill_sub.add_parser("run", help="restore and verify every system in scope from one site",
+                             epilog="Exit codes: 0 the drill passed, 1 it failed or is incomplete, 2 bad input.")
+    with_config(d)
+    d.add_argument("--site", required=True, help="site to restore from (e.g. local, same-city)")
+    d.add_argument("--systems", help="comma-separated systems (default: all in the drill config)")
+    for name, text in (("resume", "run the steps an interrupted drill lacks, then finish it"),
+                       ("close", "end an interrupted drill as incomplete"),
+                       ("show", "a drill's verdict, RPO/RTO per system and findings")):
+        d = drill_sub.add_parser(name, help=text)
+        d.add_argument("drill_id")
+        with_config(d)
+    d = drill_sub.add_parser("list", help="every drill in the ledger")
+    with_config(d)
+
+    p = sub.add_parser("keys", help="list or enrol the public keys records are signed with")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    k = keys_sub.add_parser("list", help="the keys the ledger knows")
+    with_config(k)
+    k = keys_sub.add_parser("add", help="enrol a remote agent's public key (PEM), handed over out of band")
+    with_config(k, json_flag=False)
+    k.add_argument("--owner", required=True, help="the agent's host name")
+    k.add_argument("file")
+
+    p = sub.add_parser("ledger", help="re-check every record of the ledger and sign a checkpoint")
+    ledger_sub = p.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    a = ledger_sub.add_parser("audit", help="signatures, leaf hashes and order of every entry")
+    with_config(a)
+
+    p = sub.add_parser("evidence", help="export an evidence bundle, or verify one offline")
+    evidence_sub = p.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
+    e = evidence_sub.add_parser("export", help="write a bundle of a drill (or a time range) to one ZIP file")
+    with_config(e, json_flag=False)
+    e.add_argument("--drill", help="drill id")
+    e.add_argument("--since", help="records taken into the ledger from this date/time (ISO 8601, UTC)")
+    e.add_argument("--until", help="... until before this date/time")
+    e.add_argument("--out", required=True, help="the bundle file to write")
+    e = evidence_sub.add_parser("verify", help="check a bundle offline; names anything altered, removed or added",
+                                epilog="Exit codes: 0 intact, 1 not intact (each problem named).")
+    e.add_argument("bundle")
+    e.add_argument("--trust", action="append", metavar="FINGERPRINT",
+                   help="the coordinator's key fingerprint, obtained out of band (repeatable)")
+    e.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="a drill's report in HTML or PDF, in Chinese or English")
+    report_sub = p.add_subparsers(dest="report_command", required=True, metavar="WHAT")
+    r = report_sub.add_parser("drill", help="the report of one drill")
+    r.add_argument("drill_id")
+    with_config(r, json_flag=False)
+    r.add_argument("--format", choices=["html", "pdf"], default="html")
+    r.add_argument("--lang", choices=list(LANGUAGES), default="zh-CN")
+    r.add_argument("--out", help="file to write (default: state_dir/reports/drill-ID.LANG.FORMAT)")
     return parser
 
 
@@ -65,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
     process.install_signal_handlers()
-    commands = {"demo": cmd_demo, "outbox": cmd_outbox}
+    commands = {"demo": cmd_demo, "outbox": cmd_outbox, "ingest": cmd_ingest, "drill": cmd_drill,
+                "keys": cmd_keys, "ledger": cmd_ledger, "evidence": cmd_evidence, "report": cmd_report}
     return commands[args.command](args)
 
 

@@ -11,6 +11,9 @@ command -v restic >/dev/null 2>&1 || missing+=(restic)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# PDF reports: WeasyPrint needs Pango; zh-CN reports need a CJK font.
+ldconfig -p 2>/dev/null | grep -q 'libpangoft2-1.0' || missing+=(libpango-1.0-0 libpangoft2-1.0-0)
+fc-list :lang=zh 2>/dev/null | grep -q . || missing+=(fonts-wqy-microhei)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]} from the distribution"
   as_root apt-get update -qq

@@ -72,7 +72,9 @@ def _dotted(path: Iterable[str | int]) -> str:
     return text
 
 
-class _Collector:
+class ProblemCollector:
+    """Problems of one file, each given the line of the field it is about."""
+
     def __init__(self, source: str, loaded: LoadedYaml | None) -> None:
         self.source = source
         self.loaded = loaded
@@ -102,8 +104,9 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[Path, str]:
     return path, error.message
 
 
-def _check_schema(data: Any, out: _Collector) -> bool:
-    validator = jsonschema.Draft202012Validator(CONFIG_SCHEMA)
+def check_schema(data: Any, out: ProblemCollector, schema: Mapping[str, Any] = CONFIG_SCHEMA) -> bool:
+    """Add a problem (with its line) for every place ``data`` breaks ``schema``; True when there is none."""
+    validator = jsonschema.Draft202012Validator(schema)
     errors = list(validator.iter_errors(data))
     # "if/then" failures repeat their inner errors; report the innermost ones.
     seen: set[tuple[Path, str]] = set()
@@ -119,7 +122,7 @@ def _check_schema(data: Any, out: _Collector) -> bool:
     return not errors
 
 
-def _read_env_file(path: str, where: Path, out: _Collector) -> dict[str, str]:
+def _read_env_file(path: str, where: Path, out: ProblemCollector) -> dict[str, str]:
     try:
         with open(path, encoding="utf-8") as handle:
             return parse_env_file(handle.read())
@@ -132,7 +135,7 @@ def _read_env_file(path: str, where: Path, out: _Collector) -> dict[str, str]:
     return {}
 
 
-def _make_repositories(raw: Mapping[str, Any], out: _Collector) -> tuple[dict[str, Repository], dict[str, str]]:
+def _make_repositories(raw: Mapping[str, Any], out: ProblemCollector) -> tuple[dict[str, Repository], dict[str, str]]:
     repositories: dict[str, Repository] = {}
     sites: dict[str, str] = {}
     for name, spec in raw.items():
@@ -156,7 +159,7 @@ def _make_repositories(raw: Mapping[str, Any], out: _Collector) -> tuple[dict[st
     return repositories, sites
 
 
-def _check_policies(data: Mapping[str, Any], repositories: Mapping[str, Repository], out: _Collector) -> None:
+def _check_policies(data: Mapping[str, Any], repositories: Mapping[str, Repository], out: ProblemCollector) -> None:
     targets = data.get("targets", {})
     for name, policy in data.get("policies", {}).items():
         where: Path = ("policies", name)
@@ -196,7 +199,7 @@ def _check_policies(data: Mapping[str, Any], repositories: Mapping[str, Reposito
                 out.add((*where, "max_full_interval"), str(exc))
 
 
-def _check_scratch(data: Mapping[str, Any], out: _Collector) -> None:
+def _check_scratch(data: Mapping[str, Any], out: ProblemCollector) -> None:
     for engine in ("postgres", "mysql"):
         server = ((data.get("scratch") or {}).get(engine) or {}).get("server") or {}
         path = server.get("password_file")
@@ -213,14 +216,14 @@ def validate_config(source: str, text: str) -> AgentConfig:
         loaded = load_yaml(text)
     except YamlSyntaxError as exc:
         raise ConfigError([ConfigProblem(source, exc.line, "", f"not valid YAML: {exc}")]) from exc
-    out = _Collector(source, loaded)
+    out = ProblemCollector(source, loaded)
     for path, line in loaded.duplicates:
         out.add(path, "key appears twice; the second one would silently win", line)
     data = loaded.data
     if not isinstance(data, dict):
         out.add((), "the file must be a mapping of keys (host, state_dir, repositories, targets, policies)")
         raise ConfigError(out.problems)
-    schema_ok = _check_schema(data, out)
+    schema_ok = check_schema(data, out)
     if not schema_ok:
         raise ConfigError(out.problems)
     repositories, sites = _make_repositories(data["repositories"], out)

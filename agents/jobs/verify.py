@@ -43,6 +43,7 @@ class VerifyRequest:
     scratch: str | None
     check_parts: int = DEFAULT_CHECK_PARTS
     database: str | None = None  # a database target: only this database
+    drill_id: str | None = None  # set when a DR drill runs this verification
 
 
 def _next_check_part(state: StateDir, repository: str, parts: int) -> int:
@@ -73,6 +74,8 @@ def _new_record(config: AgentConfig, request: VerifyRequest) -> ResultRecord:
         "check": None,
         "verdict": "error",
     }
+    if request.drill_id:
+        record.details["drill_id"] = request.drill_id
     return record
 
 

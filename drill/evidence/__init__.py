@@ -1,0 +1,1 @@
+"""Evidence bundles: one file an auditor can verify offline."""

@@ -1,0 +1,1 @@
+"""The evidence ledger: an append-only, Merkle-tree-backed log of signed records."""

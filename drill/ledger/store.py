@@ -1,0 +1,124 @@
+"""Where the ledger lives: SQLite by default, PostgreSQL by URL. The same SQL on both.
+
+``sqlite:///path/ledger.db`` or a plain path opens SQLite; ``postgresql://…``
+opens PostgreSQL (psycopg). Appends run in a transaction that holds the log's
+write lock (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``LOCK TABLE … EXCLUSIVE``),
+so two writers never give two entries the same index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import psycopg
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ledger_keys (keyid TEXT PRIMARY KEY, public_pem TEXT NOT NULL, owner TEXT NOT NULL, "
+    "role TEXT NOT NULL, added TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ledger_entries (idx BIGINT PRIMARY KEY, leaf_hash TEXT NOT NULL UNIQUE, "
+    "record_id TEXT NOT NULL UNIQUE, keyid TEXT NOT NULL, kind TEXT NOT NULL, host TEXT NOT NULL, "
+    "drill_id TEXT, recorded TEXT NOT NULL, envelope TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ledger_entries_drill ON ledger_entries (drill_id)",
+    "CREATE TABLE IF NOT EXISTS ledger_checkpoints (tree_size BIGINT PRIMARY KEY, root TEXT NOT NULL, "
+    "issued TEXT NOT NULL, envelope TEXT NOT NULL)",
+)
+
+
+class StoreError(Exception):
+    """The ledger's database cannot be opened or used; the message says why."""
+
+
+class Store(Protocol):
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    def writing(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteStore:
+    """SQLite, in autocommit mode with explicit write transactions. SQL uses ``%s`` placeholders."""
+
+    def __init__(self, path: str) -> None:
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        try:
+            self.connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.connection.execute("PRAGMA journal_mode=WAL")
+            self.connection.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite ledger {path}: {exc}") from exc
+        self.where = path
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("%s", "?")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self.connection.execute(self._sql(sql), tuple(params)).fetchall())
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.connection.execute(self._sql(sql), tuple(params))
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class PostgresStore:
+    def __init__(self, url: str) -> None:
+        try:
+            self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open the PostgreSQL ledger: {str(exc).strip()}") from exc
+        self.where = url.rsplit("@", maxsplit=1)[-1]  # never the password
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self.connection.execute(sql, tuple(params)).fetchall())
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.connection.execute(sql, tuple(params))
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self.connection.transaction():
+            self.connection.execute("LOCK TABLE ledger_entries IN EXCLUSIVE MODE")
+            yield
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def open_store(url: str) -> Store:
+    """Open (and create the tables of) the ledger database at ``url``. Raises :class:`StoreError`."""
+    store: Store
+    if url.startswith(("postgresql://", "postgres://")):
+        store = PostgresStore(url)
+    elif url.startswith("sqlite:///"):
+        store = SqliteStore(url[len("sqlite://"):])
+    elif "://" in url:
+        raise StoreError(f"unknown ledger URL {url!r}: use sqlite:///PATH or postgresql://…")
+    else:
+        store = SqliteStore(url)
+    try:
+        for statement in SCHEMA:
+            store.execute(statement)
+    except (sqlite3.Error, psycopg.Error) as exc:
+        raise StoreError(f"cannot create the ledger's tables: {exc}") from exc
+    return store

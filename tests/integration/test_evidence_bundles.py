@@ -1,0 +1,185 @@
+"""Evidence bundles verify offline, and each kind of tampering is caught and named."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from agents import signing
+from drill.evidence.verify import verify_bundle
+from tests.support.components import find_restic
+from tests.support.drills import drillctl, make_estate
+
+
+@dataclass
+class Bundles:
+    root: str
+    first: str  # a drill's bundle
+    second: str  # another drill's bundle from the same ledger
+    coordinator: str
+
+
+@pytest.fixture(scope="module")
+def bundles() -> Iterator[Bundles]:
+    root = tempfile.mkdtemp(prefix="drill-evidence-")
+    scratch = tempfile.mkdtemp(prefix="drill-scratch-", dir="/tmp")
+    os.chmod(scratch, 0o755)
+    try:
+        estate = make_estate(root, find_restic("0.14"), scratch)
+        paths = []
+        for site in ("same-city", "local"):
+            run = drillctl("drill", "run", "-c", estate.drill_config, "--site", site, "--json", check=True)
+            drill_id = json.loads(run.stdout)["drill_id"]
+            path = os.path.join(root, f"{site}.zip")
+            drillctl("evidence", "export", "-c", estate.drill_config, "--drill", drill_id, "--out", path, check=True)
+            paths.append(path)
+        keys = json.loads(drillctl("keys", "list", "-c", estate.drill_config, "--json", check=True).stdout)
+        coordinator = next(k["keyid"] for k in keys if k["role"] == "coordinator")
+        yield Bundles(root, paths[0], paths[1], coordinator)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _members(path: str) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _tampered(bundles: Bundles, change: Callable[[dict[str, bytes]], None]) -> str:
+    members = _members(bundles.first)
+    change(members)
+    out = tempfile.mktemp(suffix=".zip", dir=bundles.root)
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return out
+
+
+def _codes(path: str, bundles: Bundles) -> set[str]:
+    result = verify_bundle(path, [bundles.coordinator])
+    assert not result.intact
+    return {p.code for p in result.problems}
+
+
+def _record(members: dict[str, bytes], kind: str) -> str:
+    return next(name for name in sorted(members) if name.startswith("records/") and name.endswith(f"-{kind}.dsse.json"))
+
+
+def test_intact_bundles_verify_and_the_cli_says_so(bundles: Bundles) -> None:
+    for path in (bundles.first, bundles.second):
+        result = verify_bundle(path, [bundles.coordinator])
+        assert result.intact, result.problems
+    unpinned = drillctl("evidence", "verify", bundles.first)
+    assert unpinned.returncode == 0 and "not pinned" in unpinned.stdout
+    other = signing.generate_key().keyid
+    wrong_pin = drillctl("evidence", "verify", bundles.first, "--trust", other, "--json")
+    assert wrong_pin.returncode == 1
+    assert "untrusted_coordinator" in {p["code"] for p in json.loads(wrong_pin.stdout)["problems"]}
+
+
+def test_a_field_edited_in_a_record_is_caught(bundles: Bundles) -> None:
+    def edit(members: dict[str, bytes]) -> None:
+        name = _record(members, "drill.step")
+        envelope = json.loads(members[name])
+        import base64
+
+        step = json.loads(base64.b64decode(envelope["payload"]))
+        step["rto_seconds"] = 1.0
+        envelope["payload"] = base64.b64encode(json.dumps(step).encode()).decode()
+        members[name] = json.dumps(envelope).encode()
+
+    assert {"record_altered", "record_signature"} <= _codes(_tampered(bundles, edit), bundles)
+
+
+def test_a_removed_record_is_caught(bundles: Bundles) -> None:
+    def remove(members: dict[str, bytes]) -> None:
+        del members[_record(members, "verify")]
+
+    assert "record_missing" in _codes(_tampered(bundles, remove), bundles)
+
+
+def test_two_swapped_records_are_caught(bundles: Bundles) -> None:
+    def swap(members: dict[str, bytes]) -> None:
+        a, b = _record(members, "verify"), _record(members, "drill.step")
+        members[a], members[b] = members[b], members[a]
+
+    assert "record_altered" in _codes(_tampered(bundles, swap), bundles)
+
+
+def test_a_record_replayed_from_another_drill_is_caught(bundles: Bundles) -> None:
+    other = _members(bundles.second)
+
+    def replay(members: dict[str, bytes]) -> None:
+        members[_record(members, "verify")] = other[_record(other, "verify")]
+
+    codes = _codes(_tampered(bundles, replay), bundles)
+    assert {"record_from_other_drill", "record_altered"} <= codes
+
+
+def test_a_swapped_public_key_is_caught(bundles: Bundles) -> None:
+    def swap_key(members: dict[str, bytes]) -> None:
+        name = next(n for n in members if n.startswith("keys/app01-"))
+        members[name] = signing.public_pem(signing.generate_key().public).encode()
+
+    assert {"key_swapped", "record_signature"} <= _codes(_tampered(bundles, swap_key), bundles)
+
+
+def test_a_checkpoint_re_signed_by_an_unknown_key_is_caught(bundles: Bundles) -> None:
+    def resign(members: dict[str, bytes]) -> None:
+        checkpoint = signing.envelope_payload(json.loads(members["checkpoint.dsse.json"]))
+        forged = signing.generate_key().sign_document(checkpoint, "application/vnd.drill.checkpoint+json")
+        members["checkpoint.dsse.json"] = json.dumps(forged).encode()
+
+    assert "checkpoint_signature" in _codes(_tampered(bundles, resign), bundles)
+
+
+def test_report_figures_changed_are_caught(bundles: Bundles) -> None:
+    def change(members: dict[str, bytes]) -> None:
+        page = members["report.en.html"].decode()
+        marker = '"rpo_seconds": '
+        start = page.index(marker) + len(marker)
+        end = page.index(",", start)
+        members["report.en.html"] = (page[:start] + "60.0" + page[end:]).encode()
+
+    assert {"report_altered", "report_figures"} <= _codes(_tampered(bundles, change), bundles)
+
+
+def test_corrupted_bundles_are_refused_without_a_crash(bundles: Bundles) -> None:
+    not_zip = os.path.join(bundles.root, "not.zip")
+    with open(not_zip, "wb") as handle:
+        handle.write(b"this is not a bundle")
+    truncated = os.path.join(bundles.root, "truncated.zip")
+    with open(bundles.first, "rb") as source, open(truncated, "wb") as handle:
+        data = source.read()
+        handle.write(data[: len(data) // 2])
+    bomb = os.path.join(bundles.root, "bomb.zip")
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("records/huge.dsse.json", b"\0" * (100 << 20))
+    escaping = os.path.join(bundles.root, "escape.zip")
+    with zipfile.ZipFile(escaping, "w") as archive:
+        archive.writestr("../../etc/evil", b"x")
+    for path, words in ((not_zip, "not a ZIP"), (truncated, "not a ZIP"), (bomb, "more than"),
+                        (escaping, "outside the bundle")):
+        run = drillctl("evidence", "verify", path, "--json")
+        assert run.returncode == 1, run.stderr
+        [problem] = json.loads(run.stdout)["problems"]
+        assert problem["code"] == "unreadable" and words in problem["message"], problem
+
+
+def test_export_leaves_nothing_behind_when_it_cannot_write(bundles: Bundles) -> None:
+    out = os.path.join(bundles.root, "no-such-dir", "b.zip")
+    config = os.path.join(bundles.root, "drill.yaml")
+    failed = drillctl("evidence", "export", "-c", config, "--since", "2000-01-01", "--out", out)
+    assert failed.returncode == 2 and "cannot write" in failed.stderr
+    empty = drillctl("evidence", "export", "-c", config, "--since", "2999-01-01",
+                     "--out", os.path.join(bundles.root, "empty.zip"))
+    assert empty.returncode == 2 and "no record" in empty.stderr
+    assert not [n for n in os.listdir(bundles.root) if n.startswith(".bundle-") or n == "empty.zip"]
