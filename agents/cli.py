@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from agents import process
+from agents import process, signing
 from agents.config.example import render_example
 from agents.config.model import AgentConfig, ConfigError, load_config
 from agents.jobs import catalog
@@ -151,19 +152,24 @@ def cmd_snapshots(args: argparse.Namespace, config: AgentConfig) -> int:
         json.dump(rows, sys.stdout, indent=2)
         print()
     else:
-        print(f"{'REPOSITORY':12} {'SNAPSHOT':10} {'TIME (UTC)':20} {'POLICY':10} {'TARGET':12} "
+        whats = [row["target"] + (f"/{row['database']}" if row["database"] else "") for row in rows]
+        width = max([12, *(len(w) for w in whats)])
+        print(f"{'REPOSITORY':12} {'SNAPSHOT':10} {'TIME (UTC)':20} {'POLICY':10} {'TARGET':{width}} "
               f"{'LEVEL':12} {'BASE':10} MANIFEST")
-        for row in rows:
-            what = row["target"] + (f"/{row['database']}" if row["database"] else "")
+        for row, what in zip(rows, whats, strict=True):
             print(
                 f"{row['repository']:12} {row['snapshot_id'][:8]:10} {row['time'][:19]:20} {row['policy']:10} "
-                f"{what:12} {row['level']:12} {(row['base'] or '-')[:8]:10} {row['manifest_digest'][:19]}"
+                f"{what:{width}} {row['level']:12} {(row['base'] or '-')[:8]:10} {row['manifest_digest'][:19]}"
             )
     return EXIT_JOB_FAILED if failed else EXIT_OK
 
 
 def cmd_init(args: argparse.Namespace, config: AgentConfig) -> int:
-    results = []
+    key, created_key = signing.ensure_key(os.path.join(config.state_dir, "keys"), config.evidence_digest)
+    results: list[dict[str, object]] = []
+    if not args.json:
+        print(f"signing key: {key.keyid} ({'created' if created_key else 'kept'}; public key in "
+              f"{signing.key_paths(os.path.join(config.state_dir, 'keys'))[1]})")
     failed = False
     for name, repository in config.repositories.items():
         try:
@@ -176,7 +182,8 @@ def cmd_init(args: argparse.Namespace, config: AgentConfig) -> int:
             results.append({"repository": name, "error": error.describe()})
             print(f"{name}: {error.describe()}", file=sys.stderr)
     if args.json:
-        json.dump(results, sys.stdout, indent=2)
+        json.dump({"signing_key": {"keyid": key.keyid, "created": created_key}, "repositories": results},
+                  sys.stdout, indent=2)
         print()
     return EXIT_JOB_FAILED if failed else EXIT_OK
 

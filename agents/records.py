@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from agents import signing
 
@@ -107,6 +107,14 @@ class ResultRecord:
         }
 
 
+class AgentConfigLike(Protocol):
+    @property
+    def state_dir(self) -> str: ...
+
+    @property
+    def evidence_digest(self) -> str: ...
+
+
 class Outbox:
     """The directory of signed records waiting for the coordinator, one DSSE envelope per file.
 
@@ -114,6 +122,11 @@ class Outbox:
     use if ``drill-agent init`` has not made it). Records the coordinator has taken
     move to ``outbox/sent/``; both places are searched for a job's record.
     """
+
+    @classmethod
+    def of(cls, config: AgentConfigLike) -> Outbox:
+        """The outbox of an agent config, signing with its configured digest."""
+        return cls(config.state_dir, config.evidence_digest)
 
     def __init__(self, state_dir: str, digest: str = signing.DEFAULT_DIGEST) -> None:
         self.path = os.path.join(state_dir, "outbox")

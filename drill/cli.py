@@ -49,17 +49,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(text, flush=True)
 
     result = run_demo(args.dir, say, args.restic)
-    ok = bool(result.records) and all(r.outcome == "success" for r in result.records)
     if args.json:
-        json.dump([r.to_document() for r in result.records], sys.stdout, indent=2)
-        print()
-        return 0 if ok else 1
-    print()
-    snapshots_args = argparse.Namespace(repository=None, json=False)
-    cmd_snapshots(snapshots_args, result.config)
-    print(f"\nrecords: {Outbox(result.config.state_dir).path}")
-    print(f"config:  {result.config.source}")
-    return 0 if ok else 1
+        _dump({"backups": [r.to_document() for r in result.records],
+               "verifications": [r.to_document() for r in result.verifications],
+               "drill": result.drill, "bundle": result.bundle, "bundle_intact": result.bundle_intact,
+               "reports": result.reports, "ok": result.ok})
+        return EXIT_OK if result.ok else EXIT_FAILED
+    print("\n== snapshots")
+    cmd_snapshots(argparse.Namespace(repository=None, json=False), result.config)
+    print(f"\nreport:   {result.reports[0] if result.reports else '-'}")
+    for path in result.reports[1:]:
+        print(f"          {path}")
+    print(f"evidence: {result.bundle}")
+    print(f"configs:  {result.config.source}, {result.drill_config}")
+    print(f"\n{'DEMO PASSED' if result.ok else 'DEMO FAILED'}")
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -147,6 +151,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
                 return EXIT_OK
             if args.drill_command == "run":
                 systems = [s for s in (args.systems or "").split(",") if s]
+                ingest(ledger, config)  # the backup records the drill relies on, into the ledger first
                 drill_id = start_drill(ledger, config, args.site, systems)
                 say(f"drill {drill_id} at site {args.site}")
                 view = run_drill(ledger, config, drill_id, say)

@@ -57,7 +57,7 @@ def ingest_files(ledger: Ledger, agent: AgentConfig, paths: list[str], result: I
     it -- nothing is taken twice, nothing is lost. A refused file is moved to
     ``outbox/refused/`` beside a ``.reason`` file.
     """
-    outbox = Outbox(agent.state_dir)
+    outbox = Outbox.of(agent)
     enrol_agent(ledger, agent)
     for path in paths:
         try:

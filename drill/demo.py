@@ -1,8 +1,12 @@
 """The embedded default: the whole story on one machine, with nothing to configure.
 
-Creates sample data, a local repository and a second local repository standing
-in for the same-city site, backs the data up at all three levels (changing some
-files between runs, so each level has work to do), and lists the snapshots.
+Creates sample data (and, when the machine runs them, a sample database in its
+PostgreSQL on 127.0.0.1:5432 and its MariaDB/MySQL on 127.0.0.1:3306), a local
+repository and a second local repository standing in for the same-city site;
+backs everything up at all three levels (changing some files between runs, so
+each level has work to do) and replicates it; verifies the newest backups;
+runs a same-city drill; exports the evidence bundle and verifies it offline;
+writes the drill's reports.
 """
 
 from __future__ import annotations
@@ -10,23 +14,47 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import tempfile
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from agents.config.model import AgentConfig, load_config
 from agents.jobs.backup import run_policy_backup
+from agents.jobs.verify import VerifyRequest, run_verify
 from agents.records import ResultRecord
 from agents.repositories import open_repository
+from drill.config import load_drill_config
+from drill.coordinator import ingest, open_ledger
+from drill.drills import run_drill, start_drill
+from drill.evidence.export import export_bundle, key_listing
+from drill.evidence.verify import verify_bundle
+from drill.reports.figures import drill_figures
+from drill.reports.html import render_report
+from drill.reports.i18n import LANGUAGES
+from drill.reports.pdf import html_to_pdf
 from policies.levels import Level
 
 Say = Callable[[str], None]
 
 
-@dataclass(frozen=True)
+@dataclass
 class DemoResult:
     config: AgentConfig
-    records: list[ResultRecord]
+    records: list[ResultRecord] = field(default_factory=list)
+    verifications: list[ResultRecord] = field(default_factory=list)
+    drill_config: str = ""
+    drill: dict[str, Any] = field(default_factory=dict)
+    bundle: str = ""
+    bundle_intact: bool = False
+    reports: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (bool(self.records) and all(r.outcome == "success" for r in self.records)
+                and all(r.outcome == "success" for r in self.verifications)
+                and self.drill.get("verdict") == "passed" and self.bundle_intact)
 
 
 def make_sample_data(root: str, *, files: int = 200, seed: int = 7) -> None:
@@ -58,7 +86,60 @@ def change_some_files(root: str, fraction: float, seed: int) -> int:
     return len(chosen)
 
 
-def write_demo_config(directory: str, restic_binary: str | None = None) -> str:
+DEMO_DATABASE = "drill_demo"
+
+
+def _postgres_demo_database(say: Say) -> bool:
+    """Create (once) the demo database in the machine's PostgreSQL, if it runs with trust auth; False otherwise."""
+    import psycopg  # noqa: PLC0415
+
+    try:
+        with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", autocommit=True,
+                             connect_timeout=3) as admin:
+            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DATABASE,)).fetchone():
+                admin.execute(f"CREATE DATABASE {DEMO_DATABASE}")
+                with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=DEMO_DATABASE,
+                                     autocommit=True) as db:
+                    db.execute("CREATE TABLE invoices (id bigserial PRIMARY KEY, customer text, amount numeric(12,2),"
+                               " issued timestamptz DEFAULT now(), note text)")
+                    db.execute("INSERT INTO invoices (customer, amount, note) SELECT 'customer ' || g, g * 1.5, "
+                               "CASE WHEN g % 4 = 0 THEN NULL ELSE md5(g::text) END FROM generate_series(1, 20000) g")
+    except psycopg.Error as error:
+        say(f"PostgreSQL on 127.0.0.1:5432 not usable ({str(error).strip().splitlines()[0]}): left out")
+        return False
+    return True
+
+
+def _mysql_demo_database(say: Say) -> bool:
+    """Create (once) the demo database in the machine's MariaDB/MySQL (root, no password); False otherwise."""
+    import pymysql  # noqa: PLC0415
+
+    try:
+        connection = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True,
+                                     connect_timeout=3)
+    except pymysql.MySQLError as error:
+        say(f"MariaDB/MySQL on 127.0.0.1:3306 not usable ({error}): left out")
+        return False
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION max_recursive_iterations = 100000")
+            cursor.execute("SHOW DATABASES LIKE %s", (DEMO_DATABASE,))
+            if not cursor.fetchone():
+                cursor.execute(f"CREATE DATABASE {DEMO_DATABASE}")
+                cursor.execute(f"CREATE TABLE {DEMO_DATABASE}.customers (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                               "name VARCHAR(80), city VARCHAR(40), since DATE) ENGINE=InnoDB")
+                cursor.execute(  # a constant name, no value interpolated
+                    f"INSERT INTO {DEMO_DATABASE}.customers (name, city, since) "  # noqa: S608
+                    "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 5000) "
+                    "SELECT CONCAT('customer ', n), ELT(1 + n % 3, 'Beijing', 'Shanghai', 'Shenzhen'), "
+                    "DATE('2020-01-01') + INTERVAL n DAY FROM g")
+    finally:
+        connection.close()
+    return True
+
+
+def write_demo_config(directory: str, restic_binary: str | None = None, *, postgres: bool = False,
+                      mysql: bool = False, scratch: str | None = None) -> str:
     """Write the demo's config (two local repositories) and password file; return the config path."""
     os.makedirs(directory, exist_ok=True)
     password_file = os.path.join(directory, "restic.pw")
@@ -67,6 +148,13 @@ def write_demo_config(directory: str, restic_binary: str | None = None) -> str:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(24) + "\n")
     restic_line = f"restic: {{binary: {restic_binary}}}\n" if restic_binary else ""
+    databases = ""
+    if postgres:
+        databases += (f"  appdb:\n    kind: postgres\n    user: postgres\n    databases: [{DEMO_DATABASE}]\n"
+                      "    globals: false\n")
+    if mysql:
+        databases += f"  crm:\n    kind: mysql\n    user: root\n    databases: [{DEMO_DATABASE}]\n"
+    names = ["documents"] + (["appdb"] if postgres else []) + (["crm"] if mysql else [])
     config = textwrap.dedent(
         f"""\
         host: demo-host
@@ -83,47 +171,124 @@ def write_demo_config(directory: str, restic_binary: str | None = None) -> str:
             kind: files
             paths: [{directory}/data]
             exclude: ["*.tmp", "cache/"]
-        policies:
+        DATABASESpolicies:
           nightly:
-            targets: [documents]
+            targets: [TARGETS]
             repository: local
             replicate_to: [same-city]
             schedule: {{full: "sun 01:00", differential: "wed 01:00", incremental: "daily 01:00"}}
             max_full_interval: 14d
             retention: {{full: 8, differential: 4, incremental: 14}}
         """
-    ).replace("RESTIC_LINE", restic_line)
+    ).replace("RESTIC_LINE", restic_line).replace("DATABASES", databases).replace("TARGETS", ", ".join(names))
+    if scratch:
+        config += f"scratch:\n  directory: {scratch}\n"
     path = os.path.join(directory, "agent.yaml")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(config)
     return path
 
 
+def _scratch_directory() -> str:
+    """A short scratch parent every user may traverse: throwaway database instances run as postgres/mysql."""
+    path = os.path.join(tempfile.gettempdir(), f"drill-demo-scratch-{os.geteuid()}")
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o755)  # noqa: S103 -- traversal for the instance accounts; nothing secret is kept here
+    return path
+
+
+def write_drill_config(directory: str, agent_config: str) -> str:
+    path = os.path.join(directory, "drill.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"state_dir: {directory}/coordinator\n"
+                     f"objectives: {{rto: 1h, rpo: 24h}}\n"
+                     f"systems:\n  demo-host:\n    agent_config: {agent_config}\n")
+    return path
+
+
 def run_demo(directory: str, say: Say, restic_binary: str | None = None) -> DemoResult:
-    """Run the embedded demo in ``directory`` and return its records."""
+    """Run the embedded demo in ``directory`` and return what it made."""
     directory = os.path.abspath(directory)
     data = os.path.join(directory, "data")
     if not os.path.isdir(data):
         say(f"writing sample data to {data}")
         make_sample_data(data)
-    config = load_config(write_demo_config(directory, restic_binary))
+    postgres = _postgres_demo_database(say)
+    mysql = _mysql_demo_database(say)
+    config = load_config(write_demo_config(directory, restic_binary, postgres=postgres, mysql=mysql,
+                                           scratch=_scratch_directory()))
     for repository in config.repositories.values():
         created = open_repository(config, repository.name).init()
         say(f"repository {repository.name}: {'created' if created else 'exists'} at {repository.url}")
-    records: list[ResultRecord] = []
+    result = DemoResult(config)
+    _back_up(config, data, say, result)
+    _verify(config, say, result)
+    _drill_and_evidence(directory, config, say, result)
+    return result
+
+
+def _back_up(config: AgentConfig, data: str, say: Say, result: DemoResult) -> None:
+    say("\n== backups at three levels, replicated to the same-city site")
     steps = [(Level.FULL, 0.0), (Level.DIFFERENTIAL, 0.05), (Level.INCREMENTAL, 0.02)]
     for number, (level, fraction) in enumerate(steps):
         if fraction:
             changed = change_some_files(data, fraction, seed=number)
             say(f"changed {changed} files")
         for record in run_policy_backup(config, "nightly", level):
-            records.append(record)
+            result.records.append(record)
             doc = record.to_document()
             manifest = doc["manifest"] or {}
-            say(
-                f"{level.value:12} -> {doc['outcome']}: snapshot {(doc['snapshot'] or {}).get('id', '-')[:12]}, "
-                f"{manifest.get('files', 0)} files, {manifest.get('hashed_files', 0)} hashed, "
-                f"{manifest.get('reused_hashes', 0)} reused, replicated: "
-                f"{bool(doc['replication']) and all(r['verified'] for r in doc['replication'])}"
-            )
-    return DemoResult(config, records)
+            target = doc["target"]
+            what = target["name"] + (f"/{target['database']}" if target.get("database") else "")
+            amount = (f"{manifest.get('tables', 0)} tables, {manifest.get('rows', 0)} rows" if target.get("database")
+                      else f"{manifest.get('files', 0)} files, {manifest.get('hashed_files', 0)} hashed, "
+                      f"{manifest.get('reused_hashes', 0)} reused")
+            say(f"{level.value:12} {what:<20} -> {doc['outcome']}: snapshot "
+                f"{(doc['snapshot'] or {}).get('id', '-')[:12]}, {amount}, replicated: "
+                f"{bool(doc['replication']) and all(r['verified'] for r in doc['replication'])}")
+
+
+def _verify(config: AgentConfig, say: Say, result: DemoResult) -> None:
+    say("\n== nightly verification: restore into scratch, compare with the manifests")
+    for target in config.policies["nightly"].targets:
+        for record in run_verify(config, VerifyRequest("local", target, None, config.host, None)):
+            result.verifications.append(record)
+            doc = record.to_document()
+            compared = doc["compared"]
+            database = (doc["snapshot"] or {}).get("database")
+            amount = (f"{compared.get('tables', 0)} tables, {compared.get('rows', 0)} rows" if database
+                      else f"{compared['files']} files, {compared['bytes']} bytes")
+            say(f"{target + ('/' + database if database else ''):<24} {doc['verdict']}: {amount} compared")
+
+
+def _drill_and_evidence(directory: str, config: AgentConfig, say: Say, result: DemoResult) -> None:
+    say("\n== same-city DR drill")
+    drill_config = load_drill_config(write_drill_config(directory, config.source))
+    result.drill_config = drill_config.source
+    with open_ledger(drill_config) as ledger:
+        ingest(ledger, drill_config)
+        drill_id = start_drill(ledger, drill_config, "same-city", None)
+        view = run_drill(ledger, drill_config, drill_id, say)
+        result.drill = drill_figures(view.started, view.steps, view.finished)
+        say(f"drill {drill_id}: {view.verdict.upper()}")
+        bundle = os.path.join(directory, f"evidence-{drill_id[:8]}.zip")
+        export_bundle(ledger, bundle, drill_id=drill_id)
+        keys = key_listing(ledger)
+        coordinator = ledger.coordinator.keyid
+    verification = verify_bundle(bundle, [coordinator])
+    result.bundle = bundle
+    result.bundle_intact = verification.intact
+    say(f"evidence bundle {bundle}: {'INTACT' if verification.intact else 'NOT INTACT'} "
+        f"({verification.records} records; coordinator key {coordinator})")
+    reports = os.path.join(directory, "reports")
+    os.makedirs(reports, exist_ok=True)
+    for lang in LANGUAGES:
+        page = render_report(result.drill, keys, lang)
+        path = os.path.join(reports, f"drill-{drill_id[:8]}.{lang}.html")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        result.reports.append(path)
+    pdf = os.path.join(reports, f"drill-{drill_id[:8]}.zh-CN.pdf")
+    with open(pdf, "wb") as handle:
+        handle.write(html_to_pdf(render_report(result.drill, keys, "zh-CN")))
+    result.reports.append(pdf)

@@ -62,6 +62,7 @@ class AgentConfig:
     targets: dict[str, TargetConfig]
     policies: dict[str, PolicyConfig]
     scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    evidence_digest: str = "sha256"
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
 
@@ -241,6 +242,7 @@ def validate_config(source: str, text: str) -> AgentConfig:
         targets={name: make_target_config(name, spec) for name, spec in data["targets"].items()},
         policies={name: make_policy_config(name, spec) for name, spec in data["policies"].items()},
         scratch=make_scratch_config(data.get("scratch")),
+        evidence_digest=data.get("evidence_digest", "sha256"),
         raw=data,
     )
 

@@ -106,6 +106,12 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "description": "Directory of the agent's state: schedule, cache, manifests, outbox of result records.",
             "examples": ["/var/lib/drill-agent"],
         },
+        "evidence_digest": {
+            "enum": ["sha256", "sm3"],
+            "default": "sha256",
+            "description": "Digest of key fingerprints in signed records: sha256, or sm3 for GB/T 39786 deployments.",
+            "examples": ["sha256"],
+        },
         "restic": {
             "type": "object",
             "additionalProperties": False,

@@ -108,7 +108,7 @@ def run_target_backup(context: JobContext, target_name: str, requested: Level) -
         "retention": {},
     }
     try:
-        with job_record(Outbox(config.state_dir), record):
+        with job_record(Outbox.of(config), record):
             complete = _run(context, target, requested, record)
             record.outcome = decide_outcome(record, complete=complete)
     except Exception:  # the record says what happened; the next target still runs

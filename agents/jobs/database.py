@@ -44,7 +44,7 @@ def backup_database_target(
     config: AgentConfig, policy: PolicyConfig, target: DatabaseTarget, level: Level, state: StateDir
 ) -> list[ResultRecord]:
     """Back up each database of ``target``; one record per database, in the outbox."""
-    outbox = Outbox(config.state_dir)
+    outbox = Outbox.of(config)
     try:
         source = make_source(target)
         databases = source.list_databases()

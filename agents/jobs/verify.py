@@ -95,7 +95,7 @@ def _select(backups: list[catalog.StoredBackup], request: VerifyRequest) -> list
 def run_verify(config: AgentConfig, request: VerifyRequest) -> list[ResultRecord]:
     """Verify the requested backups; always returns their written records (at least one)."""
     state = StateDir(config.state_dir)
-    outbox = Outbox(config.state_dir)
+    outbox = Outbox.of(config)
     first = _new_record(config, request)
     with job_record(outbox, first):
         try:

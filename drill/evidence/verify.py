@@ -131,7 +131,8 @@ def _bundle_keys(members: dict[str, bytes], algorithm: str, result: Verification
             except signing.SignatureError as error:
                 result.add("bad_key", f"{name}: {error}")
                 continue
-            keys[signing.key_id(public, algorithm)] = public
+            for digest in signing.DIGESTS:  # a record names its key by the signer's digest
+                keys[signing.key_id(public, digest)] = public
     return keys
 
 

@@ -108,12 +108,20 @@ class Ledger:
         rows = self.store.query("SELECT keyid, public_pem, owner, role FROM ledger_keys ORDER BY keyid")
         return {str(r[0]): KeyInfo(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows}
 
+    def verification_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Every enrolled key under its id in each digest (an agent may name its key by SM3, the ledger by SHA-256)."""
+        found = {}
+        for info in self.keys().values():
+            public = info.public
+            for digest in signing.DIGESTS:
+                found[signing.key_id(public, digest)] = public
+        return found
+
     # -- entries ---------------------------------------------------------------------
     def append(self, envelope: Any) -> Entry:
         """Check and append one signed record. Raises :class:`Refused` or :class:`AlreadyPresent`."""
-        keys = self.keys()
         try:
-            opened = signing.open_envelope(envelope, {k: v.public for k, v in keys.items()})
+            opened = signing.open_envelope(envelope, self.verification_keys())
             document = opened.document()
         except signing.SignatureError as error:
             code = "unknown_key" if "unknown key" in str(error) else "bad_signature"
@@ -193,7 +201,7 @@ class Ledger:
     def audit(self) -> list[str]:
         """Re-check every stored entry (signature, leaf hash, order); the problems found (none: intact)."""
         problems = []
-        keys = {k: v.public for k, v in self.keys().items()}
+        keys = self.verification_keys()
         for position, entry in enumerate(self._entries()):
             if entry.index != position:
                 problems.append(f"entry {entry.index} is at position {position}: an entry is missing")

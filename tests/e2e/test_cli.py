@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.support.configs import Workspace, write_files
+from tests.support.databases import admin_connection, mysql_admin
 
 
 def _tool(name: str) -> str:
@@ -56,8 +57,13 @@ def test_init_backup_snapshots(workspace: Workspace) -> None:
     write_files(workspace.data, {"a.txt": "alpha", "b/c.txt": "gamma"})
     path = workspace.write_config({"local": workspace.local_repository("local")})
     first = _run("drill-agent", "init", "--config", path, "--json")
-    assert first.returncode == 0 and json.loads(first.stdout) == [{"repository": "local", "created": True}]
-    assert json.loads(_run("drill-agent", "init", "--config", path, "--json").stdout)[0]["created"] is False
+    assert first.returncode == 0
+    initialised = json.loads(first.stdout)
+    assert initialised["repositories"] == [{"repository": "local", "created": True}]
+    assert initialised["signing_key"]["created"] is True
+    again = json.loads(_run("drill-agent", "init", "--config", path, "--json").stdout)
+    assert again["repositories"][0]["created"] is False
+    assert again["signing_key"] == {"keyid": initialised["signing_key"]["keyid"], "created": False}
 
     backup = _run("drill-agent", "backup", "--config", path, "--policy", "nightly", "--level", "full", "--json")
     assert backup.returncode == 0, backup.stderr
@@ -96,11 +102,31 @@ def test_failed_backup_exits_1_with_a_failed_record(workspace: Workspace) -> Non
     assert record["findings"][0]["code"] == "repository_missing"
 
 
-def test_demo_runs_all_three_levels(tmp_path: os.PathLike[str], restic_binary: str) -> None:
-    result = _run("drillctl", "demo", "--dir", os.path.join(tmp_path, "demo"), "--restic", restic_binary, "--json")
+def _drop_demo_databases() -> None:
+    with admin_connection() as admin:
+        admin.execute("DROP DATABASE IF EXISTS drill_demo WITH (FORCE)")
+    connection = mysql_admin()
+    with connection.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute("DROP DATABASE IF EXISTS drill_demo")
+    connection.close()  # type: ignore[attr-defined]
+
+
+def test_demo_runs_the_whole_story(tmp_path: os.PathLike[str], restic_binary: str) -> None:
+    try:
+        result = _run("drillctl", "demo", "--dir", os.path.join(tmp_path, "demo"), "--restic", restic_binary,
+                      "--json")
+    finally:
+        _drop_demo_databases()
     assert result.returncode == 0, result.stderr
-    records = json.loads(result.stdout)
-    assert [r["level"]["effective"] for r in records] == ["full", "differential", "incremental"]
-    assert all(r["outcome"] == "success" for r in records)
-    assert all(r["replication"][0]["verified"] for r in records)
-    assert records[1]["manifest"]["reused_hashes"] > 0
+    demo = json.loads(result.stdout)
+    assert demo["ok"] is True
+    files = [r for r in demo["backups"] if r["target"]["name"] == "documents"]
+    assert [r["level"]["effective"] for r in files] == ["full", "differential", "incremental"]
+    assert files[1]["manifest"]["reused_hashes"] > 0
+    # This machine runs PostgreSQL and MariaDB: the demo backs them up too, at every level.
+    assert {r["target"]["name"] for r in demo["backups"]} == {"documents", "appdb", "crm"}
+    assert all(r["outcome"] == "success" and r["replication"][0]["verified"] for r in demo["backups"])
+    assert {v["verdict"] for v in demo["verifications"]} == {"passed"} and len(demo["verifications"]) == 3
+    assert demo["drill"]["verdict"] == "passed" and demo["drill"]["site"] == "same-city"
+    assert demo["bundle_intact"] is True and os.path.isfile(demo["bundle"])
+    assert [os.path.basename(p).split(".", 1)[1] for p in demo["reports"]] == ["zh-CN.html", "en.html", "zh-CN.pdf"]
