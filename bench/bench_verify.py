@@ -29,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -52,22 +54,26 @@ def timed(argv: list[str] | str, env: dict[str, str]) -> tuple[float, str]:
     return elapsed, result.stdout
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser(description: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--files", type=int, default=3000)
     parser.add_argument("--rows", type=int, default=1_500_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--restic", default=shutil.which("restic") or "restic")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def in_workdir(run: Callable[[str, str], int]) -> int:
+    """Call ``run(agent, work)`` in a fresh work folder; remove it and the bench databases afterwards."""
     agent = shutil.which("drill-agent")
     if agent is None:
         raise SystemExit("drill-agent is not on PATH; run bash scripts/setup.sh and use .venv/bin/python")
     work = tempfile.mkdtemp(prefix="drill-vbench-", dir="/var/tmp")
-    os.chmod(work, 0o755)
+    os.chmod(work, 0o755)  # throwaway instances run as postgres/mysql and must pass through
     try:
-        return _run(args, agent, work)
+        return run(agent, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         with psycopg.connect(**PG, dbname="postgres", autocommit=True) as admin:
@@ -78,7 +84,24 @@ def main() -> int:
         connection.close()
 
 
-def _run(args: argparse.Namespace, agent: str, work: str) -> int:
+def main() -> int:
+    args = make_parser(__doc__).parse_args()
+    return in_workdir(lambda agent, work: _run(args, agent, work))
+
+
+@dataclass
+class Estate:
+    """Data backed up once, and the raw restores of the same snapshots (by kind, taking a round number)."""
+
+    config: str
+    env: dict[str, str]
+    raw: dict[str, Callable[[int], str]]
+    cleanup: dict[str, Callable[[int], object]]
+    renv: dict[str, str]
+
+
+def prepare(args: argparse.Namespace, agent: str, work: str, *, site: str = "local") -> Estate:
+    """Generate the data, back it up (replicated to a same-city repository) and list the raw restores from ``site``."""
     password = os.path.join(work, "pw")
     with open(password, "w") as handle:
         handle.write(secrets.token_hex(16))
@@ -88,7 +111,7 @@ def _run(args: argparse.Namespace, agent: str, work: str) -> int:
     make_data(data, args.size_mb, args.files)
     setup_postgres(args.rows)
     setup_mariadb(args.rows)
-    repository = os.path.join(work, "repo")
+    repositories = {"local": os.path.join(work, "repo"), "same-city": os.path.join(work, "repo-far")}
     scratch = os.path.join(work, "scratch")
     os.mkdir(scratch)
     os.chmod(scratch, 0o755)
@@ -96,35 +119,41 @@ def _run(args: argparse.Namespace, agent: str, work: str) -> int:
     with open(config, "w") as handle:
         yaml.safe_dump({
             "host": "bench", "state_dir": os.path.join(work, "state"), "restic": {"binary": args.restic},
-            "repositories": {"local": {"url": repository, "password_file": password}},
+            "repositories": {name: {"url": url, "password_file": password} for name, url in repositories.items()},
             "targets": {"files": {"kind": "files", "paths": [data]},
                         "postgres": {"kind": "postgres", "user": "postgres", "databases": [DB], "globals": False},
                         "mariadb": {"kind": "mysql", "user": "root", "databases": [DB]}},
-            "policies": {"bench": {"targets": ["files", "postgres", "mariadb"], "repository": "local"}},
+            "policies": {"bench": {"targets": ["files", "postgres", "mariadb"], "repository": "local",
+                                   "replicate_to": ["same-city"]}},
             "scratch": {"directory": scratch},
         }, handle)
     timed([agent, "init", "--config", config], env)
     timed([agent, "backup", "--config", config, "--policy", "bench", "--level", "full", "--quiet"], env)
-    _, listing = timed([agent, "snapshots", "--config", config, "--json"], env)
+    _, listing = timed([agent, "snapshots", "--config", config, "--repository", site, "--json"], env)
     snapshots = {row["target"]: row["snapshot_id"] for row in json.loads(listing)}
-    renv = {**env, "RESTIC_REPOSITORY": repository}
-    dump_tool = "mariadb"
-    raw: dict[str, Any] = {
-        "files": lambda n: f"{args.restic} restore -q {snapshots['files']} --target {scratch}/raw-{n}",
+    restic = args.restic
+    raw: dict[str, Callable[[int], str]] = {
+        "files": lambda n: f"{restic} restore -q {snapshots['files']} --target {scratch}/raw-{n}",
         "postgres": lambda n: (f"set -o pipefail; psql -q -h 127.0.0.1 -U postgres -c 'CREATE DATABASE raw_{n}' && "
-                               f"{args.restic} dump -q {snapshots['postgres']} /{DB}.dump | "
+                               f"{restic} dump -q {snapshots['postgres']} /{DB}.dump | "
                                f"pg_restore --no-owner -h 127.0.0.1 -U postgres -d raw_{n}"),
         "mariadb": lambda n: (f"set -o pipefail; mariadb -h 127.0.0.1 -u root -e 'CREATE DATABASE raw_{n}' && "
-                              f"{args.restic} dump -q {snapshots['mariadb']} /{DB}.dump | "
-                              f"{dump_tool} -h 127.0.0.1 -u root raw_{n}"),
+                              f"{restic} dump -q {snapshots['mariadb']} /{DB}.dump | "
+                              f"mariadb -h 127.0.0.1 -u root raw_{n}"),
     }
-    cleanup = {
+    cleanup: dict[str, Callable[[int], object]] = {
         "files": lambda n: shutil.rmtree(f"{scratch}/raw-{n}", ignore_errors=True),
         "postgres": lambda n: subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c",
                                               f"DROP DATABASE raw_{n}"], check=True),
         "mariadb": lambda n: subprocess.run(["mariadb", "-h", "127.0.0.1", "-u", "root", "-e",
                                              f"DROP DATABASE raw_{n}"], check=True),
     }
+    return Estate(config, env, raw, cleanup, {**env, "RESTIC_REPOSITORY": repositories[site]})
+
+
+def _run(args: argparse.Namespace, agent: str, work: str) -> int:
+    estate = prepare(args, agent, work)
+    config, env, raw, cleanup, renv = estate.config, estate.env, estate.raw, estate.cleanup, estate.renv
     seconds: dict[str, list[float]] = {f"{k} {w}": [] for k in raw for w in ("raw", "drill")}
     phases: dict[str, list[dict[str, float]]] = {k: [] for k in raw}
     for number in range(args.repeat):
