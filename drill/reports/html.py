@@ -29,6 +29,7 @@ table { border-collapse: collapse; width: 100%; margin-top: 0.5em; }
 th, td { border: 1px solid #bbb; padding: 4px 6px; text-align: left; vertical-align: top; font-size: 9.5pt; }
 th { background: #f2f2f2; }
 .miss { color: #b71c1c; font-weight: bold; }
+.nowrap { white-space: nowrap; }
 code { font-family: monospace; font-size: 9pt; word-break: break-all; }
 """
 
@@ -49,9 +50,10 @@ def _timeline(figures: dict[str, Any], lang: str) -> str:
         return f"<p>{_e(TEXT[lang]['none'])}</p>"
     ends = [(_parse(r["step_finished"]) or start) for r in rows]
     total = max([1.0, *((end - start).total_seconds() for end in ends)])
-    width, label, height = 640, 170, 22
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + label + 80}" '
-             f'height="{height * len(rows) + 30}" role="img">']
+    width, label, height = 420, 170, 22
+    total_width, total_height = width + label + 70, height * len(rows) + 20
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {total_width} {total_height}" '
+             f'width="100%" style="max-width: {total_width * 1.2:.0f}px" role="img">']
     for number, row in enumerate(rows):
         begin = ((_parse(row["step_started"]) or start) - start).total_seconds()
         end = ((_parse(row["step_finished"]) or start) - start).total_seconds()
@@ -90,8 +92,9 @@ def render_report(figures: dict[str, Any], keys: Sequence[dict[str, str]], lang:
         rpo_miss = row["rpo_seconds"] is None or row["rpo_seconds"] > row["rpo_objective_seconds"]
         rto_miss = row["rto_seconds"] is None or row["rto_seconds"] > row["rto_objective_seconds"]
         snapshots = "<br>".join(f"<code>{_e(s[:12])}</code>" for s in row["snapshot_ids"]) or "-"
-        verified = (f"{row['files']} {t['files']}, {row['bytes']} {t['bytes']}, "
-                    f"{row['tables']} {t['tables']}, {row['rows']} {t['rows']}")
+        counts = [(row["files"], t["files"]), (row["bytes"], t["bytes"]), (row["tables"], t["tables"]),
+                  (row["rows"], t["rows"])]
+        verified = ", ".join(f"{n} {word}" for n, word in counts if n) or "-"
         findings = "<br>".join(f"{_e(f['code'])}: {_e(f['message'])}" for f in row["findings"]) or _e(t["none"])
         out.append(
             f"<tr><td>{_e(row['system'])}</td><td>{_e(row['target'])}</td>"
@@ -100,7 +103,8 @@ def render_report(figures: dict[str, Any], keys: Sequence[dict[str, str]], lang:
             f'({_e(t["objective"])} {_e(duration(row["rpo_objective_seconds"], lang))})</td>'
             f'<td class="{"miss" if rto_miss else ""}">{_e(duration(row["rto_seconds"], lang))}<br>'
             f'({_e(t["objective"])} {_e(duration(row["rto_objective_seconds"], lang))})</td>'
-            f"<td>{_e(verified)}</td><td>{_e(t.get(row['verdict'], row['verdict']))}</td><td>{findings}</td></tr>")
+            f"<td>{_e(verified)}</td><td class=\"nowrap\">{_e(t.get(row['verdict'], row['verdict']))}</td>"
+            f"<td>{findings}</td></tr>")
     out.append("</table>")
     out.append(f"<h2>{_e(t['timeline'])}</h2>{_timeline(figures, lang)}")
     out.append(f"<h2>{_e(t['keys'])}</h2><table><tr><th>{_e(t['owner'])}</th><th>{_e(t['role'])}</th>"

@@ -104,3 +104,18 @@ def test_a_ledger_url_it_cannot_use_is_named(tmp_path: pathlib.Path) -> None:
         open_store("mysql://somewhere/db")
     with pytest.raises(StoreError, match="cannot open the PostgreSQL ledger"):
         open_store("postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_an_sm3_ledger_hashes_and_proves_with_sm3(tmp_path: pathlib.Path) -> None:
+    ledger = Ledger(open_store(f"sqlite:///{tmp_path}/sm3.db"), signing.generate_key("sm3"))
+    for number in range(3):
+        ledger.append_signed({"record_id": f"d{number}", "kind": "drill.step", "drill_id": "D", "host": "c"})
+    head = signing.envelope_payload(ledger.checkpoint())
+    assert head["algorithm"] == "sm3" and head["root"].startswith("sm3:")
+    assert ledger.coordinator.keyid.startswith("sm3:")
+    _, root = merkle.from_text(head["root"])
+    entry = ledger.entries()[1]
+    proof = [merkle.from_text(p)[1] for p in ledger.inclusion_proof(1, 3)]
+    assert merkle.verify_inclusion("sm3", 1, 3, merkle.from_text(entry.leaf_hash)[1], proof, root)
+    with pytest.raises(Refused, match="hashes with sm3"):
+        Ledger(open_store(f"sqlite:///{tmp_path}/sm3.db"), signing.generate_key("sha256"))
