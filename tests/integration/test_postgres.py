@@ -16,7 +16,7 @@ from agents.restic.runner import Restic
 from policies.levels import Level
 from targets.postgres.snapshot import begin_canonical_snapshot, compute_schema_digest, compute_table_checksums
 from tests.support.configs import Workspace
-from tests.support.databases import ThrowawayDatabase, admin_connection, throwaway_database
+from tests.support.databases import ThrowawayDatabase, admin_connection, password_cluster, throwaway_database
 from tests.support.processes import kill_after_start
 
 
@@ -199,3 +199,25 @@ def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspac
         assert {(r["repository"], r["database"]) for r in rows} == {
             (site, name) for site in ("local", "same-city") for name in (db.name, "@globals")}
         assert all(r["manifest_snapshot_id"] for r in rows)
+
+
+def test_a_wrong_password_fails_against_a_server_that_asks_for_one(workspace: Workspace, scratch_dir: str) -> None:
+    """The machine's server trusts everyone, so a throwaway cluster with scram-sha-256 stands in."""
+    with password_cluster(scratch_dir, "right-password") as socket_dir:
+        for password, expected in (("wrong-password", "failed"), ("right-password", "success")):
+            password_file = os.path.join(workspace.root, "pg.pw")
+            with open(password_file, "w") as handle:
+                handle.write(password + "\n")
+            spec = {"kind": "postgres", "host": socket_dir, "port": 5432, "user": "postgres",
+                    "password_file": password_file, "databases": ["postgres"], "globals": False}
+            path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"appdb": spec},
+                                          policies={"nightly": {"targets": ["appdb"], "repository": "local"}})
+            config = workspace.load(path)
+            Restic(config.restic_binary, config.repositories["local"]).init()
+            [record] = run_policy_backup(config, "nightly", Level.FULL)
+            assert record.outcome == expected, record.findings
+            if expected == "failed":
+                [finding] = record.findings
+                assert finding.code == "database_unavailable"
+                assert "password authentication failed" in finding.message
+                assert "wrong-password" not in json.dumps(record.to_document())

@@ -14,6 +14,7 @@ from agents.jobs.backup import run_policy_backup
 from agents.records import Outbox
 from agents.restic.runner import Restic
 from policies.levels import Level
+from tests.support.components import S3Server
 from tests.support.configs import Workspace, write_files
 
 
@@ -173,3 +174,51 @@ def test_files_appended_to_during_the_backup_verify_as_passed(workspace: Workspa
         assert code == 0, verified["findings"]
         assert verified["verdict"] == "passed"
         assert all(f["severity"] == "info" for f in verified["findings"])  # type: ignore[attr-defined]
+
+
+def test_damage_in_the_s3_bucket_is_caught(workspace: Workspace, s3: S3Server) -> None:
+    write_files(workspace.data, {f"d{i % 3}/f{i}.bin": os.urandom(20_000 + i) for i in range(40)})
+    path = workspace.write_config({"local": workspace.s3_repository(s3, "backups", "app01")})
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    [record] = run_policy_backup(config, "nightly", Level.FULL)
+    assert record.outcome == "success"
+    packs = sorted(glob.glob(os.path.join(s3.data_dir, "backups", "app01", "data", "*", "*")), key=os.path.getsize)
+    with open(packs[-1], "r+b") as handle:  # one byte flipped in the bucket's largest data pack
+        handle.seek(os.path.getsize(packs[-1]) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    code, document = _verify(path, "--read-data-parts", "1")
+    assert code == 1 and document["verdict"] == "failed"
+    assert any(f["code"] == "repository_damaged" for f in document["findings"])  # type: ignore[attr-defined]
+    os.unlink(packs[-1])  # and now gone altogether
+    code, document = _verify(path, "--read-data-parts", "1")
+    assert code == 1
+    damaged = [f["message"] for f in document["findings"] if f["code"] == "repository_damaged"]  # type: ignore[attr-defined]
+    assert any(os.path.basename(packs[-1])[:8] in message for message in damaged), damaged
+
+
+def test_a_manifest_rewritten_in_the_repository_is_caught(workspace: Workspace) -> None:
+    path = _backed_up(workspace)
+    config = workspace.load(path)
+    restic = Restic(config.restic_binary, config.repositories["local"])
+    [original] = restic.snapshots()
+    manifest_path = original.tag_value("drill.manifest")
+    assert manifest_path is not None
+    stored = restic.dump(original.id, manifest_path)
+    # The same data and tags, but a manifest whose first hash was changed to match something else.
+    altered = json.loads(stored)
+    altered["entries"][-1]["hash"] = "blake3:" + "0" * 64
+    with open(manifest_path, "w") as handle:
+        json.dump(altered, handle)
+    env = {**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
+           "RESTIC_PASSWORD_FILE": workspace.password_file}
+    tags = [arg for tag in original.tags for arg in ("--tag", tag)]
+    subprocess.run([config.restic_binary, "backup", "-q", "--host", original.hostname, *tags, workspace.data,
+                    manifest_path], env=env, check=True)
+    os.unlink(manifest_path)
+    code, document = _verify(path)
+    assert code == 1
+    assert [f["code"] for f in document["findings"]] == ["manifest_digest_mismatch"]  # type: ignore[attr-defined]
+    assert document["manifest"]["checked_against"] == "backup record"  # type: ignore[index]

@@ -224,3 +224,18 @@ def test_a_scratch_server_gets_a_new_database_that_is_dropped(workspace: Workspa
     finally:
         with admin_connection() as admin:
             admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_mariadb_scratch_server_gets_a_new_database_that_is_dropped(workspace: Workspace, scratch_dir: str) -> None:
+    with throwaway_mysql_database(rows=200) as db:
+        server = {"host": "127.0.0.1", "port": 3306, "user": "root"}
+        path = _config(workspace, db, "mysql", {"directory": scratch_dir, "mysql": {"server": server}})
+        code, [document] = _verify(path, "--latest")
+        assert code == 0, document["findings"]
+        assert document["scratch"]["where"] == "scratch server 127.0.0.1"  # type: ignore[index]
+        assert document["compared"]["rows"] == 200 + 400 + 2  # type: ignore[index]
+        admin = mysql_admin()
+        with admin.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute("SHOW DATABASES LIKE 'drill\\\\_verify\\\\_%'")
+            assert cursor.fetchall() == ()
+        admin.close()  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +67,37 @@ def throwaway_database(rows: int = 1000, *, privileged: bool = True) -> Iterator
         with admin_connection() as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {db.role}")
+
+
+@contextmanager
+def password_cluster(parent: str, password: str) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster that asks for a password (scram-sha-256); yields its socket directory."""
+    from agents import process
+    from agents.scratch.account import InstanceAccount
+    from agents.scratch.config import default_postgres_bin_dir
+    from targets.postgres import commands
+
+    account = InstanceAccount.resolve("postgres")
+    root = os.path.join(parent, "pw-cluster")
+    account.make_own_directory(root)
+    pwfile = os.path.join(root, "pw")
+    with open(pwfile, "w") as handle:
+        handle.write(password + "\n")
+    os.chown(pwfile, account.uid, account.gid)
+    bin_dir = default_postgres_bin_dir()
+    data = os.path.join(root, "data")
+    initdb = [a for a in commands.make_initdb_command(bin_dir, data, "postgres") if a != "--auth=trust"]
+    env = process.inherited_environment({})
+    for argv in (
+        (*initdb, "--auth=scram-sha-256", f"--pwfile={pwfile}"),
+        commands.make_pg_ctl_start_command(bin_dir, data, root, 5432, os.path.join(root, "log"), 60),
+    ):
+        result = process.run_process(account.wrap(tuple(argv)), env=env, timeout=120)
+        assert result.returncode == 0, result.stderr_tail
+    try:
+        yield root
+    finally:
+        process.run_process(account.wrap(commands.make_pg_ctl_stop_command(bin_dir, data)), env=env, timeout=60)
 
 
 # -- MariaDB / MySQL --------------------------------------------------------------
