@@ -59,7 +59,8 @@ By hand, with openssl (3.0 or newer), for one record:
   3. Build what was signed: "DSSEv1 <len(type)> <type> <len(payload)> <payload>"
        type=$(jq -r .payloadType R.dsse.json)
        printf 'DSSEv1 %d %s %d ' ${#type} "$type" $(stat -c %s payload.json) > pae.bin; cat payload.json >> pae.bin
-  4. Find the key whose fingerprint is the keyid (sha256 of the raw 32-byte key) in keys/, then:
+  4. Find the key whose fingerprint is the keyid in keys/ (the fingerprint is the SHA-256 of the raw key:
+       openssl pkey -pubin -in keys/KEY.pem -outform DER | tail -c 32 | sha256sum), then:
        openssl pkeyutl -verify -pubin -inkey keys/KEY.pem -rawin -in pae.bin -sigfile sig.bin
      It prints "Signature Verified Successfully".
 

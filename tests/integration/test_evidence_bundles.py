@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -89,8 +92,6 @@ def test_a_field_edited_in_a_record_is_caught(bundles: Bundles) -> None:
     def edit(members: dict[str, bytes]) -> None:
         name = _record(members, "drill.step")
         envelope = json.loads(members[name])
-        import base64
-
         step = json.loads(base64.b64decode(envelope["payload"]))
         step["rto_seconds"] = 1.0
         envelope["payload"] = base64.b64encode(json.dumps(step).encode()).decode()
@@ -183,3 +184,26 @@ def test_export_leaves_nothing_behind_when_it_cannot_write(bundles: Bundles) -> 
                      "--out", os.path.join(bundles.root, "empty.zip"))
     assert empty.returncode == 2 and "no record" in empty.stderr
     assert not [n for n in os.listdir(bundles.root) if n.startswith(".bundle-") or n == "empty.zip"]
+
+
+def test_a_record_verifies_by_hand_with_openssl_as_the_bundle_readme_says(bundles: Bundles, tmp_path: str) -> None:
+    members = _members(bundles.first)
+    assert b"openssl pkeyutl -verify" in members["README.txt"]
+    envelope = json.loads(members[_record(members, "verify")])
+    payload = base64.b64decode(envelope["payload"])
+    kind = envelope["payloadType"]
+    pae = f"DSSEv1 {len(kind)} {kind} {len(payload)} ".encode() + payload
+    keyid = envelope["signatures"][0]["keyid"]
+    key = next(content for name, content in members.items() if name.startswith("keys/app01-"))
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=key, capture_output=True,
+                         check=True).stdout
+    assert "sha256:" + hashlib.sha256(der[-32:]).hexdigest() == keyid
+    folder = str(tmp_path)
+    for name, content in (("pae.bin", pae), ("sig.bin", base64.b64decode(envelope["signatures"][0]["sig"])),
+                          ("key.pem", key)):
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(content)
+    checked = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "key.pem", "-rawin", "-in",
+                              "pae.bin", "-sigfile", "sig.bin"], cwd=folder, capture_output=True, text=True,
+                             check=False)
+    assert checked.returncode == 0 and "Signature Verified Successfully" in checked.stdout
