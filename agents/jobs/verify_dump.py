@@ -80,20 +80,24 @@ def verify_dump_backup(
                    f"{backup.snapshot_id}: the dump was written again after the backup", backup.snapshot_id)
     dump = manifest.get("dump")
     dump = dump if isinstance(dump, dict) else {}
-    filename = "/" + str(dump.get("filename") or f"{database}.dump")
+    name = str(dump.get("filename") or f"{database}.dump")
+    if "/" in name or name in (".", "..") or "\0" in name:
+        record.add("manifest_unreadable", "error", f"the manifest names the dump {name!r}, not a file name")
+        return
+    filename = "/" + name
     expected_digest = str(dump.get("digest", ""))
     if database == GLOBALS:
         with record.phase("restore"):
             streamed = _stream(restic, backup, filename, None)
         _check_stream(streamed, expected_digest, record)
-        record.details["scratch"] = {"host": config.host, "where": "none (global objects: digest only)"}
+        record.details["scratch"].update(where="none (global objects: digest only)")
         return
     engine = _engine(manifest)
     try:
         with contextlib.ExitStack() as stack:
             with record.phase("scratch_start"):
                 target = stack.enter_context(_restore_target(config, engine, scratch, database, state))
-            record.details["scratch"] = {"host": config.host, "where": target.where, "engine": engine}
+            record.details["scratch"].update(where=target.where, engine=engine)
             with record.phase("restore"):
                 streamed = _stream(restic, backup, filename, target)
             intact = _check_stream(streamed, expected_digest, record)
