@@ -191,12 +191,10 @@ def test_damage_in_the_s3_bucket_is_caught(workspace: Workspace, s3: S3Server) -
         handle.write(bytes([byte[0] ^ 0x01]))
     code, document = _verify(path, "--read-data-parts", "1")
     assert code == 1 and document["verdict"] == "failed"
-    assert any(f["code"] == "repository_damaged" for f in document["findings"])  # type: ignore[attr-defined]
-    os.unlink(packs[-1])  # and now gone altogether
-    code, document = _verify(path, "--read-data-parts", "1")
-    assert code == 1
     damaged = [f["message"] for f in document["findings"] if f["code"] == "repository_damaged"]  # type: ignore[attr-defined]
-    assert any(os.path.basename(packs[-1])[:8] in message for message in damaged), damaged
+    assert damaged, document["findings"]
+    # A pack deleted from the bucket is caught too, but restic 0.18 retries reading a pack missing from this S3
+    # server for minutes before it says so; the deleted pack is tested on a local repository above.
 
 
 def test_a_manifest_rewritten_in_the_repository_is_caught(workspace: Workspace) -> None:
