@@ -19,6 +19,7 @@ import psycopg
 
 from agents import process
 from agents.state import StateDir
+from targets.mysql import commands as my_commands
 from targets.mysql import snapshot as my_snapshot
 from targets.mysql.config import MysqlTargetConfig
 from targets.postgres import commands as pg_commands
@@ -177,12 +178,8 @@ class PostgresSource:
             yield None
             return
         t = self.target
-
-        def escape(value: str) -> str:
-            return value.replace("\\", "\\\\").replace(":", "\\:")
-
-        line = ":".join([escape(t.host), str(t.port), "*", escape(t.user or "*"), escape(self.password)])
-        with private_file(state, "pgpass-", line + "\n") as path:
+        line = pg_commands.make_pgpass_line(t.host, t.port, t.user, self.password)
+        with private_file(state, "pgpass-", line) as path:
             yield path
 
 
@@ -251,14 +248,8 @@ class MysqlSource:
     @contextlib.contextmanager
     def secrets_file(self, state: StateDir) -> Iterator[str | None]:
         t = self.target
-
-        def quoted(value: str) -> str:
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-        lines = ["[client]", f"host={t.host}", f"port={t.port}", f"user={quoted(t.user)}"]
-        if self.password is not None:
-            lines.append(f"password={quoted(self.password)}")
-        with private_file(state, "my-", "\n".join(lines) + "\n") as path:
+        defaults = my_commands.make_client_defaults(t.host, t.port, t.user, self.password)
+        with private_file(state, "my-", defaults) as path:
             yield path
 
 

@@ -152,14 +152,8 @@ def scratch_server_database(settings: MysqlScratch, state: StateDir, original: s
     name = f"drill_verify_{secrets.token_hex(6)}"
     port = server.port or 3306
     user = server.user or "root"
-
-    def quoted(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = ["[client]", f"host={server.host}", f"port={port}", f"user={quoted(user)}"]
-    if password is not None:
-        lines.append(f"password={quoted(password)}")
-    with private_file(state, "my-", "\n".join(lines) + "\n") as defaults:
+    defaults_text = commands.make_client_defaults(server.host, port, user, password)
+    with private_file(state, "my-", defaults_text) as defaults:
         target = MysqlRestoreTarget({"host": server.host, "port": port, "user": user, "password": password or ""},
                                     name, original, f"scratch server {server.host}", settings.client,
                                     defaults_file=defaults)

@@ -129,9 +129,8 @@ def scratch_server_database(settings: PostgresScratch, state: StateDir) -> Itera
     name = f"drill_verify_{secrets.token_hex(6)}"
     port = server.port or 5432
     user = server.user or "postgres"
-    line = ":".join(v.replace("\\", "\\\\").replace(":", "\\:") for v in (server.host, str(port), "*", user,
-                                                                             password or ""))
-    with private_file(state, "pgpass-", line + "\n") as passfile:
+    line = commands.make_pgpass_line(server.host, port, user, password or "")
+    with private_file(state, "pgpass-", line) as passfile:
         target = PostgresRestoreTarget(server.host, port, user, password, name, f"scratch server {server.host}",
                                        settings.tool("pg_restore"), passfile if password else None)
         try:

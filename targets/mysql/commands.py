@@ -34,3 +34,15 @@ def make_load_command(
         argv += [f"--socket={socket}", f"--user={user}"]
     argv += ["--default-character-set=utf8mb4", "--batch", database]
     return tuple(argv)
+
+
+def make_client_defaults(host: str, port: int, user: str, password: str | None) -> str:
+    """A ``[client]`` option file (for ``--defaults-extra-file``): the password never goes on argv."""
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["[client]", f"host={host}", f"port={port}", f"user={quoted(user)}"]
+    if password is not None:
+        lines.append(f"password={quoted(password)}")
+    return "\n".join(lines) + "\n"

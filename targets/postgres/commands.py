@@ -72,3 +72,12 @@ def make_pg_restore_command(
         argv += ["--username", user]
     argv += ["--dbname", database]
     return tuple(argv)
+
+
+def make_pgpass_line(host: str, port: int, user: str | None, password: str) -> str:
+    """One ``.pgpass`` line for any database on ``host:port`` (``\\`` and ``:`` escaped)."""
+
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    return ":".join([escape(host), str(port), "*", escape(user or "*"), escape(password)]) + "\n"

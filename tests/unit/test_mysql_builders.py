@@ -46,3 +46,11 @@ targets: {{crm: {{kind: mysql, user: backup, password_file: /etc/my.pw, database
 policies: {{p: {{targets: [crm], repository: local}}}}
 """)
     assert config.targets["crm"].databases == ("crm",)  # type: ignore[union-attr]
+
+
+def test_client_defaults_quote_the_password() -> None:
+    from targets.mysql.commands import make_client_defaults
+
+    text = make_client_defaults("127.0.0.1", 3306, "backup", 'p"w\\x')
+    assert text == '[client]\nhost=127.0.0.1\nport=3306\nuser="backup"\npassword="p\\"w\\\\x"\n'
+    assert "password" not in make_client_defaults("h", 1, "u", None)

@@ -50,3 +50,9 @@ policies: {{p: {{targets: [appdb, every], repository: local}}}}
     config = validate_config("a.yaml", text)
     assert config.targets["appdb"].databases == ("app", "billing")  # type: ignore[union-attr]
     assert config.targets["every"].databases is None  # type: ignore[union-attr]
+
+
+def test_pgpass_line_escapes_colons_and_backslashes() -> None:
+    from targets.postgres.commands import make_pgpass_line
+
+    assert make_pgpass_line("/run/pg", 5432, None, "a:b\\c") == "/run/pg:5432:*:*:a\\:b\\\\c\n"
