@@ -180,13 +180,18 @@ def main() -> int:
             print(f"checksum {key:24} {value / 1e6:6.2f} M rows/s")
     shutil.rmtree(work, ignore_errors=True)
     if not args.keep:
-        with psycopg.connect(**PG, dbname="postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        connection = pymysql.connect(**MY, autocommit=True)
-        with connection.cursor() as c:
-            c.execute(f"DROP DATABASE IF EXISTS {DB}")
-        connection.close()
+        drop_bench_databases()
     return 0
+
+
+def drop_bench_databases() -> None:
+    """Remove the bench database from the machine's PostgreSQL and MariaDB."""
+    with psycopg.connect(**PG, dbname="postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    connection = pymysql.connect(**MY, autocommit=True)
+    with connection.cursor() as c:
+        c.execute(f"DROP DATABASE IF EXISTS {DB}")
+    connection.close()
 
 
 if __name__ == "__main__":

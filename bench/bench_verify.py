@@ -33,13 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-import pymysql
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_backup import make_data
-from bench_databases import DB, MY, PG, setup_mariadb, setup_postgres
+from bench_databases import DB, drop_bench_databases, setup_mariadb, setup_postgres
 
 
 def timed(argv: list[str] | str, env: dict[str, str]) -> tuple[float, str]:
@@ -76,12 +74,7 @@ def in_workdir(run: Callable[[str, str], int]) -> int:
         return run(agent, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        with psycopg.connect(**PG, dbname="postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        connection = pymysql.connect(**MY, autocommit=True)
-        with connection.cursor() as c:
-            c.execute(f"DROP DATABASE IF EXISTS {DB}")
-        connection.close()
+        drop_bench_databases()
 
 
 def main() -> int:

@@ -29,6 +29,15 @@ def _verify(path: str, *extra: str) -> tuple[int, dict[str, object]]:
     return result.returncode, document
 
 
+def _flip_a_byte(path: str) -> None:
+    """Invert one byte in the middle of ``path``."""
+    with open(path, "r+b") as handle:
+        handle.seek(os.path.getsize(path) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
 def _backed_up(workspace: Workspace) -> str:
     write_files(workspace.data, {f"d{i % 3}/f{i}.bin": os.urandom(5000 + i) for i in range(40)})
     path = workspace.write_config({"local": workspace.local_repository("local")})
@@ -59,11 +68,7 @@ def test_the_read_data_cursor_rotates(workspace: Workspace) -> None:
 def test_a_flipped_byte_in_a_pack_is_caught(workspace: Workspace) -> None:
     path = _backed_up(workspace)
     packs = sorted(glob.glob(os.path.join(workspace.root, "repo-local", "data", "*", "*")), key=os.path.getsize)
-    with open(packs[-1], "r+b") as handle:  # the largest pack holds file data
-        handle.seek(os.path.getsize(packs[-1]) // 2)
-        byte = handle.read(1)
-        handle.seek(-1, os.SEEK_CUR)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    _flip_a_byte(packs[-1])  # the largest pack holds file data
     code, document = _verify(path, "--read-data-parts", "1")
     assert code == 1
     assert document["verdict"] == "failed"
@@ -184,11 +189,7 @@ def test_damage_in_the_s3_bucket_is_caught(workspace: Workspace, s3: S3Server) -
     [record] = run_policy_backup(config, "nightly", Level.FULL)
     assert record.outcome == "success"
     packs = sorted(glob.glob(os.path.join(s3.data_dir, "backups", "app01", "data", "*", "*")), key=os.path.getsize)
-    with open(packs[-1], "r+b") as handle:  # one byte flipped in the bucket's largest data pack
-        handle.seek(os.path.getsize(packs[-1]) // 2)
-        byte = handle.read(1)
-        handle.seek(-1, os.SEEK_CUR)
-        handle.write(bytes([byte[0] ^ 0x01]))
+    _flip_a_byte(packs[-1])  # one byte flipped in the bucket's largest data pack
     code, document = _verify(path, "--read-data-parts", "1")
     assert code == 1 and document["verdict"] == "failed"
     damaged = [f["message"] for f in document["findings"] if f["code"] == "repository_damaged"]  # type: ignore[attr-defined]
