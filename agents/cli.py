@@ -9,23 +9,33 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from agents import process, signing
+from agents import process
 from agents.config.example import render_example
-from agents.config.model import AgentConfig, ConfigError, load_config
+from agents.config.model import AgentConfig, load_config
+from agents.contract.configfile import ConfigError
+from agents.contract.documents import format_time, to_json_document
+from agents.contract.errors import DrillError
+from agents.contract.jobs import LATEST, BackupJob, CheckJob, VerifyJob
+from agents.contract.records import (
+    BackupRecord,
+    CheckRecord,
+    FilesManifestInfo,
+    RefusedRecord,
+    SignedRecord,
+    VerifyRecord,
+)
+from agents.execute import execute
 from agents.jobs import catalog
-from agents.jobs.backup import run_policy_backup
-from agents.records import ResultRecord, iso
-from agents.repositories import open_repository
-from agents.restic.features import UnsupportedResticVersion
+from agents.repositories import open_keys, open_repository
 from agents.restic.messages import BackupStatus
 from agents.restic.runner import ResticError
 from agents.state import PolicyBusy
 from policies.levels import Level
+from targets.registry import KINDS
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -61,39 +71,54 @@ class TerminalProgress:
             sys.stderr.write("\r" + " " * 78 + "\r")
 
 
-def _records_exit(records: Sequence[ResultRecord]) -> int:
+def _records_exit(records: Sequence[SignedRecord]) -> int:
     if process.CANCELLATION.is_cancelled:
         return EXIT_INTERRUPTED
-    return EXIT_OK if records and all(r.outcome == "success" for r in records) else EXIT_JOB_FAILED
+    if any(isinstance(r.record, RefusedRecord) for r in records):
+        return EXIT_USAGE
+    return EXIT_OK if records and all(r.record.outcome == "success" for r in records  # type: ignore[union-attr]
+                                      ) else EXIT_JOB_FAILED
 
 
-def _print_record(record: ResultRecord) -> None:
-    doc = record.to_document()
-    level = doc.get("level", {})
-    snapshot = doc.get("snapshot") or {}
-    manifest = doc.get("manifest") or {}
-    print(
-        f"{doc['outcome'].upper():8} {doc['policy']}/{doc['target']['name']}  "
-        f"level {level.get('effective', level.get('requested'))}  "
-        f"snapshot {str(snapshot.get('id', '-'))[:12]}  files {manifest.get('files', '-')}  "
-        f"hashed {manifest.get('hashed_files', '-')} reused {manifest.get('reused_hashes', '-')}  "
-        f"{doc['timings']['duration_seconds']:.1f}s"
-    )
-    for finding in doc["findings"]:
-        print(f"  {finding['severity']:7} {finding['code']}: {finding['message']}")
-    if record.path:
-        print(f"  record: {record.path}")
+def _print_json(records: Sequence[SignedRecord]) -> None:
+    json.dump([to_json_document(r.record) for r in records], sys.stdout, indent=2, ensure_ascii=False)
+    print()
+
+
+def _print_findings(record: BackupRecord | VerifyRecord | CheckRecord | RefusedRecord) -> None:
+    for finding in record.findings:
+        subject = f"{finding.subject} " if finding.subject and record.kind != "backup" else ""
+        print(f"  {finding.severity:7} {finding.code}: {subject}{finding.message}")
+
+
+def _print_record(signed: SignedRecord) -> None:
+    record = signed.record
+    if isinstance(record, RefusedRecord):  # the operator's input: said on stderr, exit 2
+        for finding in record.findings:
+            print(f"drill-agent: {record.refused.kind} refused: {finding.message} ({finding.code})", file=sys.stderr)
+        return
+    assert isinstance(record, BackupRecord)
+    level = record.level.effective or record.level.requested
+    snapshot = record.snapshot.id[:12] if record.snapshot else "-"
+    what = record.target.name + (f"/{record.target.database}" if record.target.database else "")
+    manifest = record.manifest
+    counts = "files - hashed - reused -"
+    if isinstance(manifest, FilesManifestInfo):
+        counts = f"files {manifest.files}  hashed {manifest.hashed_files} reused {manifest.reused_hashes}"
+    elif manifest is not None:
+        counts = f"tables {manifest.tables}  rows {manifest.rows}"
+    print(f"{record.outcome.upper():8} {record.policy}/{what}  level {level.value}  snapshot {snapshot}  {counts}  "
+          f"{record.timings.duration_seconds:.1f}s")
+    _print_findings(record)
+    if signed.path:
+        print(f"  record: {signed.path}")
 
 
 def cmd_backup(args: argparse.Namespace, config: AgentConfig) -> int:
-    if args.policy not in config.policies:
-        print(f"unknown policy {args.policy!r}; defined: {', '.join(sorted(config.policies))}", file=sys.stderr)
-        return EXIT_USAGE
+    job = BackupJob(policy=args.policy, target=args.target, level=Level(args.level) if args.level else None)
     progress = TerminalProgress() if not (args.json or args.quiet) else None
     try:
-        records = run_policy_backup(
-            config, args.policy, Level(args.level) if args.level else None, progress=progress
-        )
+        records = execute(config, job, progress=progress)
     except PolicyBusy as busy:
         print(str(busy), file=sys.stderr)
         return EXIT_JOB_FAILED
@@ -101,8 +126,7 @@ def cmd_backup(args: argparse.Namespace, config: AgentConfig) -> int:
         if progress is not None:
             progress.done()
     if args.json:
-        json.dump([r.to_document() for r in records], sys.stdout, indent=2, ensure_ascii=False)
-        print()
+        _print_json(records)
     elif not args.quiet:
         for record in records:
             _print_record(record)
@@ -117,7 +141,7 @@ def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
             "repository": name,
             "site": config.sites[name],
             "snapshot_id": backup.snapshot_id,
-            "time": iso(backup.time),
+            "time": format_time(backup.time),
             "host": backup.host,
             "policy": backup.policy,
             "target": backup.target,
@@ -165,11 +189,11 @@ def cmd_snapshots(args: argparse.Namespace, config: AgentConfig) -> int:
 
 
 def cmd_init(args: argparse.Namespace, config: AgentConfig) -> int:
-    key, created_key = signing.ensure_key(os.path.join(config.state_dir, "keys"), config.evidence_digest)
+    keys = open_keys(config)
+    key, created_key = keys.ensure()
     results: list[dict[str, object]] = []
     if not args.json:
-        print(f"signing key: {key.keyid} ({'created' if created_key else 'kept'}; public key in "
-              f"{signing.key_paths(os.path.join(config.state_dir, 'keys'))[1]})")
+        print(f"signing key: {key.keyid} ({'created' if created_key else 'kept'}; public key in {keys.public_path})")
     failed = False
     for name, repository in config.repositories.items():
         try:
@@ -195,50 +219,64 @@ def cmd_run(args: argparse.Namespace, config: AgentConfig) -> int:
         records = run_due_policies(config, progress=None)
         for record in records:
             _print_record(record)
-        return EXIT_OK if all(r.outcome == "success" for r in records) else EXIT_JOB_FAILED
+        return _records_exit(records) if records else EXIT_OK
     run_forever(config, tick_seconds=args.tick)
     return EXIT_INTERRUPTED if process.CANCELLATION.is_cancelled else EXIT_OK
 
 
-def cmd_verify(args: argparse.Namespace, config: AgentConfig) -> int:
-    from agents.jobs.verify import VerifyRequest, run_verify  # noqa: PLC0415 -- only this command needs it
-
-    if args.repository not in config.repositories:
-        print(f"unknown repository {args.repository!r}; defined: {', '.join(config.repositories)}", file=sys.stderr)
+def _verification_exit(records: Sequence[SignedRecord]) -> int:
+    if any(isinstance(r.record, RefusedRecord) for r in records):
         return EXIT_USAGE
-    request = VerifyRequest(
-        repository=args.repository,
-        target=args.target,
-        snapshot_id=None if args.latest else args.snapshot,
-        host=args.host or config.host,
-        scratch=args.scratch,
-        check_parts=args.read_data_parts,
-        database=args.database,
-    )
-    documents = [record.to_document() for record in run_verify(config, request)]
-    if args.json:
-        json.dump(documents, sys.stdout, indent=2, ensure_ascii=False)
-        print()
-    else:
-        for document in documents:
-            _print_verification(document)
-    verdicts = {document["verdict"] for document in documents}
+    verdicts = {r.record.verdict for r in records if isinstance(r.record, VerifyRecord | CheckRecord)}
     # Evidence of damage outranks a verification that could not run.
     if "failed" in verdicts:
         return EXIT_JOB_FAILED
     return EXIT_USAGE if "error" in verdicts else EXIT_OK
 
 
-def _print_verification(document: dict[str, Any]) -> None:
-    compared = document["compared"]
-    snapshot = document["snapshot"] or {}
-    what = document["target"] + (f"/{snapshot['database']}" if snapshot.get("database") else "")
-    counts = f"{compared['files']} files, {compared['bytes']} bytes"
-    if "tables" in compared:
-        counts = f"{compared['tables']} tables, {compared['rows']} rows, {compared['bytes']} dump bytes"
-    print(f"{document['verdict'].upper()}  {what} snapshot {str(snapshot.get('id', '-'))[:12]}  {counts} compared")
-    for finding in document["findings"]:
-        print(f"  {finding['severity']:7} {finding['code']}: {finding.get('subject') or ''} {finding['message']}")
+def cmd_verify(args: argparse.Namespace, config: AgentConfig) -> int:
+    job = VerifyJob(repository=args.repository, target=args.target, target_kind=args.kind,
+                    snapshot=LATEST if args.latest else args.snapshot, database=args.database,
+                    backup_host=args.host, scratch={"directory": args.scratch} if args.scratch else None,
+                    read_data_parts=args.read_data_parts)
+    records = execute(config, job)
+    if args.json:
+        _print_json(records)
+    else:
+        for signed in records:
+            _print_verification(signed)
+    return _verification_exit(records)
+
+
+def cmd_check(args: argparse.Namespace, config: AgentConfig) -> int:
+    records = execute(config, CheckJob(repository=args.repository, read_data_parts=args.read_data_parts))
+    if args.json:
+        _print_json(records)
+    else:
+        for signed in records:
+            record = signed.record
+            if isinstance(record, CheckRecord):
+                print(f"{record.verdict.upper()}  {record.repository.name}: restic check, data part "
+                      f"{record.check.read_data_subset}")
+                _print_findings(record)
+            else:
+                _print_record(signed)
+    return _verification_exit(records)
+
+
+def _print_verification(signed: SignedRecord) -> None:
+    record = signed.record
+    if not isinstance(record, VerifyRecord):
+        _print_record(signed)
+        return
+    snapshot = record.snapshot
+    what = record.target + (f"/{snapshot.database}" if snapshot and snapshot.database else "")
+    compared = record.compared
+    counts = f"{compared.files} files, {compared.bytes} bytes"
+    if compared.tables is not None:
+        counts = f"{compared.tables} tables, {compared.rows} rows, {compared.bytes} dump bytes"
+    print(f"{record.verdict.upper()}  {what} snapshot {snapshot.id[:12] if snapshot else '-'}  {counts} compared")
+    _print_findings(record)
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
@@ -261,6 +299,17 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def parts(text: str) -> int:
+    """An argument that is a whole number of parts, 1 to 100000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 100000")
+    return value
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drill-agent",
@@ -277,6 +326,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backup", help="back up a policy's targets now")
     with_config(p)
     p.add_argument("--policy", "-p", required=True, help="policy name from the config")
+    p.add_argument("--target", "-t", help="only this target of the policy (default: all of them)")
     p.add_argument("--level", choices=[lv.value for lv in Level],
                    help="force a level (default: what the policy's schedule gives for today); an incremental or "
                    "differential without a usable full is upgraded to full")
@@ -306,6 +356,8 @@ def make_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--repository", "-r", required=True, help="repository to restore from")
     p.add_argument("--target", "-t", required=True, help="target name, as in the backup's tags")
+    p.add_argument("--kind", choices=sorted(KINDS),
+                   help="the target's kind, when this agent does not have the target (a scratch host)")
     p.add_argument("--database", "-d", help="a database target: only this database (default: each of them)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--snapshot", help="snapshot id (or a prefix of it)")
@@ -314,8 +366,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="host whose backup to verify (default: this config's host)")
     p.add_argument("--scratch",
                    help="parent directory of the scratch restore (default: scratch.directory, else state_dir/scratch)")
-    p.add_argument("--read-data-parts", type=int, default=30, metavar="N",
+    p.add_argument("--read-data-parts", type=parts, default=30, metavar="N",
                    help="restic check reads 1/N of the packs, the next part each time (default 30; 1 = all)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("check", help="restic check of a repository, reading the next part of its data",
+                       epilog="Exit codes: 0 no damage, 1 damage found, 2 could not check.")
+    with_config(p)
+    p.add_argument("--repository", "-r", required=True, help="repository to check")
+    p.add_argument("--read-data-parts", type=parts, default=30, metavar="N",
+                   help="read 1/N of the packs, the next part each time (default 30; 1 = all)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("config", help="validate a config or print an annotated example")
@@ -332,26 +392,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        return _dispatch(args)
+    except ConfigError as error:
+        where = getattr(args, "config", None) or getattr(args, "file", "")
+        print(f"{where}: invalid configuration:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except DrillError as error:
+        print(f"drill-agent: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:  # the state directory or a file the config names cannot be used
+        print(f"drill-agent: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "config":
         if args.config_command == "example":
             sys.stdout.write(render_example())
             return EXIT_OK
         return cmd_config_validate(args)
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        print(f"{args.config}: invalid configuration:", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_USAGE
+    config = load_config(args.config)
     process.install_signal_handlers()
     handlers = {"backup": cmd_backup, "snapshots": cmd_snapshots, "init": cmd_init, "run": cmd_run,
-                "verify": cmd_verify}
-    try:
-        return handlers[args.command](args, config)
-    except UnsupportedResticVersion as error:
-        print(f"restic: {error}", file=sys.stderr)
-        return EXIT_USAGE
+                "verify": cmd_verify, "check": cmd_check}
+    return handlers[args.command](args, config)
 
 
 if __name__ == "__main__":  # pragma: no cover

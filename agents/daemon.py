@@ -22,8 +22,10 @@ import schedule
 
 from agents import process
 from agents.config.model import AgentConfig
-from agents.jobs.backup import ProgressCallback, run_policy_backup
-from agents.records import ResultRecord
+from agents.contract.jobs import BackupJob
+from agents.contract.records import BackupRecord, SignedRecord
+from agents.execute import execute
+from agents.jobs.backup import ProgressCallback
 from agents.state import PolicyBusy, StateDir
 from policies.due import find_due_run, next_slot
 
@@ -38,14 +40,14 @@ def local_now() -> datetime:
 
 def run_due_policies(
     config: AgentConfig, *, clock: Clock = local_now, progress: ProgressCallback | None = None
-) -> list[ResultRecord]:
+) -> list[SignedRecord]:
     """Run every policy that is due now, once each; return their records.
 
     The slot is recorded as handled only after its run finished (whatever its
     outcome); an interrupted run stays due.
     """
     state = StateDir(config.state_dir)
-    records: list[ResultRecord] = []
+    records: list[SignedRecord] = []
     for name, policy in config.policies.items():
         if not policy.calendars or process.CANCELLATION.is_cancelled:
             continue
@@ -63,16 +65,17 @@ def run_due_policies(
         if due.missed_slots > 1 or (now - due.slot).total_seconds() > 3600:
             log.warning("policy %s: catching up a run missed at %s (%s)", name, due.slot, due.level.value)
         try:
-            ran = run_policy_backup(config, name, due.level, progress=progress, now=now)
+            ran = execute(config, BackupJob(policy=name, level=due.level, requested_by="schedule"),
+                          progress=progress)
         except PolicyBusy as busy:
             log.warning("%s; will try again at the next tick", busy)
             continue
         records += ran
         if process.CANCELLATION.is_cancelled:
             break
-        worst = "failed" if any(r.outcome == "failed" for r in ran) else (
-            "partial" if any(r.outcome == "partial" for r in ran) else "success"
-        )
+        outcomes = {r.record.outcome for r in ran if isinstance(r.record, BackupRecord)}
+        worst = "failed" if "failed" in outcomes or not outcomes else ("partial" if "partial" in outcomes
+                                                                        else "success")
         state.set_last_handled_slot(name, due.slot, worst)
     return records
 

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO
 
+from agents.contract.errors import DrillError
+
 log = logging.getLogger(__name__)
 
 LineCallback = Callable[[str], None]
@@ -89,11 +91,13 @@ def install_signal_handlers(cancellation: Cancellation = CANCELLATION) -> None:
     signal.signal(signal.SIGTERM, handle)
 
 
-class ProcessStopped(Exception):
+class ProcessStopped(DrillError):
     """The child was stopped by us: timeout, stall or cancellation.
 
     ``why`` is one of ``"timeout"``, ``"stalled"``, ``"cancelled"``.
     """
+
+    code = "process_stopped"
 
     def __init__(self, argv: tuple[str, ...], why: str, detail: str, stderr_tail: tuple[str, ...]) -> None:
         super().__init__(f"{argv[0]} {why}: {detail}")

@@ -1,76 +1,92 @@
-"""Result records: the contract between agents and the coordinator.
+"""Building a job's record while it runs, and always writing it.
 
-Every job ends in exactly one record (schema ``drill.result/v1``), written
-atomically to the outbox in ``state_dir``. A failed or partial job says so in
-``outcome``; only a job with nothing wrong is ``success``. A record is written
-even when the job raises: :func:`job_record` is a context manager that turns an
-escaping exception into a failed record and re-raises nothing but that
-exception.
+A job fills a :class:`RecordDraft`: typed details (a draft of its kind's fields,
+checked at every assignment), findings, phase timings. :func:`job_record` is a
+context manager that writes the record -- signed, to the outbox -- when the job
+ends, and also when it raises: the record then says ``failed`` with an
+``internal_error`` (or ``interrupted``) finding, and the original exception
+propagates. If writing the record itself fails, the job's own error still wins.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Generic, TypeVar
 
-from agents import signing
-
-RECORD_SCHEMA = "drill.result/v1"
-
-OUTCOMES = ("success", "partial", "failed")
-SEVERITIES = ("info", "warning", "error")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One typed observation of a job; ``error`` findings make a job fail or partial."""
-
-    code: str
-    severity: str
-    message: str
-    subject: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"unknown severity {self.severity!r}")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from agents.config.model import AgentConfig
+from agents.contract.documents import Draft, utc_now, validate
+from agents.contract.records import (
+    RECORD_TYPES,
+    AgentRecordKind,
+    BackupFields,
+    BackupRecord,
+    BackupTarget,
+    CheckFields,
+    CheckRecord,
+    Finding,
+    LevelInfo,
+    Outcome,
+    RefusedFields,
+    RefusedRecord,
+    RepositoryRef,
+    Severity,
+    SignedRecord,
+    VerifyFields,
+    VerifyRecord,
+)
+from agents.outbox import Outbox
+from policies.config import PolicyConfig
+from policies.levels import Level
 
 
-@dataclass
-class ResultRecord:
-    """A job's result, filled in while the job runs."""
+class BackupDraft(Draft, BackupFields):
+    """The fields of a backup record, filled in while the backup runs."""
 
-    job_kind: str
-    host: str
-    job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    record_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    agent: str = field(default_factory=socket.gethostname)
-    outcome: str = "failed"
-    details: dict[str, Any] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    started: datetime = field(default_factory=utc_now)
-    finished: datetime | None = None
-    phases: dict[str, float] = field(default_factory=dict)
-    path: str | None = None  # where the outbox put it
 
-    def add(self, code: str, severity: str, message: str, subject: str | None = None) -> Finding:
-        finding = Finding(code, severity, message, subject)
+class VerifyDraft(Draft, VerifyFields):
+    """The fields of a verify record, filled in while the verification runs."""
+
+
+class CheckDraft(Draft, CheckFields):
+    """The fields of a check record."""
+
+
+class RefusedDraft(Draft, RefusedFields):
+    """The fields of a refusal."""
+
+
+D = TypeVar("D", bound=Draft)
+
+_KINDS: dict[type[Draft], str] = {BackupDraft: "backup", VerifyDraft: "verify", CheckDraft: "check",
+                                  RefusedDraft: "refused"}
+
+
+class RecordDraft(Generic[D]):
+    """A job's record while the job runs: ``details`` of its kind, findings, timings, outcome (``failed`` until set)."""
+
+    def __init__(self, host: str, details: D, *, request: str | None = None, drill_id: str | None = None) -> None:
+        self.kind = _KINDS[type(details)]
+        self.host = host
+        self.details = details
+        self.request = request
+        self.drill_id = drill_id
+        self.job_id = str(uuid.uuid4())
+        self.record_id = str(uuid.uuid4())
+        self.agent = socket.gethostname()
+        self.outcome: Outcome = "failed"
+        self.findings: list[Finding] = []
+        self.started: datetime = utc_now()
+        self.finished: datetime | None = None
+        self.phases: dict[str, float] = {}
+        self.signed: SignedRecord | None = None  # once written
+
+    def add(self, code: str, severity: Severity, message: str, subject: str | None = None) -> Finding:
+        finding = Finding(code=code, severity=severity, message=message, subject=subject)
         self.findings.append(finding)
         return finding
 
@@ -87,125 +103,44 @@ class ResultRecord:
         finally:
             self.phases[name] = round(self.phases.get(name, 0.0) + time.monotonic() - started, 3)
 
-    def to_document(self) -> dict[str, Any]:
+    def written(self) -> SignedRecord:
+        """The signed record :func:`job_record` wrote. Raises ``OSError`` when it could not be written."""
+        if self.signed is None:
+            raise OSError(f"the record of {self.kind} job {self.job_id} could not be written to the outbox")
+        return self.signed
+
+    def finish(self) -> AgentRecordKind:
+        """The typed record as it stands. Raises :class:`DocumentError` if the draft does not make a valid one."""
         finished = self.finished or utc_now()
-        return {
-            "schema": RECORD_SCHEMA,
+        document: dict[str, Any] = {
             "record_id": self.record_id,
-            "job": {"id": self.job_id, "kind": self.job_kind},
+            "job": {"id": self.job_id, "kind": self.kind, "request": self.request},
             "host": self.host,
             "agent": self.agent,
-            **self.details,
-            "timings": {
-                "started": iso(self.started),
-                "finished": iso(finished),
-                "duration_seconds": round((finished - self.started).total_seconds(), 3),
-                "phases": dict(self.phases),
-            },
+            "drill_id": self.drill_id,
+            **self.details.model_dump(by_alias=True),
+            "timings": {"started": self.started, "finished": finished,
+                        "duration_seconds": round((finished - self.started).total_seconds(), 3),
+                        "phases": dict(self.phases)},
             "outcome": self.outcome,
-            "findings": [{k: v for k, v in asdict(f).items() if v is not None} for f in self.findings],
+            "findings": self.findings,
         }
+        record = validate(RECORD_TYPES[self.kind], document, f"{self.kind} record")
+        assert isinstance(record, BackupRecord | VerifyRecord | CheckRecord | RefusedRecord)
+        return record
 
 
-class AgentConfigLike(Protocol):
-    @property
-    def state_dir(self) -> str: ...
-
-    @property
-    def evidence_digest(self) -> str: ...
-
-
-class Outbox:
-    """The directory of signed records waiting for the coordinator, one DSSE envelope per file.
-
-    Records are signed with the agent's key (``state_dir/keys/``, created on first
-    use if ``drill-agent init`` has not made it). Records the coordinator has taken
-    move to ``outbox/sent/``; both places are searched for a job's record.
-    """
-
-    @classmethod
-    def of(cls, config: AgentConfigLike) -> Outbox:
-        """The outbox of an agent config, signing with its configured digest."""
-        return cls(config.state_dir, config.evidence_digest)
-
-    def __init__(self, state_dir: str, digest: str = signing.DEFAULT_DIGEST) -> None:
-        self.path = os.path.join(state_dir, "outbox")
-        self.sent_path = os.path.join(self.path, "sent")
-        self.keys_dir = os.path.join(state_dir, "keys")
-        self.digest = digest
-
-    @property
-    def key(self) -> signing.SigningKey:
-        return signing.ensure_key(self.keys_dir, self.digest)[0]
-
-    def write(self, record: ResultRecord) -> str:
-        """Sign ``record`` and write it atomically (temp file, fsync, rename); return its path."""
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
-        document = record.to_document()
-        envelope = self.key.sign_document(document)
-        stamp = document["timings"]["finished"].replace(":", "").replace("-", "")
-        final = os.path.join(self.path, f"{stamp}-{record.job_kind}-{record.job_id}.json")
-        fd, temporary = tempfile.mkstemp(dir=self.path, prefix=".incoming-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(envelope, handle, indent=2, sort_keys=True)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-        return final
-
-    def list(self, *, sent: bool = False) -> list[str]:
-        """Paths of the records waiting (or, with ``sent``, already taken), oldest first."""
-        folder = self.sent_path if sent else self.path
-        if not os.path.isdir(folder):
-            return []
-        return sorted(
-            os.path.join(folder, name)
-            for name in os.listdir(folder)
-            if name.endswith(".json") and not name.startswith(".")
-        )
-
-    @staticmethod
-    def read_envelope(path: str) -> Any:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-
-    @staticmethod
-    def read(path: str) -> dict[str, Any]:
-        """The record in the envelope at ``path``, not checking the signature (for display)."""
-        document = signing.envelope_payload(Outbox.read_envelope(path))
-        if not isinstance(document, dict):
-            raise signing.SignatureError(f"{path} does not hold a record")
-        return document
-
-    def read_verified(self, path: str) -> dict[str, Any]:
-        """The record at ``path``, checked against this agent's own key. Raises :class:`signing.SignatureError`."""
-        key = self.key
-        opened = signing.open_envelope(self.read_envelope(path), {key.keyid: key.public})
-        document = opened.document()
-        if not isinstance(document, dict):
-            raise signing.SignatureError(f"{path} does not hold a record")
-        return document
-
-    def find_job(self, job_id: str) -> str | None:
-        """The record file of job ``job_id``, waiting or sent."""
-        for path in (*self.list(), *self.list(sent=True)):
-            if os.path.basename(path).endswith(f"-{job_id}.json"):
-                return path
-        return None
-
-    def mark_sent(self, path: str) -> None:
-        """Move a record the coordinator has taken out of the waiting list."""
-        os.makedirs(self.sent_path, mode=0o700, exist_ok=True)
-        os.replace(path, os.path.join(self.sent_path, os.path.basename(path)))
+def new_backup_draft(config: AgentConfig, policy: PolicyConfig, target: BackupTarget, level: Level,
+                     request: str | None) -> RecordDraft[BackupDraft]:
+    """The draft of a backup record of ``target`` under ``policy``, at the requested ``level``."""
+    repository = config.repositories[policy.repository]
+    details = BackupDraft(policy=policy.name, target=target,
+                          repository=RepositoryRef(name=repository.name, site=config.sites[repository.name]),
+                          level=LevelInfo(requested=level))
+    return RecordDraft(config.host, details, request=request)
 
 
-def decide_outcome(record: ResultRecord, *, complete: bool) -> str:
+def decide_outcome(draft: RecordDraft[Any], *, complete: bool) -> Outcome:
     """``success`` only when the job completed and has no error finding.
 
     A job that completed its main work but has error findings (unreadable files,
@@ -213,27 +148,27 @@ def decide_outcome(record: ResultRecord, *, complete: bool) -> str:
     """
     if not complete:
         return "failed"
-    return "partial" if record.has_errors else "success"
+    return "partial" if draft.has_errors else "success"
 
 
 @contextlib.contextmanager
-def job_record(outbox: Outbox, record: ResultRecord) -> Iterator[ResultRecord]:
-    """Run a job's body and always write its record.
+def job_record(outbox: Outbox, draft: RecordDraft[D]) -> Iterator[RecordDraft[D]]:
+    """Run a job's body and always write its record (``draft.signed`` afterwards).
 
-    The body sets ``record.outcome``; if it raises, the record is written as
+    The body sets ``draft.outcome``; if it raises, the record is written as
     failed with an ``internal_error`` (or ``interrupted``) finding and the
     original exception propagates. If writing the record itself fails, the
     job's own error still wins.
     """
     try:
-        yield record
+        yield draft
     except BaseException as error:
-        record.outcome = "failed"
+        draft.outcome = "failed"
         code = "interrupted" if isinstance(error, KeyboardInterrupt) else "internal_error"
-        record.add(code, "error", f"{type(error).__name__}: {error}")
-        record.finished = utc_now()
+        draft.add(code, "error", f"{type(error).__name__}: {error}")
+        draft.finished = utc_now()
         with contextlib.suppress(Exception):
-            record.path = outbox.write(record)
+            draft.signed = outbox.write(draft.finish())
         raise
-    record.finished = utc_now()
-    record.path = outbox.write(record)
+    draft.finished = utc_now()
+    draft.signed = outbox.write(draft.finish())

@@ -1,8 +1,11 @@
-"""Opening a configured repository: restic bound to the agent's binary, cache and state."""
+"""Opening what an agent config names: a repository (restic bound to the agent's binary, cache and state),
+its outbox and its record store."""
 
 from __future__ import annotations
 
 from agents.config.model import AgentConfig
+from agents.keys import KeyStore
+from agents.outbox import Outbox, RecordStore
 from agents.restic.runner import Restic
 from agents.state import StateDir
 
@@ -15,3 +18,16 @@ def open_repository(config: AgentConfig, name: str) -> Restic:
     """
     state = StateDir(config.state_dir)
     return Restic(config.restic_binary, config.repositories[name], state.restic_cache, state.lock_markers)
+
+
+def open_keys(config: AgentConfig) -> KeyStore:
+    return KeyStore(config.state_dir, config.evidence_digest)
+
+
+def open_outbox(config: AgentConfig) -> Outbox:
+    """The agent's outbox, signing with its key under its configured digest."""
+    return Outbox(config.state_dir, open_keys(config))
+
+
+def open_record_store(config: AgentConfig) -> RecordStore:
+    return RecordStore(open_outbox(config))

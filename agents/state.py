@@ -22,9 +22,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from agents.contract.errors import DrillError
 
-class PolicyBusy(Exception):
+
+class PolicyBusy(DrillError):
     """Another run of the same policy holds its lock."""
+
+    code = "policy_busy"
 
 
 class StateDir:

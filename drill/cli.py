@@ -14,16 +14,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from agents import process, signing
-from agents.cli import cmd_snapshots
-from agents.config.model import ConfigError
-from agents.records import Outbox
-from agents.signing import SignatureError
+from agents import api
+from agents.contract import signing
+from agents.contract.configfile import ConfigError
+from agents.contract.documents import format_time, to_json_document
+from agents.contract.errors import DrillError, InputError
 from drill.config import DrillConfig, load_drill_config
 from drill.coordinator import ingest, open_ledger
 from drill.demo import run_demo
 from drill.drills import (
-    DrillInputError,
     DrillView,
     finish_drill,
     list_drills,
@@ -31,7 +30,7 @@ from drill.drills import (
     run_drill,
     start_drill,
 )
-from drill.evidence.export import ExportError, export_bundle, key_listing
+from drill.evidence.export import export_bundle, key_listing
 from drill.evidence.verify import verify_bundle
 from drill.reports.figures import drill_figures
 from drill.reports.html import render_report
@@ -50,41 +49,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     result = run_demo(args.dir, say, args.restic)
     if args.json:
-        _dump({"backups": [r.to_document() for r in result.records],
-               "verifications": [r.to_document() for r in result.verifications],
+        _dump({"backups": [to_json_document(r.record) for r in result.records],
+               "verifications": [to_json_document(r.record) for r in result.verifications],
                "drill": result.drill, "bundle": result.bundle, "bundle_intact": result.bundle_intact,
                "reports": result.reports, "ok": result.ok})
         return EXIT_OK if result.ok else EXIT_FAILED
-    print("\n== snapshots")
-    cmd_snapshots(argparse.Namespace(repository=None, json=False), result.config)
     print(f"\nreport:   {result.reports[0] if result.reports else '-'}")
     for path in result.reports[1:]:
         print(f"          {path}")
     print(f"evidence: {result.bundle}")
-    print(f"configs:  {result.config.source}, {result.drill_config}")
+    print(f"configs:  {result.agent_config}, {result.drill_config}")
     print(f"\n{'DEMO PASSED' if result.ok else 'DEMO FAILED'}")
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    paths = Outbox(args.state_dir).list()
+    records = api.waiting_records(args.state_dir)
     if args.json:
-        json.dump([Outbox.read(path) for path in paths], sys.stdout, indent=2, ensure_ascii=False)
-        print()
+        _dump([to_json_document(r.record) for r in records])
     else:
-        for path in paths:
-            print(path)
-    return 0
+        for record in records:
+            print(record.path)
+    return EXIT_OK
 
 
 def _load(args: argparse.Namespace) -> DrillConfig:
-    try:
-        return load_drill_config(args.config)
-    except ConfigError as error:
-        print(f"{args.config}: invalid drill configuration:", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+    return load_drill_config(args.config)
 
 
 def _say(args: argparse.Namespace) -> Callable[[str], None]:
@@ -105,10 +95,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     with open_ledger(config) as ledger:
         result = ingest(ledger, config)
     if args.json:
-        _dump({"taken": len(result.taken), "already_present": result.already,
+        _dump({"taken": len(result.taken), "already_present": len(result.already),
                "refused": [{"file": f, "code": c, "reason": r} for f, c, r in result.refused]})
     else:
-        print(f"taken {len(result.taken)}, already in the ledger {result.already}, refused {len(result.refused)}")
+        print(f"taken {len(result.taken)}, already in the ledger {len(result.already)}, "
+              f"refused {len(result.refused)}")
         for path, code, reason in result.refused:
             print(f"  refused {path}: {code}: {reason}")
     return EXIT_OK if not result.refused else EXIT_FAILED
@@ -138,33 +129,30 @@ def _drill_exit(view: DrillView) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     config = _load(args)
     say = _say(args)
-    try:
-        with open_ledger(config) as ledger:
-            if args.drill_command == "list":
-                views = list_drills(ledger)
-                if args.json:
-                    _dump([{"drill_id": v.drill_id, "site": v.started["site"], "started": v.started["started"],
-                            "verdict": v.verdict} for v in views])
-                else:
-                    for v in views:
-                        print(f"{v.drill_id}  {v.started['started']}  site {v.started['site']:<10} {v.verdict}")
-                return EXIT_OK
-            if args.drill_command == "run":
-                systems = [s for s in (args.systems or "").split(",") if s]
-                ingest(ledger, config)  # the backup records the drill relies on, into the ledger first
-                drill_id = start_drill(ledger, config, args.site, systems)
-                say(f"drill {drill_id} at site {args.site}")
-                view = run_drill(ledger, config, drill_id, say)
-            elif args.drill_command == "resume":
-                view = run_drill(ledger, config, args.drill_id, say)
-            elif args.drill_command == "close":
-                view = finish_drill(ledger, config, args.drill_id, closing=True)
+    with open_ledger(config) as ledger:
+        if args.drill_command == "list":
+            views = list_drills(ledger)
+            rows = [{"drill_id": v.drill_id, "site": v.started.site, "started": format_time(v.started.started),
+                     "verdict": v.verdict} for v in views]
+            if args.json:
+                _dump(rows)
             else:
-                view = load_drill(ledger, args.drill_id)
-            ledger.checkpoint()
-    except DrillInputError as error:
-        print(f"drillctl: {error}", file=sys.stderr)
-        return EXIT_USAGE
+                for row in rows:
+                    print(f"{row['drill_id']}  {row['started']}  site {row['site']:<10} {row['verdict']}")
+            return EXIT_OK
+        if args.drill_command == "run":
+            systems = [s for s in (args.systems or "").split(",") if s]
+            ingest(ledger, config)  # the backup records the drill relies on, into the ledger first
+            drill_id = start_drill(ledger, config, args.site, systems)
+            say(f"drill {drill_id} at site {args.site}")
+            view = run_drill(ledger, config, drill_id, say)
+        elif args.drill_command == "resume":
+            view = run_drill(ledger, config, args.drill_id, say)
+        elif args.drill_command == "close":
+            view = finish_drill(ledger, config, args.drill_id, closing=True)
+        else:
+            view = load_drill(ledger, args.drill_id)
+        ledger.checkpoint()
     if args.json:
         _dump(_show(view))
     else:
@@ -177,11 +165,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     with open_ledger(config) as ledger:
         if args.keys_command == "add":
             with open(args.file, encoding="utf-8") as handle:
-                try:
-                    keyid = ledger.add_key(handle.read(), args.owner, "agent")
-                except SignatureError as error:
-                    print(f"drillctl: {args.file}: {error}", file=sys.stderr)
-                    return EXIT_USAGE
+                keyid = ledger.add_key(handle.read(1 << 16), args.owner, "agent")
             print(keyid)
             return EXIT_OK
         keys = [{"keyid": k.keyid, "owner": k.owner, "role": k.role} for k in ledger.keys().values()]
@@ -207,9 +191,14 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def _date(text: str | None) -> datetime | None:
+    """A date or time given on the command line (ISO 8601; UTC when no zone is given)."""
     if text is None:
         return None
-    moment = datetime.fromisoformat(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{text!r} is not a date or time: give ISO 8601, e.g. 2026-11-30 or "
+                         "2026-11-30T02:00:00Z") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -234,26 +223,18 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     if args.drill is None and args.since is None and args.until is None:
         print("drillctl: give --drill ID, or --since/--until", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        with open_ledger(config) as ledger:
-            manifest = export_bundle(ledger, args.out, drill_id=args.drill, since=_date(args.since),
-                                     until=_date(args.until))
-    except (ExportError, DrillInputError) as error:
-        print(f"drillctl: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    since, until = _date(args.since), _date(args.until)
+    with open_ledger(config) as ledger:
+        manifest = export_bundle(ledger, args.out, drill_id=args.drill, since=since, until=until)
     print(f"{args.out}: {len(manifest['entries'])} records, coordinator {manifest['coordinator']}")
     return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     config = _load(args)
-    try:
-        with open_ledger(config) as ledger:
-            view = load_drill(ledger, args.drill_id)
-            keys = key_listing(ledger)
-    except DrillInputError as error:
-        print(f"drillctl: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    with open_ledger(config) as ledger:
+        view = load_drill(ledger, args.drill_id)
+        keys = key_listing(ledger)
     page = render_report(drill_figures(view.started, view.steps, view.finished), keys, args.lang)
     data = page.encode() if args.format == "html" else html_to_pdf(page)
     out = args.out or os.path.join(config.state_dir, "reports", f"drill-{view.drill_id}.{args.lang}.{args.format}")
@@ -344,10 +325,22 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
-    process.install_signal_handlers()
+    api.install_signal_handlers()
     commands = {"demo": cmd_demo, "outbox": cmd_outbox, "ingest": cmd_ingest, "drill": cmd_drill,
                 "keys": cmd_keys, "ledger": cmd_ledger, "evidence": cmd_evidence, "report": cmd_report}
-    return commands[args.command](args)
+    try:
+        return commands[args.command](args)
+    except ConfigError as error:
+        print(f"{getattr(args, 'config', '')}: invalid configuration:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except DrillError as error:
+        print(f"drillctl: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        print(f"drillctl: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,7 @@ state_dir: /var/lib/drill                  # coordinator key, drill reports
 ledger: sqlite:///var/lib/drill/ledger.db  # or postgresql://drill@db/drill (default: state_dir/ledger.db)
 digest: sha256                             # or sm3 (GB/T 39786)
 objectives: {rto: 1h, rpo: 24h}            # defaults for every system
-scratch: {directory: /srv/drill-scratch}   # optional: overrides the agents' scratch section
+scratch: {directory: /srv/drill-scratch}   # optional: scratch settings for the drill's verify jobs
 systems:
   app01:
     agent_config: /etc/drill-agent/app01.yaml
@@ -13,31 +13,31 @@ systems:
     objectives: {rto: 30m}
 ```
 
-Sites are not configured here: each agent config says which site each of its
-repositories is at (``repositories.NAME.site``); a drill at site S restores
-from the repository at S.
+Sites are not configured here: each agent says which site each of its
+repositories is at (its inventory); a drill at site S restores from the
+repository at S.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from agents.config.model import (
-    AgentConfig,
+from agents.api import LocalAgent
+from agents.contract.configfile import (
     ConfigError,
-    ConfigProblem,
     ProblemCollector,
     check_schema,
-    load_config,
+    load_config_yaml,
+    read_config_file,
 )
-from agents.config.yamlfile import YamlSyntaxError, load_yaml
-from agents.scratch.config import SCHEMA as SCRATCH_SCHEMA
-from agents.scratch.config import make_scratch_config
-from agents.signing import DIGESTS
+from agents.contract.inventory import Inventory
+from agents.contract.jobs import SCRATCH_SCHEMA
+from agents.contract.records import Objectives as ObjectiveSeconds
+from agents.contract.signing import DIGESTS
 from policies.config import NAME_PATTERN
 from policies.durations import DurationError, parse_duration
 
@@ -52,6 +52,7 @@ _OBJECTIVES: dict[str, Any] = {
         "rto": {"type": "string", "description": "Recovery time objective, e.g. 1h.", "examples": ["1h"]},
         "rpo": {"type": "string", "description": "Recovery point objective, e.g. 24h.", "examples": ["24h"]},
     },
+    "examples": [{"rto": "1h", "rpo": "24h"}],
 }
 
 SCHEMA: dict[str, Any] = {
@@ -61,28 +62,38 @@ SCHEMA: dict[str, Any] = {
     "required": ["state_dir", "systems"],
     "additionalProperties": False,
     "properties": {
-        "state_dir": {"type": "string", "pattern": "^/", "description": "Coordinator state: key, reports."},
+        "state_dir": {"type": "string", "pattern": "^/", "description": "Coordinator state: key, reports.",
+                      "examples": ["/var/lib/drill"]},
         "ledger": {"type": "string", "minLength": 1,
-                   "description": "sqlite:///PATH or postgresql://…; default sqlite in state_dir."},
-        "digest": {"enum": list(DIGESTS), "description": "Hash of the ledger, keys and evidence."},
-        "coordinator": {"type": "string", "pattern": NAME_PATTERN, "description": "Name of this coordinator."},
+                   "description": "sqlite:///PATH or postgresql://…; default sqlite in state_dir. Keep a "
+                   "PostgreSQL password in ~/.pgpass, not in the URL.",
+                   "examples": ["sqlite:///var/lib/drill/ledger.db"]},
+        "digest": {"enum": list(DIGESTS), "description": "Hash of the ledger, keys and evidence.",
+                   "examples": ["sha256"]},
+        "coordinator": {"type": "string", "pattern": NAME_PATTERN, "description": "Name of this coordinator.",
+                        "examples": ["coordinator"]},
         "objectives": _OBJECTIVES,
         "scratch": SCRATCH_SCHEMA,
         "systems": {
             "type": "object",
             "minProperties": 1,
+            "description": "The systems a drill covers, each one agent's targets.",
             "propertyNames": {"pattern": NAME_PATTERN},
             "additionalProperties": {
                 "type": "object",
                 "required": ["agent_config"],
                 "additionalProperties": False,
                 "properties": {
-                    "agent_config": {"type": "string", "pattern": "^/", "description": "The agent's config file."},
+                    "agent_config": {"type": "string", "pattern": "^/", "description": "The agent's config file.",
+                                     "examples": ["/etc/drill-agent/app01.yaml"]},
                     "targets": {"type": "array", "minItems": 1, "uniqueItems": True,
-                                "items": {"type": "string", "pattern": NAME_PATTERN}},
+                                "items": {"type": "string", "pattern": NAME_PATTERN},
+                                "description": "Targets in scope (default: every target of the agent).",
+                                "examples": [["documents", "appdb"]]},
                     "objectives": _OBJECTIVES,
                 },
             },
+            "examples": [{"app01": {"agent_config": "/etc/drill-agent/app01.yaml", "targets": ["documents"]}}],
         },
     },
 }
@@ -93,20 +104,21 @@ class Objectives:
     rto: timedelta
     rpo: timedelta
 
-    def to_json(self) -> dict[str, float]:
-        return {"rto_seconds": self.rto.total_seconds(), "rpo_seconds": self.rpo.total_seconds()}
+    def to_record(self) -> ObjectiveSeconds:
+        return ObjectiveSeconds(rto_seconds=self.rto.total_seconds(), rpo_seconds=self.rpo.total_seconds())
 
 
 @dataclass(frozen=True)
 class System:
     name: str
-    agent: AgentConfig
+    agent: LocalAgent
+    inventory: Inventory
     targets: tuple[str, ...]
     objectives: Objectives
 
     def repository_at(self, site: str) -> str | None:
         """The name of this system's repository at ``site``, or None."""
-        return next((name for name, at in sorted(self.agent.sites.items()) if at == site), None)
+        return self.inventory.repository_at(site)
 
 
 @dataclass(frozen=True)
@@ -117,10 +129,11 @@ class DrillConfig:
     digest: str
     coordinator: str
     systems: dict[str, System] = field(default_factory=dict)
+    scratch: dict[str, Any] | None = None  # scratch settings for the drill's verify jobs
 
     @property
     def sites(self) -> set[str]:
-        return {site for system in self.systems.values() for site in system.agent.sites.values()}
+        return {site for system in self.systems.values() for site in system.inventory.sites}
 
 
 def _objectives(raw: Mapping[str, Any] | None, base: Mapping[str, str], where: tuple[str | int, ...],
@@ -141,16 +154,7 @@ def load_drill_config(path: str) -> DrillConfig:
 
     Raises :class:`ConfigError` with every problem (file, line, field) found.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigError([ConfigProblem(path, None, "", f"cannot read the file: {exc.strerror}")]) from exc
-    try:
-        loaded = load_yaml(text)
-    except YamlSyntaxError as exc:
-        raise ConfigError([ConfigProblem(path, exc.line, "", f"not valid YAML: {exc}")]) from exc
-    out = ProblemCollector(path, loaded)
+    loaded, out = load_config_yaml(path, read_config_file(path))
     data = loaded.data
     if not isinstance(data, dict) or not check_schema(data, out, SCHEMA):
         if not out.problems:
@@ -158,28 +162,25 @@ def load_drill_config(path: str) -> DrillConfig:
         raise ConfigError(out.problems)
     base = {"rto": DEFAULT_RTO, "rpo": DEFAULT_RPO, **(data.get("objectives") or {})}
     _objectives(data.get("objectives"), base, ("objectives",), out)
-    scratch = make_scratch_config(data["scratch"]) if "scratch" in data else None
     systems = {}
     for name, spec in data["systems"].items():
         where: tuple[str | int, ...] = ("systems", name)
         try:
-            agent = load_config(spec["agent_config"])
+            agent = LocalAgent.open(spec["agent_config"])
         except ConfigError as error:
             for problem in error.problems:
                 out.add((*where, "agent_config"), f"{spec['agent_config']}: {problem}")
             continue
-        if scratch is not None:
-            agent = replace(agent, scratch=scratch)
-        targets = tuple(spec.get("targets") or sorted(agent.targets))
+        inventory = agent.inventory
+        targets = tuple(spec.get("targets") or sorted(inventory.targets))
         for index, target in enumerate(targets):
-            if target not in agent.targets:
-                defined = ", ".join(sorted(agent.targets))
+            if target not in inventory.targets:
+                defined = ", ".join(sorted(inventory.targets))
                 out.add((*where, "targets", index),
                         f"unknown target {target!r} of {spec['agent_config']}; defined: {defined}")
-        systems[name] = System(name, agent, targets, _objectives(spec.get("objectives"), base,
-                                                                 (*where, "objectives"), out))
-    if out.problems:
-        raise ConfigError(out.problems)
+        systems[name] = System(name, agent, inventory, targets,
+                               _objectives(spec.get("objectives"), base, (*where, "objectives"), out))
+    out.raise_if_any()
     state_dir = data["state_dir"]
     return DrillConfig(
         source=path,
@@ -188,4 +189,5 @@ def load_drill_config(path: str) -> DrillConfig:
         digest=data.get("digest", "sha256"),
         coordinator=data.get("coordinator", "coordinator"),
         systems=systems,
+        scratch=data.get("scratch"),
     )

@@ -1,21 +1,21 @@
 """The coordinator's side of the embedded mode: its key, its ledger, and taking records from local agents.
 
-``drillctl`` runs where it can read the agents' state directories (the embedded
-default, or a host that collects them). Each agent's public key is enrolled from
-its ``state_dir/keys/signing.pub`` the first time its records are taken; for
-agents elsewhere, ``drillctl keys add`` enrols a key handed over out of band.
+``drillctl`` runs where it can reach the agents through their config files (the
+embedded default, or a host that collects them). Each agent's public key is
+enrolled the first time its records are taken; for agents elsewhere,
+``drillctl keys add`` enrols a key handed over out of band.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from agents import signing
-from agents.config.model import AgentConfig
-from agents.records import Outbox
+from agents.api import LocalAgent, WaitingRecord
+from agents.contract import signing
+from agents.contract.records import SignedRecord
 from drill.config import DrillConfig
 from drill.ledger.ledger import AlreadyPresent, Entry, Ledger, Refused
 from drill.ledger.store import open_store
@@ -32,57 +32,49 @@ def open_ledger(config: DrillConfig) -> Iterator[Ledger]:
         store.close()
 
 
-def enrol_agent(ledger: Ledger, agent: AgentConfig) -> str | None:
-    """Enrol the public key of a local agent; its id, or None when the agent has no key yet."""
-    _, public_path = signing.key_paths(os.path.join(agent.state_dir, "keys"))
-    try:
-        with open(public_path, encoding="utf-8") as handle:
-            return ledger.add_key(handle.read(), agent.host, "agent")
-    except FileNotFoundError:
-        return None
+def enrol_agent(ledger: Ledger, agent: LocalAgent) -> str:
+    """Enrol the public key of a local agent (trusted on first use, from its own state directory); its id."""
+    return ledger.add_key(agent.public_key_pem(), agent.inventory.host, "agent")
 
 
 @dataclass
 class IngestResult:
     taken: list[Entry] = field(default_factory=list)
-    already: int = 0
+    already: list[Entry] = field(default_factory=list)
     refused: list[tuple[str, str, str]] = field(default_factory=list)  # (file, code, reason)
 
+    def entry_of(self, record_id: str) -> Entry | None:
+        return next((e for e in (*self.taken, *self.already) if e.record_id == record_id), None)
 
-def ingest_files(ledger: Ledger, agent: AgentConfig, paths: list[str], result: IngestResult) -> None:
-    """Append the envelopes at ``paths`` (from ``agent``'s outbox); move each one taken to ``sent/``.
 
-    A file is moved only after its entry is committed; if ingest stops in
+def ingest_from(ledger: Ledger, agent: LocalAgent, records: Sequence[WaitingRecord], result: IngestResult) -> None:
+    """Append the signed records ``records`` of ``agent``; each one taken stops waiting in its outbox.
+
+    A record stops waiting only after its entry is committed; if ingest stops in
     between, the next run finds the same envelope already present and just moves
-    it -- nothing is taken twice, nothing is lost. A refused file is moved to
-    ``outbox/refused/`` beside a ``.reason`` file.
+    it -- nothing is taken twice, nothing is lost. A refused record is set aside
+    with its reason.
     """
-    outbox = Outbox.of(agent)
     enrol_agent(ledger, agent)
-    for path in paths:
+    for waiting in records:
         try:
-            envelope = Outbox.read_envelope(path)
-            result.taken.append(ledger.append(envelope))
-        except AlreadyPresent:
-            result.already += 1
+            result.taken.append(ledger.append(waiting.envelope))
+        except AlreadyPresent as present:
+            entry = ledger.entry_at(present.index)
+            if entry is not None:
+                result.already.append(entry)
         except Refused as refusal:
-            result.refused.append((path, refusal.code, str(refusal)))
-            _set_aside(path, f"{refusal.code}: {refusal}")
+            result.refused.append((waiting.path, refusal.code, str(refusal)))
+            agent.refused(waiting, f"{refusal.code}: {refusal}")
             continue
-        except ValueError as error:  # not JSON
-            result.refused.append((path, "malformed", str(error)))
-            _set_aside(path, f"malformed: {error}")
-            continue
-        outbox.mark_sent(path)
+        agent.delivered(waiting)
 
 
-def _set_aside(path: str, reason: str) -> None:
-    folder = os.path.join(os.path.dirname(path), "refused")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    target = os.path.join(folder, os.path.basename(path))
-    os.replace(path, target)
-    with open(target + ".reason", "w", encoding="utf-8") as handle:
-        handle.write(reason + "\n")
+def ingest_signed(ledger: Ledger, agent: LocalAgent, records: Sequence[SignedRecord]) -> IngestResult:
+    """Take the records a job just ended in (they are in the agent's outbox) into the ledger."""
+    result = IngestResult()
+    ingest_from(ledger, agent, [WaitingRecord(r.path or "", r.envelope) for r in records], result)
+    return result
 
 
 def ingest(ledger: Ledger, config: DrillConfig) -> IngestResult:
@@ -93,5 +85,5 @@ def ingest(ledger: Ledger, config: DrillConfig) -> IngestResult:
         if system.agent.state_dir in seen:
             continue
         seen.add(system.agent.state_dir)
-        ingest_files(ledger, system.agent, Outbox(system.agent.state_dir).list(), result)
+        ingest_from(ledger, system.agent, system.agent.waiting(), result)
     return result

@@ -20,11 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.config.model import AgentConfig, load_config
-from agents.jobs.backup import run_policy_backup
-from agents.jobs.verify import VerifyRequest, run_verify
-from agents.records import ResultRecord
-from agents.repositories import open_repository
+from agents.api import LocalAgent
+from agents.contract.jobs import BackupJob, VerifyJob
+from agents.contract.records import BackupRecord, DumpManifestInfo, FilesManifestInfo, SignedRecord, VerifyRecord
 from drill.config import load_drill_config
 from drill.coordinator import ingest, open_ledger
 from drill.drills import run_drill, start_drill
@@ -41,9 +39,9 @@ Say = Callable[[str], None]
 
 @dataclass
 class DemoResult:
-    config: AgentConfig
-    records: list[ResultRecord] = field(default_factory=list)
-    verifications: list[ResultRecord] = field(default_factory=list)
+    agent_config: str
+    records: list[SignedRecord] = field(default_factory=list)
+    verifications: list[SignedRecord] = field(default_factory=list)
     drill_config: str = ""
     drill: dict[str, Any] = field(default_factory=dict)
     bundle: str = ""
@@ -52,9 +50,13 @@ class DemoResult:
 
     @property
     def ok(self) -> bool:
-        return (bool(self.records) and all(r.outcome == "success" for r in self.records)
-                and all(r.outcome == "success" for r in self.verifications)
+        return (bool(self.records) and all(_succeeded(r) for r in self.records)
+                and all(_succeeded(r) for r in self.verifications)
                 and self.drill.get("verdict") == "passed" and self.bundle_intact)
+
+
+def _succeeded(signed: SignedRecord) -> bool:
+    return isinstance(signed.record, BackupRecord | VerifyRecord) and signed.record.outcome == "success"
 
 
 def make_sample_data(root: str, *, files: int = 200, seed: int = 7) -> None:
@@ -215,55 +217,58 @@ def run_demo(directory: str, say: Say, restic_binary: str | None = None) -> Demo
         make_sample_data(data)
     postgres = _postgres_demo_database(say)
     mysql = _mysql_demo_database(say)
-    config = load_config(write_demo_config(directory, restic_binary, postgres=postgres, mysql=mysql,
-                                           scratch=_scratch_directory()))
-    for repository in config.repositories.values():
-        created = open_repository(config, repository.name).init()
-        say(f"repository {repository.name}: {'created' if created else 'exists'} at {repository.url}")
-    result = DemoResult(config)
-    _back_up(config, data, say, result)
-    _verify(config, say, result)
-    _drill_and_evidence(directory, config, say, result)
+    agent = LocalAgent.open(write_demo_config(directory, restic_binary, postgres=postgres, mysql=mysql,
+                                              scratch=_scratch_directory()))
+    for name, created in agent.init_repositories().items():
+        say(f"repository {name}: {'created' if created else 'exists'}")
+    result = DemoResult(agent.config_path)
+    _back_up(agent, data, say, result)
+    _verify(agent, say, result)
+    _drill_and_evidence(directory, agent, say, result)
     return result
 
 
-def _back_up(config: AgentConfig, data: str, say: Say, result: DemoResult) -> None:
+def _back_up(agent: LocalAgent, data: str, say: Say, result: DemoResult) -> None:
     say("\n== backups at three levels, replicated to the same-city site")
     steps = [(Level.FULL, 0.0), (Level.DIFFERENTIAL, 0.05), (Level.INCREMENTAL, 0.02)]
     for number, (level, fraction) in enumerate(steps):
         if fraction:
             changed = change_some_files(data, fraction, seed=number)
             say(f"changed {changed} files")
-        for record in run_policy_backup(config, "nightly", level):
-            result.records.append(record)
-            doc = record.to_document()
-            manifest = doc["manifest"] or {}
-            target = doc["target"]
-            what = target["name"] + (f"/{target['database']}" if target.get("database") else "")
-            amount = (f"{manifest.get('tables', 0)} tables, {manifest.get('rows', 0)} rows" if target.get("database")
-                      else f"{manifest.get('files', 0)} files, {manifest.get('hashed_files', 0)} hashed, "
-                      f"{manifest.get('reused_hashes', 0)} reused")
-            say(f"{level.value:12} {what:<20} -> {doc['outcome']}: snapshot "
-                f"{(doc['snapshot'] or {}).get('id', '-')[:12]}, {amount}, replicated: "
-                f"{bool(doc['replication']) and all(r['verified'] for r in doc['replication'])}")
+        for signed in agent.execute(BackupJob(policy="nightly", level=level)):
+            result.records.append(signed)
+            record = signed.record
+            assert isinstance(record, BackupRecord)
+            target = record.target
+            what = target.name + (f"/{target.database}" if target.database else "")
+            manifest = record.manifest
+            amount = "nothing"
+            if isinstance(manifest, DumpManifestInfo):
+                amount = f"{manifest.tables} tables, {manifest.rows} rows"
+            elif isinstance(manifest, FilesManifestInfo):
+                amount = f"{manifest.files} files, {manifest.hashed_files} hashed, {manifest.reused_hashes} reused"
+            replicated = bool(record.replication) and all(r.verified for r in record.replication)
+            say(f"{level.value:12} {what:<20} -> {record.outcome}: snapshot "
+                f"{record.snapshot.id[:12] if record.snapshot else '-'}, {amount}, replicated: {replicated}")
 
 
-def _verify(config: AgentConfig, say: Say, result: DemoResult) -> None:
+def _verify(agent: LocalAgent, say: Say, result: DemoResult) -> None:
     say("\n== nightly verification: restore into scratch, compare with the manifests")
-    for target in config.policies["nightly"].targets:
-        for record in run_verify(config, VerifyRequest("local", target, None, config.host, None)):
-            result.verifications.append(record)
-            doc = record.to_document()
-            compared = doc["compared"]
-            database = (doc["snapshot"] or {}).get("database")
-            amount = (f"{compared.get('tables', 0)} tables, {compared.get('rows', 0)} rows" if database
-                      else f"{compared['files']} files, {compared['bytes']} bytes")
-            say(f"{target + ('/' + database if database else ''):<24} {doc['verdict']}: {amount} compared")
+    for target in agent.inventory.policies["nightly"].targets:
+        for signed in agent.execute(VerifyJob(repository="local", target=target)):
+            result.verifications.append(signed)
+            record = signed.record
+            assert isinstance(record, VerifyRecord)
+            compared = record.compared
+            database = record.snapshot.database if record.snapshot else None
+            amount = (f"{compared.tables} tables, {compared.rows} rows" if database
+                      else f"{compared.files} files, {compared.bytes} bytes")
+            say(f"{target + ('/' + database if database else ''):<24} {record.verdict}: {amount} compared")
 
 
-def _drill_and_evidence(directory: str, config: AgentConfig, say: Say, result: DemoResult) -> None:
+def _drill_and_evidence(directory: str, agent: LocalAgent, say: Say, result: DemoResult) -> None:
     say("\n== same-city DR drill")
-    drill_config = load_drill_config(write_drill_config(directory, config.source))
+    drill_config = load_drill_config(write_drill_config(directory, agent.config_path))
     result.drill_config = drill_config.source
     with open_ledger(drill_config) as ledger:
         ingest(ledger, drill_config)

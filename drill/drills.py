@@ -3,10 +3,13 @@
 A drill is a sequence of signed records in the ledger, all carrying its id:
 
 * ``drill.started`` (coordinator): site, scope (systems, targets, objectives), start time;
-* per system and target, the agent's ``verify`` records, then a ``drill.step``
-  (coordinator) with the snapshot used, **RPO achieved** (drill start − that
-  snapshot's time; none at the site: infinite), **RTO** (drill start → verified)
-  against the objectives, and the verdict;
+* per system and target, the agent's ``verify`` records (a ``drill.job/v1`` sent
+  to the agent through its one entry point), then a ``drill.step``
+  (coordinator) computed from those records *as the ledger holds them*: the
+  snapshot used, **RPO achieved** (drill start − that snapshot's time; none at
+  the site: infinite), **RTO** (drill start → verified) against the
+  objectives, and the verdict. A verification whose record is not in the
+  ledger counts as not verified;
 * ``drill.finished`` (coordinator): the verdict and the id and leaf hash of every
   record of the drill, so that a bundle missing one of them is caught.
 
@@ -24,19 +27,38 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agents import process
-from agents.jobs.verify import VerifyRequest, run_verify
-from agents.records import iso, utc_now
+from agents import api
+from agents.contract.documents import utc_now
+from agents.contract.errors import InputError
+from agents.contract.jobs import LATEST, VerifyJob
+from agents.contract.records import (
+    AgentRecord,
+    DrillFinished,
+    DrillStarted,
+    DrillStep,
+    JobRef,
+    ListedRecord,
+    Record,
+    ScopeItem,
+    StepCompared,
+    StepFinding,
+    StepVerification,
+    VerifyRecord,
+)
+from agents.contract.records import (
+    Objectives as ObjectiveSeconds,
+)
 from drill.config import DrillConfig, System
-from drill.coordinator import IngestResult, ingest_files
+from drill.coordinator import ingest_signed
 from drill.ledger.ledger import Entry, Ledger
 
-SCHEMA = "drill.drill/v1"
 Progress = Callable[[str], None]
 
 
-class DrillInputError(Exception):
+class DrillInputError(InputError):
     """A drill request that cannot run (unknown site, system or drill); the message says what to change."""
+
+    code = "bad_drill_request"
 
 
 @dataclass
@@ -44,51 +66,45 @@ class DrillView:
     """A drill as the ledger tells it."""
 
     drill_id: str
-    started: dict[str, Any]
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    verifications: list[dict[str, Any]] = field(default_factory=list)
-    finished: dict[str, Any] | None = None
+    started: DrillStarted
+    steps: list[DrillStep] = field(default_factory=list)
+    finished: DrillFinished | None = None
     entries: list[Entry] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
-        return str(self.finished["verdict"]) if self.finished else "incomplete"
+        return self.finished.verdict if self.finished else "incomplete"
 
     def missing(self) -> list[tuple[str, str]]:
         """(system, target) pairs in scope without a step record."""
-        done = {(s["system"], s["target"]) for s in self.steps}
-        return [(item["system"], target) for item in self.started["scope"] for target in item["targets"]
-                if (item["system"], target) not in done]
+        done = {(s.system, s.target) for s in self.steps}
+        return [(item.system, target) for item in self.started.scope for target in item.targets
+                if (item.system, target) not in done]
 
 
-def _new(kind: str, drill_id: str, config: DrillConfig, **fields: Any) -> dict[str, Any]:
-    return {"schema": SCHEMA, "record_id": str(uuid.uuid4()), "kind": kind, "drill_id": drill_id,
-            "host": config.coordinator, **fields}
+def _head(kind: str, drill_id: str, config: DrillConfig) -> dict[str, object]:
+    return {"record_id": str(uuid.uuid4()), "job": JobRef(id=drill_id, kind=kind), "drill_id": drill_id,
+            "host": config.coordinator}
 
 
 def load_drill(ledger: Ledger, drill_id: str) -> DrillView:
     """Everything the ledger holds of one drill. Raises :class:`DrillInputError` for an unknown id."""
     entries = ledger.entries_of_drill(drill_id)
-    started = next((e.document() for e in entries if e.kind == "drill.started"), None)
+    records = [(entry, entry.record) for entry in entries]
+    started = next((r for _, r in records if isinstance(r, DrillStarted)), None)
     if started is None:
         raise DrillInputError(f"no drill {drill_id!r} in the ledger (drillctl drill list shows the drills)")
     view = DrillView(drill_id, started, entries=entries)
-    for entry in entries:
-        document = entry.document()
-        if entry.kind == "drill.step":
-            view.steps.append(document)
-        elif entry.kind == "verify":
-            view.verifications.append(document)
-        elif entry.kind == "drill.finished":
-            view.finished = document
+    for _, record in records:
+        if isinstance(record, DrillStep):
+            view.steps.append(record)
+        elif isinstance(record, DrillFinished):
+            view.finished = record
     return view
 
 
 def list_drills(ledger: Ledger) -> list[DrillView]:
-    ids = []
-    for entry in ledger.entries():
-        if entry.kind == "drill.started" and entry.drill_id:
-            ids.append(entry.drill_id)
+    ids = [entry.drill_id for entry in ledger.entries() if entry.kind == "drill.started" and entry.drill_id]
     return [load_drill(ledger, drill_id) for drill_id in ids]
 
 
@@ -103,11 +119,12 @@ def start_drill(ledger: Ledger, config: DrillConfig, site: str, systems: Sequenc
         raise DrillInputError(f"unknown system {', '.join(map(repr, unknown))}; the drill config defines: "
                               f"{', '.join(sorted(config.systems))}")
     drill_id = str(uuid.uuid4())
-    scope = [{"system": name, "host": config.systems[name].agent.host,
-              "targets": list(config.systems[name].targets),
-              "objectives": config.systems[name].objectives.to_json()} for name in chosen]
-    ledger.append_signed(_new("drill.started", drill_id, config, site=site, scope=scope, config_file=config.source,
-                              started=iso(utc_now())))
+    scope = [ScopeItem(system=name, host=config.systems[name].inventory.host,
+                       targets=list(config.systems[name].targets),
+                       objectives=config.systems[name].objectives.to_record()) for name in chosen]
+    ledger.append_signed(DrillStarted.model_validate({
+        **_head("drill.started", drill_id, config), "site": site, "scope": scope, "config_file": config.source,
+        "started": utc_now()}))
     return drill_id
 
 
@@ -116,10 +133,10 @@ def run_drill(ledger: Ledger, config: DrillConfig, drill_id: str, progress: Prog
     view = load_drill(ledger, drill_id)
     if view.finished is not None:
         raise DrillInputError(f"drill {drill_id} is already finished ({view.verdict})")
-    started = datetime.fromisoformat(view.started["started"].replace("Z", "+00:00"))
-    site = str(view.started["site"])
+    started = view.started.started
+    site = view.started.site
     for system_name, target in view.missing():
-        if process.CANCELLATION.is_cancelled:
+        if api.cancelled():
             progress("interrupted: the drill stays incomplete; 'drillctl drill resume' continues it")
             return load_drill(ledger, drill_id)
         system = config.systems.get(system_name)
@@ -130,8 +147,8 @@ def run_drill(ledger: Ledger, config: DrillConfig, drill_id: str, progress: Prog
         if step is None:  # interrupted during the verification: no step record, resume redoes it
             progress("interrupted: the drill stays incomplete; 'drillctl drill resume' continues it")
             return load_drill(ledger, drill_id)
-        progress(f"{system_name}/{target}: {step['verdict']}  RPO {_human(step['rpo_seconds'])}  "
-                 f"RTO {_human(step['rto_seconds'])}")
+        progress(f"{system_name}/{target}: {step.verdict}  RPO {_human(step.rpo_seconds)}  "
+                 f"RTO {_human(step.rto_seconds)}")
     return finish_drill(ledger, config, drill_id, closing=False)
 
 
@@ -147,74 +164,93 @@ def _human(seconds: float | None) -> str:
 
 def _run_step(
     ledger: Ledger, config: DrillConfig, system: System, target: str, site: str, drill_id: str, started: datetime
-) -> dict[str, Any] | None:
+) -> DrillStep | None:
+    """Send the verify job, take its records into the ledger, and record the step computed from the ledger's copy."""
+    step_started = utc_now()
     repository = system.repository_at(site)
-    objectives = system.objectives
-    step = _new("drill.step", drill_id, config, system=system.name, backup_host=system.agent.host, target=target,
-                site=site, repository=repository, objectives=objectives.to_json(), verifications=[],
-                snapshot_time=None, rpo_seconds=None, rto_seconds=None, rpo_met=False, rto_met=False,
-                compared={"files": 0, "bytes": 0, "tables": 0, "rows": 0}, findings=[], verdict="failed",
-                started=iso(utc_now()))
+    ledgered: list[tuple[Entry, Record]] = []
+    findings: list[StepFinding] = []
     if repository is None:
-        step["findings"].append({"code": "no_repository_at_site", "severity": "error",
-                                 "message": f"{system.name} has no repository at site {site!r}"})
+        findings.append(StepFinding(code="no_repository_at_site", severity="error",
+                                    message=f"{system.name} has no repository at site {site!r}"))
     else:
-        records = run_verify(system.agent, VerifyRequest(repository, target, None, system.agent.host, None,
-                                                         drill_id=drill_id))
-        if process.CANCELLATION.is_cancelled:
+        job = VerifyJob(repository=repository, target=target, target_kind=system.inventory.targets[target].kind,
+                        snapshot=LATEST, backup_host=system.inventory.host, scratch=config.scratch,
+                        drill_id=drill_id, requested_by=config.coordinator)
+        signed = system.agent.execute(job)
+        if api.cancelled():
             return None
-        taken = IngestResult()
-        ingest_files(ledger, system.agent, [r.path for r in records if r.path], taken)
-        by_record = {e.record_id: e for e in taken.taken}
-        documents = [r.to_document() for r in records]
-        _summarise(step, documents, by_record, started, objectives.rto.total_seconds(),
-                   objectives.rpo.total_seconds())
-    step["finished"] = iso(utc_now())
-    ledger.append_signed(step)
-    return step
+        taken = ingest_signed(ledger, system.agent, signed)
+        refusals = {path: reason for path, _, reason in taken.refused}
+        for sent in signed:
+            entry = taken.entry_of(sent.record.record_id)
+            if entry is None:
+                findings.append(StepFinding(
+                    code="record_not_in_ledger", severity="error", from_=sent.record.record_id,
+                    message=f"the ledger did not take the verification's record: {refusals.get(sent.path or '', '')}"))
+                continue
+            ledgered.append((entry, entry.record))
+    objectives = system.objectives.to_record()
+    ledger.append_signed(DrillStep.model_validate({
+        **_head("drill.step", drill_id, config), "system": system.name, "backup_host": system.inventory.host,
+        "target": target, "site": site, "repository": repository, "objectives": objectives,
+        **summarise_step(ledgered, findings, started, objectives), "started": step_started, "finished": utc_now()}))
+    return load_drill(ledger, drill_id).steps[-1]
 
 
-def _summarise(step: dict[str, Any], documents: list[dict[str, Any]], entries: dict[str, Entry], started: datetime,
-               rto_objective: float, rpo_objective: float) -> None:
-    times = []
+def summarise_step(ledgered: Sequence[tuple[Entry, Record]], findings: list[StepFinding], started: datetime,
+                   objectives: ObjectiveSeconds) -> dict[str, Any]:
+    """The figures of a step, from the records as the ledger holds them (never from a copy the agent returned).
+
+    A step passes only when every record is a passed verification in the
+    ledger, with RPO and RTO within the objectives.
+    """
+    verifications = []
+    compared = StepCompared()
+    snapshot_times = []
+    finished_times = []
     no_snapshot = False
-    for document in documents:
-        snapshot = document.get("snapshot") or {}
-        entry = entries.get(document["record_id"])
-        step["verifications"].append({
-            "record_id": document["record_id"], "leaf_hash": entry.leaf_hash if entry else None,
-            "database": snapshot.get("database"), "snapshot_id": snapshot.get("id"),
-            "snapshot_time": snapshot.get("time"), "verdict": document["verdict"]})
-        for key in step["compared"]:
-            step["compared"][key] += int(document.get("compared", {}).get(key, 0))
-        for finding in document["findings"]:
-            if finding["severity"] == "error":
-                step["findings"].append({**finding, "from": document["record_id"]})
-            if finding["code"] == "no_restorable_snapshot":
-                no_snapshot = True
-        if snapshot.get("time"):
-            times.append(datetime.fromisoformat(snapshot["time"]))
-    verified = bool(documents) and all(d["verdict"] == "passed" for d in documents)
-    finished = max(datetime.fromisoformat(d["timings"]["finished"].replace("Z", "+00:00")) for d in documents)
-    step["rto_seconds"] = round((finished - started).total_seconds(), 3)
-    if times and not no_snapshot:
-        oldest = min(times)
-        step["snapshot_time"] = iso(oldest)
-        step["rpo_seconds"] = round((started - oldest).total_seconds(), 3)
-    step["rpo_met"] = step["rpo_seconds"] is not None and step["rpo_seconds"] <= rpo_objective
-    step["rto_met"] = verified and step["rto_seconds"] <= rto_objective
-    if step["rpo_seconds"] is None:
-        step["findings"].append({"code": "no_restorable_snapshot", "severity": "error",
-                                 "message": "no restorable snapshot at this site: RPO is infinite"})
-    elif not step["rpo_met"]:
-        step["findings"].append({"code": "rpo_missed", "severity": "error",
-                                 "message": f"RPO {_human(step['rpo_seconds'])} exceeds the objective "
-                                 f"{_human(rpo_objective)}"})
-    if verified and not step["rto_met"]:
-        step["findings"].append({"code": "rto_missed", "severity": "error",
-                                 "message": f"RTO {_human(step['rto_seconds'])} exceeds the objective "
-                                 f"{_human(rto_objective)}"})
-    step["verdict"] = "passed" if verified and step["rpo_met"] and step["rto_met"] else "failed"
+    for entry, record in ledgered:
+        if not isinstance(record, AgentRecord):
+            continue
+        finished_times.append(record.timings.finished)
+        for finding in record.findings:
+            if finding.severity == "error":
+                findings.append(StepFinding(**finding.model_dump(), from_=record.record_id))
+            no_snapshot = no_snapshot or finding.code == "no_restorable_snapshot"
+        if not isinstance(record, VerifyRecord):
+            continue
+        snapshot = record.snapshot
+        verifications.append(StepVerification(
+            record_id=record.record_id, leaf_hash=entry.leaf_hash, database=snapshot.database if snapshot else None,
+            snapshot_id=snapshot.id if snapshot else None, snapshot_time=snapshot.time if snapshot else None,
+            verdict=record.verdict))
+        compared = StepCompared(files=compared.files + record.compared.files,
+                                bytes=compared.bytes + record.compared.bytes,
+                                tables=compared.tables + (record.compared.tables or 0),
+                                rows=compared.rows + (record.compared.rows or 0))
+        if snapshot is not None:
+            snapshot_times.append(snapshot.time)
+    verified = (bool(verifications) and len(verifications) == len(ledgered)
+                and all(v.verdict == "passed" for v in verifications)
+                and not any(f.code == "record_not_in_ledger" for f in findings))
+    rto = round((max(finished_times) - started).total_seconds(), 3) if finished_times else None
+    oldest = min(snapshot_times) if snapshot_times and not no_snapshot else None
+    rpo = round((started - oldest).total_seconds(), 3) if oldest is not None else None
+    rpo_met = rpo is not None and rpo <= objectives.rpo_seconds
+    rto_met = verified and rto is not None and rto <= objectives.rto_seconds
+    if rpo is None:
+        findings.append(StepFinding(code="no_restorable_snapshot", severity="error",
+                                    message="no restorable snapshot at this site: RPO is infinite"))
+    elif not rpo_met:
+        findings.append(StepFinding(code="rpo_missed", severity="error", message=(
+            f"RPO {_human(rpo)} exceeds the objective {_human(objectives.rpo_seconds)}")))
+    if verified and not rto_met:
+        findings.append(StepFinding(code="rto_missed", severity="error", message=(
+            f"RTO {_human(rto)} exceeds the objective {_human(objectives.rto_seconds)}")))
+    return {"verifications": verifications, "compared": compared, "findings": findings, "snapshot_time": oldest,
+            "rpo_seconds": rpo, "rto_seconds": rto, "rpo_met": rpo_met, "rto_met": rto_met,
+            "verdict": "passed" if verified and rpo_met and rto_met else "failed"}
 
 
 def finish_drill(ledger: Ledger, config: DrillConfig, drill_id: str, *, closing: bool) -> DrillView:
@@ -229,13 +265,12 @@ def finish_drill(ledger: Ledger, config: DrillConfig, drill_id: str, *, closing:
     missing = view.missing()
     if missing and not closing:
         raise DrillInputError(f"drill {drill_id} lacks {len(missing)} step(s); resume it or close it")
-    failing = sorted({f"{s['system']}/{s['target']}" for s in view.steps if s["verdict"] != "passed"})
+    failing = sorted({f"{s.system}/{s.target}" for s in view.steps if s.verdict != "passed"})
     verdict = "incomplete" if missing else ("failed" if failing else "passed")
-    listed = [{"record_id": e.record_id, "leaf_hash": e.leaf_hash, "kind": e.kind} for e in view.entries]
-    started = datetime.fromisoformat(view.started["started"].replace("Z", "+00:00"))
+    listed = [ListedRecord(record_id=e.record_id, leaf_hash=e.leaf_hash, kind=e.kind) for e in view.entries]
     now = utc_now()
-    ledger.append_signed(_new(
-        "drill.finished", drill_id, config, verdict=verdict, failing=failing,
-        not_run=[f"{s}/{t}" for s, t in missing], records=listed, finished=iso(now),
-        duration_seconds=round((now - started).total_seconds(), 3)))
+    ledger.append_signed(DrillFinished.model_validate({
+        **_head("drill.finished", drill_id, config), "verdict": verdict, "failing": failing,
+        "not_run": [f"{s}/{t}" for s, t in missing], "records": listed, "finished": now,
+        "duration_seconds": round((now - view.started.started).total_seconds(), 3)}))
     return load_drill(ledger, drill_id)

@@ -16,6 +16,19 @@ class TableChecksum:
     checksum: str
 
 
+@dataclass(frozen=True)
+class TableManifest:
+    """What a database held, table by table: its schema digest, every table's checksum, and the tables
+    whose engine could not give a consistent view (MySQL's MyISAM and the like)."""
+
+    schema_digest: str
+    tables: tuple[TableChecksum, ...]
+    non_transactional: tuple[str, ...] = ()
+
+    def table_documents(self) -> list[dict[str, object]]:
+        return [{"schema": t.schema, "name": t.name, "rows": t.rows, "checksum": t.checksum} for t in self.tables]
+
+
 class DatabaseUnavailable(Exception):
     """The database cannot be reached or refused us; the message says why (never the password)."""
 

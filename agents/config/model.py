@@ -10,43 +10,26 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
 from agents.config.envfile import EnvFileError, parse_env_file
 from agents.config.schema import CONFIG_SCHEMA
-from agents.config.yamlfile import LoadedYaml, Path, YamlSyntaxError, load_yaml
+from agents.contract.configfile import (
+    ConfigError,
+    ProblemCollector,
+    check_schema,
+    load_config_yaml,
+    read_config_file,
+)
+from agents.contract.yamlfile import Path
 from agents.restic.runner import Repository, default_binary
 from agents.scratch.config import ScratchConfig, make_scratch_config
 from policies.calendar import CalendarError, parse_calendar
 from policies.config import PolicyConfig, make_policy_config
 from policies.durations import DurationError, parse_duration
 from targets.registry import TargetConfig, make_target_config
-
-
-@dataclass(frozen=True, order=True)
-class ConfigProblem:
-    """One thing wrong with a config file."""
-
-    file: str
-    line: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.path or '(top level)'}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The config is not usable; ``problems`` lists everything found, in file order."""
-
-    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
-        self.problems = sorted(problems, key=lambda p: (p.line or 0, p.path))
-        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -64,63 +47,6 @@ class AgentConfig:
     scratch: ScratchConfig = field(default_factory=ScratchConfig)
     evidence_digest: str = "sha256"
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
-
-
-def _dotted(path: Iterable[str | int]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-class ProblemCollector:
-    """Problems of one file, each given the line of the field it is about."""
-
-    def __init__(self, source: str, loaded: LoadedYaml | None) -> None:
-        self.source = source
-        self.loaded = loaded
-        self.problems: list[ConfigProblem] = []
-
-    def add(self, path: Path, message: str, line: int | None = None) -> None:
-        if line is None and self.loaded is not None:
-            line = self.loaded.line_of(path)
-        self.problems.append(ConfigProblem(self.source, line, _dotted(path), message))
-
-
-def _schema_message(error: jsonschema.ValidationError) -> tuple[Path, str]:
-    path: Path = tuple(error.absolute_path)
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(schema.get("properties", {}))
-        extra = sorted(k for k in error.instance if k not in allowed)
-        if extra:
-            known = ", ".join(sorted(allowed))
-            return (*path, extra[0]), f"unknown key {extra[0]!r}; known keys here: {known}"
-    if error.validator == "required":
-        return path, f"{error.message.split(' is a required')[0]} is required here"
-    if error.validator == "pattern" and schema.get("pattern") == "^/":
-        return path, f"{error.instance!r} must be an absolute path"
-    if error.validator == "pattern" and "propertyNames" in str(error.schema_path):
-        return path, f"name {error.instance!r} may use only letters, digits, '_', '.', '-'"
-    return path, error.message
-
-
-def check_schema(data: Any, out: ProblemCollector, schema: Mapping[str, Any] = CONFIG_SCHEMA) -> bool:
-    """Add a problem (with its line) for every place ``data`` breaks ``schema``; True when there is none."""
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = list(validator.iter_errors(data))
-    # "if/then" failures repeat their inner errors; report the innermost ones.
-    seen: set[tuple[Path, str]] = set()
-    for error in errors:
-        leaves = [error]
-        while leaves and any(e.context for e in leaves):
-            leaves = [c for e in leaves for c in (e.context or [e])]
-        for leaf in leaves:
-            path, message = _schema_message(leaf)
-            if (path, message) not in seen:
-                seen.add((path, message))
-                out.add(path, message)
-    return not errors
 
 
 def _read_env_file(path: str, where: Path, out: ProblemCollector) -> dict[str, str]:
@@ -213,18 +139,12 @@ def validate_config(source: str, text: str) -> AgentConfig:
 
     Raises :class:`ConfigError` with every problem found.
     """
-    try:
-        loaded = load_yaml(text)
-    except YamlSyntaxError as exc:
-        raise ConfigError([ConfigProblem(source, exc.line, "", f"not valid YAML: {exc}")]) from exc
-    out = ProblemCollector(source, loaded)
-    for path, line in loaded.duplicates:
-        out.add(path, "key appears twice; the second one would silently win", line)
+    loaded, out = load_config_yaml(source, text)
     data = loaded.data
     if not isinstance(data, dict):
         out.add((), "the file must be a mapping of keys (host, state_dir, repositories, targets, policies)")
         raise ConfigError(out.problems)
-    schema_ok = check_schema(data, out)
+    schema_ok = check_schema(data, out, CONFIG_SCHEMA)
     if not schema_ok:
         raise ConfigError(out.problems)
     repositories, sites = _make_repositories(data["repositories"], out)
@@ -249,9 +169,4 @@ def validate_config(source: str, text: str) -> AgentConfig:
 
 def load_config(path: str) -> AgentConfig:
     """Read and validate the config file at ``path``. Raises :class:`ConfigError`."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigError([ConfigProblem(path, None, "", f"cannot read the file: {exc.strerror}")]) from exc
-    return validate_config(path, text)
+    return validate_config(path, read_config_file(path))

@@ -20,11 +20,13 @@ from datetime import datetime
 
 from agents import process
 from agents.config.model import AgentConfig
+from agents.contract.errors import InputError
+from agents.contract.records import BackupTarget, FilesManifestInfo, LevelInfo, ResticInfo, SignedRecord, SnapshotRef
 from agents.jobs import catalog
 from agents.jobs.database import backup_database_target
 from agents.jobs.replication import apply_retention, replicate
-from agents.records import Outbox, ResultRecord, decide_outcome, iso, job_record
-from agents.repositories import open_repository
+from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record, new_backup_draft
+from agents.repositories import open_outbox, open_repository
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.messages import BackupStatus
 from agents.restic.runner import Restic, ResticError
@@ -36,8 +38,6 @@ from targets import hashing
 from targets.files import manifest as files_manifest
 from targets.files.config import FilesTargetConfig
 from targets.files.select import select_paths
-from targets.mysql.config import MysqlTargetConfig
-from targets.postgres.config import PostgresTargetConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ MANIFEST_DIGEST_ALGORITHM = "sha256"
 
 ProgressCallback = Callable[[str, BackupStatus], None]
 
+
+class UnknownPolicy(InputError):
+    code = "unknown_policy"
+
+
 @dataclass(frozen=True)
 class JobContext:
     config: AgentConfig
@@ -53,6 +58,7 @@ class JobContext:
     state: StateDir
     progress: ProgressCallback | None
     requested: Level
+    request: str | None  # the drill.job id being answered
 
 
 def run_policy_backup(
@@ -62,58 +68,53 @@ def run_policy_backup(
     *,
     progress: ProgressCallback | None = None,
     now: datetime | None = None,
-) -> list[ResultRecord]:
-    """Back up every target of ``policy_name``; one record per target, in the outbox.
+    only_target: str | None = None,
+    request: str | None = None,
+) -> list[SignedRecord]:
+    """Back up every target of ``policy_name`` (or only ``only_target``); one signed record per target (per
+    database of a database target), in the outbox.
 
     ``level`` None means: the level the policy's calendar gives for today.
-    Raises ``PolicyBusy`` when the policy is already running, ``KeyError`` for
-    an unknown policy. Job failures do not raise: they are in the records.
+    Raises ``PolicyBusy`` when the policy is already running, :class:`UnknownPolicy`
+    for a policy or target the config does not have. Job failures do not raise: they are in the records.
     """
-    policy = config.policies[policy_name]
+    policy = config.policies.get(policy_name)
+    if policy is None:
+        raise UnknownPolicy(f"unknown policy {policy_name!r}; defined: {', '.join(sorted(config.policies))}")
+    if only_target is not None and only_target not in policy.targets:
+        raise UnknownPolicy(f"policy {policy_name!r} has no target {only_target!r}; its targets: "
+                            f"{', '.join(policy.targets)}")
     moment = now or datetime.now().astimezone()
     requested = level or level_for_day(policy.calendars, moment)
     state = StateDir(config.state_dir)
-    context = JobContext(config, policy, state, progress, requested)
-    records = []
+    context = JobContext(config, policy, state, progress, requested, request)
+    records: list[SignedRecord] = []
     with state.policy_lock(policy_name):
         for target_name in policy.targets:
             if process.CANCELLATION.is_cancelled:
                 break
+            if only_target is not None and target_name != only_target:
+                continue
             target = config.targets[target_name]
-            if isinstance(target, PostgresTargetConfig | MysqlTargetConfig):
-                records += backup_database_target(config, policy, target, requested, state)
+            if isinstance(target, FilesTargetConfig):
+                records.append(run_target_backup(context, target))
             else:
-                records.append(run_target_backup(context, target_name, requested))
+                records += backup_database_target(config, policy, target, requested, state, request=request)
     return records
 
 
-def run_target_backup(context: JobContext, target_name: str, requested: Level) -> ResultRecord:
+def run_target_backup(context: JobContext, target: FilesTargetConfig) -> SignedRecord:
     """Back up one files target; always returns its (written) record, never raises for job failures."""
     config, policy = context.config, context.policy
-    target = config.targets[target_name]
-    assert isinstance(target, FilesTargetConfig)
-    repository = config.repositories[policy.repository]
-    record = ResultRecord("backup", host=config.host)
-    record.details = {
-        "policy": policy.name,
-        "target": {"name": target.name, "kind": target.kind},
-        "repository": {"name": repository.name, "site": config.sites[repository.name]},
-        "level": {"requested": requested.value},
-        "base_snapshot_id": None,
-        "snapshot": None,
-        "manifest": None,
-        "changed_during_backup": [],
-        "restic": None,
-        "replication": [],
-        "retention": {},
-    }
+    draft = new_backup_draft(config, policy, BackupTarget(name=target.name, kind=target.kind), context.requested,
+                             context.request)
     try:
-        with job_record(Outbox.of(config), record):
-            complete = _run(context, target, requested, record)
-            record.outcome = decide_outcome(record, complete=complete)
+        with job_record(open_outbox(config), draft):
+            complete = _run(context, target, context.requested, draft)
+            draft.outcome = decide_outcome(draft, complete=complete)
     except Exception:  # the record says what happened; the next target still runs
-        log.exception("backup of %s/%s failed unexpectedly", policy.name, target_name)
-    return record
+        log.exception("backup of %s/%s failed unexpectedly", policy.name, target.name)
+    return draft.written()
 
 
 def _history(
@@ -132,13 +133,13 @@ def _history(
     return listed
 
 
-def _run(context: JobContext, target: FilesTargetConfig, requested: Level, record: ResultRecord) -> bool:
+def _run(context: JobContext, target: FilesTargetConfig, requested: Level, record: RecordDraft[BackupDraft]) -> bool:
     config, policy = context.config, context.policy
     repository = config.repositories[policy.repository]
     index = catalog.LocalCatalog(context.state, repository.name, repository.url)
     try:
         restic = open_repository(config, policy.repository)
-        record.details["restic"] = {"version": str(restic.version), "summary": None}
+        record.details.restic = ResticInfo(version=str(restic.version))
         refresh = False
         while True:
             with record.phase("plan"):
@@ -171,7 +172,7 @@ def _run(context: JobContext, target: FilesTargetConfig, requested: Level, recor
 
 
 def _load_base_entries(
-    state: StateDir, restic: Restic, base: catalog.StoredBackup | None, record: ResultRecord
+    state: StateDir, restic: Restic, base: catalog.StoredBackup | None, record: RecordDraft[BackupDraft]
 ) -> dict[str, files_manifest.FileEntry] | None:
     """The base's manifest entries: local copy first, else from the repository; None if unusable."""
     if base is None:
@@ -195,20 +196,16 @@ def _backup_files(
     target: FilesTargetConfig,
     decision: LevelDecision,
     history: list[catalog.StoredBackup],
-    record: ResultRecord,
+    record: RecordDraft[BackupDraft],
 ) -> catalog.StoredBackup | None:
     """Hash, then back up the files and the manifest in one snapshot. None when no snapshot was made."""
     config, policy, state = context.config, context.policy, context.state
-    record.details["level"] = {
-        "requested": decision.requested.value,
-        "effective": decision.level.value,
-        "reason": decision.reason,
-    }
+    record.details.level = LevelInfo(requested=decision.requested, effective=decision.level, reason=decision.reason)
     if decision.level is not decision.requested and not any(f.code == "level_upgraded" for f in record.findings):
         record.add("level_upgraded", "info", decision.reason)
     base = catalog.find_backup(history, decision.base.snapshot_id) if decision.base else None
     base_id = base.snapshot_id if base else None
-    record.details["base_snapshot_id"] = base_id
+    record.details.base_snapshot_id = base_id
 
     with record.phase("select"):
         selection = select_paths(target.paths, target.exclude, never=[config.state_dir])
@@ -268,12 +265,8 @@ def _backup_files(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(manifest_path)
     state.save_manifest(snapshot_id, data)
-    record.details["snapshot"] = {
-        "id": snapshot_id,
-        "time": iso(snapshot_time),
-        "tree": tree,
-    }
-    record.details["restic"]["summary"] = run.summary.as_record()
+    record.details.snapshot = SnapshotRef(id=snapshot_id, time=snapshot_time, tree=tree)
+    record.details.restic = ResticInfo(version=str(restic.version), summary=run.summary.as_record())
 
     # What restic could not read is not in the snapshot, though the manifest may list it.
     named = {u["path"] for u in unreadable}
@@ -285,21 +278,13 @@ def _backup_files(
     if run.partial and not (unreadable or run.errors):
         record.add("restic_partial", "error", "restic reported that some source data could not be read")
     changed = files_manifest.find_changed_since(entries)
-    record.details["changed_during_backup"] = changed
+    record.details.changed_during_backup = changed
     for path in changed:
         record.add("changed_during_backup", "warning", f"{path} changed while it was being backed up", path)
-    record.details["manifest"] = {
-        "digest": digest,
-        "path": manifest_path,
-        "algorithm": target.hash,
-        "files": manifest.files,
-        "bytes": manifest.total_bytes,
-        "entries": len(entries),
-        "hashed_files": hashed_files,
-        "hashed_bytes": hashed_bytes,
-        "reused_hashes": reused,
-        "unreadable": len(unreadable),
-    }
+    record.details.manifest = FilesManifestInfo(
+        digest=digest, path=manifest_path, algorithm=target.hash, files=manifest.files, bytes=manifest.total_bytes,
+        entries=len(entries), hashed_files=hashed_files, hashed_bytes=hashed_bytes, reused_hashes=reused,
+        unreadable=len(unreadable))
     log.info(
         "%s/%s: %s snapshot %s, %d files, manifest %s",
         policy.name, target.name, decision.level.value, snapshot_id[:12], manifest.files, digest[:19],

@@ -21,14 +21,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agents import process
+from agents.contract.errors import DrillError
 from agents.restic.runner import BackupRun, Restic, ResticError
 from targets import hashing
 
 CHUNK = 1 << 20
 
 
-class DumpFailed(Exception):
+class DumpFailed(DrillError):
     """The dump tool did not deliver a complete dump; ``stderr_tail`` says why."""
+
+    code = "dump_failed"
 
     def __init__(self, message: str, stderr_tail: Sequence[str], snapshot_left: str | None = None) -> None:
         super().__init__(message)

@@ -13,11 +13,11 @@ this host, policy and target, so another policy's or host's are never touched.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from agents.config.model import AgentConfig
+from agents.contract.records import CopiedBackup, Replication, RetentionResult
 from agents.jobs import catalog
-from agents.records import ResultRecord
+from agents.records import BackupDraft, RecordDraft
 from agents.repositories import open_repository
 from agents.restic.runner import Restic, ResticError
 from agents.state import StateDir
@@ -35,10 +35,11 @@ def _list(restic: Restic, config: AgentConfig, policy: str, target: str, *, firs
 
 def _prove_copies(
     name: str, missing: Sequence[catalog.StoredBackup], copies: Mapping[str, catalog.StoredBackup],
-    entry: dict[str, Any], record: ResultRecord,
-) -> bool:
-    """Compare the tree of each source backup with its copy's; add findings; True when all match."""
+    record: RecordDraft[BackupDraft],
+) -> tuple[list[CopiedBackup], bool]:
+    """Compare the tree of each source backup with its copy's; add findings; the copies and whether all match."""
     proven = True
+    copied = []
     for backup in missing:
         copy = copies.get(backup.job_id)
         same = (
@@ -47,13 +48,9 @@ def _prove_copies(
             and copy.tree == backup.tree
             and copy.manifest_tree == backup.manifest_tree  # a dump's manifest snapshot, else both None
         )
-        entry["copied"].append({
-            "job_id": backup.job_id,
-            "source_snapshot_id": backup.snapshot_id,
-            "copy_snapshot_id": copy.snapshot_id if copy else None,
-            "tree": backup.tree,
-            "same_tree": same,
-        })
+        copied.append(CopiedBackup(job_id=backup.job_id, source_snapshot_id=backup.snapshot_id,
+                                   copy_snapshot_id=copy.snapshot_id if copy else None, tree=backup.tree,
+                                   same_tree=same))
         if not same:
             proven = False
             record.add(
@@ -65,31 +62,35 @@ def _prove_copies(
     if record.job_id not in copies:
         proven = False
         record.add("replication_mismatch", "error", f"this job's snapshot is not in {name!r} after the copy", name)
-    return proven
+    return copied, proven
 
 
-def replicate(config: AgentConfig, policy: PolicyConfig, source: Restic, record: ResultRecord) -> dict[str, Listing]:
+def replicate(
+    config: AgentConfig, policy: PolicyConfig, source: Restic, record: RecordDraft[BackupDraft]
+) -> dict[str, Listing]:
     """Copy the target's backups missing at each ``replicate_to`` repository and prove the copies.
 
-    Appends one entry per destination to ``record.details["replication"]`` and
-    returns each reachable destination's backups after the copy. A failure is an
-    error finding, never an exception.
+    Sets ``record.details.replication`` (one entry per destination) and returns
+    each reachable destination's backups after the copy. A failure is an error
+    finding, never an exception.
     """
     listings: dict[str, Listing] = {}
     if not policy.replicate_to:
         return listings
-    target = record.details["target"]["name"]
+    target = record.details.target.name
     try:
         source_backups = _list(source, config, policy.name, target)
     except ResticError as error:
         record.add("replication_failed", "error", f"cannot list the source: {error.describe()}", source.repository.name)
         return listings
     this_job = next((b for b in source_backups if b.job_id == record.job_id), None)
-    if this_job is not None and record.details.get("snapshot"):
-        record.details["snapshot"]["tree"] = this_job.tree
+    snapshot = record.details.snapshot
+    if this_job is not None and snapshot is not None:
+        record.details.snapshot = snapshot.model_copy(update={"tree": this_job.tree})
+    entries = []
     for name in policy.replicate_to:
-        entry: dict[str, Any] = {"repository": name, "site": config.sites[name], "copied": [], "verified": False}
-        record.details["replication"].append(entry)
+        copied: list[CopiedBackup] = []
+        verified = False
         with record.phase(f"replicate:{name}"):
             try:
                 destination = open_repository(config, name)
@@ -100,14 +101,17 @@ def replicate(config: AgentConfig, policy: PolicyConfig, source: Restic, record:
                 after = _list(destination, config, policy.name, target)
             except ResticError as error:
                 record.add("replication_failed", "error", f"copy to {name!r} failed: {error.describe()}", name)
-                continue
-            listings[name] = after
-            entry["verified"] = _prove_copies(name, missing, {b.job_id: b for b in after}, entry, record)
+            else:
+                listings[name] = after
+                copied, verified = _prove_copies(name, missing, {b.job_id: b for b in after}, record)
+        entries.append(Replication(repository=name, site=config.sites[name], copied=copied, verified=verified))
+    record.details.replication = entries
     return listings
 
 
 def apply_retention(
-    config: AgentConfig, policy: PolicyConfig, source: Restic, listings: Mapping[str, Listing], record: ResultRecord
+    config: AgentConfig, policy: PolicyConfig, source: Restic, listings: Mapping[str, Listing],
+    record: RecordDraft[BackupDraft],
 ) -> None:
     """Forget what the policy's retention no longer keeps, in each repository listed in ``listings``."""
     if not policy.retention:
@@ -127,7 +131,5 @@ def apply_retention(
                 record.add("retention_failed", "error", f"retention in {name!r} failed: {error.describe()}", name)
                 continue
             catalog.LocalCatalog(state, name, config.repositories[name].url).remove(b.snapshot_id for b in forget)
-            record.details["retention"][name] = {
-                "forgotten": [b.snapshot_id for b in forget],
-                "kept": len(backups) - len(forget),
-            }
+            record.details.retention = {**record.details.retention, name: RetentionResult(
+                forgotten=[b.snapshot_id for b in forget], kept=len(backups) - len(forget))}

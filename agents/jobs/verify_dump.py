@@ -1,12 +1,14 @@
 """Verifying a database dump: load it into a scratch database and recompute every table's checksum there.
 
-Given a dump and its manifest snapshot: read the manifest and check its digest
-→ check that it names this dump → stream the dump out of restic into the loader
-of a throwaway instance (or a scratch server's new database), hashing it → compare
-the stream's digest with the manifest's → recompute the schema digest and each
-table's row count and checksum exactly as at backup time → a finding for every
-difference. The global objects (``@globals``) are checked by digest only: loading
-roles into a scratch instance proves nothing more.
+Given a dump, its manifest snapshot and the target's kind (which names the
+engine -- never guessed from the manifest): read the manifest and check its
+digest and that it is that engine's → check that it names this dump → stream
+the dump out of restic into the loader of a throwaway instance (or a scratch
+server's new database), hashing it → compare the stream's digest with the
+manifest's → recompute the schema digest and each table's row count and
+checksum exactly as at backup time → a finding for every difference. A
+pseudo-database the engine verifies by digest only (PostgreSQL's ``@globals``)
+stops after the digest: loading roles into a scratch instance proves nothing more.
 
 Which side is at fault decides the verdict: a stored dump whose digest differs
 is a failure of the backup; a loader that fails on an intact dump (a scratch
@@ -19,35 +21,32 @@ import contextlib
 import json
 from typing import Any
 
-import psycopg
-import pymysql
-
 from agents import process
 from agents.config.model import AgentConfig
+from agents.contract.errors import DrillError
+from agents.contract.records import Compared, DumpCheck
+from agents.engines import engine_for
+from agents.engines.base import RestoreTarget
 from agents.jobs.catalog import StoredBackup
-from agents.jobs.db_sources import GLOBALS
 from agents.jobs.restorestream import StreamedRestore, stream_restore
 from agents.jobs.verify_common import CouldNotVerify, check_manifest_digest
-from agents.records import ResultRecord
+from agents.outbox import RecordStore
+from agents.records import RecordDraft, VerifyDraft
 from agents.restic.runner import Restic, ResticError
 from agents.scratch.account import ScratchUnusable
-from agents.scratch.mysql import MysqlRestoreTarget, mysql_restore_target
-from agents.scratch.postgres import PostgresRestoreTarget, postgres_restore_target
 from agents.state import StateDir
-from targets.tables import TableChecksum, compare_tables
-
-RestoreTarget = PostgresRestoreTarget | MysqlRestoreTarget
+from targets.tables import DatabaseUnavailable, TableManifest, compare_tables
 
 
 def _load_manifest(
-    restic: Restic, backup: StoredBackup, state: StateDir, record: ResultRecord
+    restic: Restic, backup: StoredBackup, store: RecordStore, record: RecordDraft[VerifyDraft]
 ) -> dict[str, Any] | None:
     assert backup.manifest_snapshot_id is not None
     try:
         data = restic.dump(backup.manifest_snapshot_id, backup.manifest_path)
     except ResticError as error:
         raise CouldNotVerify(f"the manifest could not be read: {error.describe()}") from error
-    if not check_manifest_digest(data, backup, state, record):
+    if not check_manifest_digest(data, backup, store, record):
         return None
     try:
         manifest = json.loads(data)
@@ -59,20 +58,25 @@ def _load_manifest(
     return manifest
 
 
-def _engine(manifest: dict[str, Any]) -> str:
-    schema = str(manifest.get("schema", ""))
-    return "mysql" if schema.startswith("drill.manifest.mysql/") else "postgres"
-
-
 def verify_dump_backup(
-    config: AgentConfig, restic: Restic, backup: StoredBackup, scratch: str, state: StateDir, record: ResultRecord
+    config: AgentConfig, kind: str, restic: Restic, backup: StoredBackup, scratch: str, state: StateDir,
+    store: RecordStore, record: RecordDraft[VerifyDraft],
 ) -> None:
-    """Verify one dump; add a finding for every difference. Raises :class:`CouldNotVerify`."""
+    """Verify one dump of a ``kind`` target; add a finding for every difference. Raises :class:`CouldNotVerify`."""
+    try:
+        engine = engine_for(kind)
+    except DrillError as error:
+        raise CouldNotVerify(str(error)) from error
     database = backup.database or ""
-    record.details["compared"] = {"files": 0, "bytes": 0, "tables": 0, "rows": 0}
-    record.details["database"] = database
-    manifest = _load_manifest(restic, backup, state, record)
+    record.details.database = database
+    record.details.compared = Compared(tables=0, rows=0)
+    manifest = _load_manifest(restic, backup, store, record)
     if manifest is None:
+        return
+    if manifest.get("schema") != engine.manifest_schema:
+        record.add("manifest_unreadable", "error",
+                   f"the manifest is a {str(manifest.get('schema'))[:80]!r}, not a {engine.manifest_schema} of a "
+                   f"{kind} target")
         return
     if not backup.manifest_names_this_dump:
         record.add("dump_snapshot_mismatch", "error",
@@ -80,24 +84,24 @@ def verify_dump_backup(
                    f"{backup.snapshot_id}: the dump was written again after the backup", backup.snapshot_id)
     dump = manifest.get("dump")
     dump = dump if isinstance(dump, dict) else {}
-    name = str(dump.get("filename") or f"{database}.dump")
+    name = str(dump.get("filename") or engine.dump_filename(database))
     if "/" in name or name in (".", "..") or "\0" in name:
         record.add("manifest_unreadable", "error", f"the manifest names the dump {name!r}, not a file name")
         return
     filename = "/" + name
     expected_digest = str(dump.get("digest", ""))
-    if database == GLOBALS:
+    if engine.digest_only(database):
         with record.phase("restore"):
             streamed = _stream(restic, backup, filename, None)
         _check_stream(streamed, expected_digest, record)
-        record.details["scratch"].update(where="none (global objects: digest only)")
+        record.details.scratch = record.details.scratch.model_copy(
+            update={"where": "none (verified by the dump's digest alone)"})
         return
-    engine = _engine(manifest)
     try:
         with contextlib.ExitStack() as stack:
             with record.phase("scratch_start"):
-                target = stack.enter_context(_restore_target(config, engine, scratch, database, state))
-            record.details["scratch"].update(where=target.where, engine=engine)
+                target = stack.enter_context(engine.restore_target(config.scratch, scratch, database, state))
+            record.details.scratch = record.details.scratch.model_copy(update={"where": target.where})
             with record.phase("restore"):
                 streamed = _stream(restic, backup, filename, target)
             intact = _check_stream(streamed, expected_digest, record)
@@ -110,12 +114,12 @@ def verify_dump_backup(
                 record.add("restore_failed", "error", f"the altered dump could not be loaded: {said}")
                 return
             with record.phase("compare"):
-                schema_digest, tables, _ = target.checksums()
+                restored = target.checksums()
     except ScratchUnusable as error:
         raise CouldNotVerify(f"no scratch database: {error}") from error
-    except (psycopg.Error, pymysql.MySQLError) as error:
-        raise CouldNotVerify(f"the restored database could not be read: {str(error).strip()}") from error
-    _compare(manifest, schema_digest, tables, record)
+    except DatabaseUnavailable as error:
+        raise CouldNotVerify(f"the restored database could not be read: {error}") from error
+    _compare(manifest, restored, record)
 
 
 def explain_loader_failure(stderr: tuple[str, ...]) -> str:
@@ -126,21 +130,15 @@ def explain_loader_failure(stderr: tuple[str, ...]) -> str:
     return first if len(first) <= 500 else first[:500] + "…"
 
 
-def _restore_target(
-    config: AgentConfig, engine: str, scratch: str, database: str, state: StateDir
-) -> contextlib.AbstractContextManager[RestoreTarget]:
-    if engine == "postgres":
-        return postgres_restore_target(config.scratch.postgres, scratch, database, state)
-    return mysql_restore_target(config.scratch.mysql, scratch, database, state)
-
-
-def _compare(manifest: dict[str, Any], schema_digest: str, tables: list[TableChecksum], record: ResultRecord) -> None:
+def _compare(manifest: dict[str, Any], restored: TableManifest, record: RecordDraft[VerifyDraft]) -> None:
     expected_tables = [t for t in manifest["tables"] if isinstance(t, dict)]
-    record.details["compared"].update(tables=len(tables), rows=sum(t.rows for t in tables))
-    if schema_digest != manifest.get("schema_digest"):
+    record.details.compared = record.details.compared.model_copy(
+        update={"tables": len(restored.tables), "rows": sum(t.rows for t in restored.tables)})
+    if restored.schema_digest != manifest.get("schema_digest"):
         record.add("schema_digest_mismatch", "error",
-                   f"the restored schema has digest {schema_digest}, the manifest says {manifest.get('schema_digest')}")
-    for difference in compare_tables(expected_tables, tables):
+                   f"the restored schema has digest {restored.schema_digest}, the manifest says "
+                   f"{manifest.get('schema_digest')}")
+    for difference in compare_tables(expected_tables, restored.tables):
         record.add(difference.code, "error", difference.detail, difference.table)
     non_transactional = manifest.get("non_transactional") or []
     for table in non_transactional if isinstance(non_transactional, list) else []:
@@ -160,9 +158,9 @@ def _stream(restic: Restic, backup: StoredBackup, filename: str, target: Restore
         raise CouldNotVerify(f"loading the dump stopped: {error.detail}") from error
 
 
-def _check_stream(streamed: StreamedRestore, expected: str, record: ResultRecord) -> bool:
-    record.details["dump"] = {"digest": streamed.digest, "expected": expected, "bytes": streamed.size}
-    record.details["compared"]["bytes"] = streamed.size
+def _check_stream(streamed: StreamedRestore, expected: str, record: RecordDraft[VerifyDraft]) -> bool:
+    record.details.dump = DumpCheck(digest=streamed.digest, expected=expected, bytes=streamed.size)
+    record.details.compared = record.details.compared.model_copy(update={"bytes": streamed.size})
     if streamed.digest != expected:
         record.add("dump_digest_mismatch", "error",
                    f"the dump in the repository has digest {streamed.digest}, the manifest says {expected}")

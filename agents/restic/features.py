@@ -10,13 +10,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from agents.contract.errors import DrillError
+
 MINIMUM_VERSION = (0, 14, 0)
 
 _VERSION_LINE = re.compile(r"^restic (\d+)\.(\d+)\.(\d+)")
 
 
-class UnsupportedResticVersion(Exception):
+class UnsupportedResticVersion(DrillError):
     """The restic binary is older than the agent supports or did not say its version."""
+
+    code = "restic_unsupported"
 
 
 @dataclass(frozen=True, order=True)

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from agents.contract.errors import DrillError
 
-class MalformedResticOutput(Exception):
+
+class MalformedResticOutput(DrillError):
     """restic printed JSON that does not have the shape its documentation promises."""
+
+    code = "restic_output_malformed"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import IO
 
 from agents import process
+from agents.contract.errors import DrillError
 from agents.restic import commands
 from agents.restic.exitcodes import ResticOutcome, classify_exit, explain_stderr, outcome_from_stderr
 from agents.restic.features import ResticVersion, UnsupportedResticVersion, parse_version
@@ -75,7 +76,7 @@ _FINDING_CODES = {
 }
 
 
-class ResticError(Exception):
+class ResticError(DrillError):
     """A restic command failed; ``outcome`` says how, ``stderr_tail`` says what restic said."""
 
     def __init__(
@@ -92,6 +93,7 @@ class ResticError(Exception):
         self.repository = repository
         self.exit_code = exit_code
         self.stderr_tail = tuple(stderr_tail)
+        self.code = self.finding_code
 
     @property
     def finding_code(self) -> str:

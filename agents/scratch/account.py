@@ -14,9 +14,13 @@ import pwd
 import stat
 from dataclasses import dataclass
 
+from agents.contract.errors import DrillError
 
-class ScratchUnusable(Exception):
+
+class ScratchUnusable(DrillError):
     """The scratch area or instance cannot be set up; the message says what to change."""
+
+    code = "scratch_unusable"
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import zipfile
 from datetime import datetime
 from typing import Any
 
-from agents import signing
-from agents.records import iso, utc_now
+from agents.contract import signing
+from agents.contract.documents import format_time, utc_now
+from agents.contract.errors import DrillError
 from drill.drills import load_drill
 from drill.evidence import layout
 from drill.ledger.ledger import Entry, Ledger
@@ -24,8 +25,10 @@ from drill.reports.i18n import LANGUAGES
 from targets import hashing
 
 
-class ExportError(Exception):
+class ExportError(DrillError):
     """Nothing to export, or the output cannot be written; the message says which."""
+
+    code = "export_failed"
 
 
 def _in_range(entry: Entry, since: datetime | None, until: datetime | None) -> bool:
@@ -54,7 +57,7 @@ def export_bundle(ledger: Ledger, out: str, *, drill_id: str | None = None, sinc
         scope: dict[str, Any] = {"drill_id": drill_id}
     else:
         entries = [e for e in ledger.entries() if _in_range(e, since, until)]
-        scope = {"since": iso(since) if since else None, "until": iso(until) if until else None}
+        scope = {"since": format_time(since) if since else None, "until": format_time(until) if until else None}
     if not entries:
         raise ExportError("no record in the ledger falls in this scope")
     checkpoint = ledger.checkpoint()
@@ -79,7 +82,7 @@ def export_bundle(ledger: Ledger, out: str, *, drill_id: str | None = None, sinc
         name = layout.report_name(lang)
         members[name] = page.encode()
         listed_reports.append({"file": name, "lang": lang, "digest": hashing.digest_bytes(algorithm, page.encode())})
-    manifest = {"schema": layout.SCHEMA, "created": iso(utc_now()), "scope": scope, "algorithm": algorithm,
+    manifest = {"schema": layout.SCHEMA, "created": format_time(utc_now()), "scope": scope, "algorithm": algorithm,
                 "coordinator": ledger.coordinator.keyid, "checkpoint": {"file": layout.CHECKPOINT, "tree_size": size},
                 "keys": listed_keys, "entries": listed_entries, "reports": listed_reports}
     members[layout.MANIFEST] = signing.canonical_json(

@@ -24,10 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import signing
+from agents.contract import signing
+from agents.contract.documents import DocumentError
+from agents.contract.records import DrillFinished, DrillStarted, DrillStep, Record, parse_record
 from drill import merkle
 from drill.evidence import layout
-from drill.ledger.ledger import KeyInfo, keys_digest
+from drill.ledger.entries import KeyInfo, keys_digest
 from drill.reports.figures import drill_figures
 from drill.reports.html import embedded_figures
 from drill.reports.i18n import duration
@@ -219,8 +221,8 @@ def _check_checkpoint(members: dict[str, bytes], manifest: dict[str, Any], signe
 
 
 def _check_records(members: dict[str, bytes], manifest: dict[str, Any], keys: dict[str, Any], algorithm: str,
-                   root: bytes, size: int, result: Verification) -> list[dict[str, Any]]:
-    documents = []
+                   root: bytes, size: int, result: Verification) -> list[Record]:
+    documents: list[Record] = []
     seen: set[str] = set()
     scope_drill = result.scope.get("drill_id")
     for item in manifest.get("entries", []):
@@ -242,18 +244,21 @@ def _check_records(members: dict[str, bytes], manifest: dict[str, Any], keys: di
         if not root or not merkle.verify_inclusion(algorithm, int(item["index"]), size, leaf, proof, root):
             result.add("not_in_ledger", f"{name} is not in the signed checkpoint at index {item['index']}")
         try:
-            document = signing.open_envelope(envelope, keys).document()
+            document = parse_record(signing.open_envelope(envelope, keys).document())
         except signing.SignatureError as error:
             result.add("record_signature", f"{name}: {error}")
             continue
-        record_id = str(document.get("record_id"))
+        except DocumentError as error:
+            result.add("record_unreadable", f"{name}: {error}")
+            continue
+        record_id = document.record_id
         if record_id in seen:
             result.add("record_replayed", f"record {record_id} appears twice")
         seen.add(record_id)
         if record_id != item["record_id"]:
             result.add("record_altered", f"{name} holds record {record_id}, the manifest lists {item['record_id']}")
-        if scope_drill and document.get("drill_id") != scope_drill:
-            result.add("record_from_other_drill", f"{name} belongs to drill {document.get('drill_id')}, "
+        if scope_drill and document.drill_id != scope_drill:
+            result.add("record_from_other_drill", f"{name} belongs to drill {document.drill_id}, "
                                                   f"not to {scope_drill}: a replayed record")
         documents.append(document)
         result.records += 1
@@ -268,26 +273,25 @@ def _check_unlisted(members: dict[str, bytes], manifest: dict[str, Any], result:
         result.add("unexpected_member", f"{name} is in the bundle but not in its signed manifest")
 
 
-def _check_drill(manifest: dict[str, Any], documents: list[dict[str, Any]], result: Verification) -> None:
-    finished = next((d for d in documents if d.get("kind") == "drill.finished"), None)
+def _check_drill(manifest: dict[str, Any], documents: list[Record], result: Verification) -> None:
+    finished = next((d for d in documents if isinstance(d, DrillFinished)), None)
     if finished is None:
         result.add("drill_unfinished", "the bundle holds no drill.finished record")
         return
-    present = {(d.get("record_id")) for d in documents}
-    for listed in finished.get("records", []):
-        if listed["record_id"] not in present:
-            result.add("record_missing", f"the drill's {listed['kind']} record {listed['record_id']} is not "
-                                         "in the bundle")
+    present = {d.record_id for d in documents}
+    for listed in finished.records:
+        if listed.record_id not in present:
+            result.add("record_missing", f"the drill's {listed.kind} record {listed.record_id} is not in the bundle")
 
 
-def _check_reports(members: dict[str, bytes], manifest: dict[str, Any], documents: list[dict[str, Any]],
+def _check_reports(members: dict[str, bytes], manifest: dict[str, Any], documents: list[Record],
                    algorithm: str, result: Verification) -> None:
-    started = next((d for d in documents if d.get("kind") == "drill.started"), None)
+    started = next((d for d in documents if isinstance(d, DrillStarted)), None)
     if started is None:
         result.add("drill_unstarted", "the bundle holds no drill.started record")
         return
-    steps = [d for d in documents if d.get("kind") == "drill.step"]
-    finished = next((d for d in documents if d.get("kind") == "drill.finished"), None)
+    steps = [d for d in documents if isinstance(d, DrillStep)]
+    finished = next((d for d in documents if isinstance(d, DrillFinished)), None)
     expected = drill_figures(started, steps, finished)
     for report in manifest.get("reports", []):
         content = members.get(report["file"])

@@ -12,75 +12,44 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agents import signing
+from agents.contract import signing
+from agents.contract.documents import DocumentError, to_json_document
+from agents.contract.errors import DrillError
+from agents.contract.records import DrillRecord, parse_record
 from drill import merkle
+from drill.ledger.entries import Entry, KeyInfo, keys_digest
 from drill.ledger.store import Store
+
+__all__ = ["AlreadyPresent", "Entry", "KeyInfo", "Ledger", "Refused", "keys_digest"]
 
 CHECKPOINT_TYPE = "application/vnd.drill.checkpoint+json"
 
 
-class Refused(Exception):
-    """An envelope the ledger will not take; ``code`` for scripts, the message for people."""
+class Refused(DrillError):
+    """An envelope the ledger will not take; ``code`` (from the type of the problem) for scripts."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-class AlreadyPresent(Exception):
+class AlreadyPresent(DrillError):
     """This exact envelope is already in the ledger (at ``index``)."""
+
+    code = "already_present"
 
     def __init__(self, index: int) -> None:
         super().__init__(f"already in the ledger at index {index}")
         self.index = index
 
 
-@dataclass(frozen=True)
-class KeyInfo:
-    keyid: str
-    public_pem: str
-    owner: str
-    role: str  # agent | coordinator
-
-    @property
-    def public(self) -> Ed25519PublicKey:
-        return signing.load_public_pem(self.public_pem)
-
-
-@dataclass(frozen=True)
-class Entry:
-    index: int
-    leaf_hash: str
-    record_id: str
-    keyid: str
-    kind: str
-    host: str
-    drill_id: str | None
-    recorded: str
-    envelope: dict[str, Any]
-
-    def document(self) -> dict[str, Any]:
-        """The record inside (its signature was checked when it was appended)."""
-        payload = signing.envelope_payload(self.envelope)
-        assert isinstance(payload, dict)
-        return payload
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def keys_digest(algorithm: str, keys: Sequence[KeyInfo]) -> str:
-    """A digest over every key (id, owner, role, PEM) in id order: a checkpoint pins the key set."""
-    listing = [{"keyid": k.keyid, "owner": k.owner, "role": k.role, "public_pem": k.public_pem}
-               for k in sorted(keys, key=lambda k: k.keyid)]
-    return merkle.to_text(algorithm, merkle.leaf_hash(algorithm, signing.canonical_json(listing)))
 
 
 class Ledger:
@@ -122,28 +91,24 @@ class Ledger:
         """Check and append one signed record. Raises :class:`Refused` or :class:`AlreadyPresent`."""
         try:
             opened = signing.open_envelope(envelope, self.verification_keys())
-            document = opened.document()
+            record = parse_record(opened.document())
         except signing.SignatureError as error:
-            code = "unknown_key" if "unknown key" in str(error) else "bad_signature"
-            raise Refused(code, str(error)) from error
-        if not isinstance(document, dict) or not isinstance(document.get("record_id"), str):
-            raise Refused("malformed", "the signed payload is not a record with a record_id")
+            raise Refused(error.code, str(error)) from error
+        except DocumentError as error:
+            raise Refused("malformed", str(error)) from error
         data = signing.canonical_json(envelope)
         leaf = merkle.to_text(self.algorithm, merkle.leaf_hash(self.algorithm, data))
         with self.store.writing():
             same = self.store.query("SELECT idx, leaf_hash FROM ledger_entries WHERE record_id = %s OR leaf_hash = %s",
-                                    (document["record_id"], leaf))
+                                    (record.record_id, leaf))
             if same:
                 if same[0][1] == leaf:
                     raise AlreadyPresent(int(same[0][0]))
-                raise Refused("replay", f"record {document['record_id']} is already in the ledger at index "
+                raise Refused("replay", f"record {record.record_id} is already in the ledger at index "
                               f"{same[0][0]} with other content: a replayed or re-signed record")
             index = int(self.store.query("SELECT COUNT(*) FROM ledger_entries")[0][0])
-            job = document.get("job")
-            kind = str((job.get("kind") if isinstance(job, dict) else None) or document.get("kind") or "record")
-            drill_id = document.get("drill_id")
-            entry = Entry(index, leaf, document["record_id"], opened.keyid, kind, str(document.get("host", "")),
-                          str(drill_id) if drill_id else None, _now(), envelope)
+            entry = Entry(index, leaf, record.record_id, opened.keyid, record.kind, record.host, record.drill_id,
+                          _now(), envelope)
             self.store.execute(
                 "INSERT INTO ledger_entries (idx, leaf_hash, record_id, keyid, kind, host, drill_id, recorded, "
                 "envelope) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -151,9 +116,9 @@ class Ledger:
                  entry.recorded, json.dumps(envelope, sort_keys=True)))
         return entry
 
-    def append_signed(self, document: dict[str, Any]) -> Entry:
-        """Sign ``document`` with the coordinator's key and append it."""
-        return self.append(self.coordinator.sign_document(document))
+    def append_signed(self, record: DrillRecord) -> Entry:
+        """Sign ``record`` with the coordinator's key and append it."""
+        return self.append(self.coordinator.sign_document(to_json_document(record)))
 
     def _entries(self, where: str = "", params: Sequence[Any] = ()) -> list[Entry]:
         # ``where`` is one of this module's constant clauses; values go in ``params``.
@@ -169,9 +134,14 @@ class Ledger:
     def entries_of_drill(self, drill_id: str) -> list[Entry]:
         return self._entries("WHERE drill_id = %s", (drill_id,))
 
-    def entries_by_record(self, record_ids: Sequence[str]) -> list[Entry]:
-        wanted = set(record_ids)
-        return [e for e in self._entries() if e.record_id in wanted]
+    def entry_at(self, index: int) -> Entry | None:
+        found = self._entries("WHERE idx = %s", (index,))
+        return found[0] if found else None
+
+    def find(self, record_id: str) -> Entry | None:
+        """The entry of record ``record_id``, or None when the ledger does not have it."""
+        found = self._entries("WHERE record_id = %s", (record_id,))
+        return found[0] if found else None
 
     def size(self) -> int:
         return int(self.store.query("SELECT COUNT(*) FROM ledger_entries")[0][0])

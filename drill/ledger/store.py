@@ -12,9 +12,12 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psycopg
+from agents.contract.errors import DrillError
+
+if TYPE_CHECKING:
+    import psycopg
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -29,8 +32,10 @@ SCHEMA = (
 )
 
 
-class StoreError(Exception):
-    """The ledger's database cannot be opened or used; the message says why."""
+class StoreError(DrillError):
+    """The ledger's database cannot be opened or used; the message says why (never a password)."""
+
+    code = "ledger_unavailable"
 
 
 class Store(Protocol):
@@ -48,12 +53,14 @@ class SqliteStore:
 
     def __init__(self, path: str) -> None:
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if os.path.isdir(path):
+            raise StoreError(f"the SQLite ledger {path} is a directory; give a file path")
         try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
             self.connection = sqlite3.connect(path, isolation_level=None, timeout=30)
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the SQLite ledger {path}: {exc}") from exc
         self.where = path
 
@@ -82,12 +89,18 @@ class SqliteStore:
 
 
 class PostgresStore:
+    """PostgreSQL by URL. psycopg is imported here only: reading a bundle offline needs no database driver."""
+
     def __init__(self, url: str) -> None:
-        try:
-            self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot open the PostgreSQL ledger: {str(exc).strip()}") from exc
+        import psycopg  # noqa: PLC0415 -- see the class docstring
+
         self.where = url.rsplit("@", maxsplit=1)[-1]  # never the password
+        try:
+            self.connection: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
+                url, autocommit=True, connect_timeout=10)
+        except (psycopg.Error, ValueError) as exc:
+            message = str(exc).strip().replace(url, self.where)
+            raise StoreError(f"cannot open the PostgreSQL ledger at {self.where}: {message}") from exc
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self.connection.execute(sql, tuple(params)).fetchall())
@@ -113,12 +126,14 @@ def open_store(url: str) -> Store:
     elif url.startswith("sqlite:///"):
         store = SqliteStore(url[len("sqlite://"):])
     elif "://" in url:
-        raise StoreError(f"unknown ledger URL {url!r}: use sqlite:///PATH or postgresql://…")
+        scheme = url.split("://", 1)[0]
+        raise StoreError(f"unknown ledger URL scheme {scheme!r}: use sqlite:///PATH or postgresql://HOST/DATABASE")
     else:
         store = SqliteStore(url)
     try:
         for statement in SCHEMA:
             store.execute(statement)
-    except (sqlite3.Error, psycopg.Error) as exc:
+    except Exception as exc:  # sqlite3.Error or psycopg.Error: the driver's own words
+        store.close()
         raise StoreError(f"cannot create the ledger's tables: {exc}") from exc
     return store

@@ -8,6 +8,19 @@ only a unix socket.
 from __future__ import annotations
 
 
+def make_dump_command(binary: str, database: str, *, defaults_file: str | None) -> tuple[str, ...]:
+    """A consistent SQL dump of ``database`` to stdout, its own transaction started at once.
+
+    Options MySQL 8's mysqldump accepts too; no ``--databases``, so a restore may pick another name.
+    """
+    argv = [binary]
+    if defaults_file:
+        argv.append(f"--defaults-extra-file={defaults_file}")  # must come first
+    argv += ["--single-transaction", "--quick", "--routines", "--triggers", "--events", "--hex-blob",
+             "--default-character-set=utf8mb4", "--no-tablespaces", database]
+    return tuple(argv)
+
+
 def make_install_db_command(binary: str, data_dir: str) -> tuple[str, ...]:
     """Initialise a data directory (MariaDB's installer; for MySQL 8 configure ``mysqld`` instead)."""
     if binary.endswith(("mysqld", "mariadbd")):

@@ -30,7 +30,7 @@ from typing import Any
 import pymysql
 
 from targets.mysql import checksum
-from targets.tables import DatabaseUnavailable, TableChecksum
+from targets.tables import DatabaseUnavailable, TableChecksum, TableManifest
 
 _AUTO_INCREMENT = re.compile(r" AUTO_INCREMENT=\d+")
 
@@ -50,8 +50,8 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def compute_checksums(cursor: Any, database: str) -> tuple[str, list[TableChecksum], list[str]]:
-    """(schema digest, table checksums, non-transactional tables) of ``database`` in the cursor's transaction."""
+def compute_checksums(cursor: Any, database: str) -> TableManifest:
+    """Schema digest, table checksums and non-transactional tables of ``database`` in the cursor's transaction."""
     statement: str
     for statement in checksum.SESSION_SETTINGS:
         cursor.execute(statement)
@@ -69,7 +69,7 @@ def compute_checksums(cursor: Any, database: str) -> tuple[str, list[TableChecks
         count, total = cursor.fetchone()
         result.append(TableChecksum(database, name, int(count), str(total)))
     non_transactional = [name for name, engine in tables if not checksum.is_transactional(engine)]
-    return "sha256:" + schema.hexdigest(), result, non_transactional
+    return TableManifest("sha256:" + schema.hexdigest(), tuple(result), tuple(non_transactional))
 
 
 class ConsistentSnapshot:
@@ -131,7 +131,7 @@ class ConsistentSnapshot:
             with contextlib.suppress(pymysql.MySQLError), self._lock.cursor() as cursor:
                 cursor.execute("UNLOCK TABLES")
 
-    def checksums(self) -> tuple[str, list[TableChecksum], list[str]]:
+    def checksums(self) -> TableManifest:
         try:
             with self._reader.cursor() as cursor:
                 return compute_checksums(cursor, self.database)

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 from agents.jobs import catalog
-from agents.jobs.backup import run_policy_backup
 from agents.restic.runner import Restic
 from agents.state import StateDir
 from policies.levels import Level
@@ -16,6 +15,7 @@ from targets import hashing
 from targets.files.manifest import parse_manifest
 from tests.support.components import S3Server, running_s3
 from tests.support.configs import Workspace, write_files
+from tests.support.jobs import backup, doc
 
 
 def _listing(workspace: Workspace, config_path: str, repository: str) -> list[catalog.StoredBackup]:
@@ -31,13 +31,13 @@ def test_full_differential_incremental_with_manifests_in_the_repository(workspac
     config = workspace.load(path)
     Restic(config.restic_binary, config.repositories["local"]).init()
 
-    [full] = run_policy_backup(config, "nightly", Level.FULL)
+    [full] = backup(config, "nightly", Level.FULL)
     write_files(workspace.data, {"dir0/f0.txt": "changed for the differential\n"})
-    [diff] = run_policy_backup(config, "nightly", Level.DIFFERENTIAL)
+    [diff] = backup(config, "nightly", Level.DIFFERENTIAL)
     write_files(workspace.data, {"dir1/f1.txt": "changed for the incremental\n", "new.txt": "new"})
-    [incr] = run_policy_backup(config, "nightly", Level.INCREMENTAL)
+    [incr] = backup(config, "nightly", Level.INCREMENTAL)
 
-    docs = [r.to_document() for r in (full, diff, incr)]
+    docs = [doc(r) for r in (full, diff, incr)]
     assert [d["outcome"] for d in docs] == ["success"] * 3, docs
     assert [d["level"]["effective"] for d in docs] == ["full", "differential", "incremental"]
     assert docs[0]["manifest"]["hashed_files"] == 30 and docs[0]["manifest"]["reused_hashes"] == 0
@@ -78,8 +78,8 @@ def test_incremental_without_a_full_is_upgraded(workspace: Workspace) -> None:
     write_files(workspace.data, {"a": "1"})
     config = workspace.load(workspace.write_config({"local": workspace.local_repository("local")}))
     Restic(config.restic_binary, config.repositories["local"]).init()
-    [record] = run_policy_backup(config, "nightly", Level.INCREMENTAL)
-    document = record.to_document()
+    [record] = backup(config, "nightly", Level.INCREMENTAL)
+    document = doc(record)
     assert document["outcome"] == "success"
     assert document["level"] == {"requested": "incremental", "effective": "full",
                                  "reason": "upgraded to full: no usable full backup exists"}
@@ -103,8 +103,8 @@ def test_s3_backup_replicates_and_proves_the_copy(workspace: Workspace, s3: S3Se
         config = workspace.load(path)
         for repository in config.repositories.values():
             assert Restic(config.restic_binary, repository).init() is True
-        records = [run_policy_backup(config, "nightly", Level.FULL)[0] for _ in range(3)]
-        docs = [r.to_document() for r in records]
+        records = [backup(config, "nightly", Level.FULL)[0] for _ in range(3)]
+        docs = [doc(r) for r in records]
         assert [d["outcome"] for d in docs] == ["success"] * 3, docs[-1]["findings"]
         replication = docs[0]["replication"][0]
         assert replication["verified"] is True and replication["site"] == "same-city"
@@ -130,10 +130,10 @@ def test_retention_never_touches_another_policy_or_host(workspace: Workspace) ->
     other_host = workspace.load(workspace.write_config({"shared": repo}, policies=policies, host="otherhost",
                                                        name="other.yaml"))
     Restic(mine.restic_binary, mine.repositories["shared"]).init()
-    run_policy_backup(other_host, "keep-one", Level.FULL)
-    run_policy_backup(mine, "keep-all", Level.FULL)
-    run_policy_backup(mine, "keep-one", Level.FULL)
-    run_policy_backup(mine, "keep-one", Level.FULL)
+    backup(other_host, "keep-one", Level.FULL)
+    backup(mine, "keep-all", Level.FULL)
+    backup(mine, "keep-one", Level.FULL)
+    backup(mine, "keep-one", Level.FULL)
     restic = Restic(mine.restic_binary, mine.repositories["shared"])
     backups = catalog.collect_backups(restic.snapshots())
     owners = sorted((b.host, b.policy) for b in backups)
@@ -144,8 +144,8 @@ def test_state_keeps_a_local_copy_of_each_manifest(workspace: Workspace) -> None
     write_files(workspace.data, {"a": "1"})
     config = workspace.load(workspace.write_config({"local": workspace.local_repository("local")}))
     Restic(config.restic_binary, config.repositories["local"]).init()
-    [record] = run_policy_backup(config, "nightly", Level.FULL)
-    document = record.to_document()
+    [record] = backup(config, "nightly", Level.FULL)
+    document = doc(record)
     cached = StateDir(config.state_dir).load_manifest(document["snapshot"]["id"])
     assert cached is not None and hashing.digest_bytes("sha256", cached) == document["manifest"]["digest"]
 
@@ -155,12 +155,12 @@ def test_a_base_forgotten_behind_the_agents_back_rebuilds_its_index(workspace: W
     config = workspace.load(workspace.write_config({"local": workspace.local_repository("local")}))
     restic = Restic(config.restic_binary, config.repositories["local"])
     restic.init()
-    [full] = run_policy_backup(config, "nightly", Level.FULL)
-    restic.forget([full.to_document()["snapshot"]["id"]], prune=False)  # not through the agent
+    [full] = backup(config, "nightly", Level.FULL)
+    restic.forget([doc(full)["snapshot"]["id"]], prune=False)  # not through the agent
     # restic 0.18 would still find the parent in its cache; a rebuilt host has no cache either.
     shutil.rmtree(os.path.join(config.state_dir, "cache"))
-    [again] = run_policy_backup(config, "nightly", Level.INCREMENTAL)
-    document = again.to_document()
+    [again] = backup(config, "nightly", Level.INCREMENTAL)
+    document = doc(again)
     assert document["outcome"] == "success", document["findings"]
     # The index no longer names the forgotten full: there is no usable full, so this run is one.
     assert document["level"]["effective"] == "full"

@@ -13,6 +13,7 @@ from datetime import datetime
 from agents.daemon import run_due_policies
 from agents.state import StateDir
 from tests.support.configs import Workspace, write_files
+from tests.support.jobs import doc
 
 ZONE = datetime.now().astimezone().tzinfo
 
@@ -38,7 +39,7 @@ def test_due_runs_neither_repeat_nor_skip_across_restarts(workspace: Workspace) 
 
     # Sunday 01:05: full and incremental share the slot; one run, the full.
     [sunday] = run_due_policies(config, clock=lambda: _at(29, 1, 5))
-    assert sunday.to_document()["level"]["effective"] == "full"
+    assert doc(sunday.record)["level"]["effective"] == "full"
     assert state.last_handled_slot("nightly") == _at(29, 1)
 
     # A restart a minute later: nothing is repeated.
@@ -46,8 +47,8 @@ def test_due_runs_neither_repeat_nor_skip_across_restarts(workspace: Workspace) 
 
     # Down until Wednesday 09:00 (Monday, Tuesday and Wednesday missed): one catch-up run.
     [catch_up] = run_due_policies(config, clock=lambda: datetime(2026, 12, 2, 9, 0, tzinfo=ZONE))
-    assert catch_up.to_document()["level"]["effective"] == "incremental"
-    assert catch_up.outcome == "success"
+    assert doc(catch_up.record)["level"]["effective"] == "incremental"
+    assert catch_up.record.outcome == "success"  # type: ignore[union-attr]
     assert state.last_handled_slot("nightly") == datetime(2026, 12, 2, 1, 0, tzinfo=ZONE)
     assert run_due_policies(config, clock=lambda: datetime(2026, 12, 2, 9, 30, tzinfo=ZONE)) == []
 

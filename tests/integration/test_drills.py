@@ -7,8 +7,10 @@ import os
 
 import pypdf
 
-from agents import process, signing
-from agents.records import Outbox
+from agents import process
+from agents.contract import signing
+from agents.keys import KeyStore
+from agents.outbox import Outbox, read_envelope
 from drill.config import load_drill_config
 from drill.coordinator import ingest, open_ledger
 from drill.drills import finish_drill, run_drill, start_drill
@@ -104,7 +106,7 @@ def test_an_interrupted_drill_is_incomplete_until_resumed_or_closed(workspace: W
         second = start_drill(ledger, config, "local", None)
         closed = finish_drill(ledger, config, second, closing=True)
         assert closed.verdict == "incomplete" and closed.finished is not None
-        assert closed.finished["not_run"] == ["app01/documents"]
+        assert closed.finished.not_run == ["app01/documents"]
     shown = drillctl("drill", "show", second, "-c", estate.drill_config, "--json")
     assert shown.returncode == 1 and json.loads(shown.stdout)["verdict"] == "incomplete"
 
@@ -113,22 +115,23 @@ def test_ingest_takes_nothing_twice_and_refuses_replays_and_strangers(workspace:
     estate = make_estate(workspace.root, workspace.restic, scratch_dir)
     config = load_drill_config(estate.drill_config)
     agent = config.systems["app01"].agent
-    outbox = Outbox(agent.state_dir)
+    keys = KeyStore(agent.state_dir)
+    outbox = Outbox(agent.state_dir, keys)
     [waiting] = outbox.list()
     with open_ledger(config) as ledger:
         # An ingest that stopped after appending, before moving the file: the next one only moves it.
-        ledger.add_key(signing.public_pem(outbox.key.public), "app01", "agent")
-        ledger.append(Outbox.read_envelope(waiting))
+        ledger.add_key(keys.public_pem(), "app01", "agent")
+        ledger.append(read_envelope(waiting))
         result = ingest(ledger, config)
-        assert (len(result.taken), result.already, result.refused) == (0, 1, [])
+        assert (len(result.taken), len(result.already), result.refused) == (0, 1, [])
         assert ledger.size() == 1 and outbox.list() == []
 
         # The same record, changed and re-signed by the agent: a replay. A record from an unknown key: refused.
         [sent] = outbox.list(sent=True)
-        document = outbox.read_verified(sent)
-        document["outcome"] = "success-but-changed"
+        document = signing.envelope_payload(read_envelope(sent))
+        document["outcome"] = "partial"
         with open(os.path.join(outbox.path, "replayed.json"), "w") as handle:
-            json.dump(outbox.key.sign_document(document), handle)
+            json.dump(keys.key.sign_document(document), handle)
         stranger = signing.generate_key()
         with open(os.path.join(outbox.path, "stranger.json"), "w") as handle:
             json.dump(stranger.sign_document({**document, "record_id": "another"}), handle)

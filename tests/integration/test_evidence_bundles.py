@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from agents import signing
+from agents.contract import signing
 from drill.evidence.verify import verify_bundle
 from tests.support.components import find_restic
 from tests.support.drills import drillctl, make_estate

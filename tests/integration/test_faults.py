@@ -11,12 +11,12 @@ import sys
 import threading
 import time
 
-from agents.jobs.backup import run_policy_backup
-from agents.records import ResultRecord
+from agents.contract.records import AgentRecord
 from agents.restic.runner import Restic
 from policies.levels import Level
 from tests.support.components import S3Server, free_port
 from tests.support.configs import Workspace, write_files
+from tests.support.jobs import backup, doc
 
 
 def _files_in(directory: str) -> list[str]:
@@ -24,7 +24,7 @@ def _files_in(directory: str) -> list[str]:
     return os.listdir(directory) if os.path.isdir(directory) else []
 
 
-def _codes(record: ResultRecord) -> set[str]:
+def _codes(record: AgentRecord) -> set[str]:
     return {f.code for f in record.findings}
 
 
@@ -47,10 +47,10 @@ def test_wrong_password_fails_with_a_typed_finding(workspace: Workspace) -> None
     _init(workspace, path)
     with open(workspace.password_file, "w") as handle:
         handle.write("not the password\n")
-    [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    [record] = backup(workspace.load(path), "nightly", Level.FULL)
     assert record.outcome == "failed"
     assert "wrong_password" in _codes(record)
-    assert "not the password" not in json.dumps(record.to_document())
+    assert "not the password" not in json.dumps(doc(record))
 
 
 def test_missing_bucket_fails_promptly(workspace: Workspace, s3: S3Server) -> None:
@@ -58,7 +58,7 @@ def test_missing_bucket_fails_promptly(workspace: Workspace, s3: S3Server) -> No
     path = workspace.write_config({"local": workspace.s3_repository(s3, "no-such-bucket", "app01",
                                                                     connect_timeout=8)})
     started = time.monotonic()
-    [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    [record] = backup(workspace.load(path), "nightly", Level.FULL)
     assert time.monotonic() - started < 25
     assert record.outcome == "failed"
     assert "repository_missing" in _codes(record)
@@ -71,7 +71,7 @@ def test_unreachable_endpoint_fails_within_connect_timeout(workspace: Workspace)
     dead = S3Server(data_dir=os.path.join(workspace.root, "never-started"), port=free_port())
     path = workspace.write_config({"local": workspace.s3_repository(dead, "backups", "app01", connect_timeout=5)})
     started = time.monotonic()
-    [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    [record] = backup(workspace.load(path), "nightly", Level.FULL)
     assert time.monotonic() - started < 25
     assert record.outcome == "failed"
     assert "repository_unreachable" in _codes(record)
@@ -100,23 +100,23 @@ def test_s3_server_killed_mid_backup_then_next_run_succeeds(workspace: Workspace
     killer = threading.Thread(target=kill_when_uploading)
     killer.start()
     started = time.monotonic()
-    [failed] = run_policy_backup(config, "nightly", Level.FULL)
+    [failed] = backup(config, "nightly", Level.FULL)
     killer.join()
     assert time.monotonic() - started < 120
     assert failed.outcome == "failed"
-    assert _codes(failed) & {"repository_unreachable", "restic_failed"}, failed.to_document()["findings"]
+    assert _codes(failed) & {"repository_unreachable", "restic_failed"}, doc(failed)["findings"]
 
     locks = os.path.join(s3.data_dir, "backups", "app01", "locks")
     assert _files_in(locks), "the stopped restic could not remove its lock while S3 was down"
 
     s3.start()
-    [ok] = run_policy_backup(config, "nightly", Level.FULL)
-    assert ok.outcome == "success", ok.to_document()["findings"]
+    [ok] = backup(config, "nightly", Level.FULL)
+    assert ok.outcome == "success", doc(ok)["findings"]
     assert _files_in(locks) == []  # the next job removed the stale lock first
     # a second backup makes retention forget and prune (an exclusive lock): nothing blocks it
-    [again] = run_policy_backup(config, "nightly", Level.FULL)
-    assert again.outcome == "success", again.to_document()["findings"]
-    assert again.to_document()["retention"]["local"] == {"forgotten": [ok.to_document()["snapshot"]["id"]],
+    [again] = backup(config, "nightly", Level.FULL)
+    assert again.outcome == "success", doc(again)["findings"]
+    assert doc(again)["retention"]["local"] == {"forgotten": [doc(ok)["snapshot"]["id"]],
                                                           "kept": 1}
 
 
@@ -142,10 +142,10 @@ def test_sigterm_stops_restic_cleanly_and_leaves_no_lock(workspace: Workspace) -
     assert document["outcome"] == "failed"
     assert "interrupted" in {f["code"] for f in document["findings"]}
     assert os.listdir(os.path.join(repo, "locks")) == []
-    [again] = run_policy_backup(workspace.load(path), "nightly", Level.INCREMENTAL)
+    [again] = backup(workspace.load(path), "nightly", Level.INCREMENTAL)
     assert again.outcome == "success"
     # the interrupted job left no usable base: the incremental was upgraded to full
-    assert again.to_document()["level"]["effective"] == "full"
+    assert doc(again)["level"]["effective"] == "full"
 
 
 def test_one_missing_source_path_makes_a_partial_backup(workspace: Workspace) -> None:
@@ -154,21 +154,21 @@ def test_one_missing_source_path_makes_a_partial_backup(workspace: Workspace) ->
     targets = {"documents": {"kind": "files", "paths": [workspace.data, missing]}}
     path = workspace.write_config({"local": workspace.local_repository("local")}, targets=targets)
     _init(workspace, path)
-    [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    [record] = backup(workspace.load(path), "nightly", Level.FULL)
     assert record.outcome == "partial"
     finding = next(f for f in record.findings if f.code == "source_missing")
     assert finding.subject == missing
-    assert record.to_document()["snapshot"]["id"]
+    assert doc(record)["snapshot"]["id"]
 
 
 def test_all_sources_missing_fails_without_a_snapshot(workspace: Workspace) -> None:
     targets = {"documents": {"kind": "files", "paths": [os.path.join(workspace.root, "gone")]}}
     path = workspace.write_config({"local": workspace.local_repository("local")}, targets=targets)
     _init(workspace, path)
-    [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+    [record] = backup(workspace.load(path), "nightly", Level.FULL)
     assert record.outcome == "failed"
     assert {"source_missing", "nothing_to_back_up"} <= _codes(record)
-    assert record.to_document()["snapshot"] is None
+    assert doc(record)["snapshot"] is None
 
 
 def test_unreadable_file_makes_a_partial_backup_naming_it(workspace: Workspace) -> None:
@@ -209,7 +209,7 @@ def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace
     writer.start()
     try:
         time.sleep(0.05)
-        [record] = run_policy_backup(workspace.load(path), "nightly", Level.FULL)
+        [record] = backup(workspace.load(path), "nightly", Level.FULL)
     finally:
         stop.set()
         writer.join()

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents import signing
+from agents.contract import signing
 from drill import merkle
 from drill.ledger.ledger import AlreadyPresent, Ledger, Refused
 from drill.ledger.store import open_store
 from tests.support.configs import Workspace
 from tests.support.databases import admin_connection
 from tests.support.drills import drillctl, make_estate
+from tests.support.records import backup_document
 
 
 @pytest.fixture
@@ -34,14 +35,13 @@ def test_the_postgres_ledger_appends_refuses_and_proves(ledger_url: str) -> None
     ledger = Ledger(open_store(ledger_url), coordinator)
     agent = signing.generate_key("sm3")  # an agent naming its key by SM3; the ledger hashes with SHA-256
     ledger.add_key(signing.public_pem(agent.public), "app01", "agent")
-    envelopes = [agent.sign_document({"record_id": f"r{i}", "job": {"kind": "backup"}, "host": "app01"})
-                 for i in range(5)]
+    envelopes = [agent.sign_document(backup_document(f"r{i}")) for i in range(5)]
     for envelope in envelopes:
         ledger.append(envelope)
     with pytest.raises(AlreadyPresent):
         ledger.append(envelopes[2])
     with pytest.raises(Refused) as replay:
-        ledger.append(agent.sign_document({"record_id": "r2", "job": {"kind": "backup"}, "host": "x"}))
+        ledger.append(agent.sign_document(backup_document("r2", host="x")))
     assert replay.value.code == "replay"
     head = signing.envelope_payload(ledger.checkpoint())
     assert head["tree_size"] == 5

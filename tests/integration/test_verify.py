@@ -10,12 +10,14 @@ import sys
 import threading
 import time
 
-from agents.jobs.backup import run_policy_backup
-from agents.records import Outbox
+from agents.contract import signing
+from agents.keys import KeyStore
+from agents.outbox import read_envelope
 from agents.restic.runner import Restic
 from policies.levels import Level
 from tests.support.components import S3Server
 from tests.support.configs import Workspace, write_files
+from tests.support.jobs import backup, doc
 
 
 def _verify(path: str, *extra: str) -> tuple[int, dict[str, object]]:
@@ -43,7 +45,7 @@ def _backed_up(workspace: Workspace) -> str:
     path = workspace.write_config({"local": workspace.local_repository("local")})
     config = workspace.load(path)
     Restic(config.restic_binary, config.repositories["local"]).init()
-    [record] = run_policy_backup(config, "nightly", Level.FULL)
+    [record] = backup(config, "nightly", Level.FULL)
     assert record.outcome == "success"
     return path
 
@@ -78,11 +80,11 @@ def test_a_flipped_byte_in_a_pack_is_caught(workspace: Workspace) -> None:
 def test_a_manifest_that_differs_from_the_backup_record_is_caught(workspace: Workspace) -> None:
     path = _backed_up(workspace)
     [record_path] = glob.glob(os.path.join(workspace.state_dir, "outbox", "*.json"))
-    outbox = Outbox(workspace.state_dir)
-    record = outbox.read_verified(record_path)
+    keys = KeyStore(workspace.state_dir)
+    record = signing.envelope_payload(read_envelope(record_path))
     record["manifest"]["digest"] = "sha256:" + "0" * 64  # what the backup record vouched for (signed by the agent)
     with open(record_path, "w") as handle:
-        json.dump(outbox.key.sign_document(record), handle)
+        json.dump(keys.key.sign_document(record), handle)
     code, document = _verify(path)
     assert code == 1
     assert [f["code"] for f in document["findings"]] == ["manifest_digest_mismatch"]  # type: ignore[attr-defined]
@@ -168,7 +170,7 @@ def test_files_appended_to_during_the_backup_verify_as_passed(workspace: Workspa
     writer = threading.Thread(target=append)
     writer.start()
     try:
-        documents = [run_policy_backup(config, "nightly", level)[0].to_document()
+        documents = [doc(backup(config, "nightly", level)[0])
                      for level in (Level.FULL, Level.INCREMENTAL)]
     finally:
         stop.set()
@@ -186,7 +188,7 @@ def test_damage_in_the_s3_bucket_is_caught(workspace: Workspace, s3: S3Server) -
     path = workspace.write_config({"local": workspace.s3_repository(s3, "backups", "app01")})
     config = workspace.load(path)
     Restic(config.restic_binary, config.repositories["local"]).init()
-    [record] = run_policy_backup(config, "nightly", Level.FULL)
+    [record] = backup(config, "nightly", Level.FULL)
     assert record.outcome == "success"
     packs = sorted(glob.glob(os.path.join(s3.data_dir, "backups", "app01", "data", "*", "*")), key=os.path.getsize)
     _flip_a_byte(packs[-1])  # one byte flipped in the bucket's largest data pack

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
+
+import pytest
 
 
 def pids_of(programs: tuple[bytes, ...], argument: str) -> list[int]:
@@ -45,3 +49,11 @@ def kill_after_start(programs: tuple[bytes, ...], argument: str, *, after: float
     thread = threading.Thread(target=watch)
     thread.start()
     return thread, killed
+
+
+def run_cli(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run one of the project's commands (``drill-agent``, ``drillctl``) as an operator would."""
+    program = shutil.which(argv[0])
+    if program is None:
+        pytest.fail(f"{argv[0]} is not on PATH: install the project (bash scripts/setup.sh)", pytrace=False)
+    return subprocess.run([program, *argv[1:]], capture_output=True, text=True, check=False, timeout=timeout)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pathlib
 
 from agents.config.model import validate_config
-from agents.jobs.db_sources import MysqlSource
+from agents.secretfiles import private_file
 from agents.state import StateDir
 from targets.mysql import checksum
-from targets.mysql.config import make_mysql_target
+from targets.mysql.commands import make_client_defaults, make_dump_command
 
 
 def test_checksum_sql_is_canonical_and_quotes_identifiers() -> None:
@@ -22,19 +22,15 @@ def test_checksum_sql_is_canonical_and_quotes_identifiers() -> None:
 
 
 def test_dump_command_reads_credentials_from_a_private_file(tmp_path: pathlib.Path) -> None:
-    (tmp_path / "pw").write_text('se"cret\n')
-    target = make_mysql_target("crm", {"kind": "mysql", "user": "backup", "password_file": str(tmp_path / "pw"),
-                                       "databases": ["crm"], "dump": "mysqldump"})
-    source = MysqlSource(target)
-    with source.secrets_file(StateDir(str(tmp_path))) as secrets:
-        assert secrets is not None
+    defaults = make_client_defaults("127.0.0.1", 3306, "backup", 'se"cret')
+    with private_file(StateDir(str(tmp_path)), "my-", defaults) as secrets:
         assert (pathlib.Path(secrets).stat().st_mode & 0o777) == 0o600
         assert 'password="se\\"cret"' in pathlib.Path(secrets).read_text()
-        argv, env = source.dump_command(None, "crm", secrets)  # type: ignore[arg-type]
+        argv = make_dump_command("mysqldump", "crm", defaults_file=secrets)
     assert not pathlib.Path(secrets).exists()
     assert argv[:2] == ("mysqldump", f"--defaults-extra-file={secrets}")
     assert "--single-transaction" in argv and argv[-1] == "crm"
-    assert not any("secret" in a for a in argv) and "MYSQL_PWD" not in env
+    assert not any("secret" in a for a in argv)
 
 
 def test_mysql_target_config(tmp_path: pathlib.Path) -> None:
@@ -49,8 +45,6 @@ policies: {{p: {{targets: [crm], repository: local}}}}
 
 
 def test_client_defaults_quote_the_password() -> None:
-    from targets.mysql.commands import make_client_defaults
-
     text = make_client_defaults("127.0.0.1", 3306, "backup", 'p"w\\x')
     assert text == '[client]\nhost=127.0.0.1\nport=3306\nuser="backup"\npassword="p\\"w\\\\x"\n'
     assert "password" not in make_client_defaults("h", 1, "u", None)

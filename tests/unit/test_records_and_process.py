@@ -11,45 +11,60 @@ import time
 import pytest
 
 from agents import process
-from agents.records import Outbox, ResultRecord, decide_outcome, job_record
+from agents.contract.records import BackupTarget, RepositoryRef
+from agents.keys import KeyStore
+from agents.outbox import Outbox, RecordStore
+from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record
 from agents.state import PolicyBusy, StateDir
+from policies.levels import Level
+
+
+def _draft() -> RecordDraft[BackupDraft]:
+    return RecordDraft("h", BackupDraft(policy="p", target=BackupTarget(name="t", kind="files"),
+                                        repository=RepositoryRef(name="local", site="local"),
+                                        level={"requested": Level.FULL}))
+
+
+def _outbox(path: pathlib.Path) -> Outbox:
+    return Outbox(str(path), KeyStore(str(path)))
 
 
 def test_outcome_is_success_only_without_error_findings() -> None:
-    record = ResultRecord("backup", host="h")
-    assert decide_outcome(record, complete=True) == "success"
-    record.add("changed_during_backup", "warning", "x")
-    assert decide_outcome(record, complete=True) == "success"
-    record.add("unreadable", "error", "y")
-    assert decide_outcome(record, complete=True) == "partial"
-    assert decide_outcome(ResultRecord("backup", host="h"), complete=False) == "failed"
+    draft = _draft()
+    assert decide_outcome(draft, complete=True) == "success"
+    draft.add("changed_during_backup", "warning", "x")
+    assert decide_outcome(draft, complete=True) == "success"
+    draft.add("unreadable", "error", "y")
+    assert decide_outcome(draft, complete=True) == "partial"
+    assert decide_outcome(_draft(), complete=False) == "failed"
 
 
 def test_a_job_that_raises_still_writes_a_failed_record(tmp_path: pathlib.Path) -> None:
-    outbox = Outbox(str(tmp_path))
-    record = ResultRecord("backup", host="h")
-    with pytest.raises(RuntimeError), job_record(outbox, record) as r:
+    outbox = _outbox(tmp_path)
+    draft = _draft()
+    with pytest.raises(RuntimeError), job_record(outbox, draft) as r:
         r.outcome = "success"  # set early, then the job blows up
         raise RuntimeError("disk on fire")
     [path] = outbox.list()
-    document = outbox.read_verified(path)
-    assert document["outcome"] == "failed"
-    assert document["findings"][0]["code"] == "internal_error"
-    assert "disk on fire" in document["findings"][0]["message"]
-    assert document["schema"] == "drill.result/v1"
+    record = RecordStore(outbox).read(path).record
+    assert record.outcome == "failed"  # type: ignore[union-attr]
+    assert record.findings[0].code == "internal_error"  # type: ignore[union-attr]
+    assert "disk on fire" in record.findings[0].message  # type: ignore[union-attr]
+    assert record.schema_ == "drill.result/v1"
 
 
 def test_outbox_writes_are_complete_files(tmp_path: pathlib.Path) -> None:
-    outbox = Outbox(str(tmp_path))
-    record = ResultRecord("backup", host="h", details={"policy": "p"})
-    record.outcome = "success"
-    with job_record(outbox, record):
+    outbox = _outbox(tmp_path)
+    draft = _draft()
+    draft.outcome = "success"
+    with job_record(outbox, draft):
         pass
-    assert record.path is not None and outbox.list() == [record.path]
-    assert outbox.read_verified(record.path)["policy"] == "p"
-    envelope = json.loads(pathlib.Path(record.path).read_text())
+    signed = draft.written()
+    assert signed.path is not None and outbox.list() == [signed.path]
+    assert RecordStore(outbox).read(signed.path).record.policy == "p"  # type: ignore[union-attr]
+    envelope = json.loads(pathlib.Path(signed.path).read_text())
     assert envelope["payloadType"] == "application/vnd.drill.record+json"
-    assert envelope["signatures"][0]["keyid"] == outbox.key.keyid
+    assert envelope["signatures"][0]["keyid"] == outbox.keys.key.keyid
     assert oct((tmp_path / "keys" / "signing.key").stat().st_mode & 0o777) == "0o600"
     assert not [p for p in (tmp_path / "outbox").iterdir() if p.name.startswith(".")]
 

@@ -8,10 +8,11 @@ import pathlib
 
 import pytest
 
-from agents import signing
+from agents.contract import signing
 from drill import merkle
 from drill.ledger.ledger import AlreadyPresent, Ledger, Refused
 from drill.ledger.store import StoreError, open_store
+from tests.support.records import backup_document, drill_started, drill_step
 
 
 @pytest.mark.parametrize("algorithm", ["sha256", "sm3"])
@@ -57,7 +58,7 @@ def _ledger(tmp_path: pathlib.Path) -> Ledger:
 def test_the_ledger_appends_checkpoints_and_refuses(tmp_path: pathlib.Path) -> None:
     ledger = _ledger(tmp_path)
     agent = signing.generate_key()
-    envelope = agent.sign_document({"record_id": "r1", "job": {"kind": "backup"}, "host": "app01"})
+    envelope = agent.sign_document(backup_document("r1"))
     with pytest.raises(Refused) as stranger:
         ledger.append(envelope)
     assert stranger.value.code == "unknown_key"
@@ -67,14 +68,16 @@ def test_the_ledger_appends_checkpoints_and_refuses(tmp_path: pathlib.Path) -> N
     with pytest.raises(AlreadyPresent):
         ledger.append(envelope)
     with pytest.raises(Refused) as replay:
-        ledger.append(agent.sign_document({"record_id": "r1", "job": {"kind": "backup"}, "host": "app01",
-                                           "outcome": "changed"}))
+        ledger.append(agent.sign_document(backup_document("r1", outcome="failed")))
     assert replay.value.code == "replay"
-    forged = dict(envelope, payload=base64.b64encode(b'{"record_id":"r2"}').decode())
+    forged = dict(envelope, payload=base64.b64encode(json.dumps(backup_document("r2")).encode()).decode())
     with pytest.raises(Refused) as bad:
         ledger.append(forged)
     assert bad.value.code == "bad_signature"
-    ledger.append_signed({"record_id": "d1", "kind": "drill.started", "drill_id": "D", "host": "coordinator"})
+    with pytest.raises(Refused) as malformed:  # signed, but not a record: wrong type in a field
+        ledger.append(agent.sign_document(backup_document("r3", outcome=7)))
+    assert malformed.value.code == "malformed" and "outcome" in str(malformed.value)
+    ledger.append_signed(drill_started("D", "d1"))
     checkpoint = signing.open_envelope(ledger.checkpoint(), {ledger.coordinator.keyid: ledger.coordinator.public})
     head = checkpoint.document()
     assert head["tree_size"] == 2
@@ -88,7 +91,7 @@ def test_the_ledger_appends_checkpoints_and_refuses(tmp_path: pathlib.Path) -> N
 
 def test_an_entry_edited_in_the_database_is_found_by_audit(tmp_path: pathlib.Path) -> None:
     ledger = _ledger(tmp_path)
-    ledger.append_signed({"record_id": "d1", "kind": "drill.started", "drill_id": "D", "host": "c", "site": "x"})
+    ledger.append_signed(drill_started("D", "d1", site="x"))
     envelope = ledger.entries()[0].envelope
     payload = json.loads(base64.b64decode(envelope["payload"]))
     payload["site"] = "elsewhere"
@@ -100,7 +103,7 @@ def test_an_entry_edited_in_the_database_is_found_by_audit(tmp_path: pathlib.Pat
 
 
 def test_a_ledger_url_it_cannot_use_is_named(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(StoreError, match="unknown ledger URL"):
+    with pytest.raises(StoreError, match="unknown ledger URL scheme 'mysql'"):
         open_store("mysql://somewhere/db")
     with pytest.raises(StoreError, match="cannot open the PostgreSQL ledger"):
         open_store("postgresql://nobody@127.0.0.1:1/none")
@@ -109,7 +112,7 @@ def test_a_ledger_url_it_cannot_use_is_named(tmp_path: pathlib.Path) -> None:
 def test_an_sm3_ledger_hashes_and_proves_with_sm3(tmp_path: pathlib.Path) -> None:
     ledger = Ledger(open_store(f"sqlite:///{tmp_path}/sm3.db"), signing.generate_key("sm3"))
     for number in range(3):
-        ledger.append_signed({"record_id": f"d{number}", "kind": "drill.step", "drill_id": "D", "host": "c"})
+        ledger.append_signed(drill_step("D", f"d{number}"))
     head = signing.envelope_payload(ledger.checkpoint())
     assert head["algorithm"] == "sm3" and head["root"].startswith("sm3:")
     assert ledger.coordinator.keyid.startswith("sm3:")

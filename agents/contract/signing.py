@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agents.contract.errors import DrillError
 from targets import hashing
 
 RECORD_TYPE = "application/vnd.drill.record+json"
@@ -35,8 +37,28 @@ DIGESTS = ("sha256", "sm3")
 DEFAULT_DIGEST = "sha256"
 
 
-class SignatureError(Exception):
-    """An envelope or key is malformed, or a signature does not verify; the message says which."""
+class SignatureError(DrillError):
+    """An envelope or key is malformed, or a signature does not verify; the type says which, the message how."""
+
+    code = "bad_signature"
+
+
+class MalformedEnvelope(SignatureError):
+    """Not a DSSE envelope (missing fields, bad base64, no signature), or not an Ed25519 key."""
+
+    code = "malformed"
+
+
+class UnknownKey(SignatureError):
+    """Signed only by keys that are not among the trusted ones."""
+
+    code = "unknown_key"
+
+
+class BadSignature(SignatureError):
+    """Signed by a trusted key, but the signature does not verify: the content was altered."""
+
+    code = "bad_signature"
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -66,9 +88,9 @@ def load_public_pem(text: str | bytes) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(text.encode() if isinstance(text, str) else text)
     except (ValueError, TypeError) as exc:
-        raise SignatureError(f"not a PEM public key: {exc}") from exc
+        raise MalformedEnvelope(f"not a PEM public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise SignatureError("the public key is not an Ed25519 key")
+        raise MalformedEnvelope("the public key is not an Ed25519 key")
     return key
 
 
@@ -119,7 +141,7 @@ def load_key(directory: str, digest: str = DEFAULT_DIGEST) -> SigningKey | None:
         return None
     key = serialization.load_pem_private_key(data, password=None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise SignatureError(f"{private_path} does not hold an Ed25519 private key")
+        raise MalformedEnvelope(f"{private_path} does not hold an Ed25519 private key")
     return SigningKey(key, digest)
 
 
@@ -157,38 +179,40 @@ class Opened:
         try:
             return json.loads(self.payload)
         except ValueError as exc:
-            raise SignatureError(f"the signed payload is not JSON: {exc}") from exc
+            raise MalformedEnvelope(f"the signed payload is not JSON: {exc}") from exc
 
 
 def parse_envelope(envelope: Any) -> tuple[str, bytes, list[tuple[str, bytes]]]:
     """(payload type, payload, [(keyid, signature)]) of a DSSE envelope. Raises :class:`SignatureError`."""
     if not isinstance(envelope, dict):
-        raise SignatureError("the envelope is not a JSON object")
+        raise MalformedEnvelope("the envelope is not a JSON object")
     payload_type, payload, signatures = (envelope.get(k) for k in ("payloadType", "payload", "signatures"))
     if not isinstance(payload_type, str) or not isinstance(payload, str) or not isinstance(signatures, list):
-        raise SignatureError("the envelope lacks payloadType, payload or signatures")
+        raise MalformedEnvelope("the envelope lacks payloadType, payload or signatures")
     try:
         body = base64.b64decode(payload, validate=True)
         sigs = []
         for entry in signatures:
             if not isinstance(entry, dict) or not isinstance(entry.get("keyid"), str) \
                     or not isinstance(entry.get("sig"), str):
-                raise SignatureError("a signature entry lacks keyid or sig")
+                raise MalformedEnvelope("a signature entry lacks keyid or sig")
             sigs.append((entry["keyid"], base64.b64decode(entry["sig"], validate=True)))
     except binascii.Error as exc:
-        raise SignatureError(f"the envelope holds invalid base64: {exc}") from exc
+        raise MalformedEnvelope(f"the envelope holds invalid base64: {exc}") from exc
     if not sigs:
-        raise SignatureError("the envelope has no signature")
+        raise MalformedEnvelope("the envelope has no signature")
     return payload_type, body, sigs
 
 
 def envelope_payload(envelope: Any) -> Any:
-    """The JSON document inside an envelope, *without* checking its signature (for the agent's own reading)."""
+    """The JSON document inside an envelope, *without* checking its signature (for the agent's own reading).
+
+    Raises :class:`MalformedEnvelope`."""
     _, payload, _ = parse_envelope(envelope)
-    return json.loads(payload)
+    return Opened("", "", payload).document()
 
 
-def open_envelope(envelope: Any, keys: dict[str, Ed25519PublicKey]) -> Opened:
+def open_envelope(envelope: Any, keys: Mapping[str, Ed25519PublicKey]) -> Opened:
     """Verify ``envelope`` with one of ``keys`` (keyid → public key); return what it says.
 
     Raises :class:`SignatureError` naming the problem: malformed, signed by an
@@ -204,6 +228,6 @@ def open_envelope(envelope: Any, keys: dict[str, Ed25519PublicKey]) -> Opened:
         try:
             public.verify(signature, pae(payload_type, payload))
         except InvalidSignature:
-            raise SignatureError(f"the signature of key {keyid} does not verify: the content was altered") from None
+            raise BadSignature(f"the signature of key {keyid} does not verify: the content was altered") from None
         return Opened(keyid, payload_type, payload)
-    raise SignatureError(f"signed by an unknown key {', '.join(unknown)}")
+    raise UnknownKey(f"signed by an unknown key {', '.join(unknown)}")

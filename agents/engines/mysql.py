@@ -1,13 +1,18 @@
-"""A MariaDB/MySQL database to restore one dump into: a throwaway instance, or a new database on a scratch server.
+"""The MySQL/MariaDB engine: a dump whose transaction starts with the manifest's while writes are held, and a
+throwaway server (or a scratch server) to verify in.
 
-Throwaway instance: ``mariadb-install-db`` (or ``mysqld --initialize-insecure``)
-into the scratch directory, the server started on a unix socket in that
-directory with networking off, run as the instance account; killed on exit
-(nothing in it needs a clean shutdown) and left for the caller to delete.
-Scratch server: a database ``drill_verify_<random>`` created and dropped afterwards.
+Capture: ``FLUSH TABLES WITH READ LOCK`` → the checksum transaction starts →
+``mariadb-dump --single-transaction`` starts its own → once that shows in
+``INNODB_TRX``, ``UNLOCK TABLES`` (``targets.mysql.snapshot``). Credentials reach
+the dump tool through a 0600 ``--defaults-extra-file`` only.
 
-The restored tables are reported under the *original* database's name, so they
-compare with the manifest wherever they were loaded.
+Verify: ``mariadb-install-db`` (or ``mysqld --initialize-insecure``) into the
+scratch directory, the server started on a unix socket there with networking
+off, run as the instance account; killed on exit (nothing in it needs a clean
+shutdown) and left for the caller to delete. Or, with ``scratch.mysql.server``,
+a database ``drill_verify_<random>`` created on that server and dropped
+afterwards. The restored tables are reported under the *original* database's
+name, so they compare with the manifest wherever they were loaded.
 """
 
 from __future__ import annotations
@@ -16,25 +21,66 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pymysql
 
 from agents import process
-from agents.jobs.db_sources import private_file, read_password
+from agents.engines.base import Capture, Command, RestoreTarget
 from agents.scratch.account import InstanceAccount, ScratchUnusable, check_socket_path
-from agents.scratch.config import MysqlScratch
+from agents.scratch.config import MysqlScratch, ScratchConfig
 from agents.scratch.logs import first_problem_line, last_line
+from agents.secretfiles import private_file, read_password
 from agents.state import StateDir
 from targets.mysql import commands
+from targets.mysql import snapshot as my_snapshot
 from targets.mysql.checksum import quote_ident
-from targets.mysql.snapshot import compute_checksums
-from targets.tables import TableChecksum
+from targets.mysql.config import MysqlTargetConfig
+from targets.registry import TargetConfig
+from targets.tables import DatabaseUnavailable, TableChecksum, TableManifest
 
 START_TIMEOUT = 60.0
+SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
+
+def _target(target: TargetConfig) -> MysqlTargetConfig:
+    assert isinstance(target, MysqlTargetConfig), f"{target.name} is not a mysql target"
+    return target
+
+
+def _tool_environment() -> dict[str, str]:
+    env = process.inherited_environment({})
+    env.pop("MYSQL_PWD", None)
+    return env
+
+
+# -- capture --------------------------------------------------------------------------
+
+@dataclass
+class _DatabaseCapture:
+    target: MysqlTargetConfig
+    database: str
+    snapshot: my_snapshot.ConsistentSnapshot
+    defaults_file: str
+    label: str = "FLUSH TABLES WITH READ LOCK + START TRANSACTION WITH CONSISTENT SNAPSHOT"
+
+    def preflight(self) -> str | None:
+        return None
+
+    def dump_command(self) -> Command:
+        argv = commands.make_dump_command(self.target.dump, self.database, defaults_file=self.defaults_file)
+        return argv, _tool_environment()
+
+    def after_dump_started(self, dump_running: Callable[[], bool]) -> None:
+        self.snapshot.release_when_dump_started(dump_running)
+
+    def checksums(self) -> TableManifest:
+        return self.snapshot.checksums()
+
+
+# -- verify ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class MysqlRestoreTarget:
@@ -50,30 +96,30 @@ class MysqlRestoreTarget:
     log_file: str | None = None  # a throwaway instance's error log
 
     def server_problem(self) -> str:
-        """The throwaway server's first [ERROR] line (why a load failed), or ''."""
         return first_problem_line(self.log_file, ("[ERROR]",)) if self.log_file else ""
 
-    def load_command(self) -> tuple[tuple[str, ...], dict[str, str]]:
+    def load_command(self) -> Command:
         argv = commands.make_load_command(self.client, database=self.database, socket=self.socket,
                                           defaults_file=self.defaults_file)
-        env = process.inherited_environment({})
-        env.pop("MYSQL_PWD", None)
-        return argv, env
+        return argv, _tool_environment()
 
     def connect(self, database: str | None = None) -> Any:
         return pymysql.connect(**self.connect_args, database=database, autocommit=True, connect_timeout=10,
                                charset="utf8mb4")
 
-    def checksums(self) -> tuple[str, list[TableChecksum], list[str]]:
-        """(schema digest, table checksums, non-transactional tables) of the restored database."""
-        connection = self.connect(self.database)
+    def checksums(self) -> TableManifest:
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                schema, tables, non_transactional = compute_checksums(cursor, self.database)
-        finally:
-            connection.close()
-        return schema, [TableChecksum(self.original, t.name, t.rows, t.checksum) for t in tables], non_transactional
+            connection = self.connect(self.database)
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    found = my_snapshot.compute_checksums(cursor, self.database)
+            finally:
+                connection.close()
+        except pymysql.MySQLError as error:
+            raise DatabaseUnavailable(str(error)) from error
+        tables = tuple(TableChecksum(self.original, t.name, t.rows, t.checksum) for t in found.tables)
+        return TableManifest(found.schema_digest, tables, found.non_transactional)
 
 
 def _create_database(target: MysqlRestoreTarget) -> None:
@@ -168,10 +214,44 @@ def scratch_server_database(settings: MysqlScratch, state: StateDir, original: s
                 connection.close()
 
 
-def mysql_restore_target(
-    settings: MysqlScratch, scratch_dir: str, database: str, state: StateDir
-) -> contextlib.AbstractContextManager[MysqlRestoreTarget]:
-    """The scratch server's new database when one is configured, else a throwaway instance."""
-    if settings.server is not None:
-        return scratch_server_database(settings, state, database)
-    return throwaway_instance(settings, scratch_dir, database)
+# -- the engine -------------------------------------------------------------------------
+
+class MysqlEngine:
+    kind = "mysql"
+    manifest_schema = "drill.manifest.mysql/v1"
+    checksum_method = ("sum(first 64 bits of MD5(CONCAT_WS(0x1f, columns as utf8mb4 or hex, NULL flags))) mod 2^64, "
+                       "in a transaction started with the dump's while writes were held")
+
+    def list_databases(self, target: TargetConfig) -> list[str]:
+        t = _target(target)
+        if t.databases is not None:
+            return list(t.databases)
+        connection = my_snapshot.connect(t.host, t.port, t.user, read_password(t.password_file))
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW DATABASES")
+                names = [str(r[0]) for r in cursor.fetchall()]
+        finally:
+            connection.close()
+        return [n for n in names if n not in SYSTEM_DATABASES]
+
+    def dump_filename(self, database: str) -> str:
+        return f"{database}.dump"
+
+    def digest_only(self, database: str) -> bool:
+        return False
+
+    @contextlib.contextmanager
+    def capture(self, target: TargetConfig, database: str, state: StateDir) -> Iterator[Capture]:
+        t = _target(target)
+        password = read_password(t.password_file)
+        defaults = commands.make_client_defaults(t.host, t.port, t.user, password)
+        with private_file(state, "my-", defaults) as path, \
+                my_snapshot.ConsistentSnapshot(t.host, t.port, t.user, password, database) as snapshot:
+            yield _DatabaseCapture(t, database, snapshot, path)
+
+    def restore_target(self, scratch: ScratchConfig, directory: str, database: str,
+                       state: StateDir) -> contextlib.AbstractContextManager[RestoreTarget]:
+        if scratch.mysql.server is not None:
+            return scratch_server_database(scratch.mysql, state, database)
+        return throwaway_instance(scratch.mysql, directory, database)

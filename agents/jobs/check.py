@@ -1,0 +1,81 @@
+"""``restic check`` of a repository, reading the next part of its data each time.
+
+A cursor per repository in ``state_dir/verify/`` moves one part further at every
+check, so with ``--read-data-subset n/N`` every pack is read within N checks.
+The verify job runs one part before it restores; the check job runs one alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from agents.config.model import AgentConfig
+from agents.contract.jobs import CheckJob
+from agents.contract.records import CheckResult, Coverage, RepositoryRef, ResticInfo, SignedRecord
+from agents.records import CheckDraft, RecordDraft, job_record
+from agents.repositories import open_outbox, open_repository
+from agents.restic.runner import Restic, ResticError
+from agents.state import StateDir, write_atomically
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    result: CheckResult
+    error: str | None  # why the check could not run; None when it ran (and found what ``result`` says)
+
+
+def next_check_part(state: StateDir, repository: str, parts: int) -> int:
+    """The rotating cursor of ``--read-data-subset``: part 1..parts, one further at each check."""
+    path = os.path.join(state.sub("verify"), f"{repository}.cursor")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            last = int(handle.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        last = 0
+    part = last % parts + 1
+    write_atomically(path, str(part).encode())
+    return part
+
+
+def run_check_part(restic: Restic, state: StateDir, repository: str, parts: int) -> CheckOutcome:
+    """Run ``restic check`` reading the next 1/``parts`` of the data."""
+    part = next_check_part(state, repository, parts)
+    coverage = Coverage(parts_read_this_cycle=part, parts=parts, fraction=round(part / parts, 4))
+    subset = f"{part}/{parts}"
+    started = time.monotonic()
+    try:
+        ok, problems = restic.check(subset)
+    except ResticError as error:
+        return CheckOutcome(CheckResult(read_data_subset=subset, coverage=coverage),
+                            f"restic check could not run: {error.describe()}")
+    return CheckOutcome(CheckResult(read_data_subset=subset, passed=ok, problems=list(problems), coverage=coverage,
+                                    seconds=round(time.monotonic() - started, 3)), None)
+
+
+def run_check(config: AgentConfig, job: CheckJob) -> list[SignedRecord]:
+    """Check ``job.repository``; one record: passed, failed (damage found) or error (the check could not run)."""
+    state = StateDir(config.state_dir)
+    repository = RepositoryRef(name=job.repository, site=config.sites[job.repository])
+    placeholder = CheckResult(read_data_subset=f"0/{job.read_data_parts}",
+                              coverage=Coverage(parts_read_this_cycle=0, parts=job.read_data_parts, fraction=0))
+    draft = RecordDraft(config.host, CheckDraft(repository=repository, check=placeholder, verdict="error"),
+                        request=job.id)
+    with job_record(open_outbox(config), draft):
+        try:
+            restic = open_repository(config, job.repository)
+        except ResticError as error:
+            draft.add("could_not_verify", "error", error.describe())
+        else:
+            draft.details.restic = ResticInfo(version=str(restic.version))
+            with draft.phase("check"):
+                outcome = run_check_part(restic, state, job.repository, job.read_data_parts)
+            draft.details.check = outcome.result
+            if outcome.error is not None:
+                draft.add("could_not_verify", "error", outcome.error)
+            for problem in outcome.result.problems:
+                draft.add("repository_damaged", "error", problem)
+            draft.details.verdict = "error" if outcome.error else ("passed" if outcome.result.passed else "failed")
+            draft.outcome = "success" if draft.details.verdict == "passed" else "failed"
+    return [draft.written()]

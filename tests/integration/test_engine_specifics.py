@@ -1,0 +1,189 @@
+"""What only one database engine has: PostgreSQL's global objects and pg_dump version check, and the scratch
+variants (a scratch server per engine, a full scratch disk). Everything every engine must do is in
+``test_engines.py``, the conformance suite."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+
+from agents.restic.runner import Restic
+from policies.levels import Level
+from tests.support.configs import Workspace
+from tests.support.databases import (
+    ThrowawayDatabase,
+    admin_connection,
+    mysql_admin,
+    throwaway_database,
+    throwaway_mysql_database,
+)
+from tests.support.engines import instances_left
+from tests.support.jobs import backup, codes, doc
+
+
+def _secret(workspace: Workspace, name: str, value: str) -> str:
+    path = os.path.join(workspace.root, name)
+    with open(path, "w") as handle:
+        handle.write(value + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def _config(workspace: Workspace, db: ThrowawayDatabase, kind: str, scratch: dict[str, object]) -> str:
+    spec: dict[str, object] = {"kind": kind, "user": db.role, "databases": [db.name],
+                               "password_file": _secret(workspace, f"{kind}.pw", db.password)}
+    if kind == "postgres":
+        spec["globals"] = True
+    path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"app": spec},
+                                  policies={"nightly": {"targets": ["app"], "repository": "local"}},
+                                  scratch=scratch)
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    [*_, record] = backup(config, "nightly", Level.FULL)
+    assert record.outcome == "success", record.findings
+    return path
+
+
+def _verify(path: str, *extra: str) -> tuple[int, list[dict[str, object]]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "verify", "--config", path, "--repository", "local", "--target", "app",
+         "--json", *extra], capture_output=True, text=True, check=False)
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_postgres_global_objects_verify_by_digest_beside_the_dump(workspace: Workspace, scratch_dir: str) -> None:
+    with throwaway_database(rows=200) as db:
+        path = _config(workspace, db, "postgres", {"directory": scratch_dir})
+        code, documents = _verify(path, "--latest")
+        assert code == 0, [d["findings"] for d in documents]
+        by_database = {d["snapshot"]["database"]: d for d in documents}  # type: ignore[index]
+        assert set(by_database) == {"@globals", db.name}
+        assert by_database[db.name]["verdict"] == "passed"
+        globals_ = by_database["@globals"]
+        assert globals_["verdict"] == "passed" and globals_["compared"]["tables"] == 0  # type: ignore[index]
+        assert globals_["dump"]["digest"] == globals_["dump"]["expected"]  # type: ignore[index]
+        assert globals_["scratch"]["where"].startswith("none")  # type: ignore[index]
+        assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
+
+
+@contextlib.contextmanager
+def _small_tmpfs(parent: str, size: str) -> Iterator[str]:
+    path = os.path.join(parent, "small")
+    os.mkdir(path)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", path], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)
+        os.rmdir(path)
+
+
+def test_a_full_scratch_disk_could_not_verify_and_is_cleaned(workspace: Workspace, scratch_dir: str) -> None:
+    with throwaway_database(rows=300_000) as db:
+        path = _config(workspace, db, "postgres", {"directory": scratch_dir})
+        with _small_tmpfs(scratch_dir, "64m") as small:
+            code, [document] = _verify(path, "--latest", "--database", db.name, "--scratch", small)
+            assert code == 2
+            assert document["verdict"] == "error" and document["outcome"] == "failed"
+            [finding] = [f for f in document["findings"] if f["code"] == "could_not_verify"]  # type: ignore[attr-defined]
+            assert "No space left on device" in finding["message"] or "could not extend" in finding["message"]
+            assert os.listdir(small) == [] and instances_left(scratch_dir) == []
+
+
+def test_a_scratch_server_gets_a_new_database_that_is_dropped(workspace: Workspace, scratch_dir: str) -> None:
+    role = f"drill_scratch_{secrets.token_hex(4)}"
+    password = secrets.token_hex(10)
+    with admin_connection() as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
+    try:
+        with throwaway_database(rows=300) as db:
+            server = {"host": "127.0.0.1", "port": 5432, "user": role,
+                      "password_file": _secret(workspace, "scratch.pw", password)}
+            path = _config(workspace, db, "postgres", {"directory": scratch_dir, "postgres": {"server": server}})
+            code, [document] = _verify(path, "--latest", "--database", db.name)
+            assert code == 0, document["findings"]
+            assert document["scratch"]["where"] == "scratch server 127.0.0.1"  # type: ignore[index]
+            with admin_connection() as admin:
+                left = admin.execute("SELECT count(*) FROM pg_database WHERE datdba = "
+                                     "(SELECT oid FROM pg_roles WHERE rolname = %s)", (role,)).fetchone()
+            assert left == (0,)
+    finally:
+        with admin_connection() as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_mariadb_scratch_server_gets_a_new_database_that_is_dropped(workspace: Workspace, scratch_dir: str) -> None:
+    with throwaway_mysql_database(rows=200) as db:
+        server = {"host": "127.0.0.1", "port": 3306, "user": "root"}
+        path = _config(workspace, db, "mysql", {"directory": scratch_dir, "mysql": {"server": server}})
+        code, [document] = _verify(path, "--latest")
+        assert code == 0, document["findings"]
+        assert document["scratch"]["where"] == "scratch server 127.0.0.1"  # type: ignore[index]
+        assert document["compared"]["rows"] == 200 + 400 + 2  # type: ignore[index]
+        admin = mysql_admin()
+        with admin.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute("SHOW DATABASES LIKE 'drill\\\\_verify\\\\_%'")
+            assert cursor.fetchall() == ()
+        admin.close()  # type: ignore[attr-defined]
+
+
+def test_a_pg_dump_older_than_the_server_is_refused(workspace: Workspace) -> None:
+    old = os.path.join(workspace.root, "pg_dump_11")
+    with open(old, "w") as handle:  # a stand-in: an old pg_dump cannot be installed beside the real one
+        handle.write("#!/bin/sh\necho 'pg_dump (PostgreSQL) 11.22'\n")
+    os.chmod(old, 0o755)
+    with throwaway_database(rows=10) as db:
+        spec = {"kind": "postgres", "user": db.role, "databases": [db.name], "globals": False, "pg_dump": old,
+                "password_file": _secret(workspace, "pg.pw", db.password)}
+        path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"app": spec},
+                                      policies={"nightly": {"targets": ["app"], "repository": "local"}})
+        config = workspace.load(path)
+        Restic(config.restic_binary, config.repositories["local"]).init()
+        [too_old] = backup(config, "nightly", Level.FULL)
+        assert too_old.outcome == "failed" and codes(too_old) == {"dump_tool_too_old"}
+
+
+def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspace: Workspace) -> None:
+    with throwaway_database(rows=100) as db:
+        spec = {"kind": "postgres", "user": db.role, "password_file": _secret(workspace, "pg.pw", db.password),
+                "databases": [db.name], "globals": True}
+        path = workspace.write_config(
+            {"local": workspace.local_repository("local"), "same-city": workspace.local_repository("far")},
+            targets={"appdb": spec},
+            policies={"nightly": {"targets": ["appdb"], "repository": "local", "replicate_to": ["same-city"],
+                                  "retention": {"full": 1}}},
+        )
+        config = workspace.load(path)
+        for repository in config.repositories.values():
+            Restic(config.restic_binary, repository).init()
+        runs = [backup(config, "nightly", Level.FULL) for _ in range(2)]
+        # Roles and tablespaces first, as their own dump and manifest, readable by the least-privileged role.
+        globals_record = doc(runs[1][0])  # the first run's was forgotten by retention
+        assert globals_record["target"]["database"] == "@globals" and globals_record["outcome"] == "success"
+        roles = Restic(config.restic_binary, config.repositories["local"]).dump(
+            globals_record["snapshot"]["id"], "/globals.sql")
+        assert f"CREATE ROLE {db.role};".encode() in roles
+        assert b"PASSWORD" not in roles.replace(b"NOPASSWORD", b"")  # no password hashes
+        first, second = (doc(run[1]) for run in runs)
+        assert first["outcome"] == second["outcome"] == "success", second["findings"]
+        copied = second["replication"][0]
+        assert copied["verified"] is True and copied["copied"][0]["same_tree"] is True
+        assert second["retention"]["local"]["forgotten"] == [first["snapshot"]["id"]]
+        for name in ("local", "same-city"):
+            restic = Restic(config.restic_binary, config.repositories[name])
+            parts = sorted((s.tag_value("drill.database") == "@globals", s.tag_value("drill.part"))
+                           for s in restic.snapshots())
+            # the older pairs went together, for the database and for the globals
+            assert parts == [(False, "dump"), (False, "manifest"), (True, "dump"), (True, "manifest")]
+        listed = subprocess.run(["drill-agent", "snapshots", "--config", path, "--json"], capture_output=True,
+                                text=True, check=True)
+        rows = json.loads(listed.stdout)
+        assert {(r["repository"], r["database"]) for r in rows} == {
+            (site, name) for site in ("local", "same-city") for name in (db.name, "@globals")}
+        assert all(r["manifest_snapshot_id"] for r in rows)
