@@ -1,6 +1,6 @@
 """The one place in the project that starts child processes.
 
-Every external tool (restic today, database dump tools later) is started through
+Every external tool (restic, the database dump and load tools, throwaway database servers) is started through
 :func:`run_process`: argv tuples only (never a shell), the command logged without
 its environment, output streamed line by line to callbacks, the last lines of
 stderr kept for the error message, and a bounded life: an overall timeout, a

@@ -3,10 +3,16 @@
 Layout::
 
     state_dir/
-      outbox/            result records waiting for the coordinator
+      keys/              the agent's signing key (private key 0600)
+      outbox/            signed records waiting for the coordinator; sent/ and refused/ beside them
+      catalog/           the index of the agent's backups, per repository
       manifests/         local copies of manifests, by data snapshot id
+      staging/           a files backup's manifest while it is being backed up
+      tmp/               0600 credential files handed to dump and load tools, removed after use
+      verify/            the read-data cursor of restic check, per repository
+      scratch/           scratch directories of verifications (when scratch.directory is not set)
       cache/restic/      restic's cache
-      locks/             one lock file per policy (no two runs of a policy at once)
+      locks/             one lock file per policy (no two runs of a policy at once), stale-lock markers
       schedule.json      the last scheduled slot handled, per policy
 """
 

@@ -103,7 +103,8 @@ def main() -> int:
     version = subprocess.run([args.restic, "version"], capture_output=True, text=True, check=True).stdout.split()[1]
 
     from agents.config.model import load_config  # noqa: PLC0415 -- after sys.path is set
-    from agents.jobs.backup import run_policy_backup  # noqa: PLC0415
+    from agents.contract.jobs import BackupJob  # noqa: PLC0415
+    from agents.execute import execute  # noqa: PLC0415
     from policies.levels import Level  # noqa: PLC0415
 
     keys = ("raw full", "drill full", "drill job full", "raw incremental", "drill incremental", "drill job incremental")
@@ -112,10 +113,10 @@ def main() -> int:
     def run_job(config_path: str, level: Level) -> Timing:
         config = load_config(config_path)
         started = time.perf_counter()
-        [record] = run_policy_backup(config, "bench", level)
+        [signed] = execute(config, BackupJob(policy="bench", level=level))
         elapsed = time.perf_counter() - started
-        if record.outcome != "success":
-            raise SystemExit(f"in-process backup failed: {record.to_document()['findings']}")
+        if signed.record.outcome != "success":  # type: ignore[union-attr]
+            raise SystemExit(f"in-process backup failed: {signed.record.findings}")  # type: ignore[union-attr]
         return Timing(elapsed, float("nan"))
 
     for round_number in range(args.repeat):

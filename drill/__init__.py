@@ -1,1 +1,5 @@
-"""The coordinator side of drill: demos, and (in later steps) verification plans, drills and evidence."""
+"""The coordinator side of drill: the evidence ledger, DR drills, evidence bundles, reports and the demo.
+
+It reaches agents only through ``agents.api`` (their one entry point) and the
+documents of ``agents.contract``, as it will over the network.
+"""

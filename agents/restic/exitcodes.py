@@ -1,9 +1,10 @@
 """restic's exit codes, through one table: an unknown code is a failure.
 
 Source of truth: restic's ``doc/075_scripting.rst``. restic 0.14 knows only
-0, 1, 3 and 130; 0.17 added 10, 11 and 12 (0.17.1 for 12). On older versions
-the same conditions exit 1 and are recognised from stderr instead, so the rest
-of the agent sees one typed kind whatever the version.
+0, 1, 2, 3 and 130; later versions added 10, 11 and 12 (which version: the
+feature gates in ``features.py``, the one place versions are compared). On older
+versions the same conditions exit 1 and are recognised from stderr instead, so
+the rest of the agent sees one typed kind whatever the version.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from agents.restic.features import ResticVersion
 
@@ -32,16 +33,20 @@ class ResticOutcome(enum.Enum):
     UNKNOWN_EXIT_CODE = "unknown_exit_code"
 
 
-EXIT_CODES: dict[int, tuple[ResticOutcome, tuple[int, int, int]]] = {
-    # code: (meaning, first restic version that uses it)
-    0: (ResticOutcome.SUCCESS, (0, 0, 0)),
-    1: (ResticOutcome.FATAL, (0, 0, 0)),
-    2: (ResticOutcome.RUNTIME_ERROR, (0, 0, 0)),
-    3: (ResticOutcome.PARTIAL, (0, 0, 0)),
-    10: (ResticOutcome.NO_REPOSITORY, (0, 17, 0)),
-    11: (ResticOutcome.LOCKED, (0, 17, 0)),
-    12: (ResticOutcome.WRONG_PASSWORD, (0, 17, 1)),
-    130: (ResticOutcome.INTERRUPTED, (0, 0, 0)),
+def _always(_version: ResticVersion) -> bool:
+    return True
+
+
+EXIT_CODES: dict[int, tuple[ResticOutcome, Callable[[ResticVersion], bool]]] = {
+    # code: (meaning, whether this restic version uses it)
+    0: (ResticOutcome.SUCCESS, _always),
+    1: (ResticOutcome.FATAL, _always),
+    2: (ResticOutcome.RUNTIME_ERROR, _always),
+    3: (ResticOutcome.PARTIAL, _always),
+    10: (ResticOutcome.NO_REPOSITORY, lambda v: v.has_exit_codes_10_and_11),
+    11: (ResticOutcome.LOCKED, lambda v: v.has_exit_codes_10_and_11),
+    12: (ResticOutcome.WRONG_PASSWORD, lambda v: v.has_exit_code_12),
+    130: (ResticOutcome.INTERRUPTED, _always),
 }
 
 # On exit 1, stderr says what went wrong; these phrases are stable across
@@ -68,7 +73,7 @@ def classify_exit(code: int, version: ResticVersion, stderr_tail: Iterable[str])
     :attr:`ResticOutcome.UNKNOWN_EXIT_CODE` -- a failure, never a success.
     """
     entry = EXIT_CODES.get(code)
-    if entry is None or version.as_tuple < entry[1]:
+    if entry is None or not entry[1](version):
         return ResticOutcome.UNKNOWN_EXIT_CODE
     outcome = entry[0]
     if outcome is ResticOutcome.FATAL:

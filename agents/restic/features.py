@@ -44,29 +44,19 @@ class ResticVersion:
         return self.as_tuple >= (0, 16, 0)
 
     @property
-    def has_json_check(self) -> bool:
-        """``check --json`` prints a summary message (0.18)."""
-        return self.as_tuple >= (0, 18, 0)
+    def has_exit_codes_10_and_11(self) -> bool:
+        """Exit codes 10 (no repository) and 11 (lock failed) exist (0.17.0)."""
+        return self.as_tuple >= (0, 17, 0)
 
     @property
-    def has_detailed_exit_codes(self) -> bool:
-        """Exit codes 10 (no repository), 11 (lock failed) and 12 (wrong password) exist (0.17)."""
-        return self.as_tuple >= (0, 17, 0)
+    def has_exit_code_12(self) -> bool:
+        """Exit code 12 (wrong password) exists (0.17.1, restic #4959)."""
+        return self.as_tuple >= (0, 17, 1)
 
     @property
     def prints_full_snapshot_ids(self) -> bool:
         """The backup summary carries the full snapshot id, not the 8-character short id (0.17)."""
         return self.as_tuple >= (0, 17, 0)
-
-    @property
-    def has_stdin_from_command(self) -> bool:
-        """``backup --stdin-from-command`` fails the backup when the command fails (0.17)."""
-        return self.as_tuple >= (0, 17, 0)
-
-    @property
-    def has_retry_lock(self) -> bool:
-        """``--retry-lock`` waits for a lock instead of failing at once (0.16)."""
-        return self.as_tuple >= (0, 16, 0)
 
     @property
     def has_stuck_request_timeout(self) -> bool:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+from typing import Any
 
 import pypdf
+import pytest
 
 from agents import process
+from agents.api import LocalAgent
 from agents.contract import signing
+from agents.contract.records import SignedRecord
 from agents.keys import KeyStore
 from agents.outbox import Outbox, read_envelope
 from drill.config import load_drill_config
@@ -145,3 +150,31 @@ def test_ingest_takes_nothing_twice_and_refuses_replays_and_strangers(workspace:
         assert handle.read().startswith("replay: record")
     audit = drillctl("ledger", "audit", "-c", estate.drill_config, "--json")
     assert audit.returncode == 0 and json.loads(audit.stdout)["intact"]
+
+
+def test_a_verification_the_ledger_refuses_cannot_pass_its_step(
+    workspace: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step is computed from the ledger's copy: a record altered on its way (here, after signing) is refused
+    by the ledger, and the step fails although the agent's own copy says passed."""
+    estate = make_estate(workspace.root, workspace.restic, scratch_dir)
+    config = load_drill_config(estate.drill_config)
+    honest = LocalAgent.execute
+
+    def tampered(agent: LocalAgent, job: Any, progress: Any = None) -> list[SignedRecord]:
+        altered = []
+        for signed in honest(agent, job, progress):
+            document = signing.envelope_payload(signed.envelope)
+            document["compared"]["files"] += 1  # the agent's copy still says passed; the signature no longer holds
+            envelope = {**signed.envelope, "payload": base64.b64encode(json.dumps(document).encode()).decode()}
+            altered.append(SignedRecord(envelope, signed.record, signed.keyid, signed.path))
+        return altered
+
+    monkeypatch.setattr(LocalAgent, "execute", tampered)
+    with open_ledger(config) as ledger:
+        drill_id = start_drill(ledger, config, "local", None)
+        view = run_drill(ledger, config, drill_id, lambda _: None)
+    [step] = view.steps
+    assert view.verdict == "failed" and step.verdict == "failed" and step.verifications == []
+    assert [f.code for f in step.findings][:1] == ["record_not_in_ledger"]
+    assert "does not verify" in step.findings[0].message

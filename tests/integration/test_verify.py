@@ -223,3 +223,18 @@ def test_a_manifest_rewritten_in_the_repository_is_caught(workspace: Workspace) 
     assert code == 1
     assert [f["code"] for f in document["findings"]] == ["manifest_digest_mismatch"]  # type: ignore[attr-defined]
     assert document["manifest"]["checked_against"] == "backup record"  # type: ignore[index]
+
+
+def test_an_sm3_agent_verifies_against_its_own_signed_record(workspace: Workspace) -> None:
+    """An agent naming its key by SM3 (GB/T 39786) checks its backup record with that name, not SHA-256's."""
+    write_files(workspace.data, {"a.txt": "alpha"})
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    with open(path, "a") as handle:
+        handle.write("evidence_digest: sm3\n")
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    [record] = backup(config, "nightly", Level.FULL)
+    assert record.outcome == "success"
+    code, document = _verify(path)
+    assert code == 0, document["findings"]
+    assert document["findings"] == [] and document["manifest"]["checked_against"] == "backup record"  # type: ignore[index]

@@ -85,6 +85,10 @@ def test_version_parsing_and_feature_gates() -> None:
         (11, V018, [], ResticOutcome.LOCKED),
         # 0.14 cannot exit 10..12: such a code is unknown there, hence a failure.
         (12, V014, [], ResticOutcome.UNKNOWN_EXIT_CODE),
+        # 0.17.0 has 10 and 11 but not yet 12 (0.17.1).
+        (11, ResticVersion(0, 17, 0), [], ResticOutcome.LOCKED),
+        (12, ResticVersion(0, 17, 0), [], ResticOutcome.UNKNOWN_EXIT_CODE),
+        (12, ResticVersion(0, 17, 1), [], ResticOutcome.WRONG_PASSWORD),
         (77, V018, [], ResticOutcome.UNKNOWN_EXIT_CODE),
         (1, V014, ["Fatal: wrong password or no key found"], ResticOutcome.WRONG_PASSWORD),
         (1, V014, ["Fatal: unable to open config file: Stat: The specified bucket does not exist",

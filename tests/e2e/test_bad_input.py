@@ -1,0 +1,97 @@
+"""Every command, given bad input, ends with exit 2 and a clear line naming the file -- never a traceback."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+from tests.support.processes import run_cli
+
+AGENT_COMMANDS = [
+    ["backup", "-p", "nightly"], ["snapshots"], ["init"], ["run", "--once"],
+    ["verify", "-r", "local", "-t", "documents", "--latest"], ["check", "-r", "local"],
+]
+DRILL_COMMANDS = [
+    ["ingest"], ["drill", "list"], ["drill", "run", "--site", "local"], ["drill", "show", "d"],
+    ["drill", "resume", "d"], ["drill", "close", "d"], ["keys", "list"], ["ledger", "audit"],
+    ["evidence", "export", "--drill", "d", "--out", "/tmp/never-written.zip"], ["report", "drill", "d"],
+]
+
+
+@pytest.fixture
+def files(tmp_path: pathlib.Path) -> dict[str, str]:
+    """Config files each wrong in one way, and a good agent config."""
+    (tmp_path / "pw").write_text("x\n")
+    good_agent = tmp_path / "agent.yaml"
+    good_agent.write_text(f"host: app01\nstate_dir: {tmp_path}/state\n"
+                          f"repositories: {{local: {{url: {tmp_path}/repo, password_file: {tmp_path}/pw}}}}\n"
+                          f"targets: {{documents: {{kind: files, paths: [{tmp_path}/data]}}}}\n"
+                          "policies: {nightly: {targets: [documents], repository: local}}\n")
+    (tmp_path / "a-directory.yaml").mkdir()
+    (tmp_path / "not-utf8.yaml").write_bytes(b"\xff\xfestate_dir: x\n")
+    (tmp_path / "wrong-type.yaml").write_text("state_dir: 5\nrepositories: []\nsystems: 3\n")
+    (tmp_path / "not-yaml.yaml").write_text("state_dir: [unclosed\n")
+
+    def drill(name: str, ledger: str) -> str:
+        path = tmp_path / name
+        path.write_text(f"state_dir: {tmp_path}/coordinator\nledger: {ledger}\n"
+                        f"systems: {{app01: {{agent_config: {good_agent}}}}}\n")
+        return str(path)
+
+    return {"missing": str(tmp_path / "nowhere.yaml"), "directory": str(tmp_path / "a-directory.yaml"),
+            "not-utf8": str(tmp_path / "not-utf8.yaml"), "wrong-type": str(tmp_path / "wrong-type.yaml"),
+            "not-yaml": str(tmp_path / "not-yaml.yaml"), "agent": str(good_agent),
+            "bad-ledger-url": drill("mysql-ledger.yaml", "mysql://x"),
+            "ledger-is-a-directory": drill("dir-ledger.yaml", f"sqlite:///{tmp_path}/a-directory.yaml"),
+            "ledger-unreachable": drill("pg-ledger.yaml", "postgresql://nobody@127.0.0.1:1/none")}
+
+
+def _assert_clear(result: object, *words: str) -> None:
+    code, stderr = result.returncode, result.stderr  # type: ignore[attr-defined]
+    assert code == 2, (code, stderr)
+    assert "Traceback" not in stderr, stderr
+    for word in words:
+        assert word in stderr, (word, stderr)
+
+
+@pytest.mark.parametrize("bad", ["missing", "directory", "not-utf8", "wrong-type", "not-yaml"])
+@pytest.mark.parametrize("command", AGENT_COMMANDS, ids=lambda c: c[0])
+def test_the_agent_names_a_bad_config(files: dict[str, str], command: list[str], bad: str) -> None:
+    _assert_clear(run_cli("drill-agent", command[0], "--config", files[bad], *command[1:]), files[bad])
+
+
+@pytest.mark.parametrize("bad", ["missing", "not-utf8", "wrong-type", "bad-ledger-url", "ledger-is-a-directory",
+                                 "ledger-unreachable"])
+@pytest.mark.parametrize("command", DRILL_COMMANDS, ids=lambda c: "-".join(c[:2]))
+def test_the_coordinator_names_a_bad_config(files: dict[str, str], command: list[str], bad: str) -> None:
+    result = run_cli("drillctl", *command, "--config", files[bad])
+    words = {"bad-ledger-url": ["unknown ledger URL scheme 'mysql'"],
+             "ledger-is-a-directory": ["is a directory"],
+             "ledger-unreachable": ["cannot open the PostgreSQL ledger at 127.0.0.1:1/none"]}.get(bad, [files[bad]])
+    _assert_clear(result, *words)
+    assert not os.path.exists("/tmp/never-written.zip")
+
+
+def test_bad_values_on_the_command_line_are_named(files: dict[str, str], tmp_path: pathlib.Path) -> None:
+    parts = run_cli("drill-agent", "verify", "-c", files["agent"], "-r", "local", "-t", "documents", "--latest",
+                    "--read-data-parts", "0")
+    _assert_clear(parts, "--read-data-parts", "not between 1 and 100000")
+    since = run_cli("drillctl", "evidence", "export", "-c", files["bad-ledger-url"], "--since", "notadate",
+                    "--out", str(tmp_path / "b.zip"))
+    _assert_clear(since, "'notadate' is not a date")
+    unknown = run_cli("drill-agent", "verify", "-c", files["agent"], "-r", "far", "-t", "documents", "--latest")
+    _assert_clear(unknown, "unknown repository 'far'")
+    not_a_bundle = run_cli("drillctl", "evidence", "verify", files["agent"])
+    assert not_a_bundle.returncode == 1 and "not a ZIP file" in not_a_bundle.stdout
+    assert "Traceback" not in not_a_bundle.stderr
+    key = tmp_path / "key.pem"
+    key.write_text("not a key")
+    drill_config = tmp_path / "ok-drill.yaml"
+    drill_config.write_text(f"state_dir: {tmp_path}/coordinator\n"
+                            f"systems: {{app01: {{agent_config: {files['agent']}}}}}\n")
+    _assert_clear(run_cli("drillctl", "keys", "add", "-c", str(drill_config), "--owner", "x", str(key)),
+                  "not a PEM public key")
+    _assert_clear(run_cli("drillctl", "keys", "add", "-c", str(drill_config), "--owner", "x",
+                          str(tmp_path / "nowhere.pem")), "nowhere.pem")
