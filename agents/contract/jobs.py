@@ -66,9 +66,10 @@ class VerifyJob(JobBase):
         "A snapshot id (or a prefix of one), or 'latest': the newest backup (of each database)."))
     database: Database | None = Field(default=None, description="A database target: only this database.")
     backup_host: Name | None = Field(default=None, description="Whose backups; None: the agent's own host.")
-    scratch: dict[str, Any] | None = Field(default=None, json_schema_extra={"anyOf": [SCRATCH_SCHEMA, {"type": "null"}]},
-                                           description=("Scratch settings for this job over the agent's own, in the "
-                                                        "form of the agent config's scratch section."))
+    scratch: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"anyOf": [SCRATCH_SCHEMA, {"type": "null"}]},
+        description="Scratch settings for this job over the agent's own, in the form of the agent config's scratch "
+                    "section.")
     read_data_parts: int = Field(default=30, ge=1, le=100_000, description=(
         "restic check reads 1/N of the data, the next part each time."))
     drill_id: str | None = Field(default=None, max_length=128)
