@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from agents.config.model import AgentConfig, load_config
 from agents.contract.configfile import ConfigError
 from agents.contract.documents import format_time, to_json_document
 from agents.contract.errors import DrillError
-from agents.contract.jobs import LATEST, BackupJob, CheckJob, VerifyJob
+from agents.contract.jobs import LATEST, MAX_READ_DATA_PARTS, BackupJob, CheckJob, VerifyJob
 from agents.contract.records import (
     BackupRecord,
     CheckRecord,
@@ -225,6 +226,8 @@ def cmd_run(args: argparse.Namespace, config: AgentConfig) -> int:
 
 
 def _verification_exit(records: Sequence[SignedRecord]) -> int:
+    if process.CANCELLATION.is_cancelled:
+        return EXIT_INTERRUPTED
     if any(isinstance(r.record, RefusedRecord) for r in records):
         return EXIT_USAGE
     verdicts = {r.record.verdict for r in records if isinstance(r.record, VerifyRecord | CheckRecord)}
@@ -300,13 +303,13 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 def parts(text: str) -> int:
-    """An argument that is a whole number of parts, 1 to 100000."""
+    """An argument that is a whole number of parts, 1 to 256 (restic's own limit)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 100000")
+    if not 1 <= value <= MAX_READ_DATA_PARTS:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_READ_DATA_PARTS}")
     return value
 
 
@@ -388,6 +391,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything the agent writes (state, records, keys, restic's cache) is its own alone.
+    os.umask(0o077)
     args = make_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -14,6 +14,7 @@ once; ``drill-agent backup`` is the way to take a first backup immediately.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -26,6 +27,8 @@ from agents.contract.jobs import BackupJob
 from agents.contract.records import BackupRecord, SignedRecord
 from agents.execute import execute
 from agents.jobs.backup import ProgressCallback
+from agents.jobs.leftovers import clean_up_killed_jobs
+from agents.scratch.reaper import reap
 from agents.state import PolicyBusy, StateDir
 from policies.due import find_due_run, next_slot
 
@@ -81,7 +84,13 @@ def run_due_policies(
 
 
 def run_forever(config: AgentConfig, *, tick_seconds: float = 30.0, clock: Clock = local_now) -> None:
-    """Run due policies now and then at every tick until SIGINT/SIGTERM."""
+    """Run due policies now and then at every tick until SIGINT/SIGTERM.
+
+    At start, what a killed predecessor left is undone first: scratch directories and throwaway instances of
+    verifications that died, snapshots of backups killed before their record was written.
+    """
+    reap(config.scratch.directory or os.path.join(config.state_dir, "scratch"))
+    clean_up_killed_jobs(config)
     run_due_policies(config, clock=clock)
     schedule.every(max(1, round(tick_seconds))).seconds.do(run_due_policies, config, clock=clock)
     log.info("drill-agent running for host %s; checking every %.0fs", config.host, tick_seconds)

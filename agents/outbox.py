@@ -92,12 +92,14 @@ class RecordStore:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
-    def _paths(self) -> list[str]:
-        return [*self.outbox.list(), *self.outbox.list(sent=True)]
+    def paths(self, kind: str | None = None) -> list[str]:
+        """The agent's record files (of ``kind`` only, when given), waiting or sent."""
+        every = [*self.outbox.list(), *self.outbox.list(sent=True)]
+        return every if kind is None else [p for p in every if f"-{kind}-" in os.path.basename(p)]
 
     def find_job(self, job_id: str) -> str | None:
         """The record file of job ``job_id``, waiting or sent."""
-        return next((p for p in self._paths() if os.path.basename(p).endswith(f"-{job_id}.json")), None)
+        return next((p for p in self.paths() if os.path.basename(p).endswith(f"-{job_id}.json")), None)
 
     def read(self, path: str) -> SignedRecord:
         """The record at ``path``, its signature checked against this agent's key.

@@ -17,7 +17,8 @@ def open_repository(config: AgentConfig, name: str) -> Restic:
     missing or too old restic.
     """
     state = StateDir(config.state_dir)
-    return Restic(config.restic_binary, config.repositories[name], state.restic_cache, state.lock_markers)
+    return Restic(config.restic_binary, config.repositories[name], state.restic_cache, state.lock_markers,
+                  state.sub("tmp"))
 
 
 def open_keys(config: AgentConfig) -> KeyStore:

@@ -7,18 +7,22 @@ import os
 import tempfile
 from collections.abc import Iterator
 
+from agents.contract.configfile import MAX_SECRET_BYTES, FileRefusedError, read_text_file
 from agents.state import StateDir
 
 
 def read_password(path: str | None) -> str | None:
     """The password in the file at ``path`` (without its line end), or None when there is no file.
 
-    Raises ``OSError`` when it cannot be read.
+    Only a regular file of at most 64 KiB is read (a FIFO swapped in cannot block the job). Raises ``OSError``
+    saying why it cannot be read.
     """
     if path is None:
         return None
-    with open(path, encoding="utf-8") as handle:
-        return handle.read().rstrip("\n")
+    try:
+        return read_text_file(path, MAX_SECRET_BYTES).rstrip("\n")
+    except FileRefusedError as error:
+        raise OSError(f"the password file {path} {error.reason}") from error
 
 
 @contextlib.contextmanager

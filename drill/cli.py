@@ -16,7 +16,7 @@ from typing import Any
 
 from agents import api
 from agents.contract import signing
-from agents.contract.configfile import ConfigError
+from agents.contract.configfile import MAX_SECRET_BYTES, ConfigError, FileRefusedError, read_text_file
 from agents.contract.documents import format_time, to_json_document
 from agents.contract.errors import DrillError, InputError
 from drill.config import DrillConfig, load_drill_config
@@ -31,7 +31,8 @@ from drill.drills import (
     start_drill,
 )
 from drill.evidence.export import export_bundle, key_listing
-from drill.evidence.verify import verify_bundle
+from drill.evidence.verify import Verification, verify_bundle
+from drill.ledger.ledger import read_checkpoint_log
 from drill.reports.figures import drill_figures
 from drill.reports.html import render_report
 from drill.reports.i18n import LANGUAGES, duration
@@ -164,9 +165,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
     config = _load(args)
     with open_ledger(config) as ledger:
         if args.keys_command == "add":
-            with open(args.file, encoding="utf-8") as handle:
-                keyid = ledger.add_key(handle.read(1 << 16), args.owner, "agent")
-            print(keyid)
+            try:
+                pem = read_text_file(args.file, MAX_SECRET_BYTES)
+            except FileRefusedError as error:
+                raise InputError(f"{args.file} {error.reason}") from error
+            print(ledger.add_key(pem, args.owner, "agent"))
             return EXIT_OK
         keys = [{"keyid": k.keyid, "owner": k.owner, "role": k.role} for k in ledger.keys().values()]
     if args.json:
@@ -179,15 +182,26 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     config = _load(args)
-    with open_ledger(config) as ledger:
-        problems = ledger.audit()
-        checkpoint = signing.envelope_payload(ledger.checkpoint())
+    log = read_checkpoint_log(args.against) if args.against else None  # unreadable: exit 2 before anything
+    # Opened without the check on opening: the audit names every problem itself, instead of refusing at the first.
+    with open_ledger(config, verify=False) as ledger:
+        problems = ledger.audit(against=log)
+        # A checkpoint signed over a ledger with problems would vouch for them: sign one only when intact.
+        checkpoint = None if problems else signing.envelope_payload(ledger.checkpoint())
     if args.json:
-        _dump({"intact": not problems, "problems": problems, "checkpoint": checkpoint})
-    else:
+        _dump({"intact": not problems, "problems": [{"code": p.code, "message": p.message} for p in problems],
+               "checkpoint": checkpoint})
+        return EXIT_OK if not problems else EXIT_FAILED
+    if log is not None:
+        print(f"checked against {len(log.checkpoints)} checkpoint(s) in {log.path}")
+    if checkpoint is not None:
         print(f"{checkpoint['tree_size']} records, root {checkpoint['root']}")
-        print("intact" if not problems else "\n".join(problems))
-    return EXIT_OK if not problems else EXIT_FAILED
+        print("intact")
+        return EXIT_OK
+    print(f"NOT INTACT: {len(problems)} problem(s); no checkpoint signed")
+    for problem in problems:
+        print(f"  {problem.code}: {problem.message}")
+    return EXIT_FAILED
 
 
 def _date(text: str | None) -> datetime | None:
@@ -204,7 +218,11 @@ def _date(text: str | None) -> datetime | None:
 
 def cmd_evidence(args: argparse.Namespace) -> int:
     if args.evidence_command == "verify":
-        result = verify_bundle(args.bundle, args.trust or ())
+        try:
+            result = verify_bundle(args.bundle, args.trust or ())
+        except DrillError as error:  # verify_bundle reports problems; should any typed error escape, it is one
+            result = Verification()
+            result.add(error.code, str(error))
         if args.json:
             _dump({"intact": result.intact, "pinned": result.pinned, "coordinator": result.coordinator,
                    "records": result.records, "scope": result.scope,
@@ -293,8 +311,12 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ledger", help="re-check every record of the ledger and sign a checkpoint")
     ledger_sub = p.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
-    a = ledger_sub.add_parser("audit", help="signatures, leaf hashes and order of every entry")
+    a = ledger_sub.add_parser("audit", help="every entry and signed checkpoint; a new checkpoint when intact",
+                              epilog="Exit codes: 0 intact, 1 problems found (each named), 2 bad input (a config "
+                              "problem, a checkpoint log that cannot be read).")
     with_config(a)
+    a.add_argument("--against", metavar="FILE",
+                   help="also check every checkpoint in this checkpoint log (the drill config's checkpoint_log)")
 
     p = sub.add_parser("evidence", help="export an evidence bundle, or verify one offline")
     evidence_sub = p.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
@@ -323,6 +345,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything the coordinator writes (its key, the SQLite ledger, reports, bundles) is its own alone.
+    os.umask(0o077)
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
     api.install_signal_handlers()

@@ -4,6 +4,7 @@
 state_dir: /var/lib/drill                  # coordinator key, drill reports
 ledger: sqlite:///var/lib/drill/ledger.db  # or postgresql://drill@db/drill (default: state_dir/ledger.db)
 digest: sha256                             # or sm3 (GB/T 39786)
+checkpoint_log: /var/log/drill/checkpoints.jsonl  # optional: every signed checkpoint appended, outside the ledger
 objectives: {rto: 1h, rpo: 24h}            # defaults for every system
 scratch: {directory: /srv/drill-scratch}   # optional: scratch settings for the drill's verify jobs
 systems:
@@ -38,7 +39,7 @@ from agents.contract.inventory import Inventory
 from agents.contract.jobs import SCRATCH_SCHEMA
 from agents.contract.records import Objectives as ObjectiveSeconds
 from agents.contract.signing import DIGESTS
-from policies.config import NAME_PATTERN
+from policies.config import MAX_NAMES, NAME_PATTERN
 from policies.durations import DurationError, parse_duration
 
 DEFAULT_RTO = "1h"
@@ -49,8 +50,10 @@ _OBJECTIVES: dict[str, Any] = {
     "additionalProperties": False,
     "description": "Recovery objectives: RTO (drill start to verified) and RPO (drill start minus snapshot time).",
     "properties": {
-        "rto": {"type": "string", "description": "Recovery time objective, e.g. 1h.", "examples": ["1h"]},
-        "rpo": {"type": "string", "description": "Recovery point objective, e.g. 24h.", "examples": ["24h"]},
+        "rto": {"type": "string", "maxLength": 64, "description": "Recovery time objective, e.g. 1h (1s to 10 years).",
+                "examples": ["1h"]},
+        "rpo": {"type": "string", "maxLength": 64,
+                "description": "Recovery point objective, e.g. 24h (1s to 10 years).", "examples": ["24h"]},
     },
     "examples": [{"rto": "1h", "rpo": "24h"}],
 }
@@ -62,9 +65,10 @@ SCHEMA: dict[str, Any] = {
     "required": ["state_dir", "systems"],
     "additionalProperties": False,
     "properties": {
-        "state_dir": {"type": "string", "pattern": "^/", "description": "Coordinator state: key, reports.",
+        "state_dir": {"type": "string", "pattern": "^/", "maxLength": 4096,
+                      "description": "Coordinator state: key, reports.",
                       "examples": ["/var/lib/drill"]},
-        "ledger": {"type": "string", "minLength": 1,
+        "ledger": {"type": "string", "minLength": 1, "maxLength": 4096,
                    "description": "sqlite:///PATH or postgresql://…; default sqlite in state_dir. Keep a "
                    "PostgreSQL password in ~/.pgpass, not in the URL.",
                    "examples": ["sqlite:///var/lib/drill/ledger.db"]},
@@ -72,11 +76,19 @@ SCHEMA: dict[str, Any] = {
                    "examples": ["sha256"]},
         "coordinator": {"type": "string", "pattern": NAME_PATTERN, "description": "Name of this coordinator.",
                         "examples": ["coordinator"]},
+        "checkpoint_log": {"type": "string", "pattern": "^/", "maxLength": 4096,
+                           "description": "A file outside the ledger's database that every checkpoint the "
+                           "coordinator signs is appended to, one JSON line each (created 0600, fsync'd; its "
+                           "directory must exist). Make it append-only for the coordinator (chattr +a), or copy it "
+                           "where the coordinator cannot write, so that drillctl ledger audit --against FILE "
+                           "catches a ledger rewritten wholesale.",
+                           "examples": ["/var/log/drill/checkpoints.jsonl"]},
         "objectives": _OBJECTIVES,
         "scratch": SCRATCH_SCHEMA,
         "systems": {
             "type": "object",
             "minProperties": 1,
+            "maxProperties": MAX_NAMES,
             "description": "The systems a drill covers, each one agent's targets.",
             "propertyNames": {"pattern": NAME_PATTERN},
             "additionalProperties": {
@@ -84,9 +96,10 @@ SCHEMA: dict[str, Any] = {
                 "required": ["agent_config"],
                 "additionalProperties": False,
                 "properties": {
-                    "agent_config": {"type": "string", "pattern": "^/", "description": "The agent's config file.",
+                    "agent_config": {"type": "string", "pattern": "^/", "maxLength": 4096,
+                                     "description": "The agent's config file.",
                                      "examples": ["/etc/drill-agent/app01.yaml"]},
-                    "targets": {"type": "array", "minItems": 1, "uniqueItems": True,
+                    "targets": {"type": "array", "minItems": 1, "maxItems": MAX_NAMES, "uniqueItems": True,
                                 "items": {"type": "string", "pattern": NAME_PATTERN},
                                 "description": "Targets in scope (default: every target of the agent).",
                                 "examples": [["documents", "appdb"]]},
@@ -130,6 +143,7 @@ class DrillConfig:
     coordinator: str
     systems: dict[str, System] = field(default_factory=dict)
     scratch: dict[str, Any] | None = None  # scratch settings for the drill's verify jobs
+    checkpoint_log: str | None = None  # every signed checkpoint is also appended here (outside the database)
 
     @property
     def sites(self) -> set[str]:
@@ -144,7 +158,8 @@ def _objectives(raw: Mapping[str, Any] | None, base: Mapping[str, str], where: t
         try:
             parsed[name] = parse_duration(values[name])
         except DurationError as exc:
-            out.add((*where, name), str(exc))
+            if name in (raw or {}):  # a default that is wrong was named where it was written
+                out.add((*where, name), str(exc))
             parsed[name] = timedelta(0)
     return Objectives(parsed["rto"], parsed["rpo"])
 
@@ -160,6 +175,8 @@ def load_drill_config(path: str) -> DrillConfig:
         if not out.problems:
             out.add((), "the file must be a mapping with state_dir and systems")
         raise ConfigError(out.problems)
+    if os.path.exists(data["state_dir"]) and not os.path.isdir(data["state_dir"]):
+        out.add(("state_dir",), f"{data['state_dir']} exists and is not a directory")
     base = {"rto": DEFAULT_RTO, "rpo": DEFAULT_RPO, **(data.get("objectives") or {})}
     _objectives(data.get("objectives"), base, ("objectives",), out)
     systems = {}
@@ -190,4 +207,5 @@ def load_drill_config(path: str) -> DrillConfig:
         coordinator=data.get("coordinator", "coordinator"),
         systems=systems,
         scratch=data.get("scratch"),
+        checkpoint_log=data.get("checkpoint_log"),
     )

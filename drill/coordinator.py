@@ -22,12 +22,17 @@ from drill.ledger.store import open_store
 
 
 @contextlib.contextmanager
-def open_ledger(config: DrillConfig) -> Iterator[Ledger]:
-    """The ledger of ``config`` with the coordinator's key (created on first use, 0600)."""
+def open_ledger(config: DrillConfig, *, verify: bool = True) -> Iterator[Ledger]:
+    """The ledger of ``config`` with the coordinator's key (created on first use, 0600) and its checkpoint log.
+
+    Raises :class:`drill.ledger.ledger.LedgerTampered` when the stored entries
+    disagree with the newest signed checkpoint; ``verify=False`` is for the
+    audit only, which names every problem itself.
+    """
     key, _ = signing.ensure_key(os.path.join(config.state_dir, "keys"), config.digest)
     store = open_store(config.ledger_url)
     try:
-        yield Ledger(store, key, config.coordinator)
+        yield Ledger(store, key, config.coordinator, checkpoint_log=config.checkpoint_log, verify=verify)
     finally:
         store.close()
 

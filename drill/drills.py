@@ -33,6 +33,7 @@ from agents.contract.errors import InputError
 from agents.contract.jobs import LATEST, VerifyJob
 from agents.contract.records import (
     AgentRecord,
+    BackupRecord,
     DrillFinished,
     DrillStarted,
     DrillStep,
@@ -174,9 +175,11 @@ def _run_step(
         findings.append(StepFinding(code="no_repository_at_site", severity="error",
                                     message=f"{system.name} has no repository at site {site!r}"))
     else:
+        records, keys = backup_records(ledger, system.inventory.host, target)
         job = VerifyJob(repository=repository, target=target, target_kind=system.inventory.targets[target].kind,
                         snapshot=LATEST, backup_host=system.inventory.host, scratch=config.scratch,
-                        drill_id=drill_id, requested_by=config.coordinator)
+                        drill_id=drill_id, requested_by=config.coordinator, backup_records=records,
+                        trusted_keys=keys)
         signed = system.agent.execute(job)
         if api.cancelled():
             return None
@@ -196,6 +199,24 @@ def _run_step(
         "target": target, "site": site, "repository": repository, "objectives": objectives,
         **summarise_step(ledgered, findings, started, objectives), "started": step_started, "finished": utc_now()}))
     return load_drill(ledger, drill_id).steps[-1]
+
+
+# How many of a target's newest backup records a verify job brings (the newest recorded backup is among them).
+BACKUP_RECORDS_PER_JOB = 200
+
+
+def backup_records(ledger: Ledger, host: str, target: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The signed backup records of ``host``'s ``target`` in the ledger (newest last) and the keys that signed
+    them: what a verify job brings, so that an agent without them (a scratch host) can tell recorded snapshots."""
+    found: list[Entry] = []
+    for entry in ledger.entries():
+        if entry.kind == "backup" and entry.host == host:
+            record = entry.record
+            if isinstance(record, BackupRecord) and record.target.name == target:
+                found.append(entry)
+    found = found[-BACKUP_RECORDS_PER_JOB:]
+    keys = {k.keyid: k.public_pem for k in ledger.keys().values() if k.role == "agent" and k.owner == host}
+    return [e.envelope for e in found], keys
 
 
 def summarise_step(ledgered: Sequence[tuple[Entry, Record]], findings: list[StepFinding], started: datetime,

@@ -8,6 +8,9 @@ Accepted forms (case-insensitive)::
     mon-fri 02:00        a range of days
     hourly :15           every hour at minute 15 (``hourly`` alone: minute 0)
     monthly 1 03:00      the 1st of every month (days 1-28)
+
+Numbers are ASCII digits only: ``str.isdigit`` and ``\\d`` also take '²' or '０１', which ``int`` then
+refuses or quietly reads.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+_TIME = re.compile(r"^([0-9]{1,2}):([0-9]{2})$", re.ASCII)
+_MINUTE = re.compile(r"^:([0-9]{2})$", re.ASCII)
+_MONTHDAY = re.compile(r"^[0-9]{1,2}$", re.ASCII)
 
 
 class CalendarError(ValueError):
@@ -101,6 +106,8 @@ def _parse_days(text: str, expression: str) -> frozenset[int]:
 
 def parse_calendar(expression: str) -> Calendar:
     """Parse a calendar expression. Raises :class:`CalendarError` with the accepted forms."""
+    if len(expression) > 200:  # no accepted form is this long; keep the message that quotes it short
+        raise CalendarError(f"{expression[:40]!r}… is not a calendar expression; {_HELP}")
     words = expression.strip().lower().split()
     if not words:
         raise CalendarError(f"empty calendar expression; {_HELP}")
@@ -108,13 +115,13 @@ def parse_calendar(expression: str) -> Calendar:
     if head == "hourly" and len(words) <= 2:
         minute = 0
         if len(words) == 2:
-            match = re.match(r"^:(\d{2})$", words[1])
+            match = _MINUTE.match(words[1])
             if match is None or int(match[1]) > 59:
                 raise CalendarError(f"{expression!r}: the minute of 'hourly' is written ':MM'; {_HELP}")
             minute = int(match[1])
         return Calendar(expression, frozenset(range(7)), None, minute)
     if head == "monthly" and len(words) == 3:
-        if not words[1].isdigit() or not 1 <= int(words[1]) <= 28:
+        if _MONTHDAY.match(words[1]) is None or not 1 <= int(words[1]) <= 28:
             raise CalendarError(f"{expression!r}: the day of the month must be 1..28; {_HELP}")
         hour, minute = _parse_time(words[2], expression)
         return Calendar(expression, frozenset(), hour, minute, monthday=int(words[1]))

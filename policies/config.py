@@ -11,11 +11,20 @@ from policies.calendar import Calendar, parse_calendar
 from policies.durations import parse_duration
 from policies.levels import Level
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# "(?!\n)": Python's "$" (jsonschema matches with re.search) also matches before a final newline, which
+# would let "app01\n" through as a name; ECMA's "$" does not, and the lookahead is harmless there.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$(?!\n)"
+
+MAX_NAMES = 1000
+"""The most names (targets, repositories) a list of a config holds; far more than any host needs."""
+
+MAX_KEEP = 10_000
+"""The most snapshots of one level retention keeps: decades of hourly backups."""
 
 _LEVEL_CALENDAR = {
     "type": "string",
     "minLength": 1,
+    "maxLength": 200,
 }
 
 SCHEMA: dict[str, Any] = {
@@ -27,6 +36,7 @@ SCHEMA: dict[str, Any] = {
         "targets": {
             "type": "array",
             "minItems": 1,
+            "maxItems": MAX_NAMES,
             "uniqueItems": True,
             "items": {"type": "string", "pattern": NAME_PATTERN},
             "description": "Names of targets (from 'targets') this policy backs up.",
@@ -40,6 +50,7 @@ SCHEMA: dict[str, Any] = {
         },
         "replicate_to": {
             "type": "array",
+            "maxItems": MAX_NAMES,
             "uniqueItems": True,
             "items": {"type": "string", "pattern": NAME_PATTERN},
             "default": [],
@@ -71,7 +82,11 @@ SCHEMA: dict[str, Any] = {
         },
         "max_full_interval": {
             "type": "string",
-            "description": "A differential or incremental is upgraded to full when the last full is older.",
+            "maxLength": 64,
+            "description": (
+                "A differential or incremental is upgraded to full when the last full is older: a number and a "
+                "unit (s, m, h, d, w), 1s to 10 years."
+            ),
             "examples": ["14d"],
         },
         "retention": {
@@ -79,17 +94,20 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "description": "How many snapshots of each level to keep per target (restic forget + prune).",
             "properties": {
-                "full": {"type": "integer", "minimum": 1, "description": "Fulls to keep.", "examples": [8]},
+                "full": {"type": "integer", "minimum": 1, "maximum": MAX_KEEP,
+                         "description": f"Fulls to keep (1 to {MAX_KEEP}).", "examples": [8]},
                 "differential": {
                     "type": "integer",
                     "minimum": 0,
-                    "description": "Differentials to keep.",
+                    "maximum": MAX_KEEP,
+                    "description": f"Differentials to keep (0 to {MAX_KEEP}).",
                     "examples": [4],
                 },
                 "incremental": {
                     "type": "integer",
                     "minimum": 0,
-                    "description": "Incrementals to keep.",
+                    "maximum": MAX_KEEP,
+                    "description": f"Incrementals to keep (0 to {MAX_KEEP}).",
                     "examples": [14],
                 },
             },

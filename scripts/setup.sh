@@ -10,6 +10,8 @@ missing=()
 command -v restic >/dev/null 2>&1 || missing+=(restic)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
+# Restores of untrusted data run in bubblewrap's sandbox.
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # PDF reports: WeasyPrint needs Pango; zh-CN reports need a CJK font.
 ldconfig -p 2>/dev/null | grep -q 'libpangoft2-1.0' || missing+=(libpango-1.0-0 libpangoft2-1.0-0)
@@ -18,6 +20,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]} from the distribution"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The dedicated account throwaway database instances run as (scratch run_as): no login, no home.
+if [ "$(id -u)" -eq 0 ] && ! id drill-sandbox >/dev/null 2>&1; then
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin drill-sandbox
+  echo "setup: created the account drill-sandbox for throwaway database instances"
 fi
 
 if [ ! -x .venv/bin/python ]; then

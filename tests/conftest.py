@@ -30,6 +30,12 @@ def workspace(tmp_path: os.PathLike[str], restic_binary: str) -> Workspace:
 
 
 @pytest.fixture
+def workspace_once(tmp_path: os.PathLike[str]) -> Workspace:
+    """A workspace on the distro restic only: for what does not depend on restic's version."""
+    return Workspace(str(tmp_path), find_restic("0.14"))
+
+
+@pytest.fixture
 def scratch_dir() -> Iterator[str]:
     """A short scratch parent every user may traverse (throwaway instances run as postgres/mysql)."""
     path = tempfile.mkdtemp(prefix="drill-scratch-", dir="/tmp")

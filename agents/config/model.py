@@ -4,6 +4,10 @@ Validation runs in stages and collects every problem before reporting:
 YAML syntax → duplicate keys → the schema → cross-field checks (unknown target or
 repository, calendar expressions, durations, files that must exist). Each
 problem names the file, the line and the field path.
+
+The files a config names that the agent or restic read (env files, password
+files) must be regular files this user can read, of at most 64 KiB: a FIFO or a
+device there would block a backup forever.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from typing import Any
 from agents.config.envfile import EnvFileError, parse_env_file
 from agents.config.schema import CONFIG_SCHEMA
 from agents.contract.configfile import (
+    MAX_SECRET_BYTES,
     ConfigError,
+    FileRefusedError,
     ProblemCollector,
+    check_readable_file,
     check_schema,
     load_config_yaml,
     read_config_file,
+    read_text_file,
 )
 from agents.contract.yamlfile import Path
 from agents.restic.runner import Repository, default_binary
@@ -51,15 +59,31 @@ class AgentConfig:
 
 def _read_env_file(path: str, where: Path, out: ProblemCollector) -> dict[str, str]:
     try:
-        with open(path, encoding="utf-8") as handle:
-            return parse_env_file(handle.read())
-    except FileNotFoundError:
-        out.add(where, f"env file {path} does not exist")
-    except PermissionError:
-        out.add(where, f"env file {path} is not readable by this user")
+        return parse_env_file(read_text_file(path, MAX_SECRET_BYTES))
+    except FileRefusedError as exc:
+        out.add(where, f"env file {path} {exc.reason}" + (f" (its line {exc.line})" if exc.line else ""))
     except EnvFileError as exc:
         out.add(where, f"env file {path}: {exc}")
     return {}
+
+
+def _check_password_file(path: str | None, where: Path, out: ProblemCollector, *, required: bool = True) -> None:
+    """Add a problem unless ``path`` (when given) is a regular, readable file of at most 64 KiB.
+
+    With ``required`` False a missing file is no problem (see :func:`_check_target_files`).
+    """
+    if path is None:
+        return
+    try:
+        check_readable_file(path, MAX_SECRET_BYTES)
+    except FileRefusedError as exc:
+        if required or exc.reason != "does not exist":
+            out.add(where, f"password file {path} {exc.reason}")
+
+
+def _check_state_dir(path: str, out: ProblemCollector) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        out.add(("state_dir",), f"{path} exists and is not a directory")
 
 
 def _make_repositories(raw: Mapping[str, Any], out: ProblemCollector) -> tuple[dict[str, Repository], dict[str, str]]:
@@ -70,8 +94,7 @@ def _make_repositories(raw: Mapping[str, Any], out: ProblemCollector) -> tuple[d
         if ("password_file" in spec) == ("password_command" in spec):
             out.add(where, "give exactly one of password_file or password_command")
         password_file = spec.get("password_file")
-        if password_file is not None and not os.path.isfile(password_file):
-            out.add((*where, "password_file"), f"password file {password_file} does not exist")
+        _check_password_file(password_file, (*where, "password_file"), out)
         env = _read_env_file(spec["env_file"], (*where, "env_file"), out) if "env_file" in spec else {}
         repositories[name] = Repository(
             name=name,
@@ -129,9 +152,15 @@ def _check_policies(data: Mapping[str, Any], repositories: Mapping[str, Reposito
 def _check_scratch(data: Mapping[str, Any], out: ProblemCollector) -> None:
     for engine in ("postgres", "mysql"):
         server = ((data.get("scratch") or {}).get(engine) or {}).get("server") or {}
-        path = server.get("password_file")
-        if path is not None and not os.path.isfile(path):
-            out.add(("scratch", engine, "server", "password_file"), f"password file {path} does not exist")
+        _check_password_file(server.get("password_file"), ("scratch", engine, "server", "password_file"), out)
+
+
+def _check_target_files(data: Mapping[str, Any], out: ProblemCollector) -> None:
+    # A database target's password file is read by the agent when the job runs, and may be missing where
+    # the config is only validated (a scratch host, the coordinator): only one that is there but unusable
+    # (a directory, a FIFO that would block the job, too large, unreadable) is a problem now.
+    for name, spec in data["targets"].items():
+        _check_password_file(spec.get("password_file"), ("targets", name, "password_file"), out, required=False)
 
 
 def validate_config(source: str, text: str) -> AgentConfig:
@@ -147,9 +176,11 @@ def validate_config(source: str, text: str) -> AgentConfig:
     schema_ok = check_schema(data, out, CONFIG_SCHEMA)
     if not schema_ok:
         raise ConfigError(out.problems)
+    _check_state_dir(data["state_dir"], out)
     repositories, sites = _make_repositories(data["repositories"], out)
     _check_policies(data, repositories, out)
     _check_scratch(data, out)
+    _check_target_files(data, out)
     if out.problems:
         raise ConfigError(out.problems)
     return AgentConfig(

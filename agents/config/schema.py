@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.scratch.config import SCHEMA as SCRATCH_SCHEMA
-from policies.config import NAME_PATTERN
+from policies.config import MAX_NAMES, NAME_PATTERN
 from policies.config import SCHEMA as POLICY_SCHEMA
 from targets.registry import KINDS
 
@@ -23,24 +23,28 @@ REPOSITORY_SCHEMA: dict[str, Any] = {
         "url": {
             "type": "string",
             "minLength": 1,
+            "maxLength": 4096,
             "description": "restic repository location ('s3:http://host:port/bucket/prefix' or a local path).",
             "examples": ["s3:http://127.0.0.1:9000/backups/app01"],
         },
         "password_file": {
             "type": "string",
             "pattern": "^/",
+            "maxLength": 4096,
             "description": "File holding the repository password (mode 0600). Never put the password itself here.",
             "examples": ["/etc/drill-agent/restic.pw"],
         },
         "password_command": {
             "type": "string",
             "minLength": 1,
+            "maxLength": 4096,
             "description": "Command printing the repository password, instead of password_file.",
             "examples": ["cat /run/secrets/restic"],
         },
         "env_file": {
             "type": "string",
             "pattern": "^/",
+            "maxLength": 4096,
             "description": "KEY=value file with the backend's credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).",
             "examples": ["/etc/drill-agent/s3-local.env"],
         },
@@ -52,19 +56,24 @@ REPOSITORY_SCHEMA: dict[str, Any] = {
         },
         "connect_timeout": {
             "type": "number",
-            "exclusiveMinimum": 0,
+            "minimum": 1,
+            "maximum": 3600,
             "default": 60,
             "description": (
                 "Seconds for restic to open the repository (and, in a backup, to load its index and report "
-                "progress) before the repository counts as unreachable; restic itself would retry for minutes."
+                "progress) before the repository counts as unreachable; restic itself would retry for minutes. "
+                "1 to 3600."
             ),
             "examples": [60],
         },
         "stall_timeout": {
             "type": "number",
-            "exclusiveMinimum": 0,
+            "minimum": 1,
+            "maximum": 86400,
             "default": 300,
-            "description": "Seconds a running restic may make no progress before the job is stopped and failed.",
+            "description": (
+                "Seconds a running restic may make no progress before the job is stopped and failed; 1 to 86400."
+            ),
             "examples": [300],
         },
     },
@@ -103,6 +112,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "state_dir": {
             "type": "string",
             "pattern": "^/",
+            "maxLength": 4096,
             "description": "Directory of the agent's state: schedule, cache, manifests, outbox of result records.",
             "examples": ["/var/lib/drill-agent"],
         },
@@ -120,6 +130,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "binary": {
                     "type": "string",
                     "minLength": 1,
+                    "maxLength": 4096,
                     "description": "restic executable (0.14 or newer); default: $DRILL_RESTIC or 'restic' on PATH.",
                     "examples": ["/usr/bin/restic"],
                 }
@@ -129,6 +140,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "repositories": {
             "type": "object",
             "minProperties": 1,
+            "maxProperties": MAX_NAMES,
             "description": "Repositories by name.",
             "propertyNames": {"pattern": NAME_PATTERN},
             "additionalProperties": REPOSITORY_SCHEMA,
@@ -148,6 +160,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "targets": {
             "type": "object",
             "minProperties": 1,
+            "maxProperties": MAX_NAMES,
             "description": "Targets by name.",
             "propertyNames": {"pattern": NAME_PATTERN},
             "additionalProperties": TARGET_SCHEMA,
@@ -158,6 +171,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "policies": {
             "type": "object",
             "minProperties": 1,
+            "maxProperties": MAX_NAMES,
             "description": "Policies by name.",
             "propertyNames": {"pattern": NAME_PATTERN},
             "additionalProperties": POLICY_SCHEMA,

@@ -30,6 +30,7 @@ __all__ = ["SCRATCH_SCHEMA"]  # the form of a verify job's scratch settings (the
 
 JOB_SCHEMA = "drill.job/v1"
 LATEST = "latest"  # a verify job's snapshot: the newest backup of the target that a signed record names
+MAX_READ_DATA_PARTS = 256  # restic check --read-data-subset n/t allows t up to 256
 
 Name = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 Database = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^,=/\x00]+$")]
@@ -70,9 +71,14 @@ class VerifyJob(JobBase):
         default=None, json_schema_extra={"anyOf": [SCRATCH_SCHEMA, {"type": "null"}]},
         description="Scratch settings for this job over the agent's own, in the form of the agent config's scratch "
                     "section.")
-    read_data_parts: int = Field(default=30, ge=1, le=100_000, description=(
-        "restic check reads 1/N of the data, the next part each time."))
+    read_data_parts: int = Field(default=30, ge=1, le=MAX_READ_DATA_PARTS, description=(
+        "restic check reads 1/N of the data, the next part each time (restic allows N up to 256)."))
     drill_id: str | None = Field(default=None, max_length=128)
+    backup_records: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000, description=(
+        "Signed backup records (DSSE envelopes, from the ledger) that may vouch for the snapshots to verify, for "
+        "an agent that does not hold them itself (a scratch host)."))
+    trusted_keys: dict[str, str] = Field(default_factory=dict, max_length=10_000, description=(
+        "The public keys (PEM, by key id) the backup records were signed with, as the ledger enrolled them."))
 
 
 class CheckJob(JobBase):
@@ -80,7 +86,7 @@ class CheckJob(JobBase):
 
     kind: Literal["check"] = "check"
     repository: Name
-    read_data_parts: int = Field(default=30, ge=1, le=100_000)
+    read_data_parts: int = Field(default=30, ge=1, le=MAX_READ_DATA_PARTS)
 
 
 Job = BackupJob | VerifyJob | CheckJob

@@ -149,6 +149,7 @@ class FilesManifestInfo(Document):
     hashed_bytes: Count
     reused_hashes: Count
     unreadable: Count = 0
+    size: Count | None = None  # the manifest document's bytes: a verification reads no more
 
 
 class DumpManifestInfo(Document):
@@ -162,6 +163,7 @@ class DumpManifestInfo(Document):
     tables: Count
     rows: Count
     non_transactional: Count = 0
+    size: Count | None = None  # the manifest document's bytes: a verification reads no more
 
 
 class CopiedBackup(Document):
@@ -224,7 +226,8 @@ class VerifiedSnapshot(Document):
 class ManifestCheck(Document):
     digest: Identifier
     expected: Identifier
-    checked_against: str  # "backup record" or "snapshot tag"
+    checked_against: str  # "backup record" (before signed records were required: or "snapshot tag")
+    record_id: Identifier | None = None  # the signed backup record that vouched for the manifest
 
 
 class Compared(Document):

@@ -21,11 +21,12 @@ import base64
 import binascii
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -87,7 +88,7 @@ def load_public_pem(text: str | bytes) -> Ed25519PublicKey:
     """An Ed25519 public key from PEM. Raises :class:`SignatureError`."""
     try:
         key = serialization.load_pem_public_key(text.encode() if isinstance(text, str) else text)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise MalformedEnvelope(f"not a PEM public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise MalformedEnvelope("the public key is not an Ed25519 key")
@@ -139,14 +140,21 @@ def load_key(directory: str, digest: str = DEFAULT_DIGEST) -> SigningKey | None:
             data = handle.read()
     except FileNotFoundError:
         return None
-    key = serialization.load_pem_private_key(data, password=None)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise MalformedEnvelope(f"{private_path} does not hold a private key: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise MalformedEnvelope(f"{private_path} does not hold an Ed25519 private key")
     return SigningKey(key, digest)
 
 
 def ensure_key(directory: str, digest: str = DEFAULT_DIGEST) -> tuple[SigningKey, bool]:
-    """The key pair in ``directory``, generated (private key 0600) if missing; and whether it was new."""
+    """The key pair in ``directory``, generated (private key 0600) if missing; and whether it was new.
+
+    Safe when several processes start at once: each writes its candidate to a file of its own and links it into
+    place; only the first link succeeds, and every process then uses the key that won.
+    """
     existing = load_key(directory, digest)
     if existing is not None:
         return existing, False
@@ -155,15 +163,25 @@ def ensure_key(directory: str, digest: str = DEFAULT_DIGEST) -> tuple[SigningKey
     private_path, public_path = key_paths(directory)
     pem = key.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-    fd = os.open(private_path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
-    with open(public_path + ".new", "w", encoding="utf-8") as handle:
+    candidate = f"{private_path}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(candidate, private_path)  # fails when another process's key is already in place
+        except FileExistsError:
+            won = load_key(directory, digest)
+            assert won is not None
+            return won, False
+    finally:
+        os.unlink(candidate)
+    public_candidate = f"{public_path}.{os.getpid()}.{secrets.token_hex(4)}"
+    with open(public_candidate, "w", encoding="utf-8") as handle:
         handle.write(public_pem(key.public))
-    os.replace(public_path + ".new", public_path)
-    os.replace(private_path + ".new", private_path)
+    os.replace(public_candidate, public_path)
     return key, True
 
 
@@ -178,7 +196,7 @@ class Opened:
     def document(self) -> Any:
         try:
             return json.loads(self.payload)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise MalformedEnvelope(f"the signed payload is not JSON: {exc}") from exc
 
 

@@ -69,6 +69,9 @@ class RestoreTarget(Protocol):
     def server_problem(self) -> str:
         """A throwaway server's own words on why a load failed (its log's first error line), or ''."""
 
+    def server_log(self) -> str:
+        """The end of a throwaway server's log ('' for a scratch server): read for escape attempts."""
+
 
 class DatabaseEngine(Protocol):
     """A kind of database target: ``postgres``, ``mysql``."""
@@ -90,6 +93,10 @@ class DatabaseEngine(Protocol):
 
     def dump_filename(self, database: str) -> str:
         """The dump's file name in its snapshot."""
+
+    @property
+    def escape_markers(self) -> tuple[str, ...]:
+        """Words the server or loader uses when a dump tried to run a program or client command in the sandbox."""
 
     def digest_only(self, database: str) -> bool:
         """True for a pseudo-database verified by its dump's digest alone (PostgreSQL's ``@globals``)."""

@@ -8,8 +8,10 @@ the dump tool through a 0600 ``--defaults-extra-file`` only.
 
 Verify: ``mariadb-install-db`` (or ``mysqld --initialize-insecure``) into the
 scratch directory, the server started on a unix socket there with networking
-off, run as the instance account; killed on exit (nothing in it needs a clean
-shutdown) and left for the caller to delete. Or, with ``scratch.mysql.server``,
+off, and the client loading the dump with ``--sandbox``, all in the sandbox of
+``agents/scratch/sandbox.py`` as the dedicated account (the server and the client
+without a shell); killed on exit (nothing in it needs a clean shutdown) and left
+for the caller to delete. Or, with ``scratch.mysql.server``,
 a database ``drill_verify_<random>`` created on that server and dropped
 afterwards. The restored tables are reported under the *original* database's
 name, so they compare with the manifest wherever they were loaded.
@@ -18,6 +20,7 @@ name, so they compare with the manifest wherever they were loaded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import time
@@ -31,7 +34,9 @@ from agents import process
 from agents.engines.base import Capture, Command, RestoreTarget
 from agents.scratch.account import InstanceAccount, ScratchUnusable, check_socket_path
 from agents.scratch.config import MysqlScratch, ScratchConfig
-from agents.scratch.logs import first_problem_line, last_line
+from agents.scratch.logs import explain_tool_failure, first_problem_line, last_line, read_tail
+from agents.scratch.reaper import note_process
+from agents.scratch.sandbox import Sandbox
 from agents.secretfiles import private_file, read_password
 from agents.state import StateDir
 from targets.mysql import commands
@@ -91,6 +96,8 @@ class MysqlRestoreTarget:
     original: str  # the database's name at backup time
     where: str
     client: str
+    sandbox: Sandbox  # where the loader runs
+    network: bool = False  # the loader needs the network (a scratch server)
     socket: str | None = None
     defaults_file: str | None = None
     log_file: str | None = None  # a throwaway instance's error log
@@ -98,10 +105,13 @@ class MysqlRestoreTarget:
     def server_problem(self) -> str:
         return first_problem_line(self.log_file, ("[ERROR]",)) if self.log_file else ""
 
+    def server_log(self) -> str:
+        return read_tail(self.log_file) if self.log_file else ""
+
     def load_command(self) -> Command:
         argv = commands.make_load_command(self.client, database=self.database, socket=self.socket,
-                                          defaults_file=self.defaults_file)
-        return argv, _tool_environment()
+                                          defaults_file=self.defaults_file, sandbox=client_has_sandbox(self.client))
+        return self.sandbox.wrap(argv, network=self.network), _tool_environment()
 
     def connect(self, database: str | None = None) -> Any:
         return pymysql.connect(**self.connect_args, database=database, autocommit=True, connect_timeout=10,
@@ -122,6 +132,17 @@ class MysqlRestoreTarget:
         return TableManifest(found.schema_digest, tables, found.non_transactional)
 
 
+@functools.lru_cache(maxsize=8)
+def client_has_sandbox(client: str) -> bool:
+    """Whether the client knows ``--sandbox`` (MariaDB 10.5.25, 10.6.18, 10.11.8 and later): no ``\\!``, no
+    ``system``, no ``source`` of a file while it loads a dump."""
+    try:
+        result = process.run_process((client, "--help"), env=_tool_environment(), timeout=30)
+    except (FileNotFoundError, process.ProcessStopped):
+        return False
+    return "--sandbox" in result.stdout
+
+
 def _create_database(target: MysqlRestoreTarget) -> None:
     try:
         connection = target.connect()
@@ -140,35 +161,35 @@ def _log_tail(path: str) -> str:
 
 @contextlib.contextmanager
 def throwaway_instance(settings: MysqlScratch, scratch_dir: str, database: str) -> Iterator[MysqlRestoreTarget]:
-    """A new server under ``scratch_dir`` with an empty ``database``; killed on exit.
+    """A new server under ``scratch_dir`` with an empty ``database``, in the sandbox; killed on exit.
 
-    Raises :class:`ScratchUnusable` when it cannot be set up.
+    The installer (an empty data directory: no tenant data) runs in the sandbox with a shell, the server and the
+    client that load the tenant's dump in it without one. Raises :class:`ScratchUnusable` when it cannot be set up.
     """
     account = InstanceAccount.resolve(settings.run_as)
     root = os.path.join(scratch_dir, "my")
     socket = os.path.join(root, "mysqld.sock")
     check_socket_path(socket)
     account.make_own_directory(root)
-    account.check_reachable(root)
+    sandbox = Sandbox.prepare(account, root, os.path.join(scratch_dir, "etc"))
     data_dir = os.path.join(root, "data")
     log_file = os.path.join(root, "server.log")
     try:
-        installed = process.run_process(account.wrap(commands.make_install_db_command(settings.install_db, data_dir)),
-                                        env=process.inherited_environment({}), timeout=300)
+        installed = process.run_process(
+            sandbox.wrap(commands.make_install_db_command(settings.install_db, data_dir), with_shell=True),
+            env=process.inherited_environment({}), timeout=300)
     except FileNotFoundError as exc:
-        raise ScratchUnusable(f"{exc.filename} is not installed (set scratch.mysql.install_db)") from exc
+        raise ScratchUnusable(f"{exc.filename} is not installed (apt-get install bubblewrap)") from exc
     if installed.returncode != 0:
-        said = next((line.strip() for line in reversed(installed.stderr_tail) if line.strip()), "")
+        said = explain_tool_failure([*installed.stderr_tail, *installed.stdout.splitlines()[-20:]])
         raise ScratchUnusable(f"{settings.install_db} failed (exit {installed.returncode}): {said}")
-    argv = account.wrap(commands.make_server_command(settings.daemon, data_dir, socket,
+    argv = sandbox.wrap(commands.make_server_command(settings.daemon, data_dir, socket,
                                                      os.path.join(root, "server.pid"), log_file))
-    try:
-        server = process.start_process(argv, env=process.inherited_environment({}))
-    except FileNotFoundError as exc:
-        raise ScratchUnusable(f"{exc.filename} is not installed (set scratch.mysql.daemon)") from exc
+    server = process.start_process(argv, env=process.inherited_environment({}))
+    note_process(scratch_dir, server.pid)
     try:
         target = MysqlRestoreTarget({"unix_socket": socket, "user": "root", "password": ""}, database, database,
-                                    "throwaway instance", settings.client, socket=socket, log_file=log_file)
+                                    "throwaway instance", settings.client, sandbox, socket=socket, log_file=log_file)
         _wait_until_accepting(target, server, log_file)
         _create_database(target)
         yield target
@@ -181,7 +202,8 @@ def _wait_until_accepting(target: MysqlRestoreTarget, server: process.StartedPro
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if not server.running():
-            raise ScratchUnusable(f"the throwaway server exited at start: {_log_tail(log_file)}")
+            said = _log_tail(log_file) or explain_tool_failure(server.finish()[1])
+            raise ScratchUnusable(f"the throwaway server exited at start: {said}")
         with contextlib.suppress(pymysql.MySQLError):
             target.connect().close()
             return
@@ -190,28 +212,37 @@ def _wait_until_accepting(target: MysqlRestoreTarget, server: process.StartedPro
 
 
 @contextlib.contextmanager
-def scratch_server_database(settings: MysqlScratch, state: StateDir, original: str) -> Iterator[MysqlRestoreTarget]:
-    """A new database on the configured scratch server; dropped on exit."""
+def scratch_server_database(settings: MysqlScratch, scratch_dir: str, original: str
+                            ) -> Iterator[MysqlRestoreTarget]:
+    """A new database on the configured scratch server; dropped on exit. The client runs in the sandbox, with the
+    network it needs to reach the server (the server itself is not ours to confine)."""
     server = settings.server
     assert server is not None
+    account = InstanceAccount.resolve(settings.run_as)
+    root = os.path.join(scratch_dir, "loader")
+    account.make_own_directory(root)
+    sandbox = Sandbox.prepare(account, root, os.path.join(scratch_dir, "etc"))
     password = read_password(server.password_file)
     name = f"drill_verify_{secrets.token_hex(6)}"
     port = server.port or 3306
     user = server.user or "root"
-    defaults_text = commands.make_client_defaults(server.host, port, user, password)
-    with private_file(state, "my-", defaults_text) as defaults:
-        target = MysqlRestoreTarget({"host": server.host, "port": port, "user": user, "password": password or ""},
-                                    name, original, f"scratch server {server.host}", settings.client,
-                                    defaults_file=defaults)
-        _create_database(target)
-        try:
-            yield target
-        finally:
-            with contextlib.suppress(pymysql.MySQLError):
-                connection = target.connect()
-                with connection.cursor() as cursor:
-                    cursor.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
-                connection.close()
+    defaults = os.path.join(root, "client.cnf")  # the client's own copy, removed with the scratch directory
+    with open(os.open(defaults, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as handle:
+        handle.write(commands.make_client_defaults(server.host, port, user, password))
+    if account.switch:
+        os.chown(defaults, account.uid, account.gid)
+    target = MysqlRestoreTarget({"host": server.host, "port": port, "user": user, "password": password or ""},
+                                name, original, f"scratch server {server.host}", settings.client, sandbox,
+                                network=True, defaults_file=defaults)
+    _create_database(target)
+    try:
+        yield target
+    finally:
+        with contextlib.suppress(pymysql.MySQLError):
+            connection = target.connect()
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
+            connection.close()
 
 
 # -- the engine -------------------------------------------------------------------------
@@ -253,5 +284,8 @@ class MysqlEngine:
     def restore_target(self, scratch: ScratchConfig, directory: str, database: str,
                        state: StateDir) -> contextlib.AbstractContextManager[RestoreTarget]:
         if scratch.mysql.server is not None:
-            return scratch_server_database(scratch.mysql, state, database)
+            return scratch_server_database(scratch.mysql, directory, database)
         return throwaway_instance(scratch.mysql, directory, database)
+
+    # What the client says when the dump holds a client command (\\!, system, source ...): --sandbox refuses it.
+    escape_markers = ("Not allowed in the sandbox mode",)

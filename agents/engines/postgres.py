@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -28,7 +29,9 @@ from agents import process
 from agents.engines.base import Capture, Command, RestoreTarget
 from agents.scratch.account import InstanceAccount, ScratchUnusable, check_socket_path
 from agents.scratch.config import PostgresScratch, ScratchConfig
-from agents.scratch.logs import first_problem_line, last_line
+from agents.scratch.logs import explain_tool_failure, first_problem_line, last_line, read_tail
+from agents.scratch.reaper import note_process
+from agents.scratch.sandbox import Sandbox
 from agents.secretfiles import private_file, read_password
 from agents.state import StateDir
 from targets.postgres import commands
@@ -133,16 +136,22 @@ class PostgresRestoreTarget:
     database: str
     where: str
     pg_restore: str
+    sandbox: Sandbox  # where the loader runs
+    network: bool = False  # the loader needs the network (a scratch server)
     passfile: str | None = None
     log_file: str | None = None  # a throwaway cluster's server log
 
     def server_problem(self) -> str:
         return first_problem_line(self.log_file, ("PANIC:", "FATAL:", "ERROR:")) if self.log_file else ""
 
+    def server_log(self) -> str:
+        return read_tail(self.log_file) if self.log_file else ""
+
     def load_command(self) -> Command:
         argv = commands.make_pg_restore_command(self.pg_restore, host=self.host, port=self.port, user=self.user,
                                                 database=self.database)
-        return argv, _tool_environment(self.passfile)
+        env = {"PGPASSFILE": self.passfile} if self.passfile else {}
+        return self.sandbox.wrap(argv, network=self.network), process.inherited_environment(env)
 
     def connect(self, database: str) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password,
@@ -158,46 +167,62 @@ class PostgresRestoreTarget:
             raise DatabaseUnavailable(_first_line(error)) from error
 
 
-def _run(account: InstanceAccount, argv: tuple[str, ...], what: str, timeout: float) -> None:
+def _run(argv: tuple[str, ...], what: str, timeout: float) -> None:
     try:
-        result = process.run_process(account.wrap(argv), env=process.inherited_environment({}), timeout=timeout)
+        result = process.run_process(argv, env=process.inherited_environment({}), timeout=timeout)
     except FileNotFoundError as exc:
         raise ScratchUnusable(f"{exc.filename} is not installed (set scratch.postgres.bin_dir)") from exc
     except process.ProcessStopped as exc:
         raise ScratchUnusable(f"{what} stopped: {exc.detail}") from exc
     if result.returncode != 0:
-        said = next((line.strip() for line in reversed(result.stderr_tail) if line.strip()), "")
-        raise ScratchUnusable(f"{what} failed (exit {result.returncode}): {said}")
+        raise ScratchUnusable(f"{what} failed (exit {result.returncode}): {explain_tool_failure(result.stderr_tail)}")
 
 
 def _log_tail(path: str) -> str:
-    return first_problem_line(path, ("FATAL:", "ERROR:")) or last_line(path)
+    return first_problem_line(path, ("FATAL:", "PANIC:", "ERROR:")) or last_line(path)
+
+
+def _wait_until_accepting(target: PostgresRestoreTarget, server: process.StartedProcess, log_file: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if not server.running():
+            said = _log_tail(log_file) or explain_tool_failure(server.finish()[1])
+            raise ScratchUnusable(f"the throwaway cluster exited at start: {said}")
+        try:
+            target.connect("postgres").close()
+            return
+        except psycopg.Error:
+            time.sleep(0.1)
+    raise ScratchUnusable(f"the throwaway cluster did not accept connections within {START_TIMEOUT:.0f}s")
 
 
 @contextlib.contextmanager
 def throwaway_cluster(settings: PostgresScratch, scratch_dir: str, database: str) -> Iterator[PostgresRestoreTarget]:
-    """A new cluster under ``scratch_dir`` with an empty ``database``; stopped on exit.
+    """A new cluster under ``scratch_dir`` with an empty ``database``, in the sandbox; killed on exit.
 
-    Raises :class:`ScratchUnusable` when it cannot be set up (missing binaries,
-    unreachable directory, disk full ...).
+    ``initdb`` (an empty cluster: no tenant data) runs in the sandbox with a shell; the server, which loads the
+    tenant's dump, in the sandbox without one. Raises :class:`ScratchUnusable` when it cannot be set up
+    (missing binaries, a disk full, an account that may not run tenant data ...).
     """
     account = InstanceAccount.resolve(settings.run_as)
     root = os.path.join(scratch_dir, "pg")
     check_socket_path(os.path.join(root, f".s.PGSQL.{SOCKET_PORT}"))
     account.make_own_directory(root)
-    account.check_reachable(root)
+    sandbox = Sandbox.prepare(account, root, os.path.join(scratch_dir, "etc"))
     data_dir = os.path.join(root, "data")
     log_file = os.path.join(root, "server.log")
-    superuser = "postgres"
-    _run(account, commands.make_initdb_command(settings.bin_dir, data_dir, superuser), "initdb", 300)
+    initdb = commands.make_initdb_command(settings.bin_dir, data_dir, "postgres")
+    _run(sandbox.wrap(initdb, with_shell=True), "initdb", 300)
+    argv = sandbox.wrap(commands.make_server_command(settings.bin_dir, data_dir, root, SOCKET_PORT, root))
     try:
-        _run(account, commands.make_pg_ctl_start_command(settings.bin_dir, data_dir, root, SOCKET_PORT, log_file,
-                                                         START_TIMEOUT), "pg_ctl start", START_TIMEOUT + 10)
-    except ScratchUnusable as error:
-        raise ScratchUnusable(f"{error}; server log: {_log_tail(log_file)}") from error
+        server = process.start_process(argv, env=process.inherited_environment({}))
+    except FileNotFoundError as exc:
+        raise ScratchUnusable(f"{exc.filename} is not installed (apt-get install bubblewrap)") from exc
+    note_process(scratch_dir, server.pid)
     try:
-        target = PostgresRestoreTarget(root, SOCKET_PORT, superuser, None, database, "throwaway instance",
-                                       settings.tool("pg_restore"), log_file=log_file)
+        target = PostgresRestoreTarget(root, SOCKET_PORT, "postgres", None, database, "throwaway instance",
+                                       settings.tool("pg_restore"), sandbox, log_file=log_file)
+        _wait_until_accepting(target, server, log_file)
         try:
             with target.connect("postgres") as connection:
                 connection.execute(f"CREATE DATABASE {quote_ident(database)} TEMPLATE template0")
@@ -205,33 +230,43 @@ def throwaway_cluster(settings: PostgresScratch, scratch_dir: str, database: str
             raise ScratchUnusable(f"cannot create the scratch database: {str(exc).strip()}") from exc
         yield target
     finally:
-        with contextlib.suppress(ScratchUnusable):
-            _run(account, commands.make_pg_ctl_stop_command(settings.bin_dir, data_dir), "pg_ctl stop", 60)
+        server.stop(hard=True)  # nothing in a throwaway cluster needs a clean shutdown
+        server.finish()
 
 
 @contextlib.contextmanager
-def scratch_server_database(settings: PostgresScratch, state: StateDir) -> Iterator[PostgresRestoreTarget]:
-    """A new database on the configured scratch server; dropped on exit."""
+def scratch_server_database(settings: PostgresScratch, scratch_dir: str) -> Iterator[PostgresRestoreTarget]:
+    """A new database on the configured scratch server; dropped on exit. The loader runs in the sandbox, with
+    the network it needs to reach the server (the server itself is not ours to confine)."""
     server = settings.server
     assert server is not None
+    account = InstanceAccount.resolve(settings.run_as)
+    root = os.path.join(scratch_dir, "loader")
+    account.make_own_directory(root)
+    sandbox = Sandbox.prepare(account, root, os.path.join(scratch_dir, "etc"))
     password = read_password(server.password_file)
     name = f"drill_verify_{secrets.token_hex(6)}"
     port = server.port or 5432
     user = server.user or "postgres"
-    line = commands.make_pgpass_line(server.host, port, user, password or "")
-    with private_file(state, "pgpass-", line) as passfile:
-        target = PostgresRestoreTarget(server.host, port, user, password, name, f"scratch server {server.host}",
-                                       settings.tool("pg_restore"), passfile if password else None)
-        try:
-            with target.connect("postgres") as connection:
-                connection.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0")
-        except psycopg.Error as exc:
-            raise ScratchUnusable(f"cannot create a database on the scratch server: {str(exc).strip()}") from exc
-        try:
-            yield target
-        finally:
-            with contextlib.suppress(psycopg.Error), target.connect("postgres") as connection:
-                connection.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+    passfile = None
+    if password:  # the loader's own copy, readable by the sandbox account, removed with the scratch directory
+        passfile = os.path.join(root, "pgpass")
+        with open(os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as handle:
+            handle.write(commands.make_pgpass_line(server.host, port, user, password))
+        if account.switch:
+            os.chown(passfile, account.uid, account.gid)
+    target = PostgresRestoreTarget(server.host, port, user, password, name, f"scratch server {server.host}",
+                                   settings.tool("pg_restore"), sandbox, network=True, passfile=passfile)
+    try:
+        with target.connect("postgres") as connection:
+            connection.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0")
+    except psycopg.Error as exc:
+        raise ScratchUnusable(f"cannot create a database on the scratch server: {str(exc).strip()}") from exc
+    try:
+        yield target
+    finally:
+        with contextlib.suppress(psycopg.Error), target.connect("postgres") as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
 
 
 # -- the engine -------------------------------------------------------------------------
@@ -280,5 +315,8 @@ class PostgresEngine:
     def restore_target(self, scratch: ScratchConfig, directory: str, database: str,
                        state: StateDir) -> contextlib.AbstractContextManager[RestoreTarget]:
         if scratch.postgres.server is not None:
-            return scratch_server_database(scratch.postgres, state)
+            return scratch_server_database(scratch.postgres, directory)
         return throwaway_cluster(scratch.postgres, directory, database)
+
+    # What the server or the loader says when the dump tried to run a program: the sandbox has none to run.
+    escape_markers = ("could not execute command", "TO PROGRAM", "FROM PROGRAM")

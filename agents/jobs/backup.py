@@ -24,7 +24,9 @@ from agents.contract.errors import InputError
 from agents.contract.records import BackupTarget, FilesManifestInfo, LevelInfo, ResticInfo, SignedRecord, SnapshotRef
 from agents.jobs import catalog
 from agents.jobs.database import backup_database_target
+from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.replication import apply_retention, replicate
+from agents.journal import Journal
 from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record, new_backup_draft
 from agents.repositories import open_outbox, open_repository
 from agents.restic.exitcodes import ResticOutcome
@@ -90,6 +92,7 @@ def run_policy_backup(
     context = JobContext(config, policy, state, progress, requested, request)
     records: list[SignedRecord] = []
     with state.policy_lock(policy_name):
+        clean_up_killed_jobs(config)
         for target_name in policy.targets:
             if process.CANCELLATION.is_cancelled:
                 break
@@ -103,13 +106,21 @@ def run_policy_backup(
     return records
 
 
+def staged_paths(state: StateDir, job_id: str) -> tuple[str, str]:
+    """Where a files backup stages its manifest and restic's list of paths (noted in the journal)."""
+    staging = state.sub("staging")
+    return os.path.join(staging, f"manifest-{job_id}.json"), os.path.join(staging, f"files-{job_id}.lst")
+
+
 def run_target_backup(context: JobContext, target: FilesTargetConfig) -> SignedRecord:
     """Back up one files target; always returns its (written) record, never raises for job failures."""
     config, policy = context.config, context.policy
     draft = new_backup_draft(config, policy, BackupTarget(name=target.name, kind=target.kind), context.requested,
                              context.request)
     try:
-        with job_record(open_outbox(config), draft):
+        with Journal(context.state).running(draft.job_id, policy.repository,
+                                            list(staged_paths(context.state, draft.job_id))), \
+                job_record(open_outbox(config), draft):
             complete = _run(context, target, context.requested, draft)
             draft.outcome = decide_outcome(draft, complete=complete)
     except Exception:  # the record says what happened; the next target still runs
@@ -212,7 +223,10 @@ def _backup_files(
     for root in selection.missing_roots:
         record.add("source_missing", "error", f"source path {root} does not exist", root)
     for path, reason in selection.unreadable_dirs:
-        record.add("unreadable", "error", f"directory {path} cannot be read: {reason}", path)
+        record.add("unreadable", "error", f"{path} cannot be read: {reason}", path)
+    for path, what in selection.skipped_special:
+        record.add("special_file_skipped", "warning", f"{path} is a {what}: restic backs up no such file, so it is "
+                   "not in the backup (it is named in the manifest)", path)
     if not selection.found:
         record.add("nothing_to_back_up", "error", "none of the target's paths exists; no snapshot was made")
         return None
@@ -241,7 +255,7 @@ def _backup_files(
     )
     data = manifest.to_bytes()
     digest = hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data)
-    manifest_path = os.path.join(state.sub("staging"), f"manifest-{record.job_id}.json")
+    manifest_path, listing = staged_paths(state, record.job_id)
     write_atomically(manifest_path, data)
 
     def report(status: BackupStatus) -> None:
@@ -258,6 +272,7 @@ def _backup_files(
                 ),
                 parent=base_id,
                 force=decision.level is Level.FULL,
+                listing=listing,
                 on_status=report,
             )
             snapshot_id, tree, snapshot_time = restic.identify(run)
@@ -284,7 +299,7 @@ def _backup_files(
     record.details.manifest = FilesManifestInfo(
         digest=digest, path=manifest_path, algorithm=target.hash, files=manifest.files, bytes=manifest.total_bytes,
         entries=len(entries), hashed_files=hashed_files, hashed_bytes=hashed_bytes, reused_hashes=reused,
-        unreadable=len(unreadable))
+        unreadable=len(unreadable), size=len(data))
     log.info(
         "%s/%s: %s snapshot %s, %d files, manifest %s",
         policy.name, target.name, decision.level.value, snapshot_id[:12], manifest.files, digest[:19],

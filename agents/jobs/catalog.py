@@ -74,6 +74,7 @@ class StoredBackup:
     manifest_snapshot_id: str | None = None
     manifest_tree: str | None = None
     manifest_for: str | None = None  # the dump snapshot id the manifest names (its ``drill.for``)
+    manifest_original: str | None = None  # for a copy: the id of the manifest snapshot it was copied from
 
     @property
     def manifest_names_this_dump(self) -> bool:
@@ -172,6 +173,7 @@ def dump_backups(snapshots: Sequence[Snapshot], *, strict: bool = True) -> list[
             manifest_snapshot_id=manifest.id,
             manifest_tree=manifest.tree,
             manifest_for=manifest.tag_value(PREFIX + "for"),
+            manifest_original=manifest.original,
         ))
     return found
 

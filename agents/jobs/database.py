@@ -26,6 +26,7 @@ from agents.engines.base import Capture, DatabaseEngine
 from agents.jobs import catalog
 from agents.jobs.dumpstream import DumpFailed, StreamedDump, stream_dump
 from agents.jobs.replication import apply_retention, replicate
+from agents.journal import Journal
 from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record, new_backup_draft
 from agents.repositories import open_outbox, open_repository
 from agents.restic.runner import Restic, ResticError
@@ -60,7 +61,7 @@ def backup_database_target(
             break
         draft = _new_draft(config, policy, target, level, database, request)
         try:
-            with job_record(outbox, draft):
+            with Journal(state).running(draft.job_id, policy.repository, []), job_record(outbox, draft):
                 complete = _backup_database(config, policy, target, engine, database, state, draft)
                 draft.outcome = decide_outcome(draft, complete=complete)
         except Exception:
@@ -209,7 +210,7 @@ def _store_manifest(
     record.details.manifest = DumpManifestInfo(
         digest=digest, snapshot_id=manifest_id, schema_digest=manifest["schema_digest"], dump_digest=dumped.digest,
         dump_bytes=dumped.size, tables=len(tables), rows=sum(t["rows"] for t in tables),
-        non_transactional=len(manifest["non_transactional"]))
+        non_transactional=len(manifest["non_transactional"]), size=len(data))
     return True
 
 

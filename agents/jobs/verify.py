@@ -8,29 +8,46 @@ target kind's engine) → remove the scratch directory, pass or fail. One record
 per backup verified; verdict ``passed`` (no failure finding), ``failed``
 (findings), or ``error`` (could not verify -- never a pass).
 
-For a database target, ``snapshot: latest`` verifies the newest dump of each of
-its databases (and of its global objects).
+Only snapshots a signed backup record names are verified (``anchors.py``):
+``snapshot: latest`` is the newest *recorded* backup (of each database of a
+database target, and of its global objects), and newer snapshots no record
+names are reported as ``unrecorded_snapshot`` warnings -- someone with the
+repository password wrote them; a given snapshot no record names fails with
+``unrecorded_snapshot`` and is not restored.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents.config.model import AgentConfig
+from agents.contract import signing
 from agents.contract.jobs import LATEST, VerifyJob
-from agents.contract.records import RepositoryRef, ResticInfo, ScratchInfo, SignedRecord, Verdict, VerifiedSnapshot
+from agents.contract.records import (
+    BackupRecord,
+    RepositoryRef,
+    ResticInfo,
+    ScratchInfo,
+    SignedRecord,
+    Verdict,
+    VerifiedSnapshot,
+)
 from agents.jobs import catalog
+from agents.jobs.anchors import Anchors, collect_anchors
 from agents.jobs.check import CheckOutcome, run_check_part
+from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.verify_common import CouldNotVerify
 from agents.jobs.verify_dump import verify_dump_backup
 from agents.jobs.verify_files import verify_files_backup
 from agents.records import RecordDraft, VerifyDraft, job_record
 from agents.repositories import open_outbox, open_record_store, open_repository
 from agents.restic.runner import Restic, ResticError
+from agents.scratch.account import ScratchUnusable
 from agents.scratch.config import ScratchConfig, make_scratch_config
+from agents.scratch.reaper import reap, scratch_directory
 from agents.state import StateDir
 
 
@@ -56,17 +73,55 @@ def _new_draft(config: AgentConfig, job: VerifyJob, scratch: ScratchConfig, kind
     return RecordDraft(config.host, details, request=job.id, drill_id=job.drill_id)
 
 
-def _select(backups: list[catalog.StoredBackup], job: VerifyJob) -> list[catalog.StoredBackup]:
+@dataclass(frozen=True)
+class Chosen:
+    """A backup to verify and the signed record that vouches for it."""
+
+    backup: catalog.StoredBackup
+    record: BackupRecord
+
+
+@dataclass
+class Selection:
+    chosen: list[Chosen] = field(default_factory=list)
+    unrecorded: list[catalog.StoredBackup] = field(default_factory=list)  # skipped: no record names them
+    refused: catalog.StoredBackup | None = None  # the snapshot asked for, which no record names
+
+
+def select_backups(backups: list[catalog.StoredBackup], job: VerifyJob, anchors: Anchors) -> Selection:
+    """The recorded backups ``job`` asks for; newer unrecorded ones (``latest``) or the unrecorded one asked for."""
     if job.database is not None:
         backups = [b for b in backups if b.database == job.database]
+    selection = Selection()
     if job.snapshot != LATEST:
         wanted = job.snapshot
-        return [b for b in backups if b.snapshot_id.startswith(wanted)
-                or (b.manifest_snapshot_id or "").startswith(wanted)][-1:]
-    newest: dict[str | None, catalog.StoredBackup] = {}
-    for backup in backups:  # oldest first: the last one of each database wins
-        newest[backup.database] = backup
-    return sorted(newest.values(), key=lambda b: (b.database is not None, b.database or ""))
+        matching = [b for b in backups if b.snapshot_id.startswith(wanted)
+                    or (b.manifest_snapshot_id or "").startswith(wanted)][-1:]
+        for backup in matching:
+            record = anchors.record_for(backup)
+            if record is None:
+                selection.refused = backup
+            else:
+                selection.chosen.append(Chosen(backup, record))
+        return selection
+    newest: dict[str | None, Chosen] = {}
+    for backup in reversed(backups):  # newest first: the first recorded one of each database wins
+        if backup.database in newest:
+            continue
+        record = anchors.record_for(backup)
+        if record is None:
+            selection.unrecorded.append(backup)
+        else:
+            newest[backup.database] = Chosen(backup, record)
+    selection.chosen = sorted(newest.values(), key=lambda c: (c.backup.database is not None, c.backup.database or ""))
+    return selection
+
+
+def _unrecorded_message(backup: catalog.StoredBackup) -> str:
+    what = f"database {backup.database} of " if backup.database else ""
+    return (f"snapshot {backup.snapshot_id[:12]} ({what}target {backup.target}, {backup.time.isoformat()}) carries "
+            "drill's tags, but no backup record signed by a trusted key names it: it was written by someone holding "
+            "the repository password, not by this agent's backup")
 
 
 def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRecord]:
@@ -77,40 +132,65 @@ def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRec
     outbox = open_outbox(config)
     backup_host = job.backup_host or config.host
     first = _new_draft(config, job, scratch, kind)
-    backups: list[catalog.StoredBackup] = []
+    selection = Selection()
     with job_record(outbox, first):
+        if backup_host == config.host:
+            clean_up_killed_jobs(config)  # this agent's killed backups must not show as someone else's snapshots
+        anchors, problems = collect_anchors(open_record_store(config), job.backup_records, _keys(job))
+        for problem in problems:
+            first.add("backup_record_invalid", "warning", f"not used: {problem}")
         try:
             restic = open_repository(config, job.repository)
             first.details.restic = ResticInfo(version=str(restic.version))
-            backups = _select(catalog.collect_backups(
+            selection = select_backups(catalog.collect_backups(
                 restic.snapshots(host=backup_host, first_contact=True),
-                host=backup_host, target=job.target, strict=False), job)
+                host=backup_host, target=job.target, strict=False), job, anchors)
         except ResticError as error:
             first.add("could_not_verify", "error", error.describe())
         else:
-            if not backups:
+            for backup in selection.unrecorded:
+                first.add("unrecorded_snapshot", "warning", _unrecorded_message(backup), backup.snapshot_id)
+            if selection.refused is not None:
+                first.add("unrecorded_snapshot", "error", _unrecorded_message(selection.refused),
+                          selection.refused.snapshot_id)
+                first.details.verdict = "failed"
+            elif not selection.chosen:
                 what = f"database {job.database!r} of target" if job.database else "target"
                 first.add("no_restorable_snapshot", "error",
-                          f"no backup of {what} {job.target!r} from host {backup_host!r} in {job.repository!r}"
-                          + (f" with snapshot id {job.snapshot}" if job.snapshot != LATEST else ""))
+                          f"no recorded backup of {what} {job.target!r} from host {backup_host!r} in "
+                          f"{job.repository!r}" + (f" with snapshot id {job.snapshot}" if job.snapshot != LATEST
+                                                   else ""))
             else:
                 with first.phase("check"):  # in the first record's timings; every record carries its result
                     check = run_check_part(restic, state, job.repository, job.read_data_parts)
-                _verify_one(config, restic, backups[0], check, kind, state, first)
+                _verify_one(config, restic, selection.chosen[0], check, kind, state, first)
     records = [first.written()]
-    for backup in backups[1:]:
+    for chosen in selection.chosen[1:]:
         draft = _new_draft(config, job, scratch, kind)
         draft.details.restic = first.details.restic
         with job_record(outbox, draft):
-            _verify_one(config, restic, backup, check, kind, state, draft)
+            _verify_one(config, restic, chosen, check, kind, state, draft)
         records.append(draft.written())
     return records
 
 
+def _keys(job: VerifyJob) -> dict[str, Ed25519PublicKey]:
+    """The keys the job names for its backup records, each under its id in every digest; a bad PEM is skipped."""
+    keys = {}
+    for pem in job.trusted_keys.values():
+        try:
+            public = signing.load_public_pem(pem)
+        except signing.SignatureError:
+            continue
+        keys.update({signing.key_id(public, digest): public for digest in signing.DIGESTS})
+    return keys
+
+
 def _verify_one(
-    config: AgentConfig, restic: Restic, backup: catalog.StoredBackup, check: CheckOutcome, kind: str,
+    config: AgentConfig, restic: Restic, chosen: Chosen, check: CheckOutcome, kind: str,
     state: StateDir, record: RecordDraft[VerifyDraft],
 ) -> None:
+    backup = chosen.backup
     record.details.snapshot = VerifiedSnapshot(
         id=backup.snapshot_id, time=backup.time, job_id=backup.job_id, level=backup.level, database=backup.database,
         manifest_snapshot_id=backup.manifest_snapshot_id)
@@ -122,7 +202,7 @@ def _verify_one(
         for problem in check.result.problems:
             record.add("repository_damaged", "error", problem)
         if check.result.passed:
-            _in_scratch(config, restic, backup, kind, state, record)
+            _in_scratch(config, restic, chosen, kind, state, record)
         verdict = "failed" if record.has_errors else "passed"
     except CouldNotVerify as error:
         record.add("could_not_verify", "error", str(error))
@@ -133,22 +213,16 @@ def _verify_one(
 
 
 def _in_scratch(
-    config: AgentConfig, restic: Restic, backup: catalog.StoredBackup, kind: str, state: StateDir,
+    config: AgentConfig, restic: Restic, chosen: Chosen, kind: str, state: StateDir,
     record: RecordDraft[VerifyDraft],
 ) -> None:
     parent = record.details.scratch.directory
+    reap(parent)  # what verifications that died left behind
     try:
-        os.makedirs(parent, exist_ok=True)
-        scratch = tempfile.mkdtemp(prefix="verify-", dir=parent)
-    except OSError as error:
-        raise CouldNotVerify(f"cannot create a scratch directory in {parent}: {error.strerror}") from error
-    store = open_record_store(config)
-    try:
-        if backup.database is None:
-            verify_files_backup(restic, backup, scratch, store, record)
-        else:
-            # Traverse only (not list): the throwaway instance runs as another account and must pass through.
-            os.chmod(scratch, 0o711)  # noqa: S103
-            verify_dump_backup(config, kind, restic, backup, scratch, state, store, record)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        with scratch_directory(parent) as scratch:
+            if chosen.backup.database is None:
+                verify_files_backup(restic, chosen.backup, chosen.record, scratch, record)
+            else:
+                verify_dump_backup(config, kind, restic, chosen.backup, chosen.record, scratch, state, record)
+    except ScratchUnusable as error:  # the scratch directory or a throwaway instance could not be set up
+        raise CouldNotVerify(str(error)) from error

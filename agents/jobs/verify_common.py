@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from agents.contract.documents import DocumentError
 from agents.contract.errors import DrillError
 from agents.contract.records import BackupRecord, ManifestCheck
-from agents.contract.signing import SignatureError
-from agents.jobs.catalog import StoredBackup
-from agents.outbox import RecordStore
 from agents.records import RecordDraft, VerifyDraft
+from agents.restic.exitcodes import ResticOutcome, damage_in
+from agents.restic.runner import ResticError
 from targets import hashing
 
 
@@ -18,36 +16,54 @@ class CouldNotVerify(DrillError):
     code = "could_not_verify"
 
 
-def backup_record(store: RecordStore, job_id: str, record: RecordDraft[VerifyDraft] | None = None
-                  ) -> BackupRecord | None:
-    """The backup's own record from this agent's outbox, when it is on this host and its signature holds.
-
-    A record that cannot be trusted is not used, and ``record`` gets a ``backup_record_invalid`` finding.
-    """
-    try:
-        return store.backup_record(job_id)
-    except (SignatureError, DocumentError) as error:
-        if record is not None:
-            record.add("backup_record_invalid", "error", f"the backup's record of job {job_id} cannot be trusted: "
-                       f"{error}")
-        return None
+def note_damage(error: ResticError, record: RecordDraft[VerifyDraft]) -> bool:
+    """When restic failed because stored data is bad, add ``repository_damaged`` (restic's own line, the pack it
+    names) and return True: that is a failed backup, whether ``restic check`` or the restore found it."""
+    if error.outcome is not ResticOutcome.DAMAGED:
+        return False
+    damage = damage_in(error.stderr_tail)
+    line = damage.line if damage else error.describe()
+    pack = damage.pack if damage else None
+    record.add("repository_damaged", "error", f"{line} (pack {pack})" if pack else line, pack)
+    return True
 
 
-def check_manifest_digest(data: bytes, backup: StoredBackup, store: RecordStore,
-                          record: RecordDraft[VerifyDraft]) -> bool:
-    """Compare the stored manifest's digest with what the backup vouched for; record both; False if they differ.
+# The most a manifest is read into memory when the record vouching for it does not say its size (records written
+# before they did): about a million files.
+LEGACY_MANIFEST_LIMIT = 512 << 20
 
-    The backup's own record (when this host has it) is the stronger witness: a
-    snapshot's tag is written by whoever writes the snapshot.
-    """
-    own = backup_record(store, backup.job_id, record)
-    vouched = own.manifest.digest if own is not None and own.manifest is not None else None
-    source = "backup record" if vouched else "snapshot tag"
-    expected = vouched or backup.manifest_digest
+
+def manifest_limit(vouching: BackupRecord) -> int:
+    """How many bytes of the stored manifest to read at most: the size the record vouched for."""
+    size = vouching.manifest.size if vouching.manifest is not None else None
+    return size if size is not None else LEGACY_MANIFEST_LIMIT
+
+
+def check_manifest_size(size: int, vouching: BackupRecord, record: RecordDraft[VerifyDraft]) -> bool:
+    """False (with a ``manifest_digest_mismatch``) when the stored manifest is larger than the record vouched for:
+    it is not that manifest, and it is not read into memory to find out."""
+    limit = manifest_limit(vouching)
+    if size <= limit:
+        return True
+    expected = vouching.manifest.digest if vouching.manifest is not None else "none"
+    record.details.manifest = ManifestCheck(digest=f"not read: {size} bytes", expected=expected,
+                                            checked_against="backup record", record_id=vouching.record_id)
+    record.add("manifest_digest_mismatch", "error",
+               f"the manifest in the repository is {size} bytes; the backup record {vouching.record_id} vouched for "
+               f"{limit}: it is not the manifest of that backup (not read)")
+    return False
+
+
+def check_manifest_digest(data: bytes, vouching: BackupRecord, record: RecordDraft[VerifyDraft]) -> bool:
+    """Compare the stored manifest's digest with what the signed backup record vouched for; record both; False if
+    they differ. The snapshot's own tag is never the witness: whoever writes a snapshot writes its tags."""
+    expected = vouching.manifest.digest if vouching.manifest is not None else ""
     digest = hashing.digest_bytes("sha256", data)
-    record.details.manifest = ManifestCheck(digest=digest, expected=expected, checked_against=source)
+    record.details.manifest = ManifestCheck(digest=digest, expected=expected or "none",
+                                            checked_against="backup record", record_id=vouching.record_id)
     if digest != expected:
         record.add("manifest_digest_mismatch", "error",
-                   f"the manifest in the repository has digest {digest}, the {source} says {expected}")
+                   f"the manifest in the repository has digest {digest}, the backup record "
+                   f"{vouching.record_id} says {expected or 'nothing'}")
         return False
     return True

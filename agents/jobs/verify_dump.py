@@ -24,29 +24,39 @@ from typing import Any
 from agents import process
 from agents.config.model import AgentConfig
 from agents.contract.errors import DrillError
-from agents.contract.records import Compared, DumpCheck
+from agents.contract.records import BackupRecord, Compared, DumpCheck
 from agents.engines import engine_for
 from agents.engines.base import RestoreTarget
 from agents.jobs.catalog import StoredBackup
 from agents.jobs.restorestream import StreamedRestore, stream_restore
-from agents.jobs.verify_common import CouldNotVerify, check_manifest_digest
-from agents.outbox import RecordStore
+from agents.jobs.verify_common import (
+    CouldNotVerify,
+    check_manifest_digest,
+    check_manifest_size,
+    manifest_limit,
+    note_damage,
+)
 from agents.records import RecordDraft, VerifyDraft
-from agents.restic.runner import Restic, ResticError
+from agents.restic.runner import DumpTooLarge, Restic, ResticError
 from agents.scratch.account import ScratchUnusable
 from agents.state import StateDir
 from targets.tables import DatabaseUnavailable, TableManifest, compare_tables
 
 
 def _load_manifest(
-    restic: Restic, backup: StoredBackup, store: RecordStore, record: RecordDraft[VerifyDraft]
+    restic: Restic, backup: StoredBackup, vouching: BackupRecord, record: RecordDraft[VerifyDraft]
 ) -> dict[str, Any] | None:
     assert backup.manifest_snapshot_id is not None
     try:
-        data = restic.dump(backup.manifest_snapshot_id, backup.manifest_path)
+        data = restic.dump(backup.manifest_snapshot_id, backup.manifest_path, limit=manifest_limit(vouching))
+    except DumpTooLarge as too_large:
+        check_manifest_size(too_large.size, vouching, record)
+        return None
     except ResticError as error:
+        if note_damage(error, record):
+            return None
         raise CouldNotVerify(f"the manifest could not be read: {error.describe()}") from error
-    if not check_manifest_digest(data, backup, store, record):
+    if not check_manifest_digest(data, vouching, record):
         return None
     try:
         manifest = json.loads(data)
@@ -59,8 +69,8 @@ def _load_manifest(
 
 
 def verify_dump_backup(
-    config: AgentConfig, kind: str, restic: Restic, backup: StoredBackup, scratch: str, state: StateDir,
-    store: RecordStore, record: RecordDraft[VerifyDraft],
+    config: AgentConfig, kind: str, restic: Restic, backup: StoredBackup, vouching: BackupRecord, scratch: str,
+    state: StateDir, record: RecordDraft[VerifyDraft],
 ) -> None:
     """Verify one dump of a ``kind`` target; add a finding for every difference. Raises :class:`CouldNotVerify`."""
     try:
@@ -70,7 +80,7 @@ def verify_dump_backup(
     database = backup.database or ""
     record.details.database = database
     record.details.compared = Compared(tables=0, rows=0)
-    manifest = _load_manifest(restic, backup, store, record)
+    manifest = _load_manifest(restic, backup, vouching, record)
     if manifest is None:
         return
     if manifest.get("schema") != engine.manifest_schema:
@@ -92,7 +102,10 @@ def verify_dump_backup(
     expected_digest = str(dump.get("digest", ""))
     if engine.digest_only(database):
         with record.phase("restore"):
-            streamed = _stream(restic, backup, filename, None)
+            try:
+                streamed = _stream(restic, backup, filename, None, record)
+            except _Damaged:
+                return
         _check_stream(streamed, expected_digest, record)
         record.details.scratch = record.details.scratch.model_copy(
             update={"where": "none (verified by the dump's digest alone)"})
@@ -103,8 +116,10 @@ def verify_dump_backup(
                 target = stack.enter_context(engine.restore_target(config.scratch, scratch, database, state))
             record.details.scratch = record.details.scratch.model_copy(update={"where": target.where})
             with record.phase("restore"):
-                streamed = _stream(restic, backup, filename, target)
+                streamed = _stream(restic, backup, filename, target, record)
             intact = _check_stream(streamed, expected_digest, record)
+            if _tried_to_escape(engine.escape_markers, streamed.loader_stderr, target.server_log(), record):
+                return
             if streamed.loader_code != 0:
                 said = explain_loader_failure(streamed.loader_stderr)
                 server_said = target.server_problem()
@@ -115,11 +130,27 @@ def verify_dump_backup(
                 return
             with record.phase("compare"):
                 restored = target.checksums()
+    except _Damaged:
+        return
     except ScratchUnusable as error:
         raise CouldNotVerify(f"no scratch database: {error}") from error
     except DatabaseUnavailable as error:
         raise CouldNotVerify(f"the restored database could not be read: {error}") from error
     _compare(manifest, restored, record)
+
+
+def _tried_to_escape(markers: tuple[str, ...], loader_stderr: tuple[str, ...], server_log: str,
+                     record: RecordDraft[VerifyDraft]) -> bool:
+    """Add ``dump_tried_to_escape`` when the loader or the server says the dump tried to run something outside
+    the database (a program, a client command): the sandbox stopped it, but such a dump is not a pass."""
+    said = [line.strip() for line in (*loader_stderr, *server_log.splitlines())
+            if any(marker.lower() in line.lower() for marker in markers)]
+    if not said:
+        return False
+    record.add("dump_tried_to_escape", "error",
+               f"the dump tried to run a program or client command while it was loaded (the sandbox refused it): "
+               f"{said[0][:500]}")
+    return True
 
 
 def explain_loader_failure(stderr: tuple[str, ...]) -> str:
@@ -147,10 +178,17 @@ def _compare(manifest: dict[str, Any], restored: TableManifest, record: RecordDr
                    "during the backup", str(table))
 
 
-def _stream(restic: Restic, backup: StoredBackup, filename: str, target: RestoreTarget | None) -> StreamedRestore:
+class _Damaged(Exception):
+    """restic could not deliver the dump because stored data is bad (the finding is in the record)."""
+
+
+def _stream(restic: Restic, backup: StoredBackup, filename: str, target: RestoreTarget | None,
+            record: RecordDraft[VerifyDraft]) -> StreamedRestore:
     try:
         return stream_restore(restic, backup.snapshot_id, filename, target.load_command() if target else None)
     except ResticError as error:
+        if note_damage(error, record):
+            raise _Damaged from error
         raise CouldNotVerify(f"restic could not deliver the dump: {error.describe()}") from error
     except FileNotFoundError as error:
         raise CouldNotVerify(f"{error.filename} is not installed") from error

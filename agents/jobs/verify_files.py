@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 
-from agents.contract.records import Compared, Severity
+from agents.contract.records import BackupRecord, Compared, Severity
 from agents.jobs.catalog import StoredBackup
-from agents.jobs.verify_common import CouldNotVerify, backup_record, check_manifest_digest
-from agents.outbox import RecordStore
+from agents.jobs.verify_common import (
+    CouldNotVerify,
+    check_manifest_digest,
+    check_manifest_size,
+    manifest_limit,
+    note_damage,
+)
 from agents.records import RecordDraft, VerifyDraft
 from agents.restic.runner import Restic, ResticError
 from targets.files.manifest import ManifestError, parse_manifest
@@ -15,33 +20,38 @@ from targets.files.verify import compare_restored
 
 
 def verify_files_backup(
-    restic: Restic, backup: StoredBackup, scratch: str, store: RecordStore, record: RecordDraft[VerifyDraft]
+    restic: Restic, backup: StoredBackup, vouching: BackupRecord, scratch: str, record: RecordDraft[VerifyDraft]
 ) -> None:
     """Restore ``backup`` under ``scratch`` and add a finding for every difference from its manifest.
 
     Raises :class:`CouldNotVerify` when the restore could not be done.
     """
+    scratch = os.path.join(scratch, "files")  # beside the scratch directory's own bookkeeping
     with record.phase("restore"):
         try:
             restic.restore(backup.snapshot_id, scratch)
         except ResticError as error:
+            if note_damage(error, record):
+                return
             raise CouldNotVerify(f"restore failed: {error.describe()}") from error
     manifest_file = os.path.join(scratch, backup.manifest_path.lstrip("/"))
     try:
-        with open(manifest_file, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
+        fd = os.open(manifest_file, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         record.add("manifest_missing", "error", f"the snapshot holds no manifest at {backup.manifest_path}")
         return
-    if not check_manifest_digest(data, backup, store, record):
+    with os.fdopen(fd, "rb") as handle:
+        if not check_manifest_size(os.fstat(handle.fileno()).st_size, vouching, record):
+            return
+        data = handle.read(manifest_limit(vouching) + 1)
+    if not check_manifest_digest(data, vouching, record):
         return
     try:
         manifest = parse_manifest(data)
     except ManifestError as error:
         record.add("manifest_unreadable", "error", str(error))
         return
-    own = backup_record(store, backup.job_id)
-    changed = set(own.changed_during_backup) if own is not None else set()
+    changed = set(vouching.changed_during_backup)
     with record.phase("compare"):
         comparison = compare_restored(manifest, scratch, changed=changed, ignore={backup.manifest_path})
     record.details.compared = Compared(files=comparison.files_compared, bytes=comparison.bytes_compared)

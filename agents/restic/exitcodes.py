@@ -9,6 +9,7 @@ the rest of the agent sees one typed kind whatever the version.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import re
@@ -30,6 +31,8 @@ class ResticOutcome(enum.Enum):
     INTERRUPTED = "interrupted"
     UNREACHABLE = "unreachable"
     NOT_FOUND = "not_found"  # a snapshot id given to restic does not exist
+    ACCESS_DENIED = "access_denied"  # the backend refused the credentials (a wrong S3 key or secret)
+    DAMAGED = "damaged"  # stored data is bad: a blob does not decrypt, a pack or blob is missing
     UNKNOWN_EXIT_CODE = "unknown_exit_code"
 
 
@@ -52,6 +55,11 @@ EXIT_CODES: dict[int, tuple[ResticOutcome, Callable[[ResticVersion], bool]]] = {
 # On exit 1, stderr says what went wrong; these phrases are stable across
 # 0.14..0.18 and let older versions report the same typed outcome.
 _STDERR_HINTS: tuple[tuple[str, ResticOutcome], ...] = (
+    # Refused credentials first: restic then also asks "Is there a repository at the following location?".
+    ("access key id you provided does not exist", ResticOutcome.ACCESS_DENIED),
+    ("signature we calculated does not match", ResticOutcome.ACCESS_DENIED),
+    ("invalidaccesskeyid", ResticOutcome.ACCESS_DENIED),
+    ("signaturedoesnotmatch", ResticOutcome.ACCESS_DENIED),
     ("wrong password or no key found", ResticOutcome.WRONG_PASSWORD),
     ("unable to create lock", ResticOutcome.LOCKED),
     ("repository is already locked", ResticOutcome.LOCKED),
@@ -76,9 +84,41 @@ def classify_exit(code: int, version: ResticVersion, stderr_tail: Iterable[str])
     if entry is None or not entry[1](version):
         return ResticOutcome.UNKNOWN_EXIT_CODE
     outcome = entry[0]
+    # 0.14's dump exits 2 (not 1) on bad data.
+    if outcome in (ResticOutcome.FATAL, ResticOutcome.RUNTIME_ERROR) and damage_in(stderr_tail) is not None:
+        return ResticOutcome.DAMAGED
     if outcome is ResticOutcome.FATAL:
         return outcome_from_stderr(stderr_tail) or outcome
     return outcome
+
+
+# What restic says when stored data is bad (0.14 and 0.18, local and S3 backends): a blob that does not decrypt or
+# hash right, a pack that is gone. A read that failed for a network reason is not damage.
+_DAMAGE_PHRASES = ("ciphertext verification failed", "wrong data returned", "invalid data returned",
+                   "blob not found", "tree not found")
+_MISSING_OBJECT = ("no such file or directory", "the specified key does not exist", "nosuchkey")
+# The pack a damage line names, best first: its full id in a path, "blob … from PACK", a short "<data/PACK>".
+_PACK_PATTERNS = (re.compile(r"/data/[0-9a-f]{2}/([0-9a-f]{64})"), re.compile(r"\bfrom ([0-9a-f]{8,64})\b"),
+                  re.compile(r"<(?:data|tree)/([0-9a-f]{8,64})>"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Damage:
+    """restic's own line about bad stored data, and the pack it names (when it names one)."""
+
+    line: str
+    pack: str | None
+
+
+def damage_in(stderr_tail: Iterable[str]) -> Damage | None:
+    """The damage restic's stderr reports, if any: the first such line (later ones are consequences)."""
+    for line in _plain_lines(stderr_tail):
+        lowered = line.lower()
+        missing = ("readfull(<" in lowered or "load(<" in lowered) and any(m in lowered for m in _MISSING_OBJECT)
+        if missing or any(phrase in lowered for phrase in _DAMAGE_PHRASES):
+            packs = (pattern.search(line) for pattern in _PACK_PATTERNS)
+            return Damage(line, next((found.group(1) for found in packs if found), None))
+    return None
 
 
 def _plain_lines(stderr_tail: Iterable[str]) -> list[str]:

@@ -9,6 +9,7 @@ restic's output is untrusted input like any other.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -91,12 +92,21 @@ class Snapshot:
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    value = obj.get(name, default)
-    if value is None and default is None and name in obj:
-        return None
-    if value is not None and not isinstance(value, kind):
+    """``obj[name]`` when it is a ``kind``; ``default`` when missing or null. Raises :class:`MalformedResticOutput`."""
+    value = obj.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple)
+                                                                                 else (kind,))):
         raise MalformedResticOutput(f"field {name!r} is {type(value).__name__}, expected {kind}")
     return value
+
+
+def _strings(obj: dict[str, Any], name: str) -> tuple[str, ...]:
+    values = _field(obj, name, list, [])
+    if not all(isinstance(v, str) for v in values):
+        raise MalformedResticOutput(f"field {name!r} holds something other than text")
+    return tuple(values)
 
 
 def _int(obj: dict[str, Any], name: str) -> int:
@@ -105,7 +115,10 @@ def _int(obj: dict[str, Any], name: str) -> int:
 
 
 def _float(obj: dict[str, Any], name: str) -> float:
-    return float(_field(obj, name, (int, float), 0.0))
+    value = float(_field(obj, name, (int, float), 0.0))
+    if not math.isfinite(value):
+        raise MalformedResticOutput(f"field {name!r} is {value}")
+    return value
 
 
 def parse_json_line(line: str) -> dict[str, Any] | None:
@@ -212,9 +225,9 @@ def parse_snapshots(output: str) -> list[Snapshot]:
                     short_id=_field(obj, "short_id", str, "") or str(obj.get("id", ""))[:8],
                     time=parse_time(_field(obj, "time", str, "")),
                     tree=_field(obj, "tree", str, ""),
-                    paths=tuple(_field(obj, "paths", list, []) or []),
+                    paths=_strings(obj, "paths"),
                     hostname=_field(obj, "hostname", str, ""),
-                    tags=tuple(_field(obj, "tags", list, []) or []),
+                    tags=_strings(obj, "tags"),
                     parent=_field(obj, "parent", str),
                     original=_field(obj, "original", str),
                 )

@@ -9,6 +9,7 @@ with a typed :class:`ResticOutcome`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -73,6 +74,8 @@ _FINDING_CODES = {
     ResticOutcome.UNREACHABLE: "repository_unreachable",
     ResticOutcome.LOCKED: "repository_locked",
     ResticOutcome.INTERRUPTED: "interrupted",
+    ResticOutcome.ACCESS_DENIED: "repository_access_denied",
+    ResticOutcome.DAMAGED: "repository_damaged",
 }
 
 
@@ -107,6 +110,17 @@ class ResticError(DrillError):
         return f"{text} (restic: {said})" if said and said not in text else text
 
 
+class DumpTooLarge(DrillError):
+    """A file dumped from a snapshot is larger than the caller will read into memory."""
+
+    code = "dump_too_large"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the file is {size} bytes, more than the {limit} bytes expected")
+        self.size = size
+        self.limit = limit
+
+
 @functools.lru_cache(maxsize=8)
 def detect_version(binary: str) -> ResticVersion:
     """Ask ``binary`` for its version, once per binary per process.
@@ -139,15 +153,18 @@ class Restic:
     """restic bound to one binary, one repository and one cache directory."""
 
     def __init__(
-        self, binary: str, repository: Repository, cache_dir: str | None = None, marker_dir: str | None = None
+        self, binary: str, repository: Repository, cache_dir: str | None = None, marker_dir: str | None = None,
+        temp_dir: str | None = None,
     ) -> None:
         """``marker_dir``: where to remember that a stale lock could not be removed (the
         repository was unreachable when restic was stopped), so that the next job
-        removes it first. Without it, nothing is remembered."""
+        removes it first. Without it, nothing is remembered. ``temp_dir``: where
+        temporary files go (the agent's state directory; default: the system's)."""
         self.binary = binary
         self.repository = repository
         self.cache_dir = cache_dir
         self.marker_dir = marker_dir
+        self.temp_dir = temp_dir
         self.version = detect_version(binary)
 
     @property
@@ -309,26 +326,33 @@ class Restic:
         tags: Sequence[str],
         parent: str | None,
         force: bool,
+        listing: str,
         on_status: Callable[[BackupStatus], None] | None = None,
     ) -> BackupRun:
         """Back up exactly ``paths`` (absolute, as bytes); the summary carries the full snapshot id.
 
-        Exit 3 (some source data unreadable) still yields a snapshot: the run is
-        marked ``partial`` and carries restic's error messages.
+        ``listing``: where the list of paths is written for restic (removed afterwards; the caller names it so that
+        a killed job's list can be found). Exit 3 (some source data unreadable) still yields a snapshot: the run
+        is marked ``partial`` and carries restic's error messages.
         """
-        with tempfile.NamedTemporaryFile(prefix="drill-files-", suffix=".lst") as listing:
-            listing.write(b"".join(path + b"\0" for path in paths))
-            listing.flush()
+        fd = os.open(listing, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for path in paths:
+                    handle.write(path + b"\0")
             argv = commands.make_backup_command(
                 self.binary,
                 self._flags(json=True),
-                files_from_raw=listing.name,
+                files_from_raw=listing,
                 host=host,
                 tags=tags,
                 parent=parent,
                 force=force,
             )
             return self._backup(argv, on_status=on_status)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(listing)
 
     def backup_stdin(
         self,
@@ -429,18 +453,22 @@ class Restic:
                 with open(marker, "w", encoding="utf-8") as handle:
                     handle.write("a restic run was stopped while the repository was unreachable\n")
 
-    def dump(self, snapshot_id: str, path: str) -> bytes:
+    def dump(self, snapshot_id: str, path: str, *, limit: int = 1 << 30) -> bytes:
         """Return the content of one small file of a snapshot (a manifest), binary safe.
 
-        restic prints no progress while dumping, so the whole dump is bounded by
+        The file goes through a temporary file and is read into memory only when it is at most ``limit`` bytes
+        (else :class:`DumpTooLarge`). restic prints no progress while dumping, so the whole dump is bounded by
         ``stall_timeout``; large files are restored, not dumped.
         """
-        with tempfile.TemporaryFile() as out:
+        with tempfile.TemporaryFile(dir=self.temp_dir) as out:
             self._run(
                 commands.make_dump_command(self.binary, self._flags(json=False), snapshot_id, path),
                 timeout=self.repository.stall_timeout,
                 stdout_to=out,
             )
+            size = out.tell()
+            if size > limit:
+                raise DumpTooLarge(size, limit)
             out.seek(0)
             return out.read()
 
@@ -489,7 +517,7 @@ class Restic:
                 on_stderr_line=lines.append,
             )
         except ResticError as error:
-            if error.outcome is not ResticOutcome.FATAL:
+            if error.outcome not in (ResticOutcome.FATAL, ResticOutcome.DAMAGED):
                 raise
             # restic ends a check that found damage with "repository contains errors"
             # (0.14 and 0.18); any other fatal exit means the check could not run.

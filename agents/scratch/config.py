@@ -24,13 +24,16 @@ _SERVER_SCHEMA: dict[str, Any] = {
     "required": ["host"],
     "additionalProperties": False,
     "properties": {
-        "host": {"type": "string", "minLength": 1, "description": "Server address or socket directory.",
+        "host": {"type": "string", "minLength": 1, "maxLength": 1024,
+                 "description": "Server address or socket directory.",
                  "examples": ["127.0.0.1"]},
         "port": {"type": "integer", "minimum": 1, "maximum": 65535, "description": "Server port.",
                  "examples": [5432]},
-        "user": {"type": "string", "minLength": 1, "description": "User that may create and drop databases.",
+        "user": {"type": "string", "minLength": 1, "maxLength": 255,
+                 "description": "User that may create and drop databases.",
                  "examples": ["drill_scratch"]},
-        "password_file": {"type": "string", "pattern": "^/", "description": "File holding the user's password.",
+        "password_file": {"type": "string", "pattern": "^/", "maxLength": 4096,
+                          "description": "File holding the user's password.",
                           "examples": ["/etc/drill-agent/scratch-db.pw"]},
     },
 }
@@ -43,9 +46,10 @@ SCHEMA: dict[str, Any] = {
         "directory": {
             "type": "string",
             "pattern": "^/",
+            "maxLength": 4096,
             "description": (
                 "Parent of the scratch directories (default: state_dir/scratch). Throwaway database instances live "
-                "here too, so the instance user (run_as) must be able to reach it, and its path must be short "
+                "here too (each in its own sandbox), so its path must be short "
                 "enough for a unix socket (about 80 characters)."
             ),
             "examples": ["/srv/drill-scratch"],
@@ -55,13 +59,14 @@ SCHEMA: dict[str, Any] = {
             "description": "How PostgreSQL dumps are restored.",
             "additionalProperties": False,
             "properties": {
-                "bin_dir": {"type": "string", "pattern": "^/",
+                "bin_dir": {"type": "string", "pattern": "^/", "maxLength": 4096,
                             "description": "Directory of initdb, pg_ctl and pg_restore; default: the newest "
                             "/usr/lib/postgresql/N/bin, else the directory of initdb on PATH.",
                             "examples": ["/usr/lib/postgresql/15/bin"]},
-                "run_as": {"type": "string", "minLength": 1, "default": "postgres",
-                           "description": "User the throwaway instance runs as when the agent runs as root "
-                           "(PostgreSQL refuses root).", "examples": ["postgres"]},
+                "run_as": {"type": "string", "minLength": 1, "maxLength": 255, "default": "drill-sandbox",
+                           "description": "Dedicated unprivileged account the throwaway instance and the loader run "
+                           "as, in the sandbox, when the agent runs as root; never root or a database server's own "
+                           "account.", "examples": ["drill-sandbox"]},
                 "server": _SERVER_SCHEMA,
             },
         },
@@ -70,23 +75,25 @@ SCHEMA: dict[str, Any] = {
             "description": "How MySQL/MariaDB dumps are restored.",
             "additionalProperties": False,
             "properties": {
-                "install_db": {"type": "string", "minLength": 1,
+                "install_db": {"type": "string", "minLength": 1, "maxLength": 4096,
                                "description": "Initialises a data directory; default mariadb-install-db.",
                                "examples": ["/usr/bin/mariadb-install-db"]},
-                "daemon": {"type": "string", "minLength": 1, "description": "Server binary; default mariadbd.",
+                "daemon": {"type": "string", "minLength": 1, "maxLength": 4096,
+                           "description": "Server binary; default mariadbd.",
                            "examples": ["/usr/sbin/mariadbd"]},
-                "client": {"type": "string", "minLength": 1,
+                "client": {"type": "string", "minLength": 1, "maxLength": 4096,
                            "description": "Client that loads the dump; default mariadb, else mysql.",
                            "examples": ["/usr/bin/mariadb"]},
-                "run_as": {"type": "string", "minLength": 1, "default": "mysql",
-                           "description": "User the throwaway instance runs as when the agent runs as root.",
-                           "examples": ["mysql"]},
+                "run_as": {"type": "string", "minLength": 1, "maxLength": 255, "default": "drill-sandbox",
+                           "description": "Dedicated unprivileged account the throwaway instance and the client run "
+                           "as, in the sandbox, when the agent runs as root; never root or a database server's own "
+                           "account.", "examples": ["drill-sandbox"]},
                 "server": _SERVER_SCHEMA,
             },
         },
     },
-    "examples": [{"directory": "/srv/drill-scratch", "postgres": {"run_as": "postgres"},
-                  "mysql": {"run_as": "mysql"}}],
+    "examples": [{"directory": "/srv/drill-scratch", "postgres": {"run_as": "drill-sandbox"},
+                  "mysql": {"run_as": "drill-sandbox"}}],
 }
 
 
@@ -101,7 +108,7 @@ class ScratchServer:
 @dataclass(frozen=True)
 class PostgresScratch:
     bin_dir: str
-    run_as: str = "postgres"
+    run_as: str = "drill-sandbox"
     server: ScratchServer | None = None
 
     def tool(self, name: str) -> str:
@@ -113,7 +120,7 @@ class MysqlScratch:
     install_db: str = "mariadb-install-db"
     daemon: str = "mariadbd"
     client: str = "mariadb"
-    run_as: str = "mysql"
+    run_as: str = "drill-sandbox"
     server: ScratchServer | None = None
 
 
@@ -152,8 +159,8 @@ def make_scratch_config(raw: Mapping[str, Any] | None) -> ScratchConfig:
     client = my.get("client") or ("mariadb" if shutil.which("mariadb") or not shutil.which("mysql") else "mysql")
     return ScratchConfig(
         directory=raw.get("directory"),
-        postgres=PostgresScratch(pg.get("bin_dir") or default_postgres_bin_dir(), pg.get("run_as", "postgres"),
+        postgres=PostgresScratch(pg.get("bin_dir") or default_postgres_bin_dir(), pg.get("run_as", "drill-sandbox"),
                                  _server(pg.get("server"))),
         mysql=MysqlScratch(my.get("install_db", "mariadb-install-db"), my.get("daemon", "mariadbd"), client,
-                           my.get("run_as", "mysql"), _server(my.get("server"))),
+                           my.get("run_as", "drill-sandbox"), _server(my.get("server"))),
     )

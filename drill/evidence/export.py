@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
+import time
 import zipfile
 from datetime import datetime
 from typing import Any
 
 from agents.contract import signing
-from agents.contract.documents import format_time, utc_now
+from agents.contract.documents import to_json_document, utc_now
 from agents.contract.errors import DrillError
 from drill.drills import load_drill
 from drill.evidence import layout
@@ -54,10 +56,10 @@ def export_bundle(ledger: Ledger, out: str, *, drill_id: str | None = None, sinc
         figures = drill_figures(view.started, view.steps, view.finished)
         keys = key_listing(ledger)
         reports = {lang: render_report(figures, keys, lang) for lang in LANGUAGES}
-        scope: dict[str, Any] = {"drill_id": drill_id}
+        scope = layout.BundleScope(drill_id=drill_id)
     else:
         entries = [e for e in ledger.entries() if _in_range(e, since, until)]
-        scope = {"since": format_time(since) if since else None, "until": format_time(until) if until else None}
+        scope = layout.BundleScope(since=since, until=until)
     if not entries:
         raise ExportError("no record in the ledger falls in this scope")
     checkpoint = ledger.checkpoint()
@@ -69,26 +71,32 @@ def export_bundle(ledger: Ledger, out: str, *, drill_id: str | None = None, sinc
     for key in ledger.keys().values():
         name = f"keys/{key.owner}-{key.keyid.split(':')[1][:16]}.pem"
         members[name] = key.public_pem.encode()
-        listed_keys.append({"keyid": key.keyid, "owner": key.owner, "role": key.role, "file": name})
+        listed_keys.append(layout.ListedKey(keyid=key.keyid, owner=key.owner, role=key.role, file=name))
     listed_entries = []
     for entry in entries:
         name = layout.record_name(entry.index, entry.kind)
         members[name] = signing.canonical_json(entry.envelope)
-        listed_entries.append({"index": entry.index, "file": name, "leaf_hash": entry.leaf_hash,
-                               "record_id": entry.record_id, "kind": entry.kind, "drill_id": entry.drill_id,
-                               "proof": ledger.inclusion_proof(entry.index, size)})
+        listed_entries.append(layout.ListedEntry(
+            index=entry.index, file=name, leaf_hash=entry.leaf_hash, record_id=entry.record_id, kind=entry.kind,
+            drill_id=entry.drill_id, proof=ledger.inclusion_proof(entry.index, size)))
     listed_reports = []
     for lang, page in reports.items():
         name = layout.report_name(lang)
         members[name] = page.encode()
-        listed_reports.append({"file": name, "lang": lang, "digest": hashing.digest_bytes(algorithm, page.encode())})
-    manifest = {"schema": layout.SCHEMA, "created": format_time(utc_now()), "scope": scope, "algorithm": algorithm,
-                "coordinator": ledger.coordinator.keyid, "checkpoint": {"file": layout.CHECKPOINT, "tree_size": size},
-                "keys": listed_keys, "entries": listed_entries, "reports": listed_reports}
+        listed_reports.append(layout.ListedReport(file=name, lang=lang,
+                                                  digest=hashing.digest_bytes(algorithm, page.encode())))
+    # Every member but the manifest itself, with its digest: nothing in the bundle is outside the signature.
+    files = {name: hashing.digest_bytes(algorithm, content) for name, content in sorted(members.items())}
+    manifest = layout.BundleManifest.model_validate({
+        "schema": layout.SCHEMA, "created": utc_now(), "scope": scope, "algorithm": algorithm,
+        "coordinator": ledger.coordinator.keyid,
+        "checkpoint": layout.CheckpointRef(file=layout.CHECKPOINT, tree_size=size),
+        "keys": listed_keys, "entries": listed_entries, "reports": listed_reports, "files": files})
+    document = to_json_document(manifest)
     members[layout.MANIFEST] = signing.canonical_json(
-        ledger.coordinator.sign_document(manifest, layout.BUNDLE_TYPE))
+        ledger.coordinator.sign_document(document, layout.BUNDLE_TYPE))
     _write_zip(out, members)
-    return manifest
+    return document
 
 
 def _write_zip(out: str, members: dict[str, bytes]) -> None:
@@ -99,8 +107,14 @@ def _write_zip(out: str, members: dict[str, bytes]) -> None:
         raise ExportError(f"cannot write in {directory}: {error.strerror}") from error
     try:
         with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as bundle:
+            moment = time.localtime()[:6]
             for name in sorted(members):
-                bundle.writestr(name, members[name])
+                info = zipfile.ZipInfo(name, date_time=moment)
+                # Say "regular file" in the Unix mode bits: the verifier refuses links and directories.
+                info.create_system = 3
+                info.external_attr = (stat.S_IFREG | 0o644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                bundle.writestr(info, members[name])
         os.replace(temporary, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -50,6 +50,11 @@ class Entry:
         return parse_record(signing.envelope_payload(self.envelope))
 
 
+def leaf_hash_of(algorithm: str, envelope: Any) -> str:
+    """The leaf hash (``algorithm:hex``) of an entry holding ``envelope``: H(0x00 || canonical JSON of it)."""
+    return merkle.to_text(algorithm, merkle.leaf_hash(algorithm, signing.canonical_json(envelope)))
+
+
 def keys_digest(algorithm: str, keys: Sequence[KeyInfo]) -> str:
     """A digest over every key (id, owner, role, PEM) in id order: a checkpoint pins the key set."""
     listing = [{"keyid": k.keyid, "owner": k.owner, "role": k.role, "public_pem": k.public_pem}

@@ -35,7 +35,7 @@ def drill_figures(started: DrillStarted, steps: Sequence[DrillStep], finished: D
                     snapshot_ids=[v.snapshot_id for v in step.verifications if v.snapshot_id],
                     findings=[{"code": f.code, "message": f.message, "subject": f.subject} for f in step.findings],
                     step_started=format_time(step.started), step_finished=format_time(step.finished),
-                    **step.compared.model_dump())
+                    **step.compared.model_dump(include={"files", "bytes", "tables", "rows"}))
             rows.append(row)
     return {
         "drill_id": started.drill_id,

@@ -127,6 +127,6 @@ def embedded_figures(page: str) -> dict[str, Any] | None:
     end = page.find("</script>", start)
     try:
         value = json.loads(page[start + len(marker):end].replace("<\\/", "</"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

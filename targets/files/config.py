@@ -18,13 +18,15 @@ SCHEMA: dict[str, Any] = {
         "paths": {
             "type": "array",
             "minItems": 1,
-            "items": {"type": "string", "pattern": "^/", "minLength": 2},
+            "maxItems": 1000,
+            "items": {"type": "string", "pattern": "^/", "minLength": 2, "maxLength": 4096},
             "description": "Absolute paths to back up; directories are walked without following symlinks.",
             "examples": [["/srv/documents", "/etc/app"]],
         },
         "exclude": {
             "type": "array",
-            "items": {"type": "string", "minLength": 1},
+            "maxItems": 1000,
+            "items": {"type": "string", "minLength": 1, "maxLength": 4096},
             "default": [],
             "description": (
                 "Glob patterns to leave out: 'name' matches at any depth, 'dir/' directories only, "

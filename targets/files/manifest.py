@@ -134,7 +134,7 @@ def parse_manifest(data: bytes) -> FilesManifest:
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ManifestError(f"not a files manifest (schema {doc.get('schema') if isinstance(doc, dict) else None!r})")
     try:
-        entries = [FileEntry(**e) for e in doc["entries"]]
+        entries = [_stored_entry(e) for e in doc["entries"]]
         totals = doc["totals"]
         return FilesManifest(
             algorithm=doc["algorithm"],
@@ -155,6 +155,32 @@ def parse_manifest(data: bytes) -> FilesManifest:
         )
     except (KeyError, TypeError) as exc:
         raise ManifestError(f"manifest is missing or has a malformed field: {exc}") from exc
+
+
+_ENTRY_TYPES = {"path": str, "type": str, "size": int, "mode": int, "mtime_ns": int, "ctime_ns": int, "inode": int}
+_KINDS = frozenset({"file", "dir", "symlink"})
+
+
+def _stored_entry(raw: object) -> FileEntry:
+    """One manifest entry, checked: a manifest comes from a repository and is untrusted until proven.
+
+    Raises :class:`ManifestError` for a wrong type or a path that is not absolute and normal (``..``, ``//``,
+    a NUL) -- such a path could lead the comparison outside the directory it restored into.
+    """
+    if not isinstance(raw, dict) or not set(_ENTRY_TYPES) <= set(raw):
+        raise ManifestError(f"manifest entry {str(raw)[:120]!r} lacks fields")
+    for name, kind in _ENTRY_TYPES.items():
+        value = raw[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ManifestError(f"manifest entry {str(raw.get('path'))[:120]!r}: {name} is not {kind.__name__}")
+    path = raw["path"]
+    if not path.startswith("/") or os.path.normpath(path) != path or "\0" in path or path == "/":
+        raise ManifestError(f"manifest entry path {path[:200]!r} is not an absolute, normal path")
+    if raw["type"] not in _KINDS or not (raw.get("hash") is None or isinstance(raw.get("hash"), str)):
+        raise ManifestError(f"manifest entry {path[:200]!r}: type {str(raw['type'])[:20]!r} or its hash is not valid")
+    return FileEntry(path=path, type=raw["type"], size=raw["size"], mode=raw["mode"], mtime_ns=raw["mtime_ns"],
+                     ctime_ns=raw["ctime_ns"], inode=raw["inode"], hash=raw.get("hash"),
+                     changed_during_backup=bool(raw.get("changed_during_backup", False)))
 
 
 def hash_file(path: str, algorithm: str) -> tuple[str, os.stat_result, os.stat_result]:

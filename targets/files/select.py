@@ -62,7 +62,7 @@ class Selection:
     found: list[Found] = field(default_factory=list)
     missing_roots: list[str] = field(default_factory=list)
     unreadable_dirs: list[tuple[str, str]] = field(default_factory=list)
-    skipped_special: list[str] = field(default_factory=list)
+    skipped_special: list[tuple[str, str]] = field(default_factory=list)  # (path, what it is): not backed up
 
     def restic_paths(self) -> list[bytes]:
         """The paths restic is given: files, symlinks and empty directories.
@@ -71,6 +71,15 @@ class Selection:
         pick up excluded entries); they appear in the snapshot as parents.
         """
         return [os.fsencode(f.path) for f in self.found if f.kind != "dir" or f.empty_dir]
+
+
+_SPECIAL = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+            (stat.S_ISBLK, "block device"))
+
+
+def special_kind(mode: int) -> str:
+    """What a file that is neither a regular file, a directory nor a symlink is, in words."""
+    return next((name for test, name in _SPECIAL if test(mode)), "special file")
 
 
 def _kind(mode: int) -> str | None:
@@ -129,7 +138,7 @@ def _drop_hollow_dirs(found: list[Found]) -> list[Found]:
 def _walk(root: str, path: str, st: os.stat_result, patterns: list[ExcludePattern], out: Selection) -> None:
     kind = _kind(st.st_mode)
     if kind is None:
-        out.skipped_special.append(path)
+        out.skipped_special.append((path, special_kind(st.st_mode)))
         return
     if kind != "dir":
         out.found.append(Found(path, kind, st))
@@ -145,6 +154,9 @@ def _walk(root: str, path: str, st: os.stat_result, patterns: list[ExcludePatter
             child = os.lstat(entry_path)
         except FileNotFoundError:
             continue  # vanished between listing and stat: not in the backup
+        except OSError as exc:  # e.g. a path longer than PATH_MAX: this one is not backed up, the rest is
+            out.unreadable_dirs.append((entry_path, exc.strerror or str(exc)))
+            continue
         relative = os.path.relpath(entry_path, root)
         is_dir = stat.S_ISDIR(child.st_mode)
         if any(p.matches(entry_path, relative, name, is_dir) for p in patterns):

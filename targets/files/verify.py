@@ -42,8 +42,18 @@ def _restored(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/"))
 
 
+def _outside(root: str, where: str) -> bool:
+    """Whether ``where`` leads out of ``root`` through a symlinked directory of the restored tree."""
+    parent = os.path.realpath(os.path.dirname(where))
+    top = os.path.realpath(root)
+    return parent != top and not parent.startswith(top + os.sep)
+
+
 def _compare_entry(entry: FileEntry, root: str, algorithm: str, result: Comparison) -> Difference | None:
     where = _restored(root, entry.path)
+    if _outside(root, where):
+        return Difference("unsafe_path", entry.path, "its directory in the restored snapshot is a symlink leading "
+                          "out of the scratch directory: not followed")
     try:
         st = os.lstat(where)
     except FileNotFoundError:

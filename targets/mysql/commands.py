@@ -38,13 +38,19 @@ def make_server_command(binary: str, data_dir: str, socket: str, pid_file: str, 
 
 def make_load_command(
     client: str, *, database: str, socket: str | None = None, defaults_file: str | None = None,
-    user: str = "root",
+    user: str = "root", sandbox: bool = True,
 ) -> tuple[str, ...]:
-    """Load an SQL dump read from stdin into ``database``; stop at the first error."""
+    """Load an SQL dump read from stdin into ``database``; stop at the first error.
+
+    ``sandbox``: refuse the client's own commands in the dump (``\\!``, ``system``, ``source``, ``tee``), for a
+    client that knows ``--sandbox`` (MariaDB's, since 10.5.25/10.6.18/10.11.8).
+    """
     argv = [client]
     argv.append(f"--defaults-extra-file={defaults_file}" if defaults_file else "--no-defaults")  # must come first
     if socket:
         argv += [f"--socket={socket}", f"--user={user}"]
+    if sandbox:
+        argv.append("--sandbox")
     argv += ["--default-character-set=utf8mb4", "--batch", database]
     return tuple(argv)
 

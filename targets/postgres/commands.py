@@ -47,6 +47,14 @@ def make_initdb_command(bin_dir: str, data_dir: str, superuser: str) -> tuple[st
             "--locale=C.UTF-8", "--no-sync", "--no-instructions")
 
 
+def make_server_command(bin_dir: str, data_dir: str, socket_dir: str, port: int, log_dir: str) -> tuple[str, ...]:
+    """Run the cluster in the foreground on its unix socket in ``socket_dir`` only (no TCP), logging to
+    ``log_dir/server.log``, without durability (it is thrown away)."""
+    return (f"{bin_dir}/postgres", "-D", data_dir, "-k", socket_dir, "-p", str(port), "-c", "listen_addresses=",
+            "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "logging_collector=on",
+            "-c", f"log_directory={log_dir}", "-c", "log_filename=server.log", "-c", "log_rotation_size=0")
+
+
 def make_pg_ctl_start_command(bin_dir: str, data_dir: str, socket_dir: str, port: int, log_file: str,
                               timeout: int) -> tuple[str, ...]:
     """Start the cluster listening on its unix socket in ``socket_dir`` only (no TCP), wait until it accepts."""

@@ -77,7 +77,7 @@ def test_the_coordinator_names_a_bad_config(files: dict[str, str], command: list
 def test_bad_values_on_the_command_line_are_named(files: dict[str, str], tmp_path: pathlib.Path) -> None:
     parts = run_cli("drill-agent", "verify", "-c", files["agent"], "-r", "local", "-t", "documents", "--latest",
                     "--read-data-parts", "0")
-    _assert_clear(parts, "--read-data-parts", "not between 1 and 100000")
+    _assert_clear(parts, "--read-data-parts", "not between 1 and 256")
     since = run_cli("drillctl", "evidence", "export", "-c", files["bad-ledger-url"], "--since", "notadate",
                     "--out", str(tmp_path / "b.zip"))
     _assert_clear(since, "'notadate' is not a date")
@@ -95,3 +95,90 @@ def test_bad_values_on_the_command_line_are_named(files: dict[str, str], tmp_pat
                   "not a PEM public key")
     _assert_clear(run_cli("drillctl", "keys", "add", "-c", str(drill_config), "--owner", "x",
                           str(tmp_path / "nowhere.pem")), "nowhere.pem")
+
+
+GOOD_AGENT = """\
+host: app01
+state_dir: DIR/state
+repositories:
+  local: {url: DIR/repo, password_file: DIR/pw}
+targets:
+  documents: {kind: files, paths: [DIR/data]}
+policies:
+  nightly: {targets: [documents], repository: local}
+"""
+LAUGHS = "l0: &l0 [a, a, a, a, a, a, a, a, a]\n" + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+
+# Each hostile agent config: its text (or the bytes of its file), the line stderr must name, and what it says.
+HOSTILE_AGENT: dict[str, tuple[str | bytes, int, str]] = {
+    "billion-laughs": (LAUGHS, 2, "an alias (*l0) is not accepted"),
+    "recursive-alias": ("host: a\nloop: &x [*x]\n", 2, "an alias (*x) is not accepted"),
+    "deep-nesting": ("host: a\nstate_dir: " + "[" * 5000 + "]" * 5000 + "\n", 2, "nested more than 64 levels"),
+    "huge-duration": (GOOD_AGENT.replace("local}", "local, max_full_interval: 99999999999999d}"), 8,
+                      "longer than 10 years"),
+    "nan-timeout": (GOOD_AGENT.replace("DIR/pw}", "DIR/pw, connect_timeout: .nan}"), 4, "not a finite number"),
+    "huge-timeout": (GOOD_AGENT.replace("DIR/pw}", "DIR/pw, stall_timeout: 99999999999999999999999}"), 4,
+                     "greater than the maximum of 86400"),
+    "superscript-calendar": (GOOD_AGENT.replace("repository: local}", "repository: local, "
+                                                "schedule: {full: 'monthly ² 03:00'}}"), 8, "day of the month"),
+    "target-named-yes": (GOOD_AGENT.replace("documents", "yes"), 8, "quote the word"),
+    "env-file-directory": (GOOD_AGENT.replace("DIR/pw}", "DIR/pw, env_file: DIR/a-directory}"), 4,
+                           "is a directory, not a regular file"),
+    "password-file-directory": (GOOD_AGENT.replace("password_file: DIR/pw", "password_file: DIR/a-directory"), 4,
+                                "is a directory, not a regular file"),
+    "utf16-with-bom": (GOOD_AGENT.encode("utf-16"), 1, "is UTF-16 text"),
+    "utf16-without-bom": (GOOD_AGENT.encode("utf-16-le"), 1, "holds NUL bytes, so it is UTF-16"),
+    "not-utf8-on-line-3": (GOOD_AGENT.encode().replace(b"repositories", b"repositori\xe9s"), 3, "is not UTF-8 text"),
+}
+
+
+@pytest.fixture
+def hostile(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A directory with a password file, a directory, and a good agent config (agent.yaml)."""
+    (tmp_path / "pw").write_text("x\n")
+    (tmp_path / "a-directory").mkdir()
+    (tmp_path / "agent.yaml").write_text(GOOD_AGENT.replace("DIR", str(tmp_path)))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_AGENT))
+def test_a_hostile_agent_config_is_named_with_its_line(hostile: pathlib.Path, name: str) -> None:
+    content, line, words = HOSTILE_AGENT[name]
+    path = hostile / f"{name}.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content.replace("DIR", str(hostile)))
+    _assert_clear(run_cli("drill-agent", "config", "validate", str(path), timeout=60), f"{path}:{line}: ", words)
+
+
+def test_a_fifo_given_as_a_config_is_refused_at_once(hostile: pathlib.Path) -> None:
+    fifo = hostile / "fifo.yaml"
+    os.mkfifo(fifo)
+    agent = run_cli("drill-agent", "config", "validate", str(fifo), timeout=20)
+    _assert_clear(agent, str(fifo), "is a FIFO (named pipe), not a regular file")
+    drill = run_cli("drillctl", "drill", "list", "-c", str(fifo), timeout=20)
+    _assert_clear(drill, str(fifo), "is a FIFO (named pipe), not a regular file")
+
+
+DRILL_CONFIG = ("state_dir: DIR/coordinator\nobjectives: {rto: 1h, rpo: 24h}\n"
+                "systems:\n  app01: {agent_config: DIR/agent.yaml}\n")
+HOSTILE_DRILL: dict[str, tuple[str, int, str]] = {
+    "state-dir-is-a-file": (DRILL_CONFIG.replace("DIR/coordinator", "DIR/pw"), 1, "exists and is not a directory"),
+    "duplicate-key": (DRILL_CONFIG + "state_dir: DIR/elsewhere\n", 5, "key appears twice"),
+    "huge-rto": (DRILL_CONFIG.replace("rto: 1h", "rto: 99999999999999999d"), 2, "longer than 10 years"),
+    "huge-rpo": (DRILL_CONFIG.replace("rpo: 24h", "rpo: 99999999999999999d"), 2, "longer than 10 years"),
+    "billion-laughs": (LAUGHS, 2, "an alias (*l0) is not accepted"),
+    "hostile-agent-config": (DRILL_CONFIG.replace("DIR/agent.yaml", "DIR/laughs.yaml"), 4,
+                             "laughs.yaml:2: (top level): refused: an alias"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_DRILL))
+def test_a_hostile_drill_config_is_named_with_its_line(hostile: pathlib.Path, name: str) -> None:
+    (hostile / "laughs.yaml").write_text(LAUGHS)
+    content, line, words = HOSTILE_DRILL[name]
+    path = hostile / f"{name}.yaml"
+    path.write_text(content.replace("DIR", str(hostile)))
+    _assert_clear(run_cli("drillctl", "drill", "list", "-c", str(path), timeout=60), f"{path}:{line}: ", words)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 from typing import Any
 
 import pypdf
@@ -178,3 +179,28 @@ def test_a_verification_the_ledger_refuses_cannot_pass_its_step(
     assert view.verdict == "failed" and step.verdict == "failed" and step.verifications == []
     assert [f.code for f in step.findings][:1] == ["record_not_in_ledger"]
     assert "does not verify" in step.findings[0].message
+
+
+def test_two_ingests_at_once_take_each_record_once_and_state_is_private(
+    workspace_once: Workspace, scratch_dir: str
+) -> None:
+    workspace = workspace_once
+    estate = make_estate(workspace.root, workspace.restic, scratch_dir)
+    for _ in range(4):  # more records waiting
+        subprocess.run(["drill-agent", "backup", "-c", estate.agent_config, "-p", "nightly", "-q"], check=True)
+    runs = [subprocess.Popen(["drillctl", "ingest", "-c", estate.drill_config, "--json"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(run.communicate(timeout=120), run.returncode) for run in runs]
+    assert [code for _, code in results] == [0, 0], results
+    taken = [json.loads(out) for (out, _), _ in results]
+    assert sum(t["taken"] for t in taken) == 5 and all(t["refused"] == [] for t in taken)
+    audit = json.loads(drillctl("ledger", "audit", "-c", estate.drill_config, "--json", check=True).stdout)
+    assert audit["intact"] and audit["checkpoint"]["tree_size"] == 5
+    agent_state = os.path.join(workspace.root, "agent-state")
+    assert os.listdir(os.path.join(agent_state, "outbox")) == ["sent"]
+    # Everything the agent and the coordinator wrote is theirs alone: 0700 directories, 0600 files.
+    for top in (agent_state, os.path.join(workspace.root, "coordinator")):
+        for directory, dirs, files in os.walk(top):
+            for name in (*dirs, *files):
+                mode = os.lstat(os.path.join(directory, name)).st_mode
+                assert mode & 0o077 == 0, f"{os.path.join(directory, name)} is {oct(mode & 0o777)}"

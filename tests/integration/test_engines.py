@@ -19,10 +19,17 @@ from agents.config.model import AgentConfig
 from agents.engines import ENGINES as REGISTERED
 from agents.restic.runner import Restic
 from policies.levels import Level
-from tests.support.components import find_restic, free_port
+from tests.support.components import free_port
 from tests.support.configs import Workspace
 from tests.support.databases import ThrowawayDatabase, password_cluster
-from tests.support.engines import ENGINES, EngineUnderTest, instances_left, original_dump, rewrite_dump
+from tests.support.engines import (
+    ENGINES,
+    EngineUnderTest,
+    instances_left,
+    original_dump,
+    rewrite_dump,
+)
+from tests.support.forgery import vouch_for
 from tests.support.jobs import backup, codes, doc, verify
 from tests.support.processes import kill_after_start, run_cli
 
@@ -126,8 +133,14 @@ def test_an_altered_dump_is_caught_and_named(
     with engine.make_database(rows=300) as db:
         config = _config(workspace, engine, db, scratch_dir)
         backup(config, "nightly", Level.FULL)
-        rewrite_dump(config, db.name, engine.altered_dump(original_dump(config, db.name), statement))
+        altered = rewrite_dump(config, db.name, engine.altered_dump(original_dump(config, db.name), statement))
+        [skipped] = verify(config, "app")  # nothing vouches for the rewritten dump: the recorded one is verified
+        assert skipped.verdict == "passed" and skipped.snapshot is not None and skipped.snapshot.id != altered
+        assert [(f.code, f.severity, f.subject) for f in skipped.findings if f.code == "unrecorded_snapshot"] == [
+            ("unrecorded_snapshot", "warning", altered)]
+        vouch_for(config, altered, database=db.name)  # a record vouching for it: the content is still compared
         [record] = verify(config, "app")
+        assert record.snapshot is not None and record.snapshot.id == altered
         assert record.verdict == "failed" and record.outcome == "failed"
         found = {(f.code, f.subject) for f in record.findings}
         assert (code, engine.subject(db, subject)) in found
@@ -149,11 +162,6 @@ def test_a_dump_killed_half_way_leaves_no_usable_snapshot(workspace: Workspace, 
 
 
 # -- failures before restic is reached: once, with the distro restic ---------------------------------------------
-
-@pytest.fixture
-def workspace_once(tmp_path: os.PathLike[str]) -> Workspace:
-    return Workspace(str(tmp_path), find_restic("0.14"))
-
 
 def test_a_missing_privilege_and_an_unknown_database_fail_with_the_servers_words(
     workspace_once: Workspace, engine: EngineUnderTest

@@ -7,12 +7,14 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -220,3 +222,129 @@ def test_an_auditor_verifies_without_a_database_driver(bundles: Bundles) -> None
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == "True" and int(result.stdout.split()[1]) > 0
+
+
+# -- every member covered by the signed manifest; hostile manifests named, never a crash ----------------------------
+
+def _write(bundles: Bundles, members: list[tuple[zipfile.ZipInfo | str, bytes]]) -> str:
+    out = tempfile.mktemp(suffix=".zip", dir=bundles.root)
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, content in members:
+            archive.writestr(name, content)
+    return out
+
+
+def _manifest(members: dict[str, bytes]) -> dict[str, Any]:
+    payload: dict[str, Any] = signing.envelope_payload(json.loads(members["bundle.dsse.json"]))
+    return payload
+
+
+def _resigned(bundles: Bundles, change: Callable[[dict[str, Any]], None],
+              key: signing.SigningKey | None = None) -> tuple[str, str]:
+    """The first bundle with its manifest changed and signed again -- by ``key``, or by a fresh key whose public
+    key is put in the bundle -- and the fingerprint to trust."""
+    members = _members(bundles.first)
+    manifest = _manifest(members)
+    if key is None:
+        key = signing.generate_key()
+        members[f"keys/fresh-{key.keyid[7:23]}.pem"] = signing.public_pem(key.public).encode()
+    change(manifest)
+    members["bundle.dsse.json"] = json.dumps(key.sign_document(manifest, "application/vnd.drill.bundle+json")).encode()
+    return _write(bundles, list(members.items())), key.keyid
+
+
+def test_every_member_is_listed_with_its_digest_in_the_signed_manifest(bundles: Bundles) -> None:
+    members = _members(bundles.first)
+    manifest = _manifest(members)
+    assert manifest["schema"] == "drill.bundle/v2"
+    assert set(manifest["files"]) == set(members) - {"bundle.dsse.json"}
+    assert manifest["files"]["README.txt"] == "sha256:" + hashlib.sha256(members["README.txt"]).hexdigest()
+    with zipfile.ZipFile(bundles.first) as archive:  # written as regular files: unzip makes no links of them
+        assert all(stat.S_ISREG(info.external_attr >> 16) for info in archive.infolist())
+
+
+def test_a_rewritten_readme_is_caught(bundles: Bundles) -> None:
+    def rewrite(members: dict[str, bytes]) -> None:
+        members["README.txt"] = members["README.txt"].replace(b"--trust COORDINATOR-FINGERPRINT",
+                                                              b"--trust sha256:" + b"0" * 64)
+
+    path = _tampered(bundles, rewrite)
+    assert "member_altered" in _codes(path, bundles)
+    run = drillctl("evidence", "verify", path, "--trust", bundles.coordinator)
+    assert run.returncode == 1 and "member_altered: README.txt" in run.stdout, run.stdout
+
+
+def test_a_readme_replaced_by_a_symlink_member_is_caught(bundles: Bundles) -> None:
+    members = _members(bundles.first)
+    link = zipfile.ZipInfo("README.txt")
+    link.create_system = 3
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    path = _write(bundles, [(link if name == "README.txt" else name, b"/etc/passwd" if name == "README.txt"
+                             else content) for name, content in members.items()])
+    result = verify_bundle(path, [bundles.coordinator])
+    assert not result.intact
+    [unsafe] = [p for p in result.problems if p.code == "unsafe_member"]
+    assert "README.txt" in unsafe.message and "symbolic link" in unsafe.message
+    directory = _write(bundles, [*members.items(), ("keys/", b"")])
+    assert "unsafe_member" in _codes(directory, bundles)
+
+
+def test_an_unlisted_member_is_caught(bundles: Bundles) -> None:
+    def add(members: dict[str, bytes]) -> None:
+        members["keys/extra.pem"] = signing.public_pem(signing.generate_key().public).encode()
+        members["notes.txt"] = b"trust me"
+
+    result = verify_bundle(_tampered(bundles, add), [bundles.coordinator])
+    unexpected = sorted(p.message.split()[0] for p in result.problems if p.code == "unexpected_member")
+    assert unexpected == ["keys/extra.pem", "notes.txt"], result.problems
+
+
+def _no_entries_list(manifest: dict[str, Any]) -> None:
+    manifest["entries"] = {"0": manifest["entries"][0]}
+
+
+def _entry_without_file(manifest: dict[str, Any]) -> None:
+    del manifest["entries"][0]["file"]
+
+
+def _proof_a_string(manifest: dict[str, Any]) -> None:
+    manifest["entries"][0]["proof"] = "sha256:" + "0" * 64
+
+
+def _tree_size_a_string(manifest: dict[str, Any]) -> None:
+    manifest["checkpoint"]["tree_size"] = str(manifest["checkpoint"]["tree_size"])
+
+
+def _key_without_owner(manifest: dict[str, Any]) -> None:
+    del manifest["keys"][0]["owner"]
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (_no_entries_list, "entries"), (_entry_without_file, "entries.0.file"), (_proof_a_string, "entries.0.proof"),
+    (_tree_size_a_string, "checkpoint.tree_size"), (_key_without_owner, "keys.0.owner")])
+def test_a_malformed_manifest_field_is_named_not_a_crash(bundles: Bundles, change: Callable[[dict[str, Any]], None],
+                                                        field: str) -> None:
+    path, fresh = _resigned(bundles, change)
+    result = verify_bundle(path, [fresh])
+    assert not result.intact and result.coordinator == fresh
+    [malformed] = [p for p in result.problems if p.code == "manifest_malformed"]
+    assert f"{field}:" in malformed.message, malformed
+    run = drillctl("evidence", "verify", path, "--trust", fresh, "--json")
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "manifest_malformed" in {p["code"] for p in json.loads(run.stdout)["problems"]}
+
+
+def test_a_v1_bundle_is_reported_outdated_not_intact(bundles: Bundles) -> None:
+    """A bundle from before the files table verifies as far as it goes, and says its README is not covered."""
+    def downgrade(manifest: dict[str, Any]) -> None:
+        manifest["schema"] = "drill.bundle/v1"
+        del manifest["files"]
+
+    coordinator = signing.load_key(os.path.join(bundles.root, "coordinator", "keys"))
+    assert coordinator is not None and coordinator.keyid == bundles.coordinator
+    path, _ = _resigned(bundles, downgrade, coordinator)
+    result = verify_bundle(path, [bundles.coordinator])
+    assert [p.code for p in result.problems] == ["manifest_outdated"], result.problems
+    assert "README" in result.problems[0].message and result.records > 0
+    run = drillctl("evidence", "verify", path, "--trust", bundles.coordinator)
+    assert run.returncode == 1 and "manifest_outdated" in run.stdout

@@ -66,6 +66,21 @@ def test_missing_bucket_fails_promptly(workspace: Workspace, s3: S3Server) -> No
     assert "bucket does not exist" in message.lower()
 
 
+def test_wrong_s3_credentials_are_named_as_such(workspace: Workspace, s3: S3Server) -> None:
+    write_files(workspace.data, {"a": "1"})
+    s3.make_bucket("backups")
+    path = workspace.write_config({"local": workspace.s3_repository(s3, "backups", "app01", connect_timeout=8)})
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    for key, secret in ((s3.access_key, "not-the-secret"), ("nobody", s3.secret_key)):
+        with open(config.raw["repositories"]["local"]["env_file"], "w") as handle:
+            handle.write(f"AWS_ACCESS_KEY_ID={key}\nAWS_SECRET_ACCESS_KEY={secret}\n")
+        [record] = backup(workspace.load(path), "nightly", Level.FULL)
+        assert record.outcome == "failed"
+        assert _codes(record) == {"repository_access_denied"}, record.findings
+        assert secret not in json.dumps(doc(record))
+
+
 def test_unreachable_endpoint_fails_within_connect_timeout(workspace: Workspace) -> None:
     write_files(workspace.data, {"a": "1"})
     dead = S3Server(data_dir=os.path.join(workspace.root, "never-started"), port=free_port())

@@ -17,6 +17,7 @@ from agents.restic.runner import Restic
 from policies.levels import Level
 from tests.support.components import S3Server
 from tests.support.configs import Workspace, write_files
+from tests.support.forgery import vouch_for
 from tests.support.jobs import backup, doc
 
 
@@ -119,6 +120,12 @@ def test_a_file_changed_in_a_snapshot_with_the_same_tags_is_caught(workspace: Wo
     subprocess.run([config.restic_binary, "backup", "-q", "--host", original.hostname, *tags, workspace.data,
                     manifest_path], env=env, check=True)
     os.unlink(manifest_path)
+    [rewritten] = [s.id for s in restic.snapshots() if s.id != original.id]
+    code, document = _verify(path)  # no record names the rewritten snapshot: the recorded one is verified
+    assert code == 0 and document["snapshot"]["id"] == original.id  # type: ignore[index]
+    assert [(f["code"], f["subject"]) for f in document["findings"]] == [  # type: ignore[attr-defined]
+        ("unrecorded_snapshot", rewritten)]
+    vouch_for(config, rewritten)  # were a record to vouch for it, the changed file is still caught
     code, document = _verify(path)
     assert code == 1
     assert [(f["code"], f["subject"]) for f in document["findings"]] == [  # type: ignore[attr-defined]
@@ -130,7 +137,7 @@ def test_a_deleted_pack_is_caught(workspace: Workspace) -> None:
     packs = sorted(glob.glob(os.path.join(workspace.root, "repo-local", "data", "*", "*")), key=os.path.getsize)
     os.unlink(packs[-1])
     code, document = _verify(path, "--read-data-parts", "1")
-    assert code == 1
+    assert code == 1, document["findings"]
     assert document["verdict"] == "failed"
     damaged = [f for f in document["findings"] if f["code"] == "repository_damaged"]  # type: ignore[attr-defined]
     assert damaged and any(os.path.basename(packs[-1])[:8] in f["message"] for f in damaged), damaged
@@ -219,6 +226,8 @@ def test_a_manifest_rewritten_in_the_repository_is_caught(workspace: Workspace) 
     subprocess.run([config.restic_binary, "backup", "-q", "--host", original.hostname, *tags, workspace.data,
                     manifest_path], env=env, check=True)
     os.unlink(manifest_path)
+    [rewritten] = [s.id for s in restic.snapshots() if s.id != original.id]
+    vouch_for(config, rewritten)  # even with a record naming the snapshot, the record's digest is the witness
     code, document = _verify(path)
     assert code == 1
     assert [f["code"] for f in document["findings"]] == ["manifest_digest_mismatch"]  # type: ignore[attr-defined]

@@ -88,16 +88,17 @@ def password_cluster(parent: str, password: str) -> Iterator[str]:
     data = os.path.join(root, "data")
     initdb = [a for a in commands.make_initdb_command(bin_dir, data, "postgres") if a != "--auth=trust"]
     env = process.inherited_environment({})
+    as_postgres = ("setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--init-groups", "--")
     for argv in (
         (*initdb, "--auth=scram-sha-256", f"--pwfile={pwfile}"),
         commands.make_pg_ctl_start_command(bin_dir, data, root, 5432, os.path.join(root, "log"), 60),
     ):
-        result = process.run_process(account.wrap(tuple(argv)), env=env, timeout=120)
+        result = process.run_process((*as_postgres, *argv), env=env, timeout=120)
         assert result.returncode == 0, result.stderr_tail
     try:
         yield root
     finally:
-        process.run_process(account.wrap(commands.make_pg_ctl_stop_command(bin_dir, data)), env=env, timeout=60)
+        process.run_process((*as_postgres, *commands.make_pg_ctl_stop_command(bin_dir, data)), env=env, timeout=60)
 
 
 # -- MariaDB / MySQL --------------------------------------------------------------

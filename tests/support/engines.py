@@ -204,22 +204,32 @@ MYSQL = EngineUnderTest(
 ENGINES = {engine.kind: engine for engine in (POSTGRES, MYSQL)}
 
 
-def rewrite_dump(config: AgentConfig, database: str, altered: bytes) -> None:
-    """Write ``altered`` as a new dump snapshot carrying the original dump's tags (an attacker or a bug)."""
+def rewrite_dump(config: AgentConfig, database: str, altered: bytes) -> str:
+    """Write ``altered`` as a new dump snapshot carrying the original dump's tags (an attacker or a bug); its id.
+
+    No record vouches for it: verification skips it (``unrecorded_snapshot``) unless ``forgery.vouch_for`` is used.
+    """
     restic = Restic(config.restic_binary, config.repositories["local"])
-    [original] = [s for s in restic.snapshots() if s.tag_value("drill.part") == "dump"
-                  and s.tag_value("drill.database") == database]
+
+    def dumps() -> list[str]:
+        return [s.id for s in restic.snapshots() if s.tag_value("drill.part") == "dump"
+                and s.tag_value("drill.database") == database]
+
+    before = dumps()
+    [original] = [s for s in restic.snapshots(snapshot_ids=before[:1])]  # the first: the honest backup's
     env = {**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
            "RESTIC_PASSWORD_FILE": config.repositories["local"].password_file or ""}
     tags = [arg for tag in original.tags for arg in ("--tag", tag)]
     subprocess.run([config.restic_binary, "backup", "-q", "--stdin", "--stdin-filename", f"{database}.dump",
                     "--host", original.hostname, *tags], input=altered, env=env, check=True)
+    [rewritten] = [i for i in dumps() if i not in before]
+    return rewritten
 
 
 def original_dump(config: AgentConfig, database: str) -> bytes:
     restic = Restic(config.restic_binary, config.repositories["local"])
-    [original] = [s for s in restic.snapshots() if s.tag_value("drill.part") == "dump"
-                  and s.tag_value("drill.database") == database]
+    original = next(s for s in restic.snapshots() if s.tag_value("drill.part") == "dump"
+                    and s.tag_value("drill.database") == database)
     return restic.dump(original.id, f"/{database}.dump")
 
 

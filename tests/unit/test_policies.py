@@ -8,7 +8,7 @@ import pytest
 
 from policies.calendar import CalendarError, parse_calendar
 from policies.due import find_due_run, level_for_day, next_slot
-from policies.durations import DurationError, parse_duration
+from policies.durations import MAX_DURATION, DurationError, DurationRangeError, parse_duration
 from policies.levels import BackupPoint, Level, choose_level
 from policies.retention import select_forgettable
 
@@ -40,7 +40,9 @@ def test_calendar_forms(text: str, moment: datetime, expected: datetime) -> None
 
 
 @pytest.mark.parametrize("text", ["", "sunday 01:00", "daily 25:00", "daily 1am", "hourly 15", "monthly 31 01:00",
-                                  "sun-xyz 01:00", "daily"])
+                                  "sun-xyz 01:00", "daily", "monthly ² 03:00", "monthly ¹ 03:00", "monthly ١ 03:00",
+                                  "daily ０１:００", "daily 0１:00", "hourly :１５", "monthly 001 03:00",
+                                  "daily " + "0" * 5000 + ":00", "x" * 5000])
 def test_bad_calendar_expressions_explain_the_accepted_forms(text: str) -> None:
     with pytest.raises(CalendarError, match="daily 01:00"):
         parse_calendar(text)
@@ -51,6 +53,24 @@ def test_durations() -> None:
     assert parse_duration(" 2w ") == timedelta(weeks=2)
     with pytest.raises(DurationError, match="14d"):
         parse_duration("fortnight")
+
+
+def test_durations_are_at_most_ten_years_and_never_overflow() -> None:
+    assert parse_duration("3653d") == MAX_DURATION == timedelta(days=3653)
+    assert parse_duration("0014d") == timedelta(days=14)
+    assert parse_duration(f"{3653 * 86400}s") == MAX_DURATION
+    for text in ("3654d", "522w", "99999999999999d", "9" * 5000 + "s", f"{3653 * 86400 + 1}s"):
+        with pytest.raises(DurationRangeError, match="longer than 10 years"):
+            parse_duration(text)
+    with pytest.raises(DurationRangeError, match="no time at all"):
+        parse_duration("0s")
+
+
+@pytest.mark.parametrize("text", ["１４d", "١٤d", "14ｄ", "-14d", "1.5d", "14 d x", "14d\n" * 2])
+def test_durations_take_only_ascii_digits_and_one_unit(text: str) -> None:
+    with pytest.raises(DurationError, match="is not a duration") as caught:
+        parse_duration(text)
+    assert not isinstance(caught.value, DurationRangeError)
 
 
 CALENDARS = {

@@ -98,8 +98,9 @@ def test_an_entry_edited_in_the_database_is_found_by_audit(tmp_path: pathlib.Pat
     envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
     ledger.store.execute("UPDATE ledger_entries SET envelope = %s WHERE idx = 0", (json.dumps(envelope),))
     problems = ledger.audit()
-    assert any("no longer matches its leaf hash" in p for p in problems)
-    assert any("does not verify" in p for p in problems)
+    assert ("entry_altered", "entry 0: its content no longer matches its leaf hash") in [
+        (p.code, p.message) for p in problems]
+    assert any(p.code == "bad_signature" and "does not verify" in p.message for p in problems)
 
 
 def test_a_ledger_url_it_cannot_use_is_named(tmp_path: pathlib.Path) -> None:

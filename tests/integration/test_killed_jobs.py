@@ -1,0 +1,138 @@
+"""A job killed outright (kill -9) leaves nothing that outlives it: the agent undoes it before the next job.
+
+A killed backup leaves its journal note, its staged manifest and list of paths, perhaps a snapshot no record
+vouches for and a repository lock; a killed verification leaves its scratch directory (its sandboxed instance
+dies with it). The next job clears all of it. SIGTERM during a verification exits 130, like every interruption.
+These involve restic only as it is stopped, so they run with the distro restic alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from agents.restic.runner import Restic
+from policies.levels import Level
+from tests.support.configs import Workspace
+from tests.support.databases import throwaway_database
+from tests.support.engines import instances_left
+from tests.support.jobs import backup
+
+
+def _cmdlines() -> dict[int, str]:
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as handle:
+            found[int(pid)] = handle.read().replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def _agent(*argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "agents.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_backup_is_undone_by_the_next_job(workspace_once: Workspace) -> None:
+    workspace = workspace_once
+    for number in range(60):
+        with open(os.path.join(workspace.data, f"big{number}.bin"), "wb") as handle:
+            handle.write(os.urandom(3_000_000))
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    config = workspace.load(path)
+    restic = Restic(config.restic_binary, config.repositories["local"])
+    restic.init()
+    staging = os.path.join(workspace.state_dir, "staging")
+    agent = _agent("backup", "--config", path, "--policy", "nightly", "--level", "full", "--quiet")
+    _wait_for(lambda: any("restic" in line and "backup" in line and staging in line
+                          for line in _cmdlines().values()), 60, "restic backup to start")
+    orphans = [pid for pid, line in _cmdlines().items() if "restic" in line and staging in line]
+    agent.kill()  # kill -9: no record, no clean-up
+    agent.wait()
+    # Gone for good, not a zombie: restic counts a lock stale only when its process no longer exists at all.
+    _wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in orphans), 120, "the orphaned restic to end")
+    journal = os.path.join(workspace.state_dir, "journal")
+    assert len(os.listdir(journal)) == 1 and sorted(os.listdir(staging)), "the killed job left no trace to undo"
+    outbox = os.path.join(workspace.state_dir, "outbox")
+    assert not [n for n in os.listdir(outbox) if n.endswith(".json")] if os.path.isdir(outbox) else True
+
+    [again] = backup(config, "nightly", Level.FULL)  # the next job undoes the killed one first
+    assert again.outcome == "success", again.findings
+    assert os.listdir(journal) == [] and os.listdir(staging) == []
+    snapshots = restic.snapshots()
+    assert [s.tag_value("drill.job") for s in snapshots] == [again.job.id]  # the orphan, if restic made it, is gone
+    locks = subprocess.run([config.restic_binary, "list", "locks", "--no-lock"], capture_output=True, text=True,
+                           env={**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
+                                "RESTIC_PASSWORD_FILE": workspace.password_file}, check=True)
+    assert locks.stdout.strip() == ""
+
+
+def test_a_killed_verification_leaves_no_instance_and_its_scratch_is_reaped(
+    workspace_once: Workspace, scratch_dir: str
+) -> None:
+    workspace = workspace_once
+    with throwaway_database(rows=300_000) as db:
+        password_file = os.path.join(workspace.root, "pg.pw")
+        with open(password_file, "w") as handle:
+            handle.write(db.password + "\n")
+        spec = {"kind": "postgres", "user": db.role, "password_file": password_file, "databases": [db.name],
+                "globals": False}
+        path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"app": spec},
+                                      policies={"nightly": {"targets": ["app"], "repository": "local"}},
+                                      scratch={"directory": scratch_dir})
+        config = workspace.load(path)
+        Restic(config.restic_binary, config.repositories["local"]).init()
+        backup(config, "nightly", Level.FULL)
+        verify = ("verify", "--config", path, "--repository", "local", "--target", "app", "--latest", "--json")
+        agent = _agent(*verify)
+        _wait_for(lambda: any("pg_restore" in line and scratch_dir in line for line in _cmdlines().values()), 120,
+                  "the dump to be loaded into the throwaway instance")
+        agent.kill()
+        agent.wait()
+        _wait_for(lambda: instances_left(scratch_dir) == [], 10, "the sandboxed instance to die with its agent")
+        assert [n for n in os.listdir(scratch_dir) if n.startswith("verify-")], "nothing was left to reap"
+
+        finished = subprocess.run([sys.executable, "-m", "agents.cli", *verify], capture_output=True, text=True,
+                                  check=False)
+        assert finished.returncode == 0, finished.stdout + finished.stderr
+        assert json.loads(finished.stdout)[0]["verdict"] == "passed"
+    assert os.listdir(scratch_dir) == [], os.listdir(scratch_dir)
+    assert instances_left(scratch_dir) == [], instances_left(scratch_dir)
+
+
+def test_sigterm_during_a_verification_exits_130_with_a_failed_record(workspace_once: Workspace) -> None:
+    workspace = workspace_once
+    for number in range(40):
+        with open(os.path.join(workspace.data, f"big{number}.bin"), "wb") as handle:
+            handle.write(os.urandom(4_000_000))
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    backup(config, "nightly", Level.FULL)
+    agent = _agent("verify", "--config", path, "--repository", "local", "--target", "documents", "--latest",
+                   "--read-data-parts", "1", "--json")
+    scratch = os.path.join(workspace.state_dir, "scratch")
+    _wait_for(lambda: any("restic" in line and "restore" in line and scratch in line
+                          for line in _cmdlines().values()), 120, "the restore to start")
+    agent.send_signal(signal.SIGTERM)
+    out, _ = agent.communicate(timeout=120)
+    assert agent.returncode == 130
+    [record] = json.loads(out)
+    assert record["outcome"] == "failed" and record["verdict"] != "passed"
+    assert os.listdir(scratch) == []
