@@ -1,7 +1,7 @@
 """The one entry point for work on an agent: :func:`execute` a ``drill.job/v1``, get its signed records.
 
 ``drill-agent backup/verify/check``, the schedule daemon and the coordinator
-all come through here. A job the agent will not run -- past its deadline,
+all come through here. A job the agent will not run -- expired,
 naming a policy, target or repository the agent does not have, with scratch
 settings that are not valid -- is not an exception: it ends in a signed
 ``refused`` record whose finding says why, like any other outcome.
@@ -51,8 +51,8 @@ def target_kind(config: AgentConfig, job: VerifyJob) -> str | None:
 
 def _refusal(config: AgentConfig, job: Job) -> tuple[str, str] | None:
     """(code, reason) when the agent will not run ``job``, else None."""
-    if job.deadline is not None and job.deadline < utc_now():
-        return "job_expired", f"the job's deadline {job.deadline.isoformat()} has passed"
+    if job.expires is not None and job.expires < utc_now():
+        return "job_expired", f"the job expired at {job.expires.isoformat()}"
     checks: dict[type, Callable[[AgentConfig, Job], tuple[str, str] | None]] = {
         BackupJob: _backup_refusal, VerifyJob: _verify_refusal, CheckJob: _check_refusal}
     return checks[type(job)](config, job)

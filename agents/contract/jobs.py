@@ -9,7 +9,7 @@ Three kinds, told apart by ``kind``:
 * ``check``: ``restic check`` of one repository, reading the next part of its data.
 
 Every job has an ``id`` (the records it ends in name it as ``job.request``),
-the time it was ``issued`` and, optionally, a ``deadline`` after which the
+the time it was ``issued`` and, optionally, when it ``expires``: after that the
 agent refuses to start it. Repositories and targets are named as in the agent's
 config; secrets never travel in a job. :func:`parse_job` reads one, refusing
 wrong types with a named error.
@@ -41,7 +41,9 @@ class JobBase(Document):
     schema_: Literal["drill.job/v1"] = Field(default="drill.job/v1", alias="schema")
     id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=128)
     issued: Timestamp = Field(default_factory=utc_now)
-    deadline: Timestamp | None = None
+    expires: Timestamp | None = Field(default=None, description="The agent refuses to start the job after this.")
+    nonce: str | None = Field(default=None, min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$",
+                              description="Unique per job a coordinator signs: a job seen before is a replay.")
     requested_by: str = Field(default="operator", max_length=256,
                               description="Who asked: 'operator', 'schedule', or the coordinator's name.")
 

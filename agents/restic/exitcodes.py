@@ -96,6 +96,7 @@ def classify_exit(code: int, version: ResticVersion, stderr_tail: Iterable[str])
 # hash right, a pack that is gone. A read that failed for a network reason is not damage.
 _DAMAGE_PHRASES = ("ciphertext verification failed", "wrong data returned", "invalid data returned",
                    "blob not found", "tree not found")
+_SNAPSHOT_FILE = re.compile(r"<snapshot/|/snapshots/[0-9a-f]")
 _MISSING_OBJECT = ("no such file or directory", "the specified key does not exist", "nosuchkey")
 # The pack a damage line names, best first: its full id in a path, "blob … from PACK", a short "<data/PACK>".
 _PACK_PATTERNS = (re.compile(r"/data/[0-9a-f]{2}/([0-9a-f]{64})"), re.compile(r"\bfrom ([0-9a-f]{8,64})\b"),
@@ -114,6 +115,8 @@ def damage_in(stderr_tail: Iterable[str]) -> Damage | None:
     """The damage restic's stderr reports, if any: the first such line (later ones are consequences)."""
     for line in _plain_lines(stderr_tail):
         lowered = line.lower()
+        if _SNAPSHOT_FILE.search(lowered):
+            continue  # a snapshot forgotten (by hand, by retention) is not bad data: restic says "not found"
         missing = ("readfull(<" in lowered or "load(<" in lowered) and any(m in lowered for m in _MISSING_OBJECT)
         if missing or any(phrase in lowered for phrase in _DAMAGE_PHRASES):
             packs = (pattern.search(line) for pattern in _PACK_PATTERNS)

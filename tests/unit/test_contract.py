@@ -149,7 +149,7 @@ policies: {{nightly: {{targets: [documents], repository: local}}}}
     (VerifyJob(repository="local", target="crm"), "unknown_target"),
     (VerifyJob(repository="local", target="documents", target_kind="postgres"), "target_kind_mismatch"),
     (VerifyJob(repository="local", target="documents", scratch={"directory": "relative"}), "invalid_job"),
-    (VerifyJob(repository="local", target="documents", deadline="2020-01-01T00:00:00Z"), "job_expired"),
+    (VerifyJob(repository="local", target="documents", expires="2020-01-01T00:00:00Z"), "job_expired"),
     (CheckJob(repository="far"), "unknown_repository"),
 ])
 def test_a_job_the_agent_will_not_run_ends_in_a_signed_refusal(tmp_path: pathlib.Path, job: Any, code: str) -> None:

@@ -139,6 +139,11 @@ V14, V18 = ResticVersion(0, 14, 0), ResticVersion(0, 18, 0)
     (1, V14, ["Fatal: unable to open config file: Stat: The request signature we calculated does not match the "
               "signature you provided.", "Is there a repository at the following location?"],
      ResticOutcome.ACCESS_DENIED, None),
+    # A parent snapshot forgotten behind the agent's back is "not found", not bad data.
+    (1, V18, ["Load(<snapshot/8d2284aced>, 0, 0) failed: open /r/snapshots/" + "8d" * 32
+              + ": no such file or directory",
+              '{"message_type":"exit_error","code":1,"message":"failed to load snapshot 8d2284ac: open '
+              '/r/snapshots/' + "8d" * 32 + ': no such file or directory"}'], ResticOutcome.NOT_FOUND, None),
     (1, V18, ["Load(<data/ab12>) failed: read tcp 127.0.0.1:1->127.0.0.1:2: connection reset by peer",
               "Fatal: cannot dump file: ReadFull(<data/ab12>): connection reset by peer"], ResticOutcome.FATAL, None),
 ])
