@@ -24,6 +24,9 @@ class TargetInfo(Document):
 
 class RepositoryInfo(Document):
     site: Name
+    id: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                           description="restic's id of the repository (restic cat config): how hosts that name one "
+                           "repository differently are matched. Absent until the agent has read it.")
 
 
 class PolicyInfo(Document):

@@ -29,6 +29,7 @@ from policies.levels import Level
 __all__ = ["SCRATCH_SCHEMA"]  # the form of a verify job's scratch settings (the agent config's scratch section)
 
 JOB_SCHEMA = "drill.job/v1"
+JOB_PAYLOAD_TYPE = "application/vnd.drill.job+json"  # a job a coordinator signs (DSSE payloadType)
 LATEST = "latest"  # a verify job's snapshot: the newest backup of the target that a signed record names
 MAX_READ_DATA_PARTS = 256  # restic check --read-data-subset n/t allows t up to 256
 

@@ -45,6 +45,11 @@ class Store(Protocol):
 
     def writing(self) -> contextlib.AbstractContextManager[None]: ...
 
+    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+
+    @property
+    def dialect(self) -> str: ...
+
     def close(self) -> None: ...
 
 
@@ -74,8 +79,16 @@ class SqliteStore:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.connection.execute(self._sql(sql), tuple(params))
 
+    dialect = "sqlite"
+
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
+        with self.transaction():
+            yield
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction; SQLite has one writer at a time, so it also serialises every other writer."""
         self.connection.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -108,10 +121,18 @@ class PostgresStore:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.connection.execute(sql, tuple(params))
 
+    dialect = "postgresql"
+
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         with self.connection.transaction():
             self.connection.execute("LOCK TABLE ledger_entries IN EXCLUSIVE MODE")
+            yield
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A transaction; rows are locked by the statements in it (``FOR UPDATE [SKIP LOCKED]``)."""
+        with self.connection.transaction():
             yield
 
     def close(self) -> None:
