@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agents import process
@@ -221,8 +222,36 @@ def cmd_run(args: argparse.Namespace, config: AgentConfig) -> int:
         for record in records:
             _print_record(record)
         return _records_exit(records) if records else EXIT_OK
-    run_forever(config, tick_seconds=args.tick)
+    worker = _fleet_worker(config)
+    run_forever(config, tick_seconds=args.tick, beside=worker)
     return EXIT_INTERRUPTED if process.CANCELLATION.is_cancelled else EXIT_OK
+
+
+def _fleet_worker(config: AgentConfig) -> Callable[[threading.Event], None] | None:
+    """The fleet worker's loop when this agent has enrolled, else None (it works alone)."""
+    from agents.fleet.membership import load_membership  # noqa: PLC0415
+    from agents.fleet.worker import Worker  # noqa: PLC0415
+
+    membership = load_membership(config)
+    if membership is None:
+        return None
+    print(f"drill-agent: working with the coordinator {membership.coordinator} at {membership.url} as "
+          f"{membership.agent_id}", flush=True)
+    return Worker(config, membership).run
+
+
+def cmd_enrol(args: argparse.Namespace, config: AgentConfig) -> int:
+    from agents.fleet.enrol import enrol  # noqa: PLC0415
+
+    membership = enrol(config, args.coordinator, args.token, args.server_fingerprint, args.site)
+    if args.json:
+        json.dump({"agent_id": membership.agent_id, "coordinator": membership.coordinator,
+                   "url": membership.url}, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"enrolled with {membership.coordinator} at {membership.url} as {membership.agent_id}; "
+              "drill-agent run now works with it")
+    return EXIT_OK
 
 
 def _verification_exit(records: Sequence[SignedRecord]) -> int:
@@ -350,6 +379,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick", type=float, default=30.0, help="seconds between schedule checks (default 30)")
     p.add_argument("--once", action="store_true", help="run what is due now, then exit")
 
+    p = sub.add_parser("enrol", help="join a coordinator with a one-time token (drillctl agents token)",
+                       epilog="Exit codes: 0 enrolled, 2 bad input or the coordinator refused (the reason is "
+                       "printed).")
+    with_config(p)
+    p.add_argument("--coordinator", required=True, metavar="URL", help="https://HOST:PORT of drillctl serve")
+    p.add_argument("--token", required=True, help="the enrolment token")
+    p.add_argument("--server-fingerprint", required=True, metavar="sha256:HEX",
+                   help="the fingerprint drillctl serve printed: the coordinator's certificate is pinned to it")
+    p.add_argument("--site", help="the site this host is at (default: that of its repositories)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser(
         "verify",
         help="restore a backup into scratch (files: a directory; databases: a throwaway instance) and compare "
@@ -422,7 +462,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     process.install_signal_handlers()
     handlers = {"backup": cmd_backup, "snapshots": cmd_snapshots, "init": cmd_init, "run": cmd_run,
-                "verify": cmd_verify, "check": cmd_check}
+                "verify": cmd_verify, "check": cmd_check, "enrol": cmd_enrol}
     return handlers[args.command](args, config)
 
 

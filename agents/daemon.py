@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -83,14 +84,30 @@ def run_due_policies(
     return records
 
 
-def run_forever(config: AgentConfig, *, tick_seconds: float = 30.0, clock: Clock = local_now) -> None:
-    """Run due policies now and then at every tick until SIGINT/SIGTERM.
+def run_forever(config: AgentConfig, *, tick_seconds: float = 30.0, clock: Clock = local_now,
+                beside: Callable[[threading.Event], None] | None = None) -> None:
+    """Run due policies now and then at every tick until SIGINT/SIGTERM; ``beside`` (the fleet worker) runs in a
+    thread of its own meanwhile, and is stopped and waited for at the end.
 
     At start, what a killed predecessor left is undone first: scratch directories and throwaway instances of
     verifications that died, snapshots of backups killed before their record was written.
     """
     reap(config.scratch.directory or os.path.join(config.state_dir, "scratch"))
     clean_up_killed_jobs(config)
+    stop = threading.Event()
+    companion = threading.Thread(target=beside, args=(stop,), name="fleet") if beside is not None else None
+    if companion is not None:
+        companion.start()
+    try:
+        _schedule_loop(config, tick_seconds, clock)
+    finally:
+        stop.set()
+        if companion is not None:
+            companion.join()
+    log.info("drill-agent stopping: %s", process.CANCELLATION.reason)
+
+
+def _schedule_loop(config: AgentConfig, tick_seconds: float, clock: Clock) -> None:
     run_due_policies(config, clock=clock)
     schedule.every(max(1, round(tick_seconds))).seconds.do(run_due_policies, config, clock=clock)
     log.info("drill-agent running for host %s; checking every %.0fs", config.host, tick_seconds)
@@ -100,4 +117,3 @@ def run_forever(config: AgentConfig, *, tick_seconds: float = 30.0, clock: Clock
             time.sleep(min(1.0, tick_seconds))
     finally:
         schedule.clear()
-    log.info("drill-agent stopping: %s", process.CANCELLATION.reason)

@@ -99,8 +99,14 @@ def _check_refusal(config: AgentConfig, job: Job) -> tuple[str, str] | None:
 
 def refuse(config: AgentConfig, job: Job, code: str, reason: str) -> SignedRecord:
     """Write the signed record of a job the agent will not run."""
-    draft = RecordDraft(config.host, RefusedDraft(refused=RefusedJob(id=job.id, kind=job.kind)), request=job.id,
-                        drill_id=getattr(job, "drill_id", None))
+    return refuse_by_id(config, job.id, job.kind, code, reason, drill_id=getattr(job, "drill_id", None))
+
+
+def refuse_by_id(config: AgentConfig, job_id: str, kind: str, code: str, reason: str, *,
+                 drill_id: str | None = None) -> SignedRecord:
+    """Write the signed refusal of a job known only by its id and kind (one that could not be read as a job)."""
+    draft = RecordDraft(config.host, RefusedDraft(refused=RefusedJob(id=job_id, kind=kind)), request=job_id,
+                        drill_id=drill_id)
     with job_record(open_outbox(config), draft):
         draft.add(code, "error", reason)
     return draft.written()

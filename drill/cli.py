@@ -32,6 +32,7 @@ from drill.drills import (
 )
 from drill.evidence.export import export_bundle, key_listing
 from drill.evidence.verify import Verification, verify_bundle
+from drill.fleet.commands import add_commands, cmd_agents, cmd_jobs, cmd_serve
 from drill.ledger.ledger import read_checkpoint_log
 from drill.reports.figures import drill_figures
 from drill.reports.html import render_report
@@ -281,6 +282,8 @@ def make_parser() -> argparse.ArgumentParser:
         if json_flag:
             p.add_argument("--json", action="store_true")
 
+    add_commands(sub, with_config)
+
     p = sub.add_parser("ingest", help="take the signed records waiting in the local agents' outboxes into the ledger")
     with_config(p)
 
@@ -351,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
     api.install_signal_handlers()
     commands = {"demo": cmd_demo, "outbox": cmd_outbox, "ingest": cmd_ingest, "drill": cmd_drill,
-                "keys": cmd_keys, "ledger": cmd_ledger, "evidence": cmd_evidence, "report": cmd_report}
+                "keys": cmd_keys, "ledger": cmd_ledger, "evidence": cmd_evidence, "report": cmd_report,
+                "serve": cmd_serve, "agents": cmd_agents, "jobs": cmd_jobs}
     try:
         return commands[args.command](args)
     except ConfigError as error:

@@ -58,11 +58,80 @@ _OBJECTIVES: dict[str, Any] = {
     "examples": [{"rto": "1h", "rpo": "24h"}],
 }
 
+_DURATION: dict[str, Any] = {"type": "string", "maxLength": 64}
+
+
+def _duration(description: str, example: str) -> dict[str, Any]:
+    return {**_DURATION, "description": description, "examples": [example]}
+
+
+FLEET_KEYS: dict[str, Any] = {
+    "listen": {"type": "string", "pattern": r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$", "maxLength": 256,
+               "description": "host:port drillctl serve listens on (HTTPS). Setting it makes this a fleet "
+               "coordinator: agents enrol with it and systems are the enrolled agents.",
+               "examples": ["127.0.0.1:8443"]},
+    "tls": {"type": "object", "additionalProperties": False, "required": ["cert", "key"],
+            "description": "The service's certificate and key (PEM). Omitted: a self-signed one is made in "
+            "state_dir/tls; agents pin its fingerprint either way.",
+            "properties": {"cert": {"type": "string", "pattern": "^/", "maxLength": 4096,
+                                    "description": "Certificate (PEM).", "examples": ["/etc/drill/tls.crt"]},
+                           "key": {"type": "string", "pattern": "^/", "maxLength": 4096,
+                                   "description": "Private key (PEM, 0600).", "examples": ["/etc/drill/tls.key"]}},
+            "examples": [{"cert": "/etc/drill/tls.crt", "key": "/etc/drill/tls.key"}]},
+    "verification": {
+        "type": "object", "additionalProperties": False,
+        "description": "The nightly verification plan.",
+        "properties": {
+            "max_days": {"type": "integer", "minimum": 1, "maximum": 365, "default": 7,
+                         "description": "Every target of every system is restore-tested at least this often.",
+                         "examples": [7]},
+            "window": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]-[0-2][0-9]:[0-5][0-9]$",
+                       "default": "01:00-06:00", "description": "When nightly jobs may run (coordinator's local "
+                       "time); the plan is made at its start.", "examples": ["01:00-06:00"]},
+            "read_data_nights": {"type": "integer", "minimum": 1, "maximum": 256, "default": 30,
+                                 "description": "Every pack of every repository is read within this many nights "
+                                 "(restic check --read-data-subset, one part a night).", "examples": [30]},
+            "new_full_within": _duration("A new full backup is verified within this time (default 24h).", "24h"),
+        },
+        "examples": [{"max_days": 7, "window": "01:00-06:00", "read_data_nights": 30}],
+    },
+    "enrolment": {
+        "type": "object", "additionalProperties": False,
+        "description": "How agents enrol.",
+        "properties": {
+            "approval": {"type": "boolean", "default": False,
+                         "description": "Enrolled agents wait for drillctl agents approve before jobs flow.",
+                         "examples": [True]},
+            "token_ttl": _duration("How long an enrolment token is valid (default 24h).", "24h"),
+        },
+        "examples": [{"approval": True, "token_ttl": "24h"}],
+    },
+    "fleet": {
+        "type": "object", "additionalProperties": False,
+        "description": "Tunables of the service.",
+        "properties": {
+            "poll_seconds": {"type": "number", "minimum": 1, "maximum": 3600, "default": 30,
+                             "description": "How often agents ask for jobs.", "examples": [30]},
+            "lease": _duration("How long a claimed job is a host's without a word from it (default 10m).", "10m"),
+            "silent_after": _duration("An agent not heard from for this long is agent_silent (default 30m).",
+                                      "30m"),
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20, "default": 3,
+                             "description": "How often a job whose host died is tried.", "examples": [3]},
+            "retry_backoff": _duration("Wait before the first retry; doubled each time (default 5m).", "5m"),
+            "claim_timeout": _duration("A drill's job no scratch host has taken within this fails its step "
+                                       "(default 30m).", "30m"),
+            "connections": {"type": "integer", "minimum": 1, "maximum": 64, "default": 8,
+                            "description": "Database connections of one drillctl serve.", "examples": [8]},
+        },
+        "examples": [{"poll_seconds": 30, "lease": "10m"}],
+    },
+}
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "drill configuration",
     "type": "object",
-    "required": ["state_dir", "systems"],
+    "required": ["state_dir"],
     "additionalProperties": False,
     "properties": {
         "state_dir": {"type": "string", "pattern": "^/", "maxLength": 4096,
@@ -85,17 +154,22 @@ SCHEMA: dict[str, Any] = {
                            "examples": ["/var/log/drill/checkpoints.jsonl"]},
         "objectives": _OBJECTIVES,
         "scratch": SCRATCH_SCHEMA,
+        **FLEET_KEYS,
         "systems": {
             "type": "object",
             "minProperties": 1,
             "maxProperties": MAX_NAMES,
-            "description": "The systems a drill covers, each one agent's targets.",
+            "description": "The systems a drill covers, each one agent's targets: reached through its config file "
+            "(agent_config, one host), or an enrolled agent (host, a fleet; every enrolled agent is a system "
+            "unless systems are listed).",
             "propertyNames": {"pattern": NAME_PATTERN},
             "additionalProperties": {
                 "type": "object",
-                "required": ["agent_config"],
+                "oneOf": [{"required": ["agent_config"]}, {"required": ["host"]}],
                 "additionalProperties": False,
                 "properties": {
+                    "host": {"type": "string", "pattern": NAME_PATTERN,
+                             "description": "The enrolled agent's host name (fleet).", "examples": ["app01"]},
                     "agent_config": {"type": "string", "pattern": "^/", "maxLength": 4096,
                                      "description": "The agent's config file.",
                                      "examples": ["/etc/drill-agent/app01.yaml"]},
@@ -135,6 +209,40 @@ class System:
 
 
 @dataclass(frozen=True)
+class FleetSystem:
+    """A system of the fleet: an enrolled agent by host, the targets in scope (None: all it has), objectives."""
+
+    name: str
+    host: str
+    targets: tuple[str, ...] | None
+    objectives: Objectives
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """The service's settings (``listen``, ``tls``, ``verification``, ``enrolment``, ``fleet``), durations in
+    seconds."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8443
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_days: int = 7
+    window: tuple[int, int] = (60, 360)  # minutes after local midnight: start, end
+    read_data_nights: int = 30
+    new_full_within: float = 86400.0
+    approval: bool = False
+    token_ttl: float = 86400.0
+    poll_seconds: float = 30.0
+    lease: float = 600.0
+    silent_after: float = 1800.0
+    max_attempts: int = 3
+    retry_backoff: float = 300.0
+    claim_timeout: float = 1800.0
+    connections: int = 8
+
+
+@dataclass(frozen=True)
 class DrillConfig:
     source: str
     state_dir: str
@@ -144,6 +252,10 @@ class DrillConfig:
     systems: dict[str, System] = field(default_factory=dict)
     scratch: dict[str, Any] | None = None  # scratch settings for the drill's verify jobs
     checkpoint_log: str | None = None  # every signed checkpoint is also appended here (outside the database)
+    fleet: FleetSettings | None = None  # set (from ``listen``) when this coordinator serves a fleet
+    fleet_systems: dict[str, FleetSystem] = field(default_factory=dict)
+    default_objectives: Objectives = field(default_factory=lambda: Objectives(timedelta(hours=1),
+                                                                              timedelta(hours=24)))
 
     @property
     def sites(self) -> set[str]:
@@ -180,8 +292,21 @@ def load_drill_config(path: str) -> DrillConfig:
     base = {"rto": DEFAULT_RTO, "rpo": DEFAULT_RPO, **(data.get("objectives") or {})}
     _objectives(data.get("objectives"), base, ("objectives",), out)
     systems = {}
-    for name, spec in data["systems"].items():
+    fleet_systems = {}
+    fleet = _fleet_settings(data, out) if "listen" in data else None
+    if fleet is None and not data.get("systems"):
+        out.add(("systems",), "name the systems a drill covers (or set listen: to serve a fleet, whose systems "
+                "are the agents that enrol)")
+    for name, spec in (data.get("systems") or {}).items():
         where: tuple[str | int, ...] = ("systems", name)
+        if "host" in spec:
+            if fleet is None:
+                out.add((*where, "host"), "a system named by host is an enrolled agent: set listen: to serve a "
+                        "fleet, or give agent_config")
+            explicit = spec.get("targets")
+            fleet_systems[name] = FleetSystem(name, spec["host"], tuple(explicit) if explicit else None,
+                                              _objectives(spec.get("objectives"), base, (*where, "objectives"), out))
+            continue
         try:
             agent = LocalAgent.open(spec["agent_config"])
         except ConfigError as error:
@@ -208,4 +333,50 @@ def load_drill_config(path: str) -> DrillConfig:
         systems=systems,
         scratch=data.get("scratch"),
         checkpoint_log=data.get("checkpoint_log"),
+        fleet=fleet,
+        fleet_systems=fleet_systems,
+        default_objectives=_objectives(None, base, ("objectives",), ProblemCollector(path, None)),
     )
+
+
+def _seconds(raw: Mapping[str, Any], key: str, default: str, where: tuple[str | int, ...],
+             out: ProblemCollector) -> float:
+    try:
+        return parse_duration(str(raw.get(key, default))).total_seconds()
+    except DurationError as exc:
+        out.add((*where, key), str(exc))
+        return parse_duration(default).total_seconds()
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _fleet_settings(data: Mapping[str, Any], out: ProblemCollector) -> FleetSettings:
+    host, _, port = str(data["listen"]).rpartition(":")
+    if not 1 <= int(port) <= 65535:
+        out.add(("listen",), f"port {port} is not between 1 and 65535")
+    verification = data.get("verification") or {}
+    start, _, end = str(verification.get("window", "01:00-06:00")).partition("-")
+    window = (_minutes(start), _minutes(end))
+    if max(window) >= 24 * 60 or window[0] == window[1]:
+        out.add(("verification", "window"), f"{verification.get('window')!r} is not a window of the day "
+                "(HH:MM-HH:MM, 00:00 to 23:59, start and end differ; it may pass midnight)")
+    enrolment = data.get("enrolment") or {}
+    fleet = data.get("fleet") or {}
+    tls = data.get("tls") or {}
+    return FleetSettings(
+        listen_host=host.strip("[]"), listen_port=int(port), tls_cert=tls.get("cert"), tls_key=tls.get("key"),
+        max_days=int(verification.get("max_days", 7)), window=window,
+        read_data_nights=int(verification.get("read_data_nights", 30)),
+        new_full_within=_seconds(verification, "new_full_within", "24h", ("verification",), out),
+        approval=bool(enrolment.get("approval", False)),
+        token_ttl=_seconds(enrolment, "token_ttl", "24h", ("enrolment",), out),
+        poll_seconds=float(fleet.get("poll_seconds", 30)),
+        lease=_seconds(fleet, "lease", "10m", ("fleet",), out),
+        silent_after=_seconds(fleet, "silent_after", "30m", ("fleet",), out),
+        max_attempts=int(fleet.get("max_attempts", 3)),
+        retry_backoff=_seconds(fleet, "retry_backoff", "5m", ("fleet",), out),
+        claim_timeout=_seconds(fleet, "claim_timeout", "30m", ("fleet",), out),
+        connections=int(fleet.get("connections", 8)))

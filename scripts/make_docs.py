@@ -17,6 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.config.schema import CONFIG_SCHEMA  # noqa: E402
+from agents.contract import fleet  # noqa: E402
 from agents.contract.inventory import Inventory  # noqa: E402
 from agents.contract.jobs import job_json_schema  # noqa: E402
 from agents.contract.records import record_json_schema  # noqa: E402
@@ -36,7 +37,9 @@ its line. `NAME` stands for a name you choose (letters, digits, `_`, `.`, `-`).
 def generated() -> dict[str, str]:
     """Every generated file (path relative to the repository) and its content."""
     schemas = {"drill.result.v1.json": record_json_schema(), "drill.job.v1.json": job_json_schema(),
-               "drill.inventory.v1.json": Inventory.model_json_schema(by_alias=True)}
+               "drill.inventory.v1.json": Inventory.model_json_schema(by_alias=True),
+               **{f"drill.fleet.v1.{model.__name__}.json": model.model_json_schema(by_alias=True)
+                  for model in fleet.WIRE_DOCUMENTS}}
     files = {f"docs/schemas/{name}": json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
              for name, schema in schemas.items()}
     files["docs/configuration.md"] = CONFIGURATION_HEAD + "\n".join([

@@ -41,6 +41,24 @@ from targets.registry import TargetConfig, make_target_config
 
 
 @dataclass(frozen=True)
+class FleetSettings:
+    """The ``fleet`` section: how this agent works with a coordinator."""
+
+    capacity: int = 1
+    poll_seconds: float = 30.0
+    source_address: str | None = None
+    accept: tuple[str, ...] | None = None
+
+
+def make_fleet_settings(raw: Mapping[str, Any] | None) -> FleetSettings:
+    raw = raw or {}
+    accept = raw.get("accept")
+    return FleetSettings(capacity=int(raw.get("capacity", 1)), poll_seconds=float(raw.get("poll_seconds", 30)),
+                         source_address=raw.get("source_address"),
+                         accept=tuple(accept) if accept is not None else None)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """A validated agent configuration."""
 
@@ -54,7 +72,16 @@ class AgentConfig:
     policies: dict[str, PolicyConfig]
     scratch: ScratchConfig = field(default_factory=ScratchConfig)
     evidence_digest: str = "sha256"
+    role: str = "agent"
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def accepted_kinds(self) -> tuple[str, ...]:
+        """The kinds of coordinator job this agent runs."""
+        if self.fleet.accept is not None:
+            return self.fleet.accept
+        return ("verify", "check") if self.role == "scratch" else ("backup", "check")
 
 
 def _read_env_file(path: str, where: Path, out: ProblemCollector) -> dict[str, str]:
@@ -149,6 +176,15 @@ def _check_policies(data: Mapping[str, Any], repositories: Mapping[str, Reposito
                 out.add((*where, "max_full_interval"), str(exc))
 
 
+def _check_role(data: Mapping[str, Any], out: ProblemCollector) -> None:
+    if data.get("role", "agent") != "agent":
+        return
+    for key in ("targets", "policies"):
+        if not data.get(key):
+            out.add((key,), f"an agent (role: agent) needs at least one entry in {key}; a scratch host says "
+                    "role: scratch")
+
+
 def _check_scratch(data: Mapping[str, Any], out: ProblemCollector) -> None:
     for engine in ("postgres", "mysql"):
         server = ((data.get("scratch") or {}).get(engine) or {}).get("server") or {}
@@ -159,7 +195,7 @@ def _check_target_files(data: Mapping[str, Any], out: ProblemCollector) -> None:
     # A database target's password file is read by the agent when the job runs, and may be missing where
     # the config is only validated (a scratch host, the coordinator): only one that is there but unusable
     # (a directory, a FIFO that would block the job, too large, unreadable) is a problem now.
-    for name, spec in data["targets"].items():
+    for name, spec in data.get("targets", {}).items():
         _check_password_file(spec.get("password_file"), ("targets", name, "password_file"), out, required=False)
 
 
@@ -177,6 +213,7 @@ def validate_config(source: str, text: str) -> AgentConfig:
     if not schema_ok:
         raise ConfigError(out.problems)
     _check_state_dir(data["state_dir"], out)
+    _check_role(data, out)
     repositories, sites = _make_repositories(data["repositories"], out)
     _check_policies(data, repositories, out)
     _check_scratch(data, out)
@@ -190,10 +227,12 @@ def validate_config(source: str, text: str) -> AgentConfig:
         restic_binary=(data.get("restic") or {}).get("binary") or default_binary(),
         repositories=repositories,
         sites=sites,
-        targets={name: make_target_config(name, spec) for name, spec in data["targets"].items()},
-        policies={name: make_policy_config(name, spec) for name, spec in data["policies"].items()},
+        targets={name: make_target_config(name, spec) for name, spec in data.get("targets", {}).items()},
+        policies={name: make_policy_config(name, spec) for name, spec in data.get("policies", {}).items()},
         scratch=make_scratch_config(data.get("scratch")),
         evidence_digest=data.get("evidence_digest", "sha256"),
+        role=data.get("role", "agent"),
+        fleet=make_fleet_settings(data.get("fleet")),
         raw=data,
     )
 

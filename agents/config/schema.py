@@ -96,13 +96,41 @@ TARGET_SCHEMA: dict[str, Any] = {
     ],
 }
 
+FLEET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "How the agent works with a coordinator once enrolled (drill-agent enrol).",
+    "properties": {
+        "capacity": {"type": "integer", "minimum": 1, "maximum": 64, "default": 1,
+                     "description": "How many of the coordinator's jobs this host runs at once.", "examples": [2]},
+        "poll_seconds": {"type": "number", "minimum": 1, "maximum": 3600, "default": 30,
+                         "description": "How often to ask the coordinator for jobs (with jitter) when it does not "
+                         "say otherwise.", "examples": [30]},
+        "source_address": {"type": "string", "format": "ipv4", "maxLength": 64,
+                           "description": "The local address to reach the coordinator from (a host with several).",
+                           "examples": ["127.0.0.2"]},
+        "accept": {"type": "array", "uniqueItems": True, "items": {"enum": ["backup", "verify", "check"]},
+                   "description": "The kinds of job this host runs for the coordinator; default: backup and check "
+                   "for role agent, verify and check for role scratch.", "examples": [["verify", "check"]]},
+    },
+    "examples": [{"capacity": 2, "poll_seconds": 30}],
+}
+
 CONFIG_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "drill-agent configuration",
     "type": "object",
-    "required": ["state_dir", "repositories", "targets", "policies"],
+    "required": ["state_dir", "repositories"],
     "additionalProperties": False,
     "properties": {
+        "role": {
+            "enum": ["agent", "scratch"],
+            "default": "agent",
+            "description": "agent: backs up this host's targets on schedule. scratch: restores other hosts' backups "
+            "for the coordinator (its targets and policies may be empty).",
+            "examples": ["agent"],
+        },
+        "fleet": FLEET_SCHEMA,
         "host": {
             "type": "string",
             "pattern": NAME_PATTERN,
@@ -159,7 +187,6 @@ CONFIG_SCHEMA: dict[str, Any] = {
         },
         "targets": {
             "type": "object",
-            "minProperties": 1,
             "maxProperties": MAX_NAMES,
             "description": "Targets by name.",
             "propertyNames": {"pattern": NAME_PATTERN},
@@ -170,7 +197,6 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "scratch": SCRATCH_SCHEMA,
         "policies": {
             "type": "object",
-            "minProperties": 1,
             "maxProperties": MAX_NAMES,
             "description": "Policies by name.",
             "propertyNames": {"pattern": NAME_PATTERN},

@@ -69,10 +69,12 @@ def signature_base(method: str, path: str, digest: str, params: str) -> bytes:
 
 
 def sign_request(key: SigningKey, method: str, path: str, body: bytes, *, now: float | None = None,
-                 nonce: str | None = None) -> dict[str, str]:
-    """The headers that sign a request of ``key``'s agent."""
+                 nonce: str | None = None, keyid: str | None = None) -> dict[str, str]:
+    """The headers that sign a request of ``key``'s agent; ``keyid``: the id the coordinator knows it by
+    (default: the key's own)."""
     digest = content_digest(body)
-    params = _params(int(now if now is not None else time.time()), nonce or secrets.token_hex(16), key.keyid)
+    params = _params(int(now if now is not None else time.time()), nonce or secrets.token_hex(16),
+                     keyid or key.keyid)
     signature = key.private.sign(signature_base(method, path, digest, params))
     return {"Content-Digest": digest, "Signature-Input": f"{LABEL}={params}",
             "Signature": f"{LABEL}=:{base64.b64encode(signature).decode()}:"}

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -268,6 +270,20 @@ class Restic:
             commands.make_cat_config_command(self.binary, self._flags(json=False)),
             timeout=self.repository.connect_timeout,
         )
+
+    def repository_id(self) -> str:
+        """restic's id of the repository (``restic cat config``): the same for every host that opens it, whatever
+        they call it. Raises :class:`ResticError`, and ``ResticError`` (``FATAL``) when the config is not JSON."""
+        result, _ = self._run(commands.make_cat_config_command(self.binary, self._flags(json=False)),
+                              timeout=self.repository.connect_timeout)
+        try:
+            found = json.loads(result.stdout).get("id")
+        except (ValueError, AttributeError):
+            found = None
+        if not isinstance(found, str) or not re.fullmatch(r"[0-9a-f]{64}", found):
+            raise ResticError(ResticOutcome.FATAL, f"restic cat config of {self.repository.name!r} gave no "
+                              "repository id", repository=self.repository.name)
+        return found
 
     def init(self) -> bool:
         """Create the repository. Returns False when it already exists."""

@@ -188,6 +188,12 @@ def revoke(store: Store, agent_id: str, now: float) -> AgentRow:
     return get_agent(store, agent_id)
 
 
+def update_inventory(store: Store, agent_id: str, inventory: Inventory) -> None:
+    """Keep what the agent now says it has (its config changed, a repository's id became known)."""
+    store.execute("UPDATE fleet_agents SET inventory = %s WHERE agent_id = %s",
+                  (json.dumps(inventory.model_dump(mode="json", by_alias=True)), agent_id))
+
+
 def seen(store: Store, agent_id: str, address: str | None, now: float) -> None:
     """Note a request of the agent (its heartbeat)."""
     store.execute("UPDATE fleet_agents SET last_seen = %s, last_address = %s WHERE agent_id = %s",

@@ -94,8 +94,9 @@ def _repository_name(agent: AgentRow, repository_id: str | None) -> str | None:
 
 
 def claim(store: Store, agent: AgentRow, key: signing.SigningKey, *, now: float, lease: float,
-          coordinator: str) -> list[dict[str, Any]]:
-    """Claim what ``agent`` may run now, up to its free capacity; the signed job envelopes, oldest job first."""
+          coordinator: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Claim what ``agent`` may run now, up to its free capacity (and ``limit``, what it says it has free); the
+    signed job envelopes, oldest job first."""
     if agent.status != "approved":
         return []
     repository_ids = sorted({info.id for info in agent.inventory.repositories.values() if info.id})
@@ -110,7 +111,7 @@ def claim(store: Store, agent: AgentRow, key: signing.SigningKey, *, now: float,
     with store.transaction():
         running = int(store.query("SELECT COUNT(*) FROM fleet_jobs WHERE claimed_by = %s AND state = 'running'",
                                   (agent.agent_id,))[0][0])
-        free = agent.capacity - running
+        free = agent.capacity - running if limit is None else min(limit, agent.capacity - running)
         if free <= 0:
             return []
         rows = store.query(
@@ -165,7 +166,7 @@ def finish(store: Store, job_id: str, agent_id: str, outcome: str, *, now: float
     """Finish a job from a record of ``agent_id`` naming it: ``done`` for a result, ``failed`` for a refusal or an
     error on the host's side. Whether the job was waiting for it (a late record of a re-queued job is kept in the
     ledger, and changes nothing here)."""
-    state = "failed" if outcome in ("refused", "error") else "done"
+    state = "failed" if outcome in ("refused", "error", "could_not_verify") else "done"
     rows = store.query("UPDATE fleet_jobs SET state = %s, outcome = %s, updated = %s WHERE job_id = %s "
                        "AND claimed_by = %s AND state = 'running' RETURNING job_id",
                        (state, outcome, now, job_id, agent_id))

@@ -22,7 +22,7 @@ import itertools
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -257,10 +257,14 @@ class Ledger:
         return found
 
     # -- entries ---------------------------------------------------------------------
-    def append(self, envelope: Any) -> Entry:
-        """Check and append one signed record. Raises :class:`Refused` or :class:`AlreadyPresent`."""
+    def append(self, envelope: Any, keys: Mapping[str, Ed25519PublicKey] | None = None) -> Entry:
+        """Check and append one signed record. Raises :class:`Refused` or :class:`AlreadyPresent`.
+
+        ``keys``: the only keys the record may be signed by (the fleet passes the key of the agent that sent
+        it); default: every enrolled key.
+        """
         try:
-            opened = signing.open_envelope(envelope, self.verification_keys())
+            opened = signing.open_envelope(envelope, self.verification_keys() if keys is None else keys)
             record = parse_record(opened.document())
         except signing.SignatureError as error:
             raise Refused(error.code, str(error)) from error
@@ -276,7 +280,8 @@ class Ledger:
                     raise AlreadyPresent(int(same[0][0]))
                 raise Refused("replay", f"record {record.record_id} is already in the ledger at index "
                               f"{same[0][0]} with other content: a replayed or re-signed record")
-            index = int(self.store.query("SELECT COUNT(*) FROM ledger_entries")[0][0])
+            # Under the write lock; MAX uses the primary key's index where COUNT(*) would scan the table.
+            index = int(self.store.query("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")[0][0])
             entry = Entry(index, leaf, record.record_id, opened.keyid, record.kind, record.host, record.drill_id,
                           _now(), envelope)
             self.store.execute(

@@ -62,7 +62,8 @@ class SqliteStore:
             raise StoreError(f"the SQLite ledger {path} is a directory; give a file path")
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            self.connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+            # One thread at a time uses a connection (the service lends them from a pool), not always the same one.
+            self.connection = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.execute("PRAGMA synchronous=FULL")
         except (sqlite3.Error, OSError) as exc:

@@ -1,0 +1,173 @@
+"""``drillctl serve``, ``drillctl agents …`` and ``drillctl jobs …``: the fleet from the coordinator's side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.contract.errors import InputError
+from drill.config import DrillConfig, FleetSettings, load_drill_config
+from drill.fleet import enrolment, queue
+from drill.fleet.tables import create_fleet_tables
+from drill.fleet.tls import TlsFiles, self_signed
+from drill.ledger.store import Store, open_store
+
+EXIT_OK = 0
+
+
+class NotAFleet(InputError):
+    code = "not_a_fleet"
+
+
+def _fleet(config: DrillConfig) -> FleetSettings:
+    if config.fleet is None:
+        raise NotAFleet(f"{config.source} does not serve a fleet: add listen: HOST:PORT (docs/fleet.md)")
+    return config.fleet
+
+
+def _dump(document: object) -> None:
+    json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+    print()
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _store(config: DrillConfig) -> Store:
+    store = open_store(config.ledger_url)
+    create_fleet_tables(store)
+    return store
+
+
+def tls_files(config: DrillConfig) -> TlsFiles:
+    """The operator's certificate, or the self-signed one in state_dir/tls (made the first time)."""
+    settings = _fleet(config)
+    if settings.tls_cert and settings.tls_key:
+        return TlsFiles(settings.tls_cert, settings.tls_key)
+    return self_signed(os.path.join(config.state_dir, "tls"), [settings.listen_host])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from drill.fleet.server import FleetServer  # noqa: PLC0415 -- the server's dependencies only for serve
+    from drill.fleet.service import serve  # noqa: PLC0415
+
+    config = load_drill_config(args.config)
+    settings = _fleet(config)
+    files = tls_files(config)
+    server = FleetServer(config)
+    print(f"drillctl serve: https://{settings.listen_host}:{settings.listen_port}", flush=True)
+    print(f"fingerprint: {files.fingerprint}", flush=True)
+    try:
+        serve(server, files.certificate, files.key)
+    finally:
+        server.close()
+    return EXIT_OK
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    config = load_drill_config(args.config)
+    settings = _fleet(config)
+    store = _store(config)
+    try:
+        return _agents(args, config, settings, store)
+    finally:
+        store.close()
+
+
+def _agents(args: argparse.Namespace, config: DrillConfig, settings: FleetSettings, store: Store) -> int:
+    now = time.time()
+    if args.agents_command == "token":
+        token = enrolment.issue_token(store, args.role, args.site, settings.token_ttl, now)
+        if args.json:
+            _dump({"token": token, "role": args.role, "site": args.site, "expires": now + settings.token_ttl})
+        else:
+            where = f" at site {args.site}" if args.site else ""
+            print(f"enrolment token for one {args.role}{where}, valid until {_when(now + settings.token_ttl)}, "
+                  "single use:")
+            print(token)
+        return EXIT_OK
+    if args.agents_command == "list":
+        rows = enrolment.list_agents(store)
+        if args.json:
+            _dump([row.to_json() for row in rows])
+            return EXIT_OK
+        print(f"{'HOST':<16} {'ROLE':<8} {'SITE':<12} {'STATUS':<9} {'LAST SEEN':<21} {'FROM':<15} ID")
+        for row in rows:
+            print(f"{row.host:<16} {row.role:<8} {row.site:<12} {row.status:<9} {_when(row.last_seen):<21} "
+                  f"{row.last_address or '-':<15} {row.agent_id}")
+        return EXIT_OK
+    agent = enrolment.find_agent(store, args.agent)
+    actions: dict[str, Callable[[], enrolment.AgentRow]] = {
+        "approve": lambda: _approve(config, store, agent.agent_id),
+        "revoke": lambda: enrolment.revoke(store, agent.agent_id, now)}
+    row = actions[args.agents_command]()
+    if args.json:
+        _dump(row.to_json())
+    else:
+        print(f"{row.host} ({row.agent_id}): {row.status}")
+    return EXIT_OK
+
+
+def _approve(config: DrillConfig, store: Store, agent_id: str) -> enrolment.AgentRow:
+    from drill.coordinator import open_ledger  # noqa: PLC0415 -- only approval touches the ledger's keys
+
+    row = enrolment.approve(store, agent_id)
+    with open_ledger(config) as ledger:
+        ledger.add_key(row.public_pem, row.host, row.role)
+    return row
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    config = load_drill_config(args.config)
+    _fleet(config)
+    store = _store(config)
+    try:
+        jobs = queue.list_jobs(store, state=args.state)
+    finally:
+        store.close()
+    if args.json:
+        _dump([job.to_json() for job in jobs])
+        return EXIT_OK
+    print(f"{'JOB':<34} {'KIND':<7} {'STATE':<9} {'TRIES':<5} {'WHERE':<24} {'OUTCOME':<16} REASON")
+    for job in jobs:
+        where = job.site or "-"
+        if job.spec.get("target"):
+            where = f"{job.spec.get('backup_host', '')}/{job.spec['target']}@{where}"
+        print(f"{job.job_id:<34} {job.kind:<7} {job.state:<9} {job.attempts:<5} {where:<24} "
+              f"{(job.outcome or '-')[:16]:<16} {job.reason}")
+    return EXIT_OK
+
+
+def add_commands(sub: Any, with_config: Callable[..., None]) -> None:
+    """Add serve, agents and jobs to ``drillctl``'s subcommands."""
+    p = sub.add_parser("serve", help="run the fleet's HTTPS API (prints its TLS fingerprint first)",
+                       description="Serve agents: enrolment, jobs, records. Needs listen: in the config. Stops "
+                       "cleanly on SIGTERM/SIGINT.")
+    with_config(p, json_flag=False)
+    p = sub.add_parser("agents", help="enrolment tokens, and the enrolled agents: list, approve, revoke")
+    agents_sub = p.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
+    a = agents_sub.add_parser("token", help="a one-time enrolment token (printed alone on the last line)")
+    with_config(a)
+    a.add_argument("--role", choices=enrolment.ROLES, default="agent")
+    a.add_argument("--site", help="the site the enrolling host must be at")
+    a = agents_sub.add_parser("list", help="every enrolled agent and scratch host")
+    with_config(a)
+    for name, text in (("approve", "let a pending agent receive jobs"),
+                       ("revoke", "stop an agent for good: no jobs, its requests refused")):
+        a = agents_sub.add_parser(name, help=text)
+        a.add_argument("agent", help="the agent's id, a unique prefix of it, or its host name")
+        with_config(a)
+    p = sub.add_parser("jobs", help="the job queue")
+    jobs_sub = p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    j = jobs_sub.add_parser("list", help="jobs and their state")
+    with_config(j)
+    j.add_argument("--state", choices=queue.STATES)

@@ -1,0 +1,112 @@
+"""``drillctl serve``: the fleet's HTTPS API on uvicorn (Starlette), and its housekeeping loop.
+
+Endpoints (docs/fleet.md has the protocol):
+
+* ``GET /healthz``: ``{"status": "ok"}`` when the database answers (unauthenticated; for load balancers);
+* ``POST /v1/enrol``: redeem a token (signed by the key it enrols);
+* ``POST /v1/poll``: heartbeat, lease renewal, claim jobs (signed);
+* ``POST /v1/records``: push signed records (signed).
+
+Database work runs in worker threads, at most one per pooled connection. The
+housekeeping loop puts back jobs whose host went silent. SIGTERM/SIGINT stop
+the server gracefully: requests in flight finish, then connections close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from drill.fleet import queue
+from drill.fleet.server import MAX_BODY, Answer, FleetServer
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 5.0
+Handler = Callable[[dict[str, str], bytes, str | None], Answer]
+
+
+async def _body(request: Request) -> bytes | None:
+    """The body, or None when it is larger than :data:`MAX_BODY` (never read whole)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(server: FleetServer) -> Starlette:
+    """The ASGI application of ``server``."""
+    limiter = anyio.CapacityLimiter(server.settings.connections)
+
+    def endpoint(handler: Handler) -> Callable[[Request], Any]:
+        async def handle(request: Request) -> JSONResponse:
+            body = await _body(request)
+            if body is None:
+                return JSONResponse({"error": "body_too_large", "message": f"over {MAX_BODY} bytes"}, 413)
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            address = request.client.host if request.client else None
+            status, answer = await anyio.to_thread.run_sync(handler, headers, body, address, limiter=limiter)
+            return JSONResponse(answer, status)
+        return handle
+
+    async def health(_: Request) -> JSONResponse:
+        def check() -> bool:
+            with server.pool.borrow() as db:
+                return bool(db.store.query("SELECT 1"))
+        try:
+            ok = await anyio.to_thread.run_sync(check, limiter=limiter)
+        except Exception as error:  # the database's own words, for the operator
+            return JSONResponse({"status": "unavailable", "message": str(error)[:500]}, 503)
+        return JSONResponse({"status": "ok" if ok else "unavailable", "coordinator": server.config.coordinator})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        stop = threading.Event()
+        worker = threading.Thread(target=_housekeeping, args=(server, stop), name="housekeeping", daemon=True)
+        worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            worker.join(30)
+
+    return Starlette(routes=[
+        Route("/healthz", health, methods=["GET"]),
+        Route("/v1/enrol", endpoint(server.enrol), methods=["POST"]),
+        Route("/v1/poll", endpoint(server.poll), methods=["POST"]),
+        Route("/v1/records", endpoint(server.records), methods=["POST"]),
+    ], lifespan=lifespan)
+
+
+def _housekeeping(server: FleetServer, stop: threading.Event) -> None:
+    """Put back the jobs of hosts gone silent, until ``stop``. A failure is logged, and tried again next round."""
+    while not stop.wait(HOUSEKEEPING_SECONDS):
+        try:
+            with server.pool.borrow() as db:
+                back = queue.requeue_stale(db.store, now=server.clock(), backoff=server.settings.retry_backoff)
+            for job_id in back:
+                log.warning("job %s: its host went silent; queued again", job_id)
+        except Exception:
+            log.exception("housekeeping failed; trying again in %.0fs", HOUSEKEEPING_SECONDS)
+
+
+def serve(server: FleetServer, certificate: str, key: str) -> None:
+    """Run the service until SIGTERM/SIGINT (requests in flight finish first)."""
+    settings = server.settings
+    config = uvicorn.Config(build_app(server), host=settings.listen_host, port=settings.listen_port,
+                            ssl_certfile=certificate, ssl_keyfile=key, log_level="warning", access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=30)
+    uvicorn.Server(config).run()
