@@ -32,7 +32,7 @@ from drill.drills import (
 )
 from drill.evidence.export import export_bundle, key_listing
 from drill.evidence.verify import Verification, verify_bundle
-from drill.fleet.commands import add_commands, cmd_agents, cmd_jobs, cmd_serve
+from drill.fleet.commands import add_commands, cmd_agents, cmd_jobs, cmd_serve, run_fleet_drill
 from drill.ledger.ledger import read_checkpoint_log
 from drill.reports.figures import drill_figures
 from drill.reports.html import render_report
@@ -142,7 +142,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
                 for row in rows:
                     print(f"{row['drill_id']}  {row['started']}  site {row['site']:<10} {row['verdict']}")
             return EXIT_OK
-        if args.drill_command == "run":
+        if config.fleet is not None and args.drill_command in ("run", "resume"):
+            view = run_fleet_drill(ledger, config, args, say)
+        elif args.drill_command == "run":
             systems = [s for s in (args.systems or "").split(",") if s]
             ingest(ledger, config)  # the backup records the drill relies on, into the ledger first
             drill_id = start_drill(ledger, config, args.site, systems)

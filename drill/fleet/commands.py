@@ -11,11 +11,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from agents import api
 from agents.contract.errors import InputError
 from drill.config import DrillConfig, FleetSettings, load_drill_config
+from drill.drills import DrillView
 from drill.fleet import enrolment, queue
+from drill.fleet.drills import advance_fleet_drill, start_fleet_drill
 from drill.fleet.tables import create_fleet_tables
 from drill.fleet.tls import TlsFiles, self_signed
+from drill.ledger.ledger import Ledger
 from drill.ledger.store import Store, open_store
 
 EXIT_OK = 0
@@ -145,6 +149,36 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         print(f"{job.job_id:<34} {job.kind:<7} {job.state:<9} {job.attempts:<5} {where:<24} "
               f"{(job.outcome or '-')[:16]:<16} {job.reason}")
     return EXIT_OK
+
+
+def run_fleet_drill(ledger: Ledger, config: DrillConfig, args: argparse.Namespace,
+                    say: Callable[[str], None]) -> DrillView:
+    """``drill run``/``drill resume`` on a fleet: queue the drill's jobs (run), then follow it to its end, printing
+    each step as its result arrives. Interrupted, the drill goes on (``drillctl serve`` advances it); ``drill
+    resume ID`` follows it again."""
+    store = _store(config)
+    try:
+        if args.drill_command == "run":
+            systems = [s for s in (args.systems or "").split(",") if s]
+            drill_id = start_fleet_drill(ledger, store, config, args.site, systems, now=time.time())
+            say(f"drill {drill_id} at site {args.site}: jobs queued for the scratch hosts there")
+        else:
+            drill_id = args.drill_id
+        told: set[tuple[str, str]] = set()
+        while True:
+            view = advance_fleet_drill(ledger, store, config, drill_id, now=time.time())
+            for step in view.steps:
+                if (step.system, step.target) not in told:
+                    told.add((step.system, step.target))
+                    say(f"{step.system}/{step.target}: {step.verdict}")
+            if view.finished is not None:
+                return view
+            if api.cancelled():
+                say("stopped following; the drill goes on (drillctl serve advances it; drill resume follows it)")
+                return view
+            time.sleep(1.0)
+    finally:
+        store.close()
 
 
 def add_commands(sub: Any, with_config: Callable[..., None]) -> None:

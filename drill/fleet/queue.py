@@ -47,25 +47,28 @@ class QueuedJob:
     claimed_by: str | None
     outcome: str | None
     spec: dict[str, Any]
+    system: str | None = None
+    created: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "kind": self.kind, "agent_id": self.agent_id, "site": self.site,
                 "repository_id": self.repository_id, "reason": self.reason, "drill_id": self.drill_id,
                 "state": self.state, "attempts": self.attempts, "claimed_by": self.claimed_by,
-                "outcome": self.outcome, "target": self.spec.get("target"), "system": self.spec.get("backup_host")}
+                "outcome": self.outcome, "target": self.spec.get("target"), "system": self.system}
 
 
-_COLUMNS = "job_id, kind, agent_id, site, repository_id, reason, drill_id, state, attempts, claimed_by, outcome, spec"
+_COLUMNS = ("job_id, kind, agent_id, site, repository_id, reason, drill_id, state, attempts, claimed_by, outcome, "
+            "spec, system, created")
 
 
 def _job(raw: tuple[Any, ...]) -> QueuedJob:
     return QueuedJob(str(raw[0]), str(raw[1]), raw[2], raw[3], raw[4], str(raw[5]), raw[6], str(raw[7]),
-                     int(raw[8]), raw[9], raw[10], json.loads(raw[11]))
+                     int(raw[8]), raw[9], raw[10], json.loads(raw[11]), raw[12], float(raw[13]))
 
 
 def enqueue(store: Store, spec: dict[str, Any], *, reason: str, now: float, lifetime: float,
             agent_id: str | None = None, site: str | None = None, repository_id: str | None = None,
-            not_before: float | None = None, max_attempts: int = 3) -> str:
+            not_before: float | None = None, max_attempts: int = 3, system: str | None = None) -> str:
     """Queue the job ``spec`` (a ``drill.job/v1`` without id, nonce or expiry; for an open job, without the
     repository name); its id. ``reason`` says why it was queued (``plan show``)."""
     # Refuse a malformed job now, not at claim (an open job's repository is named by the host that claims it).
@@ -74,10 +77,10 @@ def enqueue(store: Store, spec: dict[str, Any], *, reason: str, now: float, life
         raise ValueError("a job for no agent in particular needs a site and a repository id")
     job_id = str(spec.get("id") or secrets.token_hex(16))
     store.execute(
-        "INSERT INTO fleet_jobs (job_id, kind, agent_id, site, repository_id, reason, drill_id, spec, state, "
+        "INSERT INTO fleet_jobs (job_id, kind, agent_id, site, repository_id, reason, drill_id, system, spec, state, "
         "attempts, max_attempts, not_before, expires, created, updated) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'queued', 0, %s, %s, %s, %s, %s)",
-        (job_id, spec["kind"], agent_id, site, repository_id, reason, spec.get("drill_id"), json.dumps(spec),
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued', 0, %s, %s, %s, %s, %s)",
+        (job_id, spec["kind"], agent_id, site, repository_id, reason, spec.get("drill_id"), system, json.dumps(spec),
          max_attempts, now if not_before is None else not_before, now + lifetime, now, now))
     return job_id
 
@@ -184,3 +187,10 @@ def list_jobs(store: Store, state: str | None = None, drill_id: str | None = Non
     clause = f"WHERE {' AND '.join(where)} " if where else ""
     return [_job(r) for r in store.query(f"SELECT {_COLUMNS} FROM fleet_jobs {clause}ORDER BY created, job_id",  # noqa: S608
                                          params)]
+
+
+def cancel_if_unclaimed(store: Store, job_id: str, why: str, *, now: float) -> bool:
+    """Cancel a job no host has taken yet; whether it was."""
+    rows = store.query("UPDATE fleet_jobs SET state = 'cancelled', outcome = %s, updated = %s WHERE job_id = %s "
+                       "AND state = 'queued' RETURNING job_id", (why, now, job_id))
+    return bool(rows)

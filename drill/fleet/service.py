@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from drill.fleet import queue
+from drill.fleet.drills import advance_fleet_drill, running_drills
 from drill.fleet.server import MAX_BODY, Answer, FleetServer
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,11 @@ def _housekeeping(server: FleetServer, stop: threading.Event) -> None:
         try:
             with server.pool.borrow() as db:
                 back = queue.requeue_stale(db.store, now=server.clock(), backoff=server.settings.retry_backoff)
+                for drill_id in running_drills(db.store):
+                    view = advance_fleet_drill(db.ledger, db.store, server.config, drill_id, now=server.clock())
+                    if view.finished is not None:
+                        log.info("drill %s finished: %s", drill_id, view.verdict)
+                        db.ledger.checkpoint()
             for job_id in back:
                 log.warning("job %s: its host went silent; queued again", job_id)
         except Exception:

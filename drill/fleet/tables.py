@@ -3,6 +3,7 @@
 * ``fleet_tokens``: enrolment tokens, by the SHA-256 of the token (the token itself is shown once and never stored);
 * ``fleet_agents``: every enrolled agent or scratch host, by the id of its Ed25519 key;
 * ``fleet_jobs``: the job queue: what to run, where it may run, its state and lease;
+* ``fleet_drills``: the drills being dispatched (the ledger holds what they found);
 * ``fleet_nonces``: the request nonces seen inside the signature window (replays are refused).
 
 Times are Unix seconds (floats) so that both databases compare them the same way.
@@ -20,12 +21,15 @@ TABLES = (
     "capacity INTEGER NOT NULL, status TEXT NOT NULL, enrolled DOUBLE PRECISION NOT NULL, "
     "revoked DOUBLE PRECISION, last_seen DOUBLE PRECISION, last_address TEXT)",
     "CREATE TABLE IF NOT EXISTS fleet_jobs (job_id TEXT PRIMARY KEY, kind TEXT NOT NULL, agent_id TEXT, "
-    "site TEXT, repository_id TEXT, reason TEXT NOT NULL, drill_id TEXT, spec TEXT NOT NULL, state TEXT NOT NULL, "
+    "site TEXT, repository_id TEXT, reason TEXT NOT NULL, drill_id TEXT, system TEXT, spec TEXT NOT NULL, "
+    "state TEXT NOT NULL, "
     "attempts INTEGER NOT NULL, max_attempts INTEGER NOT NULL, not_before DOUBLE PRECISION NOT NULL, "
     "expires DOUBLE PRECISION NOT NULL, claimed_by TEXT, lease_until DOUBLE PRECISION, envelope TEXT, "
     "outcome TEXT, created DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS fleet_jobs_state ON fleet_jobs (state, not_before)",
     "CREATE INDEX IF NOT EXISTS fleet_jobs_drill ON fleet_jobs (drill_id)",
+    "CREATE TABLE IF NOT EXISTS fleet_drills (drill_id TEXT PRIMARY KEY, site TEXT NOT NULL, state TEXT NOT NULL, "
+    "started DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS fleet_nonces (agent_id TEXT NOT NULL, nonce TEXT NOT NULL, "
     "seen DOUBLE PRECISION NOT NULL, PRIMARY KEY (agent_id, nonce))",
 )

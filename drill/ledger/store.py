@@ -87,15 +87,28 @@ class SqliteStore:
         with self.transaction():
             yield
 
+    depth = 0
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """A write transaction; SQLite has one writer at a time, so it also serialises every other writer."""
+        """A write transaction; SQLite has one writer at a time, so it also serialises every other writer.
+        Nested, it joins the one already open (as PostgreSQL's savepoints do)."""
+        if self.depth:
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+            return
         self.connection.execute("BEGIN IMMEDIATE")
+        self.depth = 1
         try:
             yield
         except BaseException:
             self.connection.execute("ROLLBACK")
             raise
+        finally:
+            self.depth = 0
         self.connection.execute("COMMIT")
 
     def close(self) -> None:

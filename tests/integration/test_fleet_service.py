@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
+import signal
+import subprocess
 import time
+from collections.abc import Iterator
 
+import pytest
 import yaml
 
 from agents.config.model import load_config
@@ -20,8 +26,21 @@ from drill.fleet import enrolment, queue
 from drill.fleet.tables import create_fleet_tables
 from drill.ledger.store import open_store
 from tests.support.configs import Workspace, write_files
+from tests.support.databases import admin_connection
 from tests.support.fleet import free_port, running_agent, serving, wait_for, write_coordinator_config
 from tests.support.processes import run_cli
+
+
+@pytest.fixture
+def postgres_ledger() -> Iterator[str]:
+    name = f"drill_fleet_{secrets.token_hex(4)}"
+    with admin_connection() as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin_connection() as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _write(path: str, document: dict[str, object]) -> str:
@@ -107,3 +126,84 @@ def test_an_agent_and_a_scratch_host_enrol_push_records_and_verify_a_queued_job(
         except LinkError as refused:
             assert (refused.status, refused.code) == (403, "agent_revoked")
         store.close()
+
+
+def _agent(workspace: Workspace, host: str, address: str, repositories: dict[str, object]) -> str:
+    data = os.path.join(workspace.root, f"{host}-data")
+    write_files(data, {"ledger.csv": f"{host}," * 2000, "conf/app.ini": f"[{host}]\nmode=prod\n"})
+    return _write(os.path.join(workspace.root, f"{host}.yaml"), {
+        "host": host, "state_dir": os.path.join(workspace.root, f"{host}-state"),
+        "restic": {"binary": workspace.restic}, "repositories": repositories,
+        "targets": {"documents": {"kind": "files", "paths": [data]}},
+        "policies": {"nightly": {"targets": ["documents"], "repository": "local", "replicate_to": ["same-city"]}},
+        "fleet": {"source_address": address}})
+
+
+def _scratch(workspace: Workspace, host: str, address: str, repositories: dict[str, object], scratch_dir: str,
+             capacity: int) -> str:
+    return _write(os.path.join(workspace.root, f"{host}.yaml"), {
+        "host": host, "role": "scratch", "state_dir": os.path.join(workspace.root, f"{host}-state"),
+        "restic": {"binary": workspace.restic}, "repositories": repositories,
+        "scratch": {"directory": scratch_dir}, "fleet": {"source_address": address, "capacity": capacity}})
+
+
+def test_a_same_city_drill_runs_in_parallel_on_its_scratch_host_and_survives_a_killed_coordinator(
+    workspace_once: Workspace, scratch_dir: str, postgres_ledger: str
+) -> None:
+    root = workspace_once.root
+    agents = {}
+    city: dict[str, object] = {}
+    for number, host in enumerate(("app01", "app02")):
+        local = workspace_once.local_repository(f"{host}-local") | {"site": "local"}
+        copy = workspace_once.local_repository(f"{host}-city") | {"site": "same-city"}
+        agents[host] = _agent(workspace_once, host, f"127.0.0.{2 + number}", {"local": local, "same-city": copy})
+        city[f"{host}-city"] = copy
+    scratch_city = _scratch(workspace_once, "scratch-city", "127.0.0.5", city, scratch_dir, capacity=2)
+    config = write_coordinator_config(root, port := free_port(), ledger=postgres_ledger)
+    log = os.path.join(root, "serve.log")
+    with serving(config, log) as coordinator:
+        for path in agents.values():
+            assert run_cli("drill-agent", "init", "-c", path).returncode == 0
+            assert run_cli("drill-agent", "backup", "-c", path, "-p", "nightly", "--level", "full").returncode == 0
+        for path, role in [*((p, "agent") for p in agents.values()), (scratch_city, "scratch")]:
+            enrolled = run_cli("drill-agent", "enrol", "-c", path, "--coordinator", coordinator.url, "--token",
+                               coordinator.token(role), "--server-fingerprint", coordinator.fingerprint,
+                               *(["--site", "same-city"] if role == "scratch" else ["--site", "local"]))
+            assert enrolled.returncode == 0, enrolled.stderr
+        fingerprint = coordinator.fingerprint
+    # The coordinator is down while the agents start: they work alone and deliver once it is back.
+    with running_agent(agents["app01"], os.path.join(root, "app01.log")), \
+            running_agent(agents["app02"], os.path.join(root, "app02.log")), \
+            running_agent(scratch_city, os.path.join(root, "scratch.log")):
+        with serving(config, log) as coordinator:
+            assert coordinator.fingerprint == fingerprint and coordinator.url.endswith(f":{port}")
+            store = open_store(postgres_ledger)
+
+            def backups_in() -> bool:
+                return len(store.query("SELECT 1 FROM ledger_entries WHERE kind = 'backup'")) == 2
+            wait_for("both backup records", backups_in)
+            drill = subprocess_drill(config)
+            wait_for("the scratch host to take both jobs", lambda: len(queue.list_jobs(store, state="running")) == 2)
+            os.kill(coordinator.process.pid, signal.SIGKILL)  # mid-drill
+            coordinator.process.wait()
+        with serving(config, log):
+            out, err = drill.communicate(timeout=300)
+        assert drill.returncode == 0, out + err
+        result = json.loads(out)
+        assert result["verdict"] == "passed"
+        steps = store.query("SELECT host FROM ledger_entries WHERE kind = 'drill.step'")
+        assert len(steps) == 2  # one per system, none doubled
+        verifications = [row[0] for row in store.query(
+            "SELECT envelope FROM ledger_entries WHERE kind = 'verify' ORDER BY idx")]
+        assert len(verifications) == 2
+        timings = [signing.envelope_payload(json.loads(v))["timings"] for v in verifications]
+        first, second = sorted(timings, key=lambda t: t["started"])
+        assert second["started"] < first["finished"]  # restored side by side, not one after the other
+        store.close()
+
+
+def subprocess_drill(config: str) -> subprocess.Popen[str]:
+    program = shutil.which("drillctl")
+    assert program
+    return subprocess.Popen([program, "drill", "run", "-c", config, "--site", "same-city", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
