@@ -32,7 +32,7 @@ from drill.drills import (
 )
 from drill.evidence.export import export_bundle, key_listing
 from drill.evidence.verify import Verification, verify_bundle
-from drill.fleet.commands import add_commands, cmd_agents, cmd_jobs, cmd_serve, run_fleet_drill
+from drill.fleet.commands import add_commands, cmd_agents, cmd_jobs, cmd_plan, cmd_serve, run_fleet_drill
 from drill.ledger.ledger import read_checkpoint_log
 from drill.reports.figures import drill_figures
 from drill.reports.html import render_report
@@ -357,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     api.install_signal_handlers()
     commands = {"demo": cmd_demo, "outbox": cmd_outbox, "ingest": cmd_ingest, "drill": cmd_drill,
                 "keys": cmd_keys, "ledger": cmd_ledger, "evidence": cmd_evidence, "report": cmd_report,
-                "serve": cmd_serve, "agents": cmd_agents, "jobs": cmd_jobs}
+                "serve": cmd_serve, "agents": cmd_agents, "jobs": cmd_jobs, "plan": cmd_plan}
     try:
         return commands[args.command](args)
     except ConfigError as error:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, model_validator
 
 from agents.contract.documents import Document, DocumentError, Timestamp, utc_now, validate
 from agents.scratch.config import SCHEMA as SCRATCH_SCHEMA
@@ -90,6 +90,15 @@ class CheckJob(JobBase):
     kind: Literal["check"] = "check"
     repository: Name
     read_data_parts: int = Field(default=30, ge=1, le=MAX_READ_DATA_PARTS)
+    read_data_part: int | None = Field(default=None, ge=1, le=MAX_READ_DATA_PARTS, description=(
+        "Which part to read (1..read_data_parts); None: the next by the agent's own cursor. A coordinator names it, "
+        "so that the parts rotate whichever host runs the check."))
+
+    @model_validator(mode="after")
+    def _part_within(self) -> CheckJob:
+        if self.read_data_part is not None and self.read_data_part > self.read_data_parts:
+            raise ValueError(f"read_data_part {self.read_data_part} is beyond read_data_parts {self.read_data_parts}")
+        return self
 
 
 Job = BackupJob | VerifyJob | CheckJob

@@ -39,9 +39,10 @@ def next_check_part(state: StateDir, repository: str, parts: int) -> int:
     return part
 
 
-def run_check_part(restic: Restic, state: StateDir, repository: str, parts: int) -> CheckOutcome:
-    """Run ``restic check`` reading the next 1/``parts`` of the data."""
-    part = next_check_part(state, repository, parts)
+def run_check_part(restic: Restic, state: StateDir, repository: str, parts: int,
+                   part: int | None = None) -> CheckOutcome:
+    """Run ``restic check`` reading ``part`` of ``parts`` of the data (default: the next, by this agent's cursor)."""
+    part = part if part is not None else next_check_part(state, repository, parts)
     coverage = Coverage(parts_read_this_cycle=part, parts=parts, fraction=round(part / parts, 4))
     subset = f"{part}/{parts}"
     started = time.monotonic()
@@ -70,7 +71,7 @@ def run_check(config: AgentConfig, job: CheckJob) -> list[SignedRecord]:
         else:
             draft.details.restic = ResticInfo(version=str(restic.version))
             with draft.phase("check"):
-                outcome = run_check_part(restic, state, job.repository, job.read_data_parts)
+                outcome = run_check_part(restic, state, job.repository, job.read_data_parts, job.read_data_part)
             draft.details.check = outcome.result
             if outcome.error is not None:
                 draft.add("could_not_verify", "error", outcome.error)

@@ -17,6 +17,7 @@ from drill.config import DrillConfig, FleetSettings, load_drill_config
 from drill.drills import DrillView
 from drill.fleet import enrolment, queue
 from drill.fleet.drills import advance_fleet_drill, start_fleet_drill
+from drill.fleet.planner import current_plan, run_plan
 from drill.fleet.tables import create_fleet_tables
 from drill.fleet.tls import TlsFiles, self_signed
 from drill.ledger.ledger import Ledger
@@ -181,6 +182,32 @@ def run_fleet_drill(ledger: Ledger, config: DrillConfig, args: argparse.Namespac
         store.close()
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from drill.coordinator import open_ledger  # noqa: PLC0415
+
+    config = load_drill_config(args.config)
+    _fleet(config)
+    store = _store(config)
+    try:
+        with open_ledger(config) as ledger:
+            plan = current_plan(ledger, store, config, datetime.now(UTC))
+            queued = run_plan(ledger, store, config, plan) if args.plan_command == "run" else []
+    finally:
+        store.close()
+    if args.json:
+        _dump({**plan.to_json(), "queued": queued})
+        return EXIT_OK
+    print(f"plan of {plan.made.isoformat(timespec='seconds')}: {len(plan.jobs)} job(s), {len(plan.flags)} flag(s)")
+    for job in plan.jobs:
+        subject = f"{job.system}/{job.target}" if job.target else f"repository of {job.system}"
+        print(f"  {job.kind:<6} {subject:<28} at {job.site:<10} because {job.reason}")
+    for flag in plan.flags:
+        print(f"  ! {flag.code:<17} {flag.subject:<28} {flag.message}")
+    if args.plan_command == "run":
+        print(f"queued {len(queued)} job(s) until the window's end (drillctl jobs list)")
+    return EXIT_OK
+
+
 def add_commands(sub: Any, with_config: Callable[..., None]) -> None:
     """Add serve, agents and jobs to ``drillctl``'s subcommands."""
     p = sub.add_parser("serve", help="run the fleet's HTTPS API (prints its TLS fingerprint first)",
@@ -199,6 +226,12 @@ def add_commands(sub: Any, with_config: Callable[..., None]) -> None:
                        ("revoke", "stop an agent for good: no jobs, its requests refused")):
         a = agents_sub.add_parser(name, help=text)
         a.add_argument("agent", help="the agent's id, a unique prefix of it, or its host name")
+        with_config(a)
+    p = sub.add_parser("plan", help="tonight's verification plan: show it with the reason for every job, or run it")
+    plan_sub = p.add_subparsers(dest="plan_command", required=True, metavar="ACTION")
+    for name, text in (("show", "the jobs tonight's plan would queue, why, and what is overdue"),
+                       ("run", "queue the plan now (drillctl serve also does it at the window's start)")):
+        a = plan_sub.add_parser(name, help=text)
         with_config(a)
     p = sub.add_parser("jobs", help="the job queue")
     jobs_sub = p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -29,6 +30,7 @@ from starlette.routing import Route
 
 from drill.fleet import queue
 from drill.fleet.drills import advance_fleet_drill, running_drills
+from drill.fleet.planner import plan_tonight
 from drill.fleet.server import MAX_BODY, Answer, FleetServer
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,9 @@ def _housekeeping(server: FleetServer, stop: threading.Event) -> None:
         try:
             with server.pool.borrow() as db:
                 back = queue.requeue_stale(db.store, now=server.clock(), backoff=server.settings.retry_backoff)
+                planned = plan_tonight(db.ledger, db.store, server.config, datetime.now(UTC))
+                if planned is not None:
+                    log.info("tonight's verification plan: %d job(s) queued", len(planned))
                 for drill_id in running_drills(db.store):
                     view = advance_fleet_drill(db.ledger, db.store, server.config, drill_id, now=server.clock())
                     if view.finished is not None:

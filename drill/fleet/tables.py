@@ -4,6 +4,7 @@
 * ``fleet_agents``: every enrolled agent or scratch host, by the id of its Ed25519 key;
 * ``fleet_jobs``: the job queue: what to run, where it may run, its state and lease;
 * ``fleet_drills``: the drills being dispatched (the ledger holds what they found);
+* ``fleet_nights``: the nights already planned (one coordinator plans each night);
 * ``fleet_nonces``: the request nonces seen inside the signature window (replays are refused).
 
 Times are Unix seconds (floats) so that both databases compare them the same way.
@@ -30,6 +31,8 @@ TABLES = (
     "CREATE INDEX IF NOT EXISTS fleet_jobs_drill ON fleet_jobs (drill_id)",
     "CREATE TABLE IF NOT EXISTS fleet_drills (drill_id TEXT PRIMARY KEY, site TEXT NOT NULL, state TEXT NOT NULL, "
     "started DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS fleet_nights (night TEXT PRIMARY KEY, planned DOUBLE PRECISION NOT NULL, "
+    "jobs INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS fleet_nonces (agent_id TEXT NOT NULL, nonce TEXT NOT NULL, "
     "seen DOUBLE PRECISION NOT NULL, PRIMARY KEY (agent_id, nonce))",
 )

@@ -9,7 +9,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,8 +19,6 @@ from agents.contract import signing
 from agents.fleet.link import Link, LinkError
 from agents.fleet.membership import load_membership
 from drill.config import load_drill_config
-from drill.coordinator import open_ledger
-from drill.drills import backup_records
 from drill.fleet import enrolment, queue
 from drill.fleet.tables import create_fleet_tables
 from drill.ledger.store import open_store
@@ -91,21 +88,28 @@ def test_an_agent_and_a_scratch_host_enrol_push_records_and_verify_a_queued_job(
             def backup_in_ledger() -> bool:
                 return bool(store.query("SELECT 1 FROM ledger_entries WHERE kind = 'backup' AND host = 'app01'"))
             wait_for("the backup record to reach the ledger", backup_in_ledger)
-            with open_ledger(drill_config) as ledger:
-                records, keys = backup_records(ledger, "app01", "documents")
             agents = {row.host: row for row in enrolment.list_agents(store)}
             repository_id = agents["app01"].inventory.repositories["local"].id
             assert repository_id and agents["scratch01"].inventory.repositories["app01-copy"].id == repository_id
-            job_id = queue.enqueue(store, {"kind": "verify", "target": "documents", "target_kind": "files",
-                                           "backup_host": "app01", "snapshot": "latest", "backup_records": records,
-                                           "trusted_keys": keys}, reason="test", now=time.time(), lifetime=600,
-                                   site="local", repository_id=repository_id)
+            shown = json.loads(coordinator.ctl("plan", "show", "--json").stdout)
+            flagged = {(f["code"], f["subject"]) for f in shown["flags"]}
+            assert ("coverage_overdue", "app01/documents@local") in flagged
+            planned = json.loads(coordinator.ctl("plan", "run", "--json").stdout)
+            assert sorted((j["kind"], j["target"], j["site"]) for j in planned["jobs"]) == [
+                ("check", None, "local"), ("verify", "documents", "local")]
+            assert "not verified yet" in next(j["reason"] for j in planned["jobs"] if j["kind"] == "verify")
+            assert len(planned["queued"]) == 2
 
-            def job_finished() -> queue.QueuedJob | None:
-                [job] = [j for j in queue.list_jobs(store) if j.job_id == job_id]
-                return job if job.state not in ("queued", "running") else None
-            job = wait_for("the scratch host to verify the job", job_finished, timeout=180)
-            assert (job.state, job.outcome, job.claimed_by) == ("done", "passed", agents["scratch01"].agent_id)
+            def jobs_finished() -> list[queue.QueuedJob] | None:
+                jobs = queue.list_jobs(store)
+                return jobs if all(j.state not in ("queued", "running") for j in jobs) else None
+            jobs = wait_for("the scratch host to run the plan", jobs_finished, timeout=180)
+            assert sorted((j.kind, j.state, j.outcome, j.claimed_by) for j in jobs) == [
+                ("check", "done", "passed", agents["scratch01"].agent_id),
+                ("verify", "done", "passed", agents["scratch01"].agent_id)]
+            again = json.loads(coordinator.ctl("plan", "show", "--json").stdout)
+            assert not [f for f in again["flags"] if f["code"] == "coverage_overdue"]
+            assert not [j for j in again["jobs"] if j["kind"] == "verify"]  # verified: nothing due tonight
             verified = store.query("SELECT host FROM ledger_entries WHERE kind = 'verify'")
             assert verified == [("scratch01",)]
 
