@@ -128,8 +128,10 @@ class Worker:
 
     # -- the loop --------------------------------------------------------------------------
     def round(self) -> None:
-        """One round: deliver, poll, deliver. Raises ``LinkError``."""
+        """One round: deliver, poll, deliver (no new jobs once the agent is stopping). Raises ``LinkError``."""
         self.deliver()
+        if process.CANCELLATION.is_cancelled:
+            return
         self.poll()
         self.deliver()
 

@@ -189,9 +189,18 @@ def revoke(store: Store, agent_id: str, now: float) -> AgentRow:
 
 
 def update_inventory(store: Store, agent_id: str, inventory: Inventory) -> None:
-    """Keep what the agent now says it has (its config changed, a repository's id became known)."""
+    """Keep what the agent now says it has (its config changed, a repository's id became known). A repository
+    whose id the agent could not read this time (unreachable for a moment) keeps the id known before, as long as
+    it is still at the same site."""
+    known = get_agent(store, agent_id).inventory.repositories
+    repositories = {}
+    for name, info in inventory.repositories.items():
+        before = known.get(name)
+        keep = info.id is None and before is not None and before.id is not None and before.site == info.site
+        repositories[name] = info.model_copy(update={"id": before.id}) if keep and before else info
+    merged = inventory.model_copy(update={"repositories": repositories})
     store.execute("UPDATE fleet_agents SET inventory = %s WHERE agent_id = %s",
-                  (json.dumps(inventory.model_dump(mode="json", by_alias=True)), agent_id))
+                  (json.dumps(merged.model_dump(mode="json", by_alias=True)), agent_id))
 
 
 def seen(store: Store, agent_id: str, address: str | None, now: float) -> None:

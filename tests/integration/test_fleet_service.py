@@ -211,3 +211,49 @@ def subprocess_drill(config: str) -> subprocess.Popen[str]:
     assert program
     return subprocess.Popen([program, "drill", "run", "-c", config, "--site", "same-city", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_scratch_host_killed_mid_job_loses_its_lease_and_another_one_finishes_the_job(
+    workspace_once: Workspace, scratch_dir: str
+) -> None:
+    root = workspace_once.root
+    repository = workspace_once.local_repository("main") | {"site": "local"}
+    agent = _agent(workspace_once, "app01", "127.0.0.2", {"local": repository,
+                                                         "same-city": workspace_once.local_repository("city")})
+    data = os.path.join(root, "app01-data")
+    write_files(data, {f"bulk/{i}.bin": os.urandom(1 << 20) for i in range(48)})  # long enough to be killed in
+    scratches = [_scratch(workspace_once, f"scratch{n}", f"127.0.0.{6 + n}", {"copy": repository}, scratch_dir, 1)
+                 for n in (1, 2)]
+    config = write_coordinator_config(root, free_port())
+    with serving(config, os.path.join(root, "serve.log")) as coordinator:
+        assert run_cli("drill-agent", "init", "-c", agent).returncode == 0
+        assert run_cli("drill-agent", "backup", "-c", agent, "-p", "nightly", "--level", "full").returncode == 0
+        for path, role in ((agent, "agent"), *((s, "scratch") for s in scratches)):
+            enrolled = run_cli("drill-agent", "enrol", "-c", path, "--coordinator", coordinator.url, "--token",
+                               coordinator.token(role), "--server-fingerprint", coordinator.fingerprint,
+                               "--site", "local")
+            assert enrolled.returncode == 0, enrolled.stderr
+        store = open_store(load_drill_config(config).ledger_url)
+        with running_agent(agent, os.path.join(root, "app01.log")):
+            wait_for("the backup record", lambda: store.query("SELECT 1 FROM ledger_entries WHERE kind = 'backup'"))
+        planned = json.loads(coordinator.ctl("plan", "run", "--json").stdout)
+        verify_jobs = [queued for queued, job in zip(planned["queued"], planned["jobs"], strict=True)
+                       if job["kind"] == "verify"]
+        assert len(verify_jobs) == 1, planned
+        [job_id] = verify_jobs
+        first = running_agent(scratches[0], os.path.join(root, "scratch1.log"))
+        process = first.__enter__()
+
+        def claimed() -> bool:
+            return any(j.job_id == job_id and j.state == "running" for j in queue.list_jobs(store))
+        wait_for("the first scratch host to take the job", claimed, every=0.05)
+        os.kill(process.pid, signal.SIGKILL)  # mid-job: no record, no word to the coordinator
+        first.__exit__(None, None, None)
+        with running_agent(scratches[1], os.path.join(root, "scratch2.log")):
+            def finished() -> queue.QueuedJob | None:
+                [job] = [j for j in queue.list_jobs(store) if j.job_id == job_id]
+                return job if job.state not in ("queued", "running") else None
+            job = wait_for("the job to be taken again and finished", finished, timeout=240)
+        second = next(a for a in enrolment.list_agents(store) if a.host == "scratch2")
+        assert (job.state, job.outcome, job.attempts, job.claimed_by) == ("done", "passed", 2, second.agent_id)
+        store.close()
