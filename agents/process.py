@@ -74,6 +74,15 @@ class Cancellation:
     def is_cancelled(self) -> bool:
         return self._event.is_set() or (self._parent is not None and self._parent.is_cancelled)
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking when cancelled; whether it was."""
+        if self._parent is not None:
+            deadline = time.monotonic() + seconds
+            while not self.is_cancelled and time.monotonic() < deadline:
+                self._event.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+            return self.is_cancelled
+        return self._event.wait(seconds)
+
 
 CANCELLATION = Cancellation()
 

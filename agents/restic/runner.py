@@ -123,6 +123,9 @@ class DumpTooLarge(DrillError):
         self.limit = limit
 
 
+LOCK_RETRY_WAITS = (2.0, 4.0, 8.0, 16.0)
+
+
 @functools.lru_cache(maxsize=8)
 def detect_version(binary: str) -> ResticVersion:
     """Ask ``binary`` for its version, once per binary per process.
@@ -236,19 +239,25 @@ class Restic:
         return result, outcome
 
     def _run_unlocking(self, argv: tuple[str, ...], **kwargs: object) -> process.ProcessResult:
-        """Run; if the repository is locked, remove stale locks once and try again.
+        """Run; while the repository is locked, remove stale locks and try again, waiting a little longer each
+        time (2, 4, 8, 16 s): a restic of a job killed a moment ago may still be ending, and its lock counts as
+        live until its process is gone.
 
         ``restic unlock`` only removes locks of processes that no longer exist, so
         a live backup elsewhere is never disturbed.
         """
-        try:
-            return self._run(argv, **kwargs)[0]  # type: ignore[arg-type]
-        except ResticError as error:
-            if error.outcome is not ResticOutcome.LOCKED:
-                raise
-            log.warning("repository %s is locked; removing stale locks and retrying", self.repository.name)
-            self.unlock()
-            return self._run(argv, **kwargs)[0]  # type: ignore[arg-type]
+        for wait in (*LOCK_RETRY_WAITS, None):
+            try:
+                return self._run(argv, **kwargs)[0]  # type: ignore[arg-type]
+            except ResticError as error:
+                if error.outcome is not ResticOutcome.LOCKED or wait is None:
+                    raise
+                log.warning("repository %s is locked; removing stale locks and retrying in %.0fs",
+                            self.repository.name, wait)
+                self.unlock()
+                if process.CANCELLATION.wait(wait):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _remove_remembered_stale_lock(self) -> None:
         """If an earlier stopped run could not remove its lock, remove it now (stale locks only)."""
