@@ -8,7 +8,9 @@ agents; every request they send is signed and checked exactly as a real agent's.
 * **records**: agents push batches of ``--batch`` signed backup records, ``--concurrency`` at a time. Reported:
   records taken into the ledger per second.
 
-Also the service's peak memory (VmHWM). Only loopback is used; every loop is bounded.
+Also the service's peak memory (VmHWM). The verification window is set away from now: the nightly plan over 10,000
+agents, made in the service's housekeeping thread, holds the interpreter for about two seconds and is not what
+this measures (docs/benchmarks.md). Only loopback is used; every loop is bounded.
 
 Usage: python bench/bench_coordinator.py [--agents 10000] [--poll-seconds 60] [--records 20000] [--batch 50]
                                          [--concurrency 32]
@@ -42,6 +44,11 @@ from drill.ledger.ledger import Ledger
 from drill.ledger.store import open_store
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+def _window_away_from_now() -> str:
+    """A verification window three hours from now: the nightly plan (measured apart) does not run meanwhile."""
+    hour = (time.localtime().tm_hour + 3) % 24
+    return f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"
 
 
 def _free_port() -> int:
@@ -131,7 +138,7 @@ async def _polls(base: str, agents: list[tuple[str, signing.SigningKey]], spread
 
         await asyncio.gather(*(one(i, key) for i, (_, key) in enumerate(agents)))
         wall = time.monotonic() - started
-    return {"polls": len(agents), "wall_seconds": round(wall, 1), "claims": len(claimed),
+    return {"polls": len(agents), "poll_wall_seconds": round(wall, 1), "claims": len(claimed),
             "claim_p50_ms": _ms(claimed, 50), "claim_p99_ms": _ms(claimed, 99),
             "poll_p50_ms": _ms(idle, 50), "poll_p99_ms": _ms(idle, 99)}
 
@@ -165,7 +172,7 @@ async def _records(base: str, agents: list[tuple[str, signing.SigningKey]], tota
 
         await asyncio.gather(*(push(key, records) for key, records in batches))
         wall = time.monotonic() - started
-    return {"records": taken, "wall_seconds": round(wall, 1), "records_per_second": round(taken / wall)}
+    return {"records": taken, "records_wall_seconds": round(wall, 1), "records_per_second": round(taken / wall)}
 
 
 def _peak_memory_mb(pid: int) -> float:
@@ -200,7 +207,7 @@ def main() -> int:
         config = os.path.join(work, "coordinator.yaml")
         with open(config, "w") as handle:
             yaml.safe_dump({"state_dir": state, "ledger": url, "listen": f"127.0.0.1:{port}",
-                            "fleet": {"connections": 8}}, handle)
+                            "fleet": {"connections": 8}, "verification": {"window": _window_away_from_now()}}, handle)
         program = shutil.which("drillctl") or os.path.join(os.path.dirname(sys.executable), "drillctl")
         serve = subprocess.Popen([program, "serve", "-c", config], stdout=subprocess.PIPE, text=True)
         assert serve.stdout is not None
