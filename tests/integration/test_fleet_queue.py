@@ -4,7 +4,6 @@ agent's checks of a signed job (signature, expiry, replay, kind)."""
 from __future__ import annotations
 
 import pathlib
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from agents.fleet.accept import JobRefused, open_job
 from drill.fleet import enrolment, queue
 from drill.fleet.tables import create_fleet_tables
 from drill.ledger.store import Store, open_store
-from tests.support.databases import admin_connection
+from tests.support.databases import empty_database
 
 REPO = "ab" * 32
 OTHER_REPO = "cd" * 32
@@ -29,14 +28,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iter
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/fleet.db"
         return
-    name = f"drill_fleet_{secrets.token_hex(4)}"
-    with admin_connection() as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin_connection() as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with empty_database("drill_fleet") as url:
+        yield url
 
 
 def _store(url: str) -> Store:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -23,21 +22,15 @@ from drill.fleet import enrolment, queue
 from drill.fleet.tables import create_fleet_tables
 from drill.ledger.store import open_store
 from tests.support.configs import Workspace, write_files
-from tests.support.databases import admin_connection
+from tests.support.databases import empty_database
 from tests.support.fleet import free_port, running_agent, serving, wait_for, write_coordinator_config
 from tests.support.processes import run_cli
 
 
 @pytest.fixture
 def postgres_ledger() -> Iterator[str]:
-    name = f"drill_fleet_{secrets.token_hex(4)}"
-    with admin_connection() as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin_connection() as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with empty_database("drill_fleet") as url:
+        yield url
 
 
 def _write(path: str, document: dict[str, object]) -> str:

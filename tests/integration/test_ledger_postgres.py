@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -13,21 +12,15 @@ from drill import merkle
 from drill.ledger.ledger import AlreadyPresent, Ledger, Refused
 from drill.ledger.store import open_store
 from tests.support.configs import Workspace
-from tests.support.databases import admin_connection
+from tests.support.databases import admin_connection, empty_database
 from tests.support.drills import drillctl, make_estate
 from tests.support.records import backup_document
 
 
 @pytest.fixture
 def ledger_url() -> Iterator[str]:
-    name = f"drill_ledger_{secrets.token_hex(4)}"
-    with admin_connection() as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin_connection() as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with empty_database("drill_ledger") as url:
+        yield url
 
 
 def test_the_postgres_ledger_appends_refuses_and_proves(ledger_url: str) -> None:

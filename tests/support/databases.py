@@ -21,6 +21,19 @@ def admin_connection(dbname: str = "postgres") -> psycopg.Connection[tuple[objec
         pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required: {exc}", pytrace=False)
 
 
+@contextmanager
+def empty_database(prefix: str = "drill_test") -> Iterator[str]:
+    """A new, empty database in the machine's PostgreSQL, as a URL; dropped (with any session left) afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with admin_connection() as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin_connection() as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @dataclass
 class ThrowawayDatabase:
     name: str
