@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from agents.contract.documents import utc_now
 from agents.contract.jobs import LATEST
@@ -177,6 +177,3 @@ def running_drills(store: Store) -> list[str]:
     return [str(r[0]) for r in store.query("SELECT drill_id FROM fleet_drills WHERE state = 'running' "
                                            "ORDER BY started")]
 
-
-def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()
