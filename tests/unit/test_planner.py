@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pathlib
 from datetime import UTC, datetime, timedelta
 
 from agents.contract.inventory import Inventory
-from drill.config import FleetSettings, FleetSystem, Objectives
+from drill.config import FleetSettings, FleetSystem, Objectives, load_drill_config
+from drill.coordinator import open_ledger
 from drill.fleet.enrolment import AgentRow
-from drill.fleet.planner import LedgerFacts, in_window, make_plan, window_end
+from drill.fleet.planner import LedgerFacts, in_window, make_plan, plan_tonight, window_end
+from drill.fleet.tables import create_fleet_tables
+from drill.ledger.store import open_store
 
 NOW = datetime(2026, 11, 30, 1, 30, tzinfo=UTC)
 REPO, COPY = "a" * 64, "c" * 64
@@ -73,3 +77,21 @@ def test_the_window_may_pass_midnight() -> None:
     assert in_window(settings, inside) == in_window(settings, after_midnight) == "2026-11-30"
     assert in_window(settings, datetime(2026, 11, 30, 12, 0).astimezone()) is None
     assert window_end(settings, inside) == datetime(2026, 12, 1, 2, 0).astimezone()
+
+
+def test_each_night_is_planned_once_whatever_the_number_of_coordinators(tmp_path: pathlib.Path) -> None:
+    config_path = tmp_path / "coordinator.yaml"
+    config_path.write_text(f"state_dir: {tmp_path}/state\nlisten: 127.0.0.1:8443\n"
+                           "verification: {window: '01:00-06:00'}\n")
+    config = load_drill_config(str(config_path))
+    inside = datetime(2026, 11, 30, 2, 0).astimezone()
+    with open_ledger(config) as ledger:
+        stores = [open_store(config.ledger_url) for _ in range(2)]  # two coordinators on one database
+        for store in stores:
+            create_fleet_tables(store)
+        assert plan_tonight(ledger, stores[0], config, inside) == []  # planned (nothing enrolled: no jobs)
+        assert plan_tonight(ledger, stores[1], config, inside + timedelta(minutes=5)) is None  # already planned
+        assert plan_tonight(ledger, stores[1], config, inside.replace(hour=12)) is None  # outside the window
+        assert plan_tonight(ledger, stores[1], config, inside + timedelta(days=1)) == []  # the next night
+        for store in stores:
+            store.close()
