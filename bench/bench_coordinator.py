@@ -8,12 +8,12 @@ agents; every request they send is signed and checked exactly as a real agent's.
 * **records**: agents push batches of ``--batch`` signed backup records, ``--concurrency`` at a time. Reported:
   records taken into the ledger per second.
 
-Also the service's peak memory (VmHWM). The verification window is set away from now: the nightly plan over 10,000
-agents, made in the service's housekeeping thread, holds the interpreter for about two seconds and is not what
-this measures (docs/benchmarks.md). Only loopback is used; every loop is bounded.
+Also the service's peak memory (VmHWM). The verification window is set away from now unless ``--plan-during``: then
+serve makes the nightly plan over every agent (in a process of its own) while they poll. Only loopback is used;
+every loop is bounded.
 
 Usage: python bench/bench_coordinator.py [--agents 10000] [--poll-seconds 60] [--records 20000] [--batch 50]
-                                         [--concurrency 32]
+                                         [--concurrency 32] [--plan-during]
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ from drill.ledger.store import open_store
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-def _window_away_from_now() -> str:
-    """A verification window three hours from now: the nightly plan (measured apart) does not run meanwhile."""
-    hour = (time.localtime().tm_hour + 3) % 24
+def _window(plan_during: bool) -> str:
+    """The verification window: around now when the nightly plan is to be made during the polls, else three hours
+    away."""
+    hour = (time.localtime().tm_hour + (0 if plan_during else 3)) % 24
     return f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"
 
 
@@ -190,6 +191,8 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--plan-during", action="store_true",
+                        help="let serve make the nightly plan (over every agent) while they poll")
     args = parser.parse_args()
     database = f"drill_bench_{secrets.token_hex(4)}"
     work = tempfile.mkdtemp(prefix="drill-bench-coordinator-")
@@ -207,7 +210,7 @@ def main() -> int:
         config = os.path.join(work, "coordinator.yaml")
         with open(config, "w") as handle:
             yaml.safe_dump({"state_dir": state, "ledger": url, "listen": f"127.0.0.1:{port}",
-                            "fleet": {"connections": 8}, "verification": {"window": _window_away_from_now()}}, handle)
+                            "fleet": {"connections": 8}, "verification": {"window": _window(args.plan_during)}}, handle)
         program = shutil.which("drillctl") or os.path.join(os.path.dirname(sys.executable), "drillctl")
         serve = subprocess.Popen([program, "serve", "-c", config], stdout=subprocess.PIPE, text=True)
         assert serve.stdout is not None

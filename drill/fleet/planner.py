@@ -242,18 +242,16 @@ def in_window(settings: FleetSettings, now: datetime) -> str | None:
     return (local - timedelta(minutes=since)).date().isoformat()
 
 
-def plan_tonight(ledger: Any, store: Any, config: DrillConfig, now: datetime) -> list[str] | None:
-    """At the window's start, once a night whatever the number of coordinators: make and queue the plan. The
-    night is claimed by inserting its row (one insert wins); returns the queued job ids, or None when it is not
-    the window or another coordinator planned this night."""
-    assert config.fleet is not None
-    night = in_window(config.fleet, now)
+def claim_night(store: Any, settings: FleetSettings, now: datetime) -> str | None:
+    """The night to plan now, claimed for this coordinator: None outside the window or when another coordinator (or
+    an earlier round) has it. One insert wins, on PostgreSQL and SQLite alike."""
+    night = in_window(settings, now)
     if night is None:
         return None
     won = store.query("INSERT INTO fleet_nights (night, planned, jobs) VALUES (%s, %s, 0) "
                       "ON CONFLICT (night) DO NOTHING RETURNING night", (night, now.timestamp()))
-    if not won:
-        return None
-    queued = run_plan(ledger, store, config, current_plan(ledger, store, config, now))
-    store.execute("UPDATE fleet_nights SET jobs = %s WHERE night = %s", (len(queued), night))
-    return queued
+    return night if won else None
+
+
+def note_night(store: Any, night: str, jobs: int) -> None:
+    store.execute("UPDATE fleet_nights SET jobs = %s WHERE night = %s", (jobs, night))

@@ -15,7 +15,10 @@ the server gracefully: requests in flight finish, then connections close.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -30,7 +33,7 @@ from starlette.routing import Route
 
 from drill.fleet import queue
 from drill.fleet.drills import advance_fleet_drill, running_drills
-from drill.fleet.planner import plan_tonight
+from drill.fleet.planner import claim_night, note_night
 from drill.fleet.server import MAX_BODY, Answer, FleetServer
 
 log = logging.getLogger(__name__)
@@ -97,12 +100,11 @@ def build_app(server: FleetServer) -> Starlette:
 def _housekeeping(server: FleetServer, stop: threading.Event) -> None:
     """Put back the jobs of hosts gone silent, until ``stop``. A failure is logged, and tried again next round."""
     while not stop.wait(HOUSEKEEPING_SECONDS):
+        night = None
         try:
             with server.pool.borrow() as db:
                 back = queue.requeue_stale(db.store, now=server.clock(), backoff=server.settings.retry_backoff)
-                planned = plan_tonight(db.ledger, db.store, server.config, datetime.now(UTC))
-                if planned is not None:
-                    log.info("tonight's verification plan: %d job(s) queued", len(planned))
+                night = claim_night(db.store, server.settings, datetime.now(UTC))
                 for drill_id in running_drills(db.store):
                     view = advance_fleet_drill(db.ledger, db.store, server.config, drill_id, now=server.clock())
                     if view.finished is not None:
@@ -110,8 +112,28 @@ def _housekeeping(server: FleetServer, stop: threading.Event) -> None:
                         db.ledger.checkpoint()
             for job_id in back:
                 log.warning("job %s: its host went silent; queued again", job_id)
+            if night is not None:
+                _plan_night(server, night)
         except Exception:
             log.exception("housekeeping failed; trying again in %.0fs", HOUSEKEEPING_SECONDS)
+
+
+def _plan_night(server: FleetServer, night: str) -> None:
+    """Make and queue the night's plan in a process of its own: over thousands of agents it is seconds of work
+    that, in this one, would hold the interpreter while agents wait for their answers."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "drill.cli", "plan", "run", "-c", server.config.source,
+                               "--json"], capture_output=True, text=True, timeout=3600, check=False)
+        queued = len(json.loads(done.stdout).get("queued", [])) if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError) as error:
+        log.error("the plan of the night %s could not be made: %s", night, error)
+        return
+    if queued is None:
+        log.error("the plan of the night %s failed: %s", night, done.stderr.strip()[-500:])
+        return
+    with server.pool.borrow() as db:
+        note_night(db.store, night, queued)
+    log.info("the plan of the night %s: %d job(s) queued", night, queued)
 
 
 def serve(server: FleetServer, certificate: str, key: str) -> None:

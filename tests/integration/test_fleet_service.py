@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -250,3 +252,19 @@ def test_a_scratch_host_killed_mid_job_loses_its_lease_and_another_one_finishes_
         second = next(a for a in enrolment.list_agents(store) if a.host == "scratch2")
         assert (job.state, job.outcome, job.attempts, job.claimed_by) == ("done", "passed", 2, second.agent_id)
         store.close()
+
+
+def test_serve_makes_the_nights_plan_once_in_a_process_of_its_own(tmp_path: pathlib.Path) -> None:
+    hour = time.localtime().tm_hour
+    window = {"window": f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"}  # now is inside it
+    config = write_coordinator_config(str(tmp_path), free_port(), verification=window)
+    log = str(tmp_path / "serve.log")
+    with serving(config, log):
+        def planned() -> bool:
+            with open(log) as written:
+                return "the plan of the night" in written.read()
+        wait_for("serve to plan the night", planned, timeout=60)
+    store = open_store(load_drill_config(config).ledger_url)
+    nights = store.query("SELECT night, jobs FROM fleet_nights")
+    store.close()
+    assert len(nights) == 1 and nights[0][1] == 0  # planned once; nothing enrolled, nothing queued

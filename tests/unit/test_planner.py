@@ -6,10 +6,9 @@ import pathlib
 from datetime import UTC, datetime, timedelta
 
 from agents.contract.inventory import Inventory
-from drill.config import FleetSettings, FleetSystem, Objectives, load_drill_config
-from drill.coordinator import open_ledger
+from drill.config import FleetSettings, FleetSystem, Objectives
 from drill.fleet.enrolment import AgentRow
-from drill.fleet.planner import LedgerFacts, in_window, make_plan, plan_tonight, window_end
+from drill.fleet.planner import LedgerFacts, claim_night, in_window, make_plan, window_end
 from drill.fleet.tables import create_fleet_tables
 from drill.ledger.store import open_store
 
@@ -80,18 +79,13 @@ def test_the_window_may_pass_midnight() -> None:
 
 
 def test_each_night_is_planned_once_whatever_the_number_of_coordinators(tmp_path: pathlib.Path) -> None:
-    config_path = tmp_path / "coordinator.yaml"
-    config_path.write_text(f"state_dir: {tmp_path}/state\nlisten: 127.0.0.1:8443\n"
-                           "verification: {window: '01:00-06:00'}\n")
-    config = load_drill_config(str(config_path))
+    settings = FleetSettings(window=(60, 360))
+    stores = [open_store(f"sqlite:///{tmp_path}/ledger.db") for _ in range(2)]  # two coordinators, one database
+    create_fleet_tables(stores[0])
     inside = datetime(2026, 11, 30, 2, 0).astimezone()
-    with open_ledger(config) as ledger:
-        stores = [open_store(config.ledger_url) for _ in range(2)]  # two coordinators on one database
-        for store in stores:
-            create_fleet_tables(store)
-        assert plan_tonight(ledger, stores[0], config, inside) == []  # planned (nothing enrolled: no jobs)
-        assert plan_tonight(ledger, stores[1], config, inside + timedelta(minutes=5)) is None  # already planned
-        assert plan_tonight(ledger, stores[1], config, inside.replace(hour=12)) is None  # outside the window
-        assert plan_tonight(ledger, stores[1], config, inside + timedelta(days=1)) == []  # the next night
-        for store in stores:
-            store.close()
+    assert claim_night(stores[0], settings, inside) == "2026-11-30"
+    assert claim_night(stores[1], settings, inside + timedelta(minutes=5)) is None  # already planned
+    assert claim_night(stores[1], settings, inside.replace(hour=12)) is None  # outside the window
+    assert claim_night(stores[1], settings, inside + timedelta(days=1)) == "2026-12-01"  # the next night
+    for store in stores:
+        store.close()
