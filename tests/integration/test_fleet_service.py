@@ -105,6 +105,20 @@ def test_an_agent_and_a_scratch_host_enrol_push_records_and_verify_a_queued_job(
             again = json.loads(coordinator.ctl("plan", "show", "--json").stdout)
             assert not [f for f in again["flags"] if f["code"] == "coverage_overdue"]
             assert not [j for j in again["jobs"] if j["kind"] == "verify"]  # verified: nothing due tonight
+
+            # A job for a target the agent does not have comes back as its signed refusal.
+            lacking = queue.enqueue(store, {"kind": "backup", "policy": "nightly", "target": "mail"}, reason="test",
+                                    now=time.time(), lifetime=600, agent_id=agents["app01"].agent_id)
+
+            def refused() -> queue.QueuedJob | None:
+                [job] = [j for j in queue.list_jobs(store) if j.job_id == lacking]
+                return job if job.state not in ("queued", "running") else None
+            job = wait_for("the agent's refusal", refused)
+            assert (job.state, job.outcome) == ("failed", "refused")
+            [envelope] = [json.loads(r[0]) for r in store.query(
+                "SELECT envelope FROM ledger_entries WHERE kind = 'refused' AND host = 'app01'")]
+            refusal = signing.envelope_payload(envelope)
+            assert refusal["job"]["request"] == lacking and refusal["findings"][0]["code"] == "unknown_target"
             verified = store.query("SELECT host FROM ledger_entries WHERE kind = 'verify'")
             assert verified == [("scratch01",)]
 
