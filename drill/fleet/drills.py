@@ -39,8 +39,7 @@ def fleet_systems(config: DrillConfig, store: Store) -> dict[str, FleetSystem]:
 
 
 def _agent_of(store: Store, host: str) -> enrolment.AgentRow | None:
-    rows = [a for a in enrolment.list_agents(store) if a.host == host and a.role == "agent" and a.status != "revoked"]
-    return rows[0] if rows else None
+    return enrolment.agent_by_host(store, host, "agent")
 
 
 def start_fleet_drill(ledger: Ledger, store: Store, config: DrillConfig, site: str,

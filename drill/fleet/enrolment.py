@@ -210,11 +210,23 @@ def seen(store: Store, agent_id: str, address: str | None, now: float) -> None:
 
 
 def remember_nonce(store: Store, agent_id: str, nonce: str, now: float, window: float) -> bool:
-    """Whether ``nonce`` is new for this agent, remembering it; nonces older than twice the window are dropped.
+    """Whether ``nonce`` is new for this agent, remembering it.
 
-    One statement decides, so two requests racing with one nonce get one True.
+    One statement decides, so two requests racing with one nonce get one True. Old nonces are dropped by
+    :func:`forget_old_nonces`, off the request path.
     """
-    store.execute("DELETE FROM fleet_nonces WHERE seen < %s", (now - 2 * window,))
     inserted = store.query("INSERT INTO fleet_nonces (agent_id, nonce, seen) VALUES (%s, %s, %s) "
                            "ON CONFLICT (agent_id, nonce) DO NOTHING RETURNING agent_id", (agent_id, nonce, now))
     return bool(inserted)
+
+
+def forget_old_nonces(store: Store, now: float, window: float) -> None:
+    """Drop the nonces older than twice the signature window: a request that old is refused as stale anyway."""
+    store.execute("DELETE FROM fleet_nonces WHERE seen < %s", (now - 2 * window,))
+
+
+def agent_by_host(store: Store, host: str, role: str) -> AgentRow | None:
+    """The enrolled, unrevoked agent of ``host`` in ``role`` (the newest if it enrolled again), or None."""
+    rows = store.query(f"SELECT {_COLUMNS} FROM fleet_agents WHERE host = %s AND role = %s "  # noqa: S608
+                       "AND status != 'revoked' ORDER BY enrolled DESC LIMIT 1", (host, role))
+    return _row(rows[0]) if rows else None

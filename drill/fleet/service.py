@@ -31,7 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from drill.fleet import queue
+from agents.contract import httpsig
+from drill.fleet import enrolment, queue
 from drill.fleet.drills import advance_fleet_drill, running_drills
 from drill.fleet.planner import claim_night, note_night
 from drill.fleet.server import MAX_BODY, Answer, FleetServer
@@ -104,6 +105,7 @@ def _housekeeping(server: FleetServer, stop: threading.Event) -> None:
         try:
             with server.pool.borrow() as db:
                 back = queue.requeue_stale(db.store, now=server.clock(), backoff=server.settings.retry_backoff)
+                enrolment.forget_old_nonces(db.store, server.clock(), httpsig.WINDOW_SECONDS)
                 night = claim_night(db.store, server.settings, datetime.now(UTC))
                 for drill_id in running_drills(db.store):
                     view = advance_fleet_drill(db.ledger, db.store, server.config, drill_id, now=server.clock())

@@ -178,6 +178,8 @@ def test_revoking_an_agent_cancels_its_jobs_and_request_nonces_are_single_use(da
                   agent_id=agent.agent_id)
     assert enrolment.remember_nonce(store, agent.agent_id, "n" * 32, now, 300)
     assert not enrolment.remember_nonce(store, agent.agent_id, "n" * 32, now + 1, 300)
+    enrolment.forget_old_nonces(store, now + 601, 300)  # older than twice the window: a stale request anyway
+    assert enrolment.remember_nonce(store, agent.agent_id, "n" * 32, now + 601, 300)
     revoked = enrolment.revoke(store, agent.agent_id, now)
     assert revoked.status == "revoked" and revoked.revoked == pytest.approx(now)
     assert [job.state for job in queue.list_jobs(store)] == ["cancelled"]
