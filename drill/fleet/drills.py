@@ -16,8 +16,9 @@ with a named finding.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from agents.contract.documents import utc_now
@@ -66,8 +67,12 @@ def start_fleet_drill(ledger: Ledger, store: Store, config: DrillConfig, site: s
         "started": utc_now()}))
     store.execute("INSERT INTO fleet_drills (drill_id, site, state, started) VALUES (%s, %s, 'running', %s)",
                   (drill_id, site, now))
+    ready: list[Callable[[], str]] = []
     for item in scope:
-        _queue_system(ledger, store, config, settings, drill_id, site, item, now)
+        _queue_system(ledger, store, config, settings, drill_id, site, item, now, ready)
+    with store.transaction():  # all at once: the scratch hosts see the whole drill, and can run it in parallel
+        for enqueue in ready:
+            enqueue()
     return drill_id
 
 
@@ -78,8 +83,9 @@ def _settings(config: DrillConfig) -> FleetSettings:
 
 
 def _queue_system(ledger: Ledger, store: Store, config: DrillConfig, settings: FleetSettings, drill_id: str,
-                  site: str, item: ScopeItem, now: float) -> None:
-    """Queue the verify job of each target of one system, or record its failed step when none can run."""
+                  site: str, item: ScopeItem, now: float, ready: list[Callable[[], str]]) -> None:
+    """Add to ``ready`` the queueing of the verify job of each target of one system, or record its failed step
+    when none can run."""
     agent = _agent_of(store, item.host or item.system)
     repository = None
     if agent is not None:
@@ -107,9 +113,9 @@ def _queue_system(ledger: Ledger, store: Store, config: DrillConfig, settings: F
                 "backup_records": records, "trusted_keys": keys}
         if config.scratch is not None:
             spec["scratch"] = config.scratch
-        queue.enqueue(store, spec, reason=f"drill {drill_id} at {site}", now=now, lifetime=24 * 3600,
-                      site=site, repository_id=repository.id, system=item.system,
-                      max_attempts=settings.max_attempts)
+        ready.append(functools.partial(
+            queue.enqueue, store, spec, reason=f"drill {drill_id} at {site}", now=now, lifetime=24 * 3600,
+            site=site, repository_id=repository.id, system=item.system, max_attempts=settings.max_attempts))
 
 
 def _fail_step(ledger: Ledger, config: DrillConfig, drill_id: str, item: ScopeItem, target: str, site: str,
