@@ -9,6 +9,7 @@ import pathlib
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ import yaml
 
 from agents.config.model import load_config
 from agents.contract import signing
+from agents.contract.inventory import Inventory
 from agents.fleet.link import Link, LinkError
 from agents.fleet.membership import load_membership
 from drill.config import load_drill_config
@@ -282,3 +284,50 @@ def test_serve_makes_the_nights_plan_once_in_a_process_of_its_own(tmp_path: path
     nights = store.query("SELECT night, jobs FROM fleet_nights")
     store.close()
     assert len(nights) == 1 and nights[0][1] == 0  # planned once; nothing enrolled, nothing queued
+
+
+def test_two_coordinators_on_one_postgres_hand_out_each_job_once(tmp_path: pathlib.Path, postgres_ledger: str) -> None:
+    """Two ``drillctl serve`` on one database and one state dir (one key, one certificate), many scratch hosts
+    polling both at once through signed HTTPS requests: every job is handed out exactly once."""
+    first = write_coordinator_config(str(tmp_path), free_port(), ledger=postgres_ledger)
+    with open(first) as handle:
+        document = yaml.safe_load(handle)
+    second = _write(str(tmp_path / "second.yaml"), {**document, "listen": f"127.0.0.1:{free_port()}"})
+    with serving(first, str(tmp_path / "serve1.log")) as one, serving(second, str(tmp_path / "serve2.log")) as two:
+        assert one.fingerprint == two.fingerprint
+        store = open_store(postgres_ledger)
+        hosts = []
+        for number in range(8):
+            key = signing.generate_key()
+            row = enrolment.enrol(store, one.token("scratch"), enrolment.Enrolment(
+                signing.public_pem(key.public), f"scratch{number}", "scratch", "local",
+                Inventory(host=f"scratch{number}", repositories={"main": {"site": "local", "id": "ab" * 32}}),
+                "test", 64), digest="sha256", approval=False, now=time.time())
+            hosts.append((row, key))
+        jobs = {queue.enqueue(store, {"kind": "verify", "target": f"t{i}", "target_kind": "files",
+                                      "backup_host": "app01"}, reason="test", now=time.time(), lifetime=600,
+                              site="local", repository_id="ab" * 32) for i in range(150)}
+        handed: list[str] = []
+        by_coordinator = [0, 0]
+        lock = threading.Lock()
+
+        def poll(index: int) -> None:
+            row, key = hosts[index % len(hosts)]
+            coordinator = (one, two)[index % 2]
+            link = Link(coordinator.url, coordinator.fingerprint, key, row.agent_id, f"127.0.1.{index + 1}")
+            for _ in range(100):
+                answer = link.post("/v1/poll", {"running": [], "free": 3})
+                if not answer["jobs"]:
+                    return
+                with lock:
+                    handed.extend(signing.envelope_payload(job)["id"] for job in answer["jobs"])
+                    by_coordinator[index % 2] += len(answer["jobs"])
+
+        threads = [threading.Thread(target=poll, args=(i,)) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        store.close()
+    assert sorted(handed) == sorted(jobs)  # each once, none twice, none lost
+    assert min(by_coordinator) > 0, by_coordinator  # both coordinators handed jobs out
