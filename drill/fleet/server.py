@@ -14,10 +14,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from agents.contract import httpsig, signing
-from agents.contract.documents import DocumentError, to_json_document, validate
+from agents.contract.documents import Document, DocumentError, to_json_document, validate
 from agents.contract.fleet import (
     EnrolAnswer,
     EnrolRequest,
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 32 << 20
 Answer = tuple[int, dict[str, Any]]
+M = TypeVar("M", bound=Document)
 
 
 class Rejected(Exception):
@@ -55,6 +56,14 @@ def _json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, RecursionError):
         raise Rejected(400, "malformed_body", "the body is not JSON") from None
+
+
+def _document(model: type[M], body: bytes, what: str) -> M:
+    """The body as ``model``. Raises :class:`Rejected` (400 ``malformed_body``) naming what is wrong."""
+    try:
+        return validate(model, _json(body), what)
+    except DocumentError as error:
+        raise Rejected(400, "malformed_body", str(error)) from None
 
 
 class FleetServer:
@@ -133,11 +142,9 @@ class FleetServer:
         with self.pool.borrow() as db:
             try:
                 agent = self._authenticate(db, headers, body, "/v1/poll", address)
-                request = validate(PollRequest, _json(body), "poll")
+                request = _document(PollRequest, body, "poll")
             except Rejected as rejected:
                 return rejected.answer()
-            except DocumentError as error:
-                return Rejected(400, "malformed_body", str(error)).answer()
             now = self.clock()
             queue.renew(db.store, agent.agent_id, list(request.running), now=now, lease=self.settings.lease)
             if request.inventory is not None:
@@ -155,11 +162,9 @@ class FleetServer:
         with self.pool.borrow() as db:
             try:
                 agent = self._authenticate(db, headers, body, "/v1/records", address)
-                push = validate(RecordsPush, _json(body), "records")
+                push = _document(RecordsPush, body, "records")
             except Rejected as rejected:
                 return rejected.answer()
-            except DocumentError as error:
-                return Rejected(400, "malformed_body", str(error)).answer()
             if agent.status != "approved":
                 return Rejected(403, "agent_pending", f"agent {agent.host} awaits approval "
                                 "(drillctl agents approve); its records wait in its outbox").answer()
