@@ -18,9 +18,9 @@ from typing import Any
 from agents import process
 from agents.config.example import render_example
 from agents.config.model import AgentConfig, load_config
-from agents.contract.configfile import ConfigError
+from agents.contract.configfile import MAX_SECRET_BYTES, ConfigError, FileRefusedError, read_text_file
 from agents.contract.documents import format_time, to_json_document
-from agents.contract.errors import DrillError
+from agents.contract.errors import DrillError, InputError
 from agents.contract.jobs import LATEST, MAX_READ_DATA_PARTS, BackupJob, CheckJob, VerifyJob
 from agents.contract.records import (
     BackupRecord,
@@ -240,10 +240,30 @@ def _fleet_worker(config: AgentConfig) -> Callable[[threading.Event], None] | No
     return Worker(config, membership).run
 
 
+def _enrolment_token(args: argparse.Namespace) -> str:
+    """The token from ``--token``, or read from ``--token-file`` ('-': standard input, as an installer passes it
+    to keep it off the command line). Raises ``InputError`` for an empty one."""
+    if args.token is not None:
+        return str(args.token)
+    if args.token_file == "-":  # noqa: S105 -- "-" is standard input, not a password
+        text = sys.stdin.read(4096)
+    else:
+        try:
+            text = read_text_file(args.token_file, MAX_SECRET_BYTES)
+        except FileRefusedError as error:
+            raise InputError(f"{args.token_file}: the file {error.reason}") from None
+        except OSError as error:
+            raise InputError(f"{args.token_file}: {error.strerror or error}") from None
+    token = text.strip()
+    if not token:
+        raise InputError(f"{args.token_file}: no enrolment token in it (drillctl agents token prints one)")
+    return token
+
+
 def cmd_enrol(args: argparse.Namespace, config: AgentConfig) -> int:
     from agents.fleet.enrol import enrol  # noqa: PLC0415
 
-    membership = enrol(config, args.coordinator, args.token, args.server_fingerprint, args.site)
+    membership = enrol(config, args.coordinator, _enrolment_token(args), args.server_fingerprint, args.site)
     if args.json:
         json.dump({"agent_id": membership.agent_id, "coordinator": membership.coordinator,
                    "url": membership.url}, sys.stdout, indent=2)
@@ -384,7 +404,10 @@ def make_parser() -> argparse.ArgumentParser:
                        "printed).")
     with_config(p)
     p.add_argument("--coordinator", required=True, metavar="URL", help="https://HOST:PORT of drillctl serve")
-    p.add_argument("--token", required=True, help="the enrolment token")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--token", help="the enrolment token (visible to other users in the process list: prefer "
+                       "--token-file)")
+    given.add_argument("--token-file", metavar="FILE", help="read the token from FILE ('-': standard input)")
     p.add_argument("--server-fingerprint", required=True, metavar="sha256:HEX",
                    help="the fingerprint drillctl serve printed: the coordinator's certificate is pinned to it")
     p.add_argument("--site", help="the site this host is at (default: that of its repositories)")

@@ -32,7 +32,15 @@ from drill.drills import (
 )
 from drill.evidence.export import export_bundle, key_listing
 from drill.evidence.verify import Verification, verify_bundle
-from drill.fleet.commands import add_commands, cmd_agents, cmd_jobs, cmd_plan, cmd_serve, run_fleet_drill
+from drill.fleet.commands import (
+    add_commands,
+    cmd_agents,
+    cmd_fingerprint,
+    cmd_jobs,
+    cmd_plan,
+    cmd_serve,
+    run_fleet_drill,
+)
 from drill.ledger.ledger import read_checkpoint_log
 from drill.reports.figures import drill_figures
 from drill.reports.html import render_report
@@ -267,6 +275,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """``config validate FILE``: every problem of the drill config, each with its file, line and field."""
+    try:
+        config = load_drill_config(args.file)
+    except ConfigError as error:
+        if args.json:
+            _dump({"valid": False, "problems": [p.__dict__ for p in error.problems]})
+        else:
+            print(f"{args.file}: {len(error.problems)} problem(s)", file=sys.stderr)
+            for problem in error.problems:
+                print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    role = "serves a fleet" if config.fleet is not None else "embedded"
+    if args.json:
+        _dump({"valid": True, "fleet": config.fleet is not None, "systems": sorted(config.systems)})
+    else:
+        print(f"{args.file}: valid ({role}; {len(config.systems)} system(s) named)")
+    return EXIT_OK
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drillctl", description="Coordinate drill: demos, records, drills.")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -285,6 +313,13 @@ def make_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true")
 
     add_commands(sub, with_config)
+
+    p = sub.add_parser("config", help="check a coordinator config (before it goes live: Ansible's validate:)")
+    config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    v = config_sub.add_parser("validate", help="check a drill config and the agent configs it names; prints every "
+                              "problem with its line", epilog="Exit codes: 0 valid, 2 not (every problem printed).")
+    v.add_argument("file")
+    v.add_argument("--json", action="store_true")
 
     p = sub.add_parser("ingest", help="take the signed records waiting in the local agents' outboxes into the ledger")
     with_config(p)
@@ -357,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     api.install_signal_handlers()
     commands = {"demo": cmd_demo, "outbox": cmd_outbox, "ingest": cmd_ingest, "drill": cmd_drill,
                 "keys": cmd_keys, "ledger": cmd_ledger, "evidence": cmd_evidence, "report": cmd_report,
-                "serve": cmd_serve, "agents": cmd_agents, "jobs": cmd_jobs, "plan": cmd_plan}
+                "serve": cmd_serve, "agents": cmd_agents, "jobs": cmd_jobs, "plan": cmd_plan,
+                "fingerprint": cmd_fingerprint, "config": cmd_config}
     try:
         return commands[args.command](args)
     except ConfigError as error:

@@ -12,7 +12,11 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
 # Restores of untrusted data run in bubblewrap's sandbox.
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+# The Ansible test checks the units it installs with systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The Ansible test installs drill into a virtualenv of the distribution's Python, as on a real host.
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # PDF reports: WeasyPrint needs Pango; zh-CN reports need a CJK font.
 ldconfig -p 2>/dev/null | grep -q 'libpangoft2-1.0' || missing+=(libpango-1.0-0 libpangoft2-1.0-0)
 fc-list :lang=zh 2>/dev/null | grep -q . || missing+=(fonts-wqy-microhei)

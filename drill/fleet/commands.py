@@ -61,6 +61,20 @@ def tls_files(config: DrillConfig) -> TlsFiles:
     return self_signed(os.path.join(config.state_dir, "tls"), [settings.listen_host])
 
 
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    """The fingerprint of the certificate serve presents (the self-signed one made now if it is missing), for an
+    installer to hand to ``drill-agent enrol --server-fingerprint`` without starting the service."""
+    config = load_drill_config(args.config)
+    settings = _fleet(config)
+    files = tls_files(config)
+    url = f"https://{settings.listen_host}:{settings.listen_port}"
+    if args.json:
+        _dump({"fingerprint": files.fingerprint, "url": url})
+    else:
+        print(files.fingerprint)
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from drill.fleet.server import FleetServer  # noqa: PLC0415 -- the server's dependencies only for serve
     from drill.fleet.service import serve  # noqa: PLC0415
@@ -214,6 +228,11 @@ def add_commands(sub: Any, with_config: Callable[..., None]) -> None:
                        description="Serve agents: enrolment, jobs, records. Needs listen: in the config. Stops "
                        "cleanly on SIGTERM/SIGINT.")
     with_config(p, json_flag=False)
+    p = sub.add_parser("fingerprint", help="print the TLS fingerprint agents pin at enrolment, without serving",
+                       description="The sha256 fingerprint of serve's certificate (the operator's, or the "
+                       "self-signed one, made now in state_dir if missing): what drill-agent enrol "
+                       "--server-fingerprint takes.")
+    with_config(p)
     p = sub.add_parser("agents", help="enrolment tokens, and the enrolled agents: list, approve, revoke")
     agents_sub = p.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
     a = agents_sub.add_parser("token", help="a one-time enrolment token (printed alone on the last line)")

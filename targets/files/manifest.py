@@ -14,6 +14,7 @@ such instead of calling it corruption.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -190,7 +191,7 @@ def hash_file(path: str, algorithm: str) -> tuple[str, os.stat_result, os.stat_r
     """
     before = os.lstat(path)
     hasher = hashing.new_hasher(algorithm)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+    fd = _open_for_reading(path)
     try:
         with os.fdopen(fd, "rb", buffering=0, closefd=False) as handle:
             buffer = bytearray(CHUNK)
@@ -204,6 +205,21 @@ def hash_file(path: str, algorithm: str) -> tuple[str, os.stat_result, os.stat_r
     finally:
         os.close(fd)
     return hashing.finish(algorithm, hasher), before, after
+
+
+def _open_for_reading(path: str) -> int:
+    """A read-only descriptor of ``path`` (never through a symlink), without touching its access time where the
+    kernel allows it. O_NOATIME is for the file's owner only: an agent reading other users' files through
+    CAP_DAC_READ_SEARCH (as the packaged service does) gets EPERM for it, and opens the plain way."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW
+    noatime = getattr(os, "O_NOATIME", 0)
+    if noatime:
+        try:
+            return os.open(path, flags | noatime)
+        except PermissionError as error:
+            if error.errno != errno.EPERM:
+                raise
+    return os.open(path, flags)
 
 
 def _hash_symlink(path: str, algorithm: str) -> str:

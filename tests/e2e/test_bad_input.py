@@ -97,6 +97,25 @@ def test_bad_values_on_the_command_line_are_named(files: dict[str, str], tmp_pat
                           str(tmp_path / "nowhere.pem")), "nowhere.pem")
 
 
+def test_config_validate_and_an_enrolment_token_file_name_what_is_wrong(
+    files: dict[str, str], tmp_path: pathlib.Path
+) -> None:
+    """What an installer runs: ``drillctl config validate`` (Ansible's validate:) and ``enrol --token-file``."""
+    _assert_clear(run_cli("drillctl", "config", "validate", files["wrong-type"]), files["wrong-type"], "state_dir")
+    good = tmp_path / "coordinator.yaml"
+    good.write_text(f"state_dir: {tmp_path}/coordinator\nlisten: 127.0.0.1:8443\n")
+    valid = run_cli("drillctl", "config", "validate", str(good), "--json")
+    assert valid.returncode == 0 and '"fleet": true' in valid.stdout
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    enrol = ["drill-agent", "enrol", "-c", files["agent"], "--coordinator", "https://127.0.0.1:1",
+             "--server-fingerprint", "sha256:" + "0" * 64]
+    _assert_clear(run_cli(*enrol, "--token-file", str(empty)), "no enrolment token in it")
+    _assert_clear(run_cli(*enrol, "--token-file", str(tmp_path / "nowhere")), "nowhere")
+    both = run_cli(*enrol, "--token", "t", "--token-file", str(empty))
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 GOOD_AGENT = """\
 host: app01
 state_dir: DIR/state

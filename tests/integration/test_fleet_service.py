@@ -1,8 +1,9 @@
-"""The fleet on real processes: ``drillctl serve`` on 127.0.0.1, an agent on 127.0.0.2 and a scratch host on
-127.0.0.3 (``drill-agent run`` each, own state dir), a real restic repository they share."""
+"""The fleet on real processes: ``drillctl serve`` on 127.0.0.1, agents and scratch hosts on 127.0.0.2 and up
+(``drill-agent run`` each, its own state dir), real restic repositories in folders and on S3."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -24,11 +25,13 @@ from agents.fleet.membership import load_membership
 from drill.config import load_drill_config
 from drill.fleet import enrolment, queue
 from drill.fleet.tables import create_fleet_tables
-from drill.ledger.store import open_store
+from drill.ledger.store import Store, open_store
+from tests.support.components import S3Server
 from tests.support.configs import Workspace, write_files
 from tests.support.databases import empty_database
-from tests.support.fleet import free_port, running_agent, serving, wait_for, write_coordinator_config
+from tests.support.fleet import Coordinator, free_port, running_agent, serving, wait_for, write_coordinator_config
 from tests.support.processes import run_cli
+from tests.support.relay import Relay, relay_to
 
 
 @pytest.fixture
@@ -138,8 +141,8 @@ def test_an_agent_and_a_scratch_host_enrol_push_records_and_verify_a_queued_job(
         try:
             link.post("/v1/poll", {"running": []})
             raise AssertionError("a revoked agent's poll was answered")
-        except LinkError as refused:
-            assert (refused.status, refused.code) == (403, "agent_revoked")
+        except LinkError as error:
+            assert (error.status, error.code) == (403, "agent_revoked")
         store.close()
 
 
@@ -162,59 +165,117 @@ def _scratch(workspace: Workspace, host: str, address: str, repositories: dict[s
         "scratch": {"directory": scratch_dir}, "fleet": {"source_address": address, "capacity": capacity}})
 
 
-def test_a_same_city_drill_runs_in_parallel_on_its_scratch_host_and_survives_a_killed_coordinator(
-    workspace_once: Workspace, scratch_dir: str, postgres_ledger: str
+SCRATCH_HOSTS = {"local": "scratch-local", "same-city": "scratch-city"}
+
+
+def test_three_agents_and_two_scratch_hosts_verify_every_target_at_its_site_and_drill_through_a_killed_coordinator(
+    workspace_once: Workspace, scratch_dir: str, postgres_ledger: str, s3: S3Server
 ) -> None:
+    """The fleet of the issue: app01 and app02 back up to folders, app03 to S3 and reaches the coordinator over a
+    link the test cuts for a simulated day; scratch-local and scratch-city read the copies at their own sites."""
     root = workspace_once.root
-    agents = {}
-    city: dict[str, object] = {}
-    for number, host in enumerate(("app01", "app02")):
-        local = workspace_once.local_repository(f"{host}-local") | {"site": "local"}
-        copy = workspace_once.local_repository(f"{host}-city") | {"site": "same-city"}
+    s3.make_bucket("backups")
+    agents: dict[str, str] = {}
+    readers: dict[str, dict[str, object]] = {"local": {}, "same-city": {}}
+    for number, host in enumerate(("app01", "app02", "app03")):
+        if host == "app03":
+            local = workspace_once.s3_repository(s3, "backups", f"{host}-local", site="local")
+            copy = workspace_once.s3_repository(s3, "backups", f"{host}-city", site="same-city")
+        else:
+            local = workspace_once.local_repository(f"{host}-local") | {"site": "local"}
+            copy = workspace_once.local_repository(f"{host}-city") | {"site": "same-city"}
         agents[host] = _agent(workspace_once, host, f"127.0.0.{2 + number}", {"local": local, "same-city": copy})
-        city[f"{host}-city"] = copy
-    scratch_city = _scratch(workspace_once, "scratch-city", "127.0.0.5", city, scratch_dir, capacity=2)
+        readers["local"][f"{host}-local"], readers["same-city"][f"{host}-city"] = local, copy
+    scratches = {site: _scratch(workspace_once, SCRATCH_HOSTS[site], f"127.0.0.{5 + number}", readers[site],
+                                scratch_dir, capacity=3) for number, site in enumerate(SCRATCH_HOSTS)}
     config = write_coordinator_config(root, port := free_port(), ledger=postgres_ledger)
     log = os.path.join(root, "serve.log")
-    with serving(config, log) as coordinator:
+    with relay_to(("127.0.0.1", port)) as link03, serving(config, log) as coordinator:
         for path in agents.values():
             assert run_cli("drill-agent", "init", "-c", path).returncode == 0
             assert run_cli("drill-agent", "backup", "-c", path, "-p", "nightly", "--level", "full").returncode == 0
-        for path, role in [*((p, "agent") for p in agents.values()), (scratch_city, "scratch")]:
-            enrolled = run_cli("drill-agent", "enrol", "-c", path, "--coordinator", coordinator.url, "--token",
-                               coordinator.token(role), "--server-fingerprint", coordinator.fingerprint,
-                               *(["--site", "same-city"] if role == "scratch" else ["--site", "local"]))
+        members = [*((h, p, "agent", "local") for h, p in agents.items()),
+                   *((SCRATCH_HOSTS[s], p, "scratch", s) for s, p in scratches.items())]
+        for host, path, role, site in members:
+            url = link03.url() if host == "app03" else coordinator.url
+            enrolled = run_cli("drill-agent", "enrol", "-c", path, "--coordinator", url, "--token",
+                               coordinator.token(role), "--server-fingerprint", coordinator.fingerprint, "--site", site)
             assert enrolled.returncode == 0, enrolled.stderr
         fingerprint = coordinator.fingerprint
-    # The coordinator is down while the agents start: they work alone and deliver once it is back.
-    with running_agent(agents["app01"], os.path.join(root, "app01.log")), \
-            running_agent(agents["app02"], os.path.join(root, "app02.log")), \
-            running_agent(scratch_city, os.path.join(root, "scratch.log")):
-        with serving(config, log) as coordinator:
-            assert coordinator.fingerprint == fingerprint and coordinator.url.endswith(f":{port}")
-            store = open_store(postgres_ledger)
-
-            def backups_in() -> bool:
-                return len(store.query("SELECT 1 FROM ledger_entries WHERE kind = 'backup'")) == 2
-            wait_for("both backup records", backups_in)
-            drill = subprocess_drill(config)
-            wait_for("the scratch host to take both jobs", lambda: len(queue.list_jobs(store, state="running")) == 2)
-            os.kill(coordinator.process.pid, signal.SIGKILL)  # mid-drill
-            coordinator.process.wait()
-        with serving(config, log):
-            out, err = drill.communicate(timeout=300)
+        store = open_store(postgres_ledger)
+        # The coordinator is down while the hosts start: they work alone and deliver once it is back.
+        with contextlib.ExitStack() as hosts:
+            for host, path in [*agents.items(), *((SCRATCH_HOSTS[s], p) for s, p in scratches.items())]:
+                hosts.enter_context(running_agent(path, os.path.join(root, f"{host}.log")))
+            with serving(config, log) as restarted:
+                assert restarted.fingerprint == fingerprint and restarted.url.endswith(f":{port}")
+                wait_for("three backup records", lambda: _count(store, "backup") == 3)
+                ids = {a.host: a.agent_id for a in enrolment.list_agents(store)}
+                _plan_runs_every_target_on_the_scratch_host_of_its_site(restarted, store, ids)
+                _a_day_cut_off_loses_nothing(agents["app03"], link03, store)
+                drill = subprocess_drill(config)
+                wait_for("scratch-city to take the three drill jobs",
+                         lambda: len(queue.list_jobs(store, state="running")) == 3)
+                os.kill(restarted.process.pid, signal.SIGKILL)  # mid-drill
+                restarted.process.wait()
+            with serving(config, log):
+                out, err = drill.communicate(timeout=300)
         assert drill.returncode == 0, out + err
         result = json.loads(out)
         assert result["verdict"] == "passed"
-        steps = store.query("SELECT host FROM ledger_entries WHERE kind = 'drill.step'")
-        assert len(steps) == 2  # one per system, none doubled
-        verifications = [row[0] for row in store.query(
-            "SELECT envelope FROM ledger_entries WHERE kind = 'verify' ORDER BY idx")]
-        assert len(verifications) == 2
-        timings = [signing.envelope_payload(json.loads(v))["timings"] for v in verifications]
-        first, second = sorted(timings, key=lambda t: t["started"])
-        assert second["started"] < first["finished"]  # restored side by side, not one after the other
+        steps = [signing.envelope_payload(json.loads(row[0])) for row in store.query(
+            "SELECT envelope FROM ledger_entries WHERE kind = 'drill.step'")]
+        # one per system, none doubled, the day app03 spent cut off inside its RPO
+        assert sorted((s["system"], s["rpo_met"], s["rto_met"]) for s in steps) == [
+            (host, True, True) for host in ("app01", "app02", "app03")]
+        drilled = [signing.envelope_payload(json.loads(row[0])) for row in store.query(
+            "SELECT envelope FROM ledger_entries WHERE kind = 'verify' AND host = 'scratch-city' ORDER BY idx")][-3:]
+        assert all(v["drill_id"] for v in drilled)
+        timings = sorted((v["timings"] for v in drilled), key=lambda t: t["started"])
+        assert timings[1]["started"] < timings[0]["finished"]  # restored side by side, not one after the other
         store.close()
+
+
+def _count(store: Store, kind: str, host: str | None = None) -> int:
+    """How many ledger entries of ``kind`` (from ``host``) the PostgreSQL ledger holds."""
+    if host is None:
+        return len(store.query("SELECT 1 FROM ledger_entries WHERE kind = %s", (kind,)))
+    return len(store.query("SELECT 1 FROM ledger_entries WHERE kind = %s AND host = %s", (kind, host)))
+
+
+def _plan_runs_every_target_on_the_scratch_host_of_its_site(coordinator: Coordinator, store: Store,
+                                                           ids: dict[str, str]) -> None:
+    planned = json.loads(coordinator.ctl("plan", "run", "--json").stdout)
+    verifies = sorted((j["host"], j["site"]) for j in planned["jobs"] if j["kind"] == "verify")
+    assert verifies == sorted((h, s) for h in ("app01", "app02", "app03") for s in ("local", "same-city"))
+
+    def finished() -> list[queue.QueuedJob] | None:
+        jobs = queue.list_jobs(store)
+        return jobs if jobs and all(j.state not in ("queued", "running") for j in jobs) else None
+    jobs = wait_for("both scratch hosts to run the plan", finished, timeout=300)
+    assert {(j.state, j.outcome) for j in jobs} == {("done", "passed")}, [j.to_json() for j in jobs]
+    for job in jobs:
+        assert job.site and job.claimed_by == ids[SCRATCH_HOSTS[job.site]], job.to_json()
+    assert len([j for j in jobs if j.kind == "verify"]) == 6
+
+
+def _a_day_cut_off_loses_nothing(agent: str, link: Relay, store: Store) -> None:
+    """app03 loses the coordinator (S3 stays reachable) and backs up through the day; when the link is back, every
+    record of the day arrives, in the order made, once."""
+    link.cut()
+    levels = ["incremental", "differential", "incremental"]
+    for level in levels:
+        done = run_cli("drill-agent", "backup", "-c", agent, "-p", "nightly", "--level", level)
+        assert done.returncode == 0, done.stderr
+    wait_for("app03 to try the cut link", lambda: link.refused > 0)
+    assert _count(store, "backup", "app03") == 1  # the day's records are still at home
+    link.mend()
+    wait_for("the day's records", lambda: _count(store, "backup", "app03") == 4, timeout=180)
+    made = [signing.envelope_payload(json.loads(row[0])) for row in store.query(
+        "SELECT envelope FROM ledger_entries WHERE kind = 'backup' AND host = 'app03' ORDER BY idx")]
+    assert [m["level"]["requested"] for m in made] == ["full", *levels]
+    started = [m["timings"]["started"] for m in made]
+    assert started == sorted(started)
 
 
 def subprocess_drill(config: str) -> subprocess.Popen[str]:
