@@ -17,7 +17,7 @@ scratch hosts, its RTO against the sum of raw restores (see ``fleet_drill.py``).
 
 Usage: python bench/bench_coordinator.py [--part all|load|drill] [--agents 10000] [--poll-seconds 60]
            [--records 20000] [--batch 50] [--concurrency 32] [--plan-during]
-           [--drill-systems 4] [--drill-size-mb 256] [--drill-capacity 1] [--repeat 2] [--restic PATH]
+           [--drill-systems 4] [--drill-size-mb 256] [--drill-capacity 2] [--repeat 2] [--restic PATH]
 """
 
 from __future__ import annotations

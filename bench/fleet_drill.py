@@ -38,7 +38,8 @@ FILE_BYTES = 1 << 20
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drill-systems", type=int, default=4, help="systems in the drill (0: skip the drill)")
     parser.add_argument("--drill-size-mb", type=int, default=256, help="data of each system")
-    parser.add_argument("--drill-capacity", type=int, default=1, help="jobs at once on each scratch host")
+    parser.add_argument("--drill-capacity", type=int, default=2,
+                        help="jobs at once on each scratch host (2: the default of a scratch host's fleet.capacity)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds of raw restores and drills")
     parser.add_argument("--restic", default=shutil.which("restic") or "restic")
 

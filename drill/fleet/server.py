@@ -31,6 +31,7 @@ from agents.contract.records import AgentRecord, RefusedRecord
 from drill.config import DrillConfig, FleetSettings
 from drill.fleet import enrolment, queue
 from drill.fleet.pool import Connection, Pool
+from drill.ledger.entries import Entry
 from drill.ledger.ledger import AlreadyPresent, Refused
 
 log = logging.getLogger(__name__)
@@ -170,26 +171,26 @@ class FleetServer:
                                 "(drillctl agents approve); its records wait in its outbox").answer()
             public = signing.load_public_pem(agent.public_pem)
             keys = {signing.key_id(public, digest): public for digest in signing.DIGESTS}
-            results = [self._take(db, agent, envelope, keys) for envelope in push.records]
+            taken = db.ledger.append_many(push.records, keys)
+            results = [self._result(db, agent, outcome) for outcome in taken]
         return 200, to_json_document(RecordsAnswer(results=results))
 
-    def _take(self, db: Connection, agent: enrolment.AgentRow, envelope: Any, keys: dict[str, Any]) -> RecordResult:
-        """Append one record of ``agent`` to the ledger and finish the job it answers."""
-        try:
-            entry = db.ledger.append(envelope, keys)
-            status = "taken"
-        except AlreadyPresent as present:
-            found = db.ledger.entry_at(present.index)
+    def _result(self, db: Connection, agent: enrolment.AgentRow, outcome: Entry | Refused | AlreadyPresent,
+                ) -> RecordResult:
+        """What the agent is told of one of its records; a job the record answers is finished."""
+        if isinstance(outcome, Refused):
+            code = "not_your_record" if outcome.code == "unknown_key" else outcome.code
+            return RecordResult(status="refused", code=code, message=str(outcome))
+        status = "taken"
+        if isinstance(outcome, AlreadyPresent):
+            found = db.ledger.entry_at(outcome.index)
             if found is None:
-                return RecordResult(status="refused", code="ledger_inconsistent", message=str(present))
-            entry, status = found, "already"
-        except Refused as refused:
-            code = "not_your_record" if refused.code == "unknown_key" else refused.code
-            return RecordResult(status="refused", code=code, message=str(refused))
-        record = entry.record
+                return RecordResult(status="refused", code="ledger_inconsistent", message=str(outcome))
+            outcome, status = found, "already"
+        record = outcome.record
         if isinstance(record, AgentRecord) and record.job.request:
             queue.finish(db.store, record.job.request, agent.agent_id, _outcome(record), now=self.clock())
-        return RecordResult(record_id=entry.record_id, status=status)
+        return RecordResult(record_id=outcome.record_id, status=status)
 
 
 def _outcome(record: Any) -> str:

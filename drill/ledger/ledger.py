@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agents.contract import signing
 from agents.contract.documents import DocumentError, to_json_document
 from agents.contract.errors import DrillError
-from agents.contract.records import DrillRecord, parse_record
+from agents.contract.records import DrillRecord, Record, parse_record
 from drill import merkle
 from drill.ledger.entries import Entry, KeyInfo, keys_digest, leaf_hash_of
 from drill.ledger.store import Store
@@ -263,33 +263,56 @@ class Ledger:
         ``keys``: the only keys the record may be signed by (the fleet passes the key of the agent that sent
         it); default: every enrolled key.
         """
-        try:
-            opened = signing.open_envelope(envelope, self.verification_keys() if keys is None else keys)
-            record = parse_record(opened.document())
-        except signing.SignatureError as error:
-            raise Refused(error.code, str(error)) from error
-        except DocumentError as error:
-            raise Refused("malformed", str(error)) from error
-        data = signing.canonical_json(envelope)
-        leaf = merkle.to_text(self.algorithm, merkle.leaf_hash(self.algorithm, data))
+        [result] = self.append_many([envelope], keys)
+        if isinstance(result, Entry):
+            return result
+        raise result
+
+    def append_many(self, envelopes: Sequence[Any], keys: Mapping[str, Ed25519PublicKey] | None = None,
+                    ) -> list[Entry | Refused | AlreadyPresent]:
+        """Check and append signed records, in order, in one write: for each its entry, or why it was not taken
+        (:class:`Refused`, :class:`AlreadyPresent`). Signatures are checked before the ledger is locked, so a
+        batch holds the lock only for its inserts -- and pays one commit, not one per record."""
+        keys = self.verification_keys() if keys is None else keys
+        opened: list[tuple[Any, str, str, Record] | Refused] = []
+        for envelope in envelopes:
+            try:
+                signed = signing.open_envelope(envelope, keys)
+                record = parse_record(signed.document())
+            except signing.SignatureError as error:
+                opened.append(Refused(error.code, str(error)))
+                continue
+            except DocumentError as error:
+                opened.append(Refused("malformed", str(error)))
+                continue
+            leaf = merkle.to_text(self.algorithm, merkle.leaf_hash(self.algorithm, signing.canonical_json(envelope)))
+            opened.append((envelope, leaf, signed.keyid, record))
+        results: list[Entry | Refused | AlreadyPresent] = []
         with self.store.writing():
-            same = self.store.query("SELECT idx, leaf_hash FROM ledger_entries WHERE record_id = %s OR leaf_hash = %s",
-                                    (record.record_id, leaf))
-            if same:
-                if same[0][1] == leaf:
-                    raise AlreadyPresent(int(same[0][0]))
-                raise Refused("replay", f"record {record.record_id} is already in the ledger at index "
-                              f"{same[0][0]} with other content: a replayed or re-signed record")
-            # Under the write lock; MAX uses the primary key's index where COUNT(*) would scan the table.
             index = int(self.store.query("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")[0][0])
-            entry = Entry(index, leaf, record.record_id, opened.keyid, record.kind, record.host, record.drill_id,
-                          _now(), envelope)
-            self.store.execute(
-                "INSERT INTO ledger_entries (idx, leaf_hash, record_id, keyid, kind, host, drill_id, recorded, "
-                "envelope) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (entry.index, entry.leaf_hash, entry.record_id, entry.keyid, entry.kind, entry.host, entry.drill_id,
-                 entry.recorded, json.dumps(envelope, sort_keys=True)))
-        return entry
+            for item in opened:
+                if isinstance(item, Refused):
+                    results.append(item)
+                    continue
+                envelope, leaf, keyid, record = item
+                same = self.store.query(
+                    "SELECT idx, leaf_hash FROM ledger_entries WHERE record_id = %s OR leaf_hash = %s",
+                    (record.record_id, leaf))
+                if same:
+                    results.append(AlreadyPresent(int(same[0][0])) if same[0][1] == leaf else Refused(
+                        "replay", f"record {record.record_id} is already in the ledger at index {same[0][0]} with "
+                        "other content: a replayed or re-signed record"))
+                    continue
+                entry = Entry(index, leaf, record.record_id, keyid, record.kind, record.host, record.drill_id,
+                              _now(), envelope)
+                self.store.execute(
+                    "INSERT INTO ledger_entries (idx, leaf_hash, record_id, keyid, kind, host, drill_id, recorded, "
+                    "envelope) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (entry.index, entry.leaf_hash, entry.record_id, entry.keyid, entry.kind, entry.host,
+                     entry.drill_id, entry.recorded, json.dumps(envelope, sort_keys=True)))
+                results.append(entry)
+                index += 1
+        return results
 
     def append_signed(self, record: DrillRecord) -> Entry:
         """Sign ``record`` with the coordinator's key and append it."""
