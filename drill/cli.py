@@ -39,6 +39,7 @@ from drill.fleet.commands import (
     cmd_jobs,
     cmd_plan,
     cmd_serve,
+    cmd_status,
     run_fleet_drill,
 )
 from drill.ledger.ledger import read_checkpoint_log
@@ -393,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"demo": cmd_demo, "outbox": cmd_outbox, "ingest": cmd_ingest, "drill": cmd_drill,
                 "keys": cmd_keys, "ledger": cmd_ledger, "evidence": cmd_evidence, "report": cmd_report,
                 "serve": cmd_serve, "agents": cmd_agents, "jobs": cmd_jobs, "plan": cmd_plan,
-                "fingerprint": cmd_fingerprint, "config": cmd_config}
+                "fingerprint": cmd_fingerprint, "config": cmd_config, "status": cmd_status}
     try:
         return commands[args.command](args)
     except ConfigError as error:

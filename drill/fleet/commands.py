@@ -18,12 +18,14 @@ from drill.drills import DrillView
 from drill.fleet import enrolment, queue
 from drill.fleet.drills import advance_fleet_drill, start_fleet_drill
 from drill.fleet.planner import current_plan, run_plan
+from drill.fleet.status import Status, fleet_status
 from drill.fleet.tables import create_fleet_tables
 from drill.fleet.tls import TlsFiles, self_signed
 from drill.ledger.ledger import Ledger
 from drill.ledger.store import Store, open_store
 
 EXIT_OK = 0
+EXIT_NOT_HEALTHY = 1
 
 
 class NotAFleet(InputError):
@@ -196,6 +198,52 @@ def run_fleet_drill(ledger: Ledger, config: DrillConfig, args: argparse.Namespac
         store.close()
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Every system's targets: newest backup and verification, RPO, what is open. Exit 1 when anything is."""
+    from drill.coordinator import open_ledger  # noqa: PLC0415
+
+    config = load_drill_config(args.config)
+    _fleet(config)
+    store = _store(config)
+    try:
+        with open_ledger(config) as ledger:
+            status = fleet_status(ledger, store, config, datetime.now(UTC))
+    finally:
+        store.close()
+    if args.json:
+        _dump(status.to_json())
+    else:
+        _print_status(status)
+    return EXIT_OK if status.healthy else EXIT_NOT_HEALTHY
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f}h" if seconds < 172800 else f"{seconds / 86400:.1f}d"
+
+
+def _print_status(status: Status) -> None:
+    now = status.made
+    problems = sum(len(t.problems) for t in status.targets) + len(status.flags)
+    print(f"status of {now.strftime('%Y-%m-%d %H:%M')} UTC: {len({t.system for t in status.targets})} system(s), "
+          f"{len(status.targets)} target(s); " + ("all well" if not problems else f"{problems} problem(s)"))
+    print(f"{'SYSTEM/TARGET':<28} {'LAST BACKUP':<36} {'LAST VERIFICATION':<34} RPO (objective)")
+    for target in status.targets:
+        backup, verified = target.backup, target.verification
+        backup_text = "-" if backup is None else (
+            f"{backup.level} {backup.outcome} {_hours((now - backup.finished).total_seconds())} ago"
+            + ("" if backup.bytes is None else f" {backup.bytes / 1e6:.1f} MB"))
+        verified_text = "-" if verified is None else (
+            f"{verified.verdict} {_hours((now - verified.finished).total_seconds())} ago "
+            f"{verified.site}/{verified.scratch_host}")
+        rpo = target.rpo_seconds(now)
+        rpo_text = f"{'never' if rpo is None else _hours(rpo)} ({_hours(target.rpo_objective_seconds)})"
+        print(f"{target.system + '/' + target.target:<28} {backup_text:<36} {verified_text:<34} {rpo_text}")
+        for problem in target.problems:
+            print(f"  ! {problem.code:<20} {problem.message}")
+    for flag in status.flags:
+        print(f"  ! {flag.code:<20} {flag.subject}: {flag.message}")
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from drill.coordinator import open_ledger  # noqa: PLC0415
 
@@ -246,6 +294,14 @@ def add_commands(sub: Any, with_config: Callable[..., None]) -> None:
         a = agents_sub.add_parser(name, help=text)
         a.add_argument("agent", help="the agent's id, a unique prefix of it, or its host name")
         with_config(a)
+    p = sub.add_parser("status", help="every system's newest backup and verification, RPO and what is open",
+                       description="Per system and target: the newest backup (level, age, outcome, size), the newest "
+                       "verification (age, verdict, site, scratch host), the RPO achieved against the objective, and "
+                       "every open problem (backup_failed, verification_failed, rpo_breach, coverage_overdue, "
+                       "no_scratch_host, agent_silent).",
+                       epilog="Exit codes: 0 all well, 1 something failed or is overdue (for cron and monitoring), "
+                       "2 bad input.")
+    with_config(p)
     p = sub.add_parser("plan", help="tonight's verification plan: show it with the reason for every job, or run it")
     plan_sub = p.add_subparsers(dest="plan_command", required=True, metavar="ACTION")
     for name, text in (("show", "the jobs tonight's plan would queue, why, and what is overdue"),

@@ -94,6 +94,10 @@ def test_an_agent_and_a_scratch_host_enrol_push_records_and_verify_a_queued_job(
             shown = json.loads(coordinator.ctl("plan", "show", "--json").stdout)
             flagged = {(f["code"], f["subject"]) for f in shown["flags"]}
             assert ("coverage_overdue", "app01/documents@local") in flagged
+            overdue = coordinator.ctl("status", "--json")
+            assert overdue.returncode == 1, overdue.stderr
+            [row] = json.loads(overdue.stdout)["targets"]
+            assert [p["code"] for p in row["problems"]] == ["coverage_overdue"] and row["backup"]["level"] == "full"
             planned = json.loads(coordinator.ctl("plan", "run", "--json").stdout)
             assert sorted((j["kind"], j["target"], j["site"]) for j in planned["jobs"]) == [
                 ("check", None, "local"), ("verify", "documents", "local")]
@@ -110,6 +114,9 @@ def test_an_agent_and_a_scratch_host_enrol_push_records_and_verify_a_queued_job(
             again = json.loads(coordinator.ctl("plan", "show", "--json").stdout)
             assert not [f for f in again["flags"] if f["code"] == "coverage_overdue"]
             assert not [j for j in again["jobs"] if j["kind"] == "verify"]  # verified: nothing due tonight
+            well = coordinator.ctl("status")
+            assert well.returncode == 0 and "all well" in well.stdout, well.stdout
+            assert "passed" in well.stdout and "local/scratch01" in well.stdout
 
             # A job for a target the agent does not have comes back as its signed refusal.
             lacking = queue.enqueue(store, {"kind": "backup", "policy": "nightly", "target": "mail"}, reason="test",

@@ -38,3 +38,19 @@ def drill_step(drill_id: str = "D", record_id: str = "s1") -> DrillStep:
         "host": "coordinator", "system": "app01", "target": "documents", "site": "local", "repository": "local",
         "objectives": {"rto_seconds": 3600, "rpo_seconds": 86400}, "rpo_met": False, "rto_met": False,
         "verdict": "failed", "started": STARTED, "finished": STARTED})
+
+
+def verify_document(record_id: str = "v1", backup_host: str = "app01", site: str = "local",
+                    **changes: Any) -> dict[str, Any]:
+    """The JSON document of a passed verification of app01's documents by scratch01."""
+    document: dict[str, Any] = {
+        "schema": "drill.result/v1", "record_id": record_id, "job": {"id": f"job-{record_id}", "kind": "verify"},
+        "host": "scratch01", "agent": "vm", "repository": {"name": "local", "site": site}, "target": "documents",
+        "backup_host": backup_host, "scratch": {"host": "scratch01", "directory": "/srv/drill-scratch"},
+        "verdict": "passed",
+        "timings": {"started": "2026-11-30T03:00:00.000Z", "finished": "2026-11-30T03:00:09.000Z",
+                    "duration_seconds": 9.0, "phases": {}},
+        "outcome": "success", "findings": [],
+    }
+    document.update(changes)
+    return document
