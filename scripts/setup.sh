@@ -25,6 +25,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# promtool checks and unit-tests the alert rules (docs/alerts.yml); the Prometheus server itself is not started.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "setup: installing prometheus (for promtool) from the distribution"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 # The dedicated account throwaway database instances run as (scratch run_as): no login, no home.
 if [ "$(id -u)" -eq 0 ] && ! id drill-sandbox >/dev/null 2>&1; then

@@ -189,6 +189,12 @@ def list_jobs(store: Store, state: str | None = None, drill_id: str | None = Non
                                          params)]
 
 
+def count_jobs(store: Store) -> dict[str, int]:
+    """How many jobs the queue holds in each state (a state with none is missing)."""
+    return {str(state): int(count) for state, count in
+            store.query("SELECT state, COUNT(*) FROM fleet_jobs GROUP BY state")}
+
+
 def cancel_if_unclaimed(store: Store, job_id: str, why: str, *, now: float) -> bool:
     """Cancel a job no host has taken yet; whether it was."""
     rows = store.query("UPDATE fleet_jobs SET state = 'cancelled', outcome = %s, updated = %s WHERE job_id = %s "

@@ -29,12 +29,13 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agents.contract import httpsig
 from drill.fleet import enrolment, queue
 from drill.fleet.drills import advance_fleet_drill, running_drills
+from drill.fleet.metrics import CONTENT_TYPE, MetricsCache
 from drill.fleet.planner import claim_night, note_night
 from drill.fleet.server import MAX_BODY, Answer, FleetServer
 
@@ -80,6 +81,14 @@ def build_app(server: FleetServer) -> Starlette:
             return JSONResponse({"status": "unavailable", "message": str(error)[:500]}, 503)
         return JSONResponse({"status": "ok" if ok else "unavailable", "coordinator": server.config.coordinator})
 
+    metrics_cache = MetricsCache()
+
+    async def metrics(_: Request) -> Response:
+        def make() -> bytes:
+            with server.pool.borrow() as db:
+                return metrics_cache.get(db.ledger, db.store, server.config)
+        return Response(await anyio.to_thread.run_sync(make, limiter=limiter), media_type=CONTENT_TYPE)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         stop = threading.Event()
@@ -93,6 +102,7 @@ def build_app(server: FleetServer) -> Starlette:
 
     return Starlette(routes=[
         Route("/healthz", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/enrol", endpoint(server.enrol), methods=["POST"]),
         Route("/v1/poll", endpoint(server.poll), methods=["POST"]),
         Route("/v1/records", endpoint(server.records), methods=["POST"]),

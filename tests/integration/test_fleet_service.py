@@ -14,8 +14,10 @@ import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.config.model import load_config
 from agents.contract import signing
@@ -117,6 +119,13 @@ def test_an_agent_and_a_scratch_host_enrol_push_records_and_verify_a_queued_job(
             well = coordinator.ctl("status")
             assert well.returncode == 0 and "all well" in well.stdout, well.stdout
             assert "passed" in well.stdout and "local/scratch01" in well.stdout
+            metrics = _metrics(coordinator.url)
+            assert metrics[("drill_verification_passed", (("system", "app01"), ("target", "documents")))] == 1
+            assert metrics[("drill_coverage_ratio", ())] == 1 and metrics[("drill_ledger_audit_ok", ())] == 1
+            assert metrics[("drill_jobs", (("state", "done"),))] == 2
+            assert metrics[("drill_agent_silent", (("host", "scratch01"), ("role", "scratch")))] == 0
+            assert metrics[("drill_backup_last_success_timestamp_seconds", (
+                ("level", "full"), ("system", "app01"), ("target", "documents")))] > time.time() - 600
 
             # A job for a target the agent does not have comes back as its signed refusal.
             lacking = queue.enqueue(store, {"kind": "backup", "policy": "nightly", "target": "mail"}, reason="test",
@@ -151,6 +160,14 @@ def test_an_agent_and_a_scratch_host_enrol_push_records_and_verify_a_queued_job(
         except LinkError as error:
             assert (error.status, error.code) == (403, "agent_revoked")
         store.close()
+
+
+def _metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of the coordinator's /metrics, by name and sorted labels."""
+    answer = httpx.get(f"{url}/metrics", verify=False, timeout=30)  # loopback, the self-signed certificate
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
 
 
 def _agent(workspace: Workspace, host: str, address: str, repositories: dict[str, object]) -> str:
