@@ -39,6 +39,7 @@ from agents.contract.inventory import Inventory
 from agents.contract.jobs import SCRATCH_SCHEMA
 from agents.contract.records import Objectives as ObjectiveSeconds
 from agents.contract.signing import DIGESTS
+from drill.notify.sender import Mail, NotificationSettings, Webhook
 from policies.config import MAX_NAMES, NAME_PATTERN
 from policies.durations import DurationError, parse_duration
 
@@ -125,6 +126,59 @@ FLEET_KEYS: dict[str, Any] = {
         },
         "examples": [{"poll_seconds": 30, "lease": "10m"}],
     },
+}
+
+_SECRET_FILE = {"type": "string", "pattern": "^/", "maxLength": 4096}
+_URL = {"type": "string", "pattern": "^https?://", "maxLength": 4096}
+
+FLEET_KEYS["notifications"] = {
+    "type": "object", "additionalProperties": False,
+    "description": "Who is told when a problem of drillctl status opens or closes, and the dead-man's switch "
+    "pinged after each nightly plan. Sending never holds up the service; each destination retries on its own.",
+    "properties": {
+        "webhooks": {"type": "array", "maxItems": 32, "description": "HTTP(S) endpoints; each gets a POST.",
+                     "items": {"type": "object", "additionalProperties": False, "required": ["format"],
+                               "properties": {
+                                   "format": {"enum": ["json", "dingtalk", "wecom"], "description": "json: "
+                                              "drill's own document; dingtalk, wecom: the robots' markdown "
+                                              "message.", "examples": ["dingtalk"]},
+                                   "url": {**_URL, "description": "The endpoint (give url_file instead when the "
+                                           "URL holds a token).", "examples": ["https://ops.example/hooks/drill"]},
+                                   "url_file": {**_SECRET_FILE, "description": "A 0600 file holding the URL "
+                                                "(DingTalk's and WeCom's carry the robot's token).",
+                                                "examples": ["/etc/drill/dingtalk.url"]},
+                                   "secret_file": {**_SECRET_FILE, "description": "DingTalk: the robot's "
+                                                   "signing secret (the request is signed with it).",
+                                                   "examples": ["/etc/drill/dingtalk.secret"]}},
+                               "examples": [{"format": "wecom", "url_file": "/etc/drill/wecom.url"}]},
+                     "examples": [[{"format": "json", "url": "https://ops.example/hooks/drill"}]]},
+        "email": {"type": "object", "additionalProperties": False, "required": ["server", "from", "to"],
+                  "description": "Mail through an SMTP server.",
+                  "properties": {
+                      "server": {"type": "string", "pattern": r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$",
+                                 "maxLength": 256, "description": "host:port of the SMTP server.",
+                                 "examples": ["smtp.example:587"]},
+                      "from": {"type": "string", "maxLength": 256, "description": "Sender address.",
+                               "examples": ["drill@example.com"]},
+                      "to": {"type": "array", "minItems": 1, "maxItems": 64,
+                             "items": {"type": "string", "maxLength": 256}, "description": "Recipients.",
+                             "examples": [["ops@example.com"]]},
+                      "starttls": {"type": "boolean", "default": True, "description": "Upgrade with STARTTLS.",
+                                   "examples": [True]},
+                      "username": {"type": "string", "maxLength": 256, "description": "SMTP login.",
+                                   "examples": ["drill"]},
+                      "password_file": {**_SECRET_FILE, "description": "A 0600 file with the SMTP password.",
+                                        "examples": ["/etc/drill/smtp.pw"]}},
+                  "examples": [{"server": "smtp.example:587", "from": "drill@example.com",
+                                "to": ["ops@example.com"]}]},
+        "deadman_url": {**_URL, "description": "Pinged (POST) after each completed nightly plan: a silence there "
+                        "means the coordinator is not planning.", "examples": ["https://hc-ping.com/UUID"]},
+        "deadman_url_file": {**_SECRET_FILE, "description": "A 0600 file holding the dead-man's URL.",
+                             "examples": ["/etc/drill/deadman.url"]},
+        "every": _duration("How often problems are compared with the last look (default 1m).", "1m"),
+    },
+    "examples": [{"webhooks": [{"format": "json", "url": "https://ops.example/hooks/drill"}],
+                  "deadman_url": "https://hc-ping.com/UUID"}],
 }
 
 SCHEMA: dict[str, Any] = {
@@ -256,6 +310,7 @@ class DrillConfig:
     fleet_systems: dict[str, FleetSystem] = field(default_factory=dict)
     default_objectives: Objectives = field(default_factory=lambda: Objectives(timedelta(hours=1),
                                                                               timedelta(hours=24)))
+    notifications: NotificationSettings | None = None
 
     @property
     def sites(self) -> set[str]:
@@ -322,6 +377,7 @@ def load_drill_config(path: str) -> DrillConfig:
                         f"unknown target {target!r} of {spec['agent_config']}; defined: {defined}")
         systems[name] = System(name, agent, inventory, targets,
                                _objectives(spec.get("objectives"), base, (*where, "objectives"), out))
+    notifications = _notifications(data.get("notifications"), out)
     out.raise_if_any()
     state_dir = data["state_dir"]
     return DrillConfig(
@@ -336,6 +392,7 @@ def load_drill_config(path: str) -> DrillConfig:
         fleet=fleet,
         fleet_systems=fleet_systems,
         default_objectives=_objectives(None, base, ("objectives",), ProblemCollector(path, None)),
+        notifications=notifications,
     )
 
 
@@ -351,6 +408,30 @@ def _seconds(raw: Mapping[str, Any], key: str, default: str, where: tuple[str | 
 def _minutes(text: str) -> int:
     hours, minutes = text.split(":")
     return int(hours) * 60 + int(minutes)
+
+
+def _notifications(raw: Mapping[str, Any] | None, out: ProblemCollector) -> NotificationSettings | None:
+    """The notifications section (already checked against the schema), or None when there is none."""
+    if not raw:
+        return None
+    hooks = []
+    for index, hook in enumerate(raw.get("webhooks", [])):
+        if ("url" in hook) == ("url_file" in hook):
+            out.add(("notifications", "webhooks", index), "give either url or url_file (a URL with a token "
+                    "belongs in a 0600 file)")
+        if "secret_file" in hook and hook["format"] != "dingtalk":
+            out.add(("notifications", "webhooks", index, "secret_file"), "only DingTalk robots sign requests")
+        hooks.append(Webhook(hook["format"], hook.get("url"), hook.get("url_file"), hook.get("secret_file")))
+    mail = None
+    if (spec := raw.get("email")) is not None:
+        if ("username" in spec) != ("password_file" in spec):
+            out.add(("notifications", "email"), "username and password_file go together")
+        mail = Mail(spec["server"], spec["from"], tuple(spec["to"]), bool(spec.get("starttls", True)),
+                    spec.get("username"), spec.get("password_file"))
+    if "deadman_url" in raw and "deadman_url_file" in raw:
+        out.add(("notifications", "deadman_url"), "give either deadman_url or deadman_url_file")
+    every = _seconds(raw, "every", "1m", ("notifications",), out)
+    return NotificationSettings(tuple(hooks), mail, raw.get("deadman_url"), raw.get("deadman_url_file"), every)
 
 
 def _fleet_settings(data: Mapping[str, Any], out: ProblemCollector) -> FleetSettings:

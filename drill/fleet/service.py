@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,10 @@ from drill.fleet.drills import advance_fleet_drill, running_drills
 from drill.fleet.metrics import CONTENT_TYPE, MetricsCache
 from drill.fleet.planner import claim_night, note_night
 from drill.fleet.server import MAX_BODY, Answer, FleetServer
+from drill.fleet.status import fleet_status
+from drill.notify.messages import Event
+from drill.notify.sender import Notifier
+from drill.notify.transitions import problems_of, transitions
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +115,10 @@ def build_app(server: FleetServer) -> Starlette:
 
 
 def _housekeeping(server: FleetServer, stop: threading.Event) -> None:
-    """Put back the jobs of hosts gone silent, until ``stop``. A failure is logged, and tried again next round."""
+    """Put back the jobs of hosts gone silent, forget old nonces, plan the night, advance drills and notify what
+    opened or closed, until ``stop``. A failure is logged, and tried again next round."""
+    notifier = Notifier(server.config.notifications) if server.config.notifications else None
+    looked = 0.0
     while not stop.wait(HOUSEKEEPING_SECONDS):
         night = None
         try:
@@ -126,15 +134,34 @@ def _housekeeping(server: FleetServer, stop: threading.Event) -> None:
             for job_id in back:
                 log.warning("job %s: its host went silent; queued again", job_id)
             if night is not None:
-                _plan_night(server, night)
+                _plan_night(server, night, notifier)
+            if notifier is not None and server.config.notifications is not None \
+                    and time.monotonic() - looked >= server.config.notifications.every:
+                looked = time.monotonic()
+                _notify_changes(server, notifier)
         except Exception:
             log.exception("housekeeping failed; trying again in %.0fs", HOUSEKEEPING_SECONDS)
+    if notifier is not None:
+        notifier.close()
+
+
+def _notify_changes(server: FleetServer, notifier: Notifier) -> None:
+    """Send a failure for each problem of the status that opened since the last look, a recovery for each that
+    closed (once across coordinators: :mod:`drill.notify.transitions`)."""
+    now = datetime.now(UTC)
+    with server.pool.borrow() as db:
+        status = fleet_status(db.ledger, db.store, server.config, now)
+        opened, closed = transitions(db.store, problems_of(status), now.timestamp())
+    for (subject, code), message in opened:
+        notifier.send(Event("failure", code, subject, message, now, server.config.coordinator))
+    for (subject, code), message in closed:
+        notifier.send(Event("recovery", code, subject, message, now, server.config.coordinator))
 
 
 PLANNER_NICENESS = 10
 
 
-def _plan_night(server: FleetServer, night: str) -> None:
+def _plan_night(server: FleetServer, night: str, notifier: Notifier | None = None) -> None:
     """Make and queue the night's plan in a process of its own: over thousands of agents it is seconds of work
     that, in this one, would hold the interpreter while agents wait for their answers. It runs at a lower CPU
     priority (nice 10): a plan may take a few seconds longer, an agent's poll should not wait on it."""
@@ -159,6 +186,9 @@ def _plan_night(server: FleetServer, night: str) -> None:
     with server.pool.borrow() as db:
         note_night(db.store, night, queued)
     log.info("the plan of the night %s: %d job(s) queued", night, queued)
+    if notifier is not None:  # the dead-man's switch: silence there means no plan was made
+        notifier.send(Event("heartbeat", "nightly_plan", night, f"the plan of the night {night}: {queued} job(s) "
+                            "queued", datetime.now(UTC), server.config.coordinator))
 
 
 def serve(server: FleetServer, certificate: str, key: str) -> None:

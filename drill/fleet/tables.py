@@ -5,7 +5,8 @@
 * ``fleet_jobs``: the job queue: what to run, where it may run, its state and lease;
 * ``fleet_drills``: the drills being dispatched (the ledger holds what they found);
 * ``fleet_nights``: the nights already planned (one coordinator plans each night);
-* ``fleet_nonces``: the request nonces seen inside the signature window (replays are refused).
+* ``fleet_nonces``: the request nonces seen inside the signature window (replays are refused);
+* ``fleet_alerts``: the problems notified as open (their recovery is notified when they close).
 
 Times are Unix seconds (floats) so that both databases compare them the same way.
 """
@@ -33,6 +34,8 @@ TABLES = (
     "started DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS fleet_nights (night TEXT PRIMARY KEY, planned DOUBLE PRECISION NOT NULL, "
     "jobs INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS fleet_alerts (subject TEXT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL, "
+    "since DOUBLE PRECISION NOT NULL, PRIMARY KEY (subject, code))",
     "CREATE TABLE IF NOT EXISTS fleet_nonces (agent_id TEXT NOT NULL, nonce TEXT NOT NULL, "
     "seen DOUBLE PRECISION NOT NULL, PRIMARY KEY (agent_id, nonce))",
 )

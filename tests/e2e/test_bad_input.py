@@ -106,6 +106,14 @@ def test_config_validate_and_an_enrolment_token_file_name_what_is_wrong(
     good.write_text(f"state_dir: {tmp_path}/coordinator\nlisten: 127.0.0.1:8443\n")
     valid = run_cli("drillctl", "config", "validate", str(good), "--json")
     assert valid.returncode == 0 and '"fleet": true' in valid.stdout
+    hooks = tmp_path / "hooks.yaml"
+    hooks.write_text(good.read_text() + "notifications:\n  webhooks:\n    - {format: json, url: 'file:///etc/passwd'}"
+                     "\n  email: {server: smtp:25, from: a@b, to: []}\n")
+    _assert_clear(run_cli("drillctl", "config", "validate", str(hooks)), "notifications.webhooks[0].url",
+                  "notifications.email.to")
+    hooks.write_text(good.read_text() + "notifications:\n  webhooks:\n    - {format: wecom}\n")
+    _assert_clear(run_cli("drillctl", "config", "validate", str(hooks)), "notifications.webhooks[0]",
+                  "give either url or url_file")
     empty = tmp_path / "token"
     empty.write_text("\n")
     enrol = ["drill-agent", "enrol", "-c", files["agent"], "--coordinator", "https://127.0.0.1:1",

@@ -33,6 +33,7 @@ from tests.support.configs import Workspace, write_files
 from tests.support.databases import empty_database
 from tests.support.fleet import Coordinator, free_port, running_agent, serving, wait_for, write_coordinator_config
 from tests.support.processes import run_cli
+from tests.support.receivers import http_receiver
 from tests.support.relay import Relay, relay_to
 
 
@@ -64,8 +65,11 @@ def test_an_agent_and_a_scratch_host_enrol_push_records_and_verify_a_queued_job(
         "host": "scratch01", "role": "scratch", "state_dir": os.path.join(root, "scratch01-state"),
         "restic": {"binary": workspace_once.restic}, "repositories": {"app01-copy": repository},
         "scratch": {"directory": scratch_dir}, "fleet": {"source_address": "127.0.0.3", "capacity": 2}})
-    config = write_coordinator_config(root, free_port())
-    with serving(config, os.path.join(root, "serve.log")) as coordinator:
+    hooks = contextlib.ExitStack()
+    web = hooks.enter_context(http_receiver())
+    config = write_coordinator_config(root, free_port(), notifications={
+        "webhooks": [{"format": "json", "url": f"{web.url}/ops"}], "every": "1s"})
+    with hooks, serving(config, os.path.join(root, "serve.log")) as coordinator:
         assert run_cli("drill-agent", "init", "-c", agent_config).returncode == 0
         for path, role in ((agent_config, "agent"), (scratch_config, "scratch")):
             enrolled = run_cli("drill-agent", "enrol", "-c", path, "--coordinator", coordinator.url,
@@ -118,6 +122,12 @@ def test_an_agent_and_a_scratch_host_enrol_push_records_and_verify_a_queued_job(
             assert not [j for j in again["jobs"] if j["kind"] == "verify"]  # verified: nothing due tonight
             well = coordinator.ctl("status")
             assert well.returncode == 0 and "all well" in well.stdout, well.stdout
+
+            def told() -> list[tuple[str, str, str]]:
+                return [(e["event"], e["code"], e["subject"]) for e in (json.loads(p.body) for p in web.on("/ops"))]
+            overdue = ("coverage_overdue", "app01/documents@local")
+            wait_for("ops to be told the problem ended", lambda: ("recovery", *overdue) in told())
+            assert told().count(("failure", *overdue)) == 1 and told().count(("recovery", *overdue)) == 1, told()
             assert "passed" in well.stdout and "local/scratch01" in well.stdout
             metrics = _metrics(coordinator.url)
             assert metrics[("drill_verification_passed", (("system", "app01"), ("target", "documents")))] == 1
