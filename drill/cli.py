@@ -40,6 +40,7 @@ from drill.fleet.commands import (
     cmd_plan,
     cmd_serve,
     cmd_status,
+    cmd_users,
     run_fleet_drill,
 )
 from drill.ledger.ledger import read_checkpoint_log
@@ -394,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"demo": cmd_demo, "outbox": cmd_outbox, "ingest": cmd_ingest, "drill": cmd_drill,
                 "keys": cmd_keys, "ledger": cmd_ledger, "evidence": cmd_evidence, "report": cmd_report,
                 "serve": cmd_serve, "agents": cmd_agents, "jobs": cmd_jobs, "plan": cmd_plan,
-                "fingerprint": cmd_fingerprint, "config": cmd_config, "status": cmd_status}
+                "fingerprint": cmd_fingerprint, "config": cmd_config, "status": cmd_status,
+                "users": cmd_users}
     try:
         return commands[args.command](args)
     except ConfigError as error:

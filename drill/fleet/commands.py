@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents import api
+from agents.contract.configfile import MAX_SECRET_BYTES, FileRefusedError, read_text_file
 from agents.contract.errors import InputError
 from drill.config import DrillConfig, FleetSettings, load_drill_config
 from drill.drills import DrillView
@@ -23,6 +25,7 @@ from drill.fleet.tables import create_fleet_tables
 from drill.fleet.tls import TlsFiles, self_signed
 from drill.ledger.ledger import Ledger
 from drill.ledger.store import Store, open_store
+from drill.web import accounts
 
 EXIT_OK = 0
 EXIT_NOT_HEALTHY = 1
@@ -244,6 +247,43 @@ def _print_status(status: Status) -> None:
         print(f"  ! {flag.code:<20} {flag.subject}: {flag.message}")
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    """``users add|list``: the web view's local accounts."""
+    config = load_drill_config(args.config)
+    _fleet(config)
+    store = _store(config)
+    try:
+        if args.users_command == "add":
+            password = _password(args.password_file)
+            accounts.add_account(store, args.name, args.role, password, time.time())
+            print(f"account {args.name} ({args.role}) saved")
+            return EXIT_OK
+        listed = accounts.list_accounts(store)
+    finally:
+        store.close()
+    if args.json:
+        _dump([{"name": a.name, "role": a.role} for a in listed])
+    else:
+        for account in listed:
+            print(f"{account.name:<24} {account.role}")
+    return EXIT_OK
+
+
+def _password(path: str | None) -> str:
+    """The new password: from the file, from standard input ('-'), or asked for twice at the terminal."""
+    if path == "-" or (path is None and not sys.stdin.isatty()):
+        return sys.stdin.readline().rstrip("\n")
+    if path is not None:
+        try:
+            return read_text_file(path, MAX_SECRET_BYTES).rstrip("\n")
+        except (OSError, FileRefusedError) as error:
+            raise InputError(f"{path}: {error}") from None
+    first, second = getpass.getpass("password: "), getpass.getpass("again: ")
+    if first != second:
+        raise InputError("the two passwords differ")
+    return first
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from drill.coordinator import open_ledger  # noqa: PLC0415
 
@@ -294,6 +334,18 @@ def add_commands(sub: Any, with_config: Callable[..., None]) -> None:
         a = agents_sub.add_parser(name, help=text)
         a.add_argument("agent", help="the agent's id, a unique prefix of it, or its host name")
         with_config(a)
+    p = sub.add_parser("users", help="the web view's accounts: add (or change) one, list them")
+    users_sub = p.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    u = users_sub.add_parser("add", help="add an account, or set its role and password (scrypt-hashed)",
+                             description="Roles: operator (every page and action), auditor (every page, read-only; "
+                             "downloads). The password is asked at the terminal, or read from --password-file "
+                             "('-': standard input); at least 12 characters.")
+    u.add_argument("name")
+    u.add_argument("--role", choices=accounts.ROLES, required=True)
+    u.add_argument("--password-file", metavar="FILE")
+    with_config(u, json_flag=False)
+    u = users_sub.add_parser("list", help="every account and its role")
+    with_config(u)
     p = sub.add_parser("status", help="every system's newest backup and verification, RPO and what is open",
                        description="Per system and target: the newest backup (level, age, outcome, size), the newest "
                        "verification (age, verdict, site, scratch host), the RPO achieved against the objective, and "

@@ -43,6 +43,7 @@ from drill.fleet.status import fleet_status
 from drill.notify.messages import Event
 from drill.notify.sender import Notifier
 from drill.notify.transitions import problems_of, transitions
+from drill.web.app import routes as web_routes
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def build_app(server: FleetServer) -> Starlette:
             worker.join(30)
 
     return Starlette(routes=[
+        *web_routes(server, limiter),
         Route("/healthz", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/enrol", endpoint(server.enrol), methods=["POST"]),

@@ -51,9 +51,11 @@ def kill_after_start(programs: tuple[bytes, ...], argument: str, *, after: float
     return thread, killed
 
 
-def run_cli(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run one of the project's commands (``drill-agent``, ``drillctl``) as an operator would."""
+def run_cli(*argv: str, timeout: float = 600, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one of the project's commands (``drill-agent``, ``drillctl``) as an operator would; ``input_text`` on
+    its standard input (else none)."""
     program = shutil.which(argv[0])
     if program is None:
         pytest.fail(f"{argv[0]} is not on PATH: install the project (bash scripts/setup.sh)", pytrace=False)
-    return subprocess.run([program, *argv[1:]], capture_output=True, text=True, check=False, timeout=timeout)
+    return subprocess.run([program, *argv[1:]], capture_output=True, text=True, check=False, timeout=timeout,
+                          input=input_text if input_text is not None else "")
