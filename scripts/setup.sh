@@ -25,6 +25,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The web view is tested in Debian's chromium (headless, through chromedriver).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "setup: installing chromium and chromium-driver from the distribution"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+    >/dev/null
+fi
 # promtool checks and unit-tests the alert rules (docs/alerts.yml); the Prometheus server itself is not started.
 if ! command -v promtool >/dev/null 2>&1; then
   echo "setup: installing prometheus (for promtool) from the distribution"

@@ -26,7 +26,7 @@ input{padding:.35rem;margin:.2rem 0}
 .login{max-width:22rem;margin:3rem auto;background:#fff;padding:1.5rem}
 .error{color:#c62828}
 @media (max-width:700px){thead{display:none}tr{display:block;margin-bottom:.75rem;background:#fff}
-td{display:block;border:none;padding:.2rem .5rem}td::before{content:attr(data-label) ": ";font-weight:bold}}
+td{display:block;border:none;padding:.2rem .5rem}td[data-label]::before{content:attr(data-label) ": ";font-weight:bold}}
 """.strip()
 
 
