@@ -8,6 +8,8 @@ that allows nothing from another origin and no script at all.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 import urllib.parse
 from collections import deque
@@ -20,10 +22,19 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from drill.fleet import enrolment
+from agents.contract.errors import DrillError
+from drill.drills import list_drills, load_drill
+from drill.evidence.export import export_bundle, key_listing
+from drill.fleet import enrolment, queue
+from drill.fleet.drills import fleet_systems
 from drill.fleet.server import FleetServer
 from drill.fleet.status import fleet_status
+from drill.reports.figures import drill_figures
+from drill.reports.html import render_report
+from drill.reports.i18n import LANGUAGES as REPORT_LANGUAGES
+from drill.reports.pdf import html_to_pdf
 from drill.web import accounts, pages
+from drill.web.history import night_jobs, system_history
 from drill.web.i18n import LANGUAGES, WORDS, choose
 from drill.web.sessions import COOKIE, LIFETIME, Session, Sessions, load_secret
 
@@ -34,6 +45,12 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_FORM = 8192
+# What a drill's page offers to download: the reports (language, format) and the evidence bundle.
+DOWNLOADS = {
+    **{f"report.{lang}.{fmt}": ("report", lang, fmt, "text/html; charset=utf-8" if fmt == "html"
+                                else "application/pdf") for lang in REPORT_LANGUAGES for fmt in ("html", "pdf")},
+    "bundle.zip": ("bundle", "", "zip", "application/zip"),
+}
 FAILURES_ALLOWED = 5
 FAILURE_WINDOW = 300.0
 
@@ -179,6 +196,68 @@ def routes(server: FleetServer, limiter: anyio.CapacityLimiter) -> list[Route]:
             return html(pages.message_page(lang, "not_found", session.name, csrf), 404)
         return _secured(RedirectResponse("/ui/agents", 303))
 
+    async def system(request: Request, session: Session, lang: str) -> Response:
+        name = request.path_params["name"]
+
+        def make() -> str | None:
+            with server.pool.borrow() as db:
+                systems = fleet_systems(server.config, db.store)
+                if name not in systems:
+                    return None
+                records = [e.record for e in db.ledger.entries() if e.kind in ("backup", "verify")]
+            return pages.system_page(lang, name, system_history(systems[name].host, records), session.name,
+                                     sessions.csrf(session))
+        text = await anyio.to_thread.run_sync(make, limiter=limiter)
+        if text is None:
+            return html(pages.message_page(lang, "not_found", session.name, sessions.csrf(session)), 404)
+        return html(text)
+
+    async def drills(request: Request, session: Session, lang: str) -> Response:
+        def make() -> str:
+            with server.pool.borrow() as db:
+                views = list_drills(db.ledger)
+            return pages.drills_page(lang, list(reversed(views)), session.name, sessions.csrf(session))
+        return html(await anyio.to_thread.run_sync(make, limiter=limiter))
+
+    async def night(request: Request, session: Session, lang: str) -> Response:
+        def make() -> str:
+            with server.pool.borrow() as db:
+                planned = db.store.query("SELECT MAX(planned) FROM fleet_nights")[0][0]
+                since = (float(planned) - 60) if planned is not None else time.time() - 86400
+                jobs = [j for j in queue.list_jobs(db.store) if j.created >= since]
+                hosts = {a.agent_id: a.host for a in enrolment.list_agents(db.store)}
+                records = [e.record for e in db.ledger.entries() if e.kind in ("verify", "check", "refused")]
+            return pages.night_page(lang, night_jobs(jobs, records, hosts), session.name, sessions.csrf(session))
+        return html(await anyio.to_thread.run_sync(make, limiter=limiter))
+
+    async def download(request: Request, session: Session, lang: str) -> Response:
+        drill_id, what = request.path_params["drill_id"], request.path_params["what"]
+        wanted = DOWNLOADS.get(what)
+        if wanted is None:
+            return html(pages.message_page(lang, "not_found", session.name, sessions.csrf(session)), 404)
+
+        def make() -> bytes | None:
+            with server.pool.borrow() as db:
+                try:
+                    view = load_drill(db.ledger, drill_id)
+                except DrillError:
+                    return None
+                if wanted[0] == "bundle":
+                    with tempfile.TemporaryDirectory(prefix="drill-bundle-") as directory:
+                        out = os.path.join(directory, "bundle.zip")
+                        export_bundle(db.ledger, out, drill_id=view.drill_id)
+                        with open(out, "rb") as handle:
+                            return handle.read()
+                page = render_report(drill_figures(view.started, view.steps, view.finished),
+                                     key_listing(db.ledger), wanted[1])
+            return page.encode() if wanted[2] == "html" else html_to_pdf(page)
+        data = await anyio.to_thread.run_sync(make, limiter=limiter)
+        if data is None:
+            return html(pages.message_page(lang, "not_found", session.name, sessions.csrf(session)), 404)
+        filename = f"drill-{drill_id}-{what}"
+        return _secured(Response(data, media_type=wanted[3], headers={
+            "Content-Disposition": f'attachment; filename="{filename}"'}))
+
     async def not_found(request: Request) -> Response:
         session = session_of(request)
         lang = lang_of(request)
@@ -193,6 +272,10 @@ def routes(server: FleetServer, limiter: anyio.CapacityLimiter) -> list[Route]:
         Route("/ui/logout", logout, methods=["POST"]),
         Route("/ui/", page(overview), methods=["GET"]),
         Route("/ui/agents", page(agents), methods=["GET"]),
+        Route("/ui/systems/{name}", page(system), methods=["GET"]),
+        Route("/ui/drills", page(drills), methods=["GET"]),
+        Route("/ui/drills/{drill_id}/{what}", page(download), methods=["GET"]),
+        Route("/ui/night", page(night), methods=["GET"]),
         Route("/ui/agents/{agent_id}/{action}", page(agent_action), methods=["POST"]),
         Route("/ui/{rest:path}", not_found, methods=["GET", "POST"]),
     ]

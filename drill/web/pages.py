@@ -6,8 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from html import escape
 
+from drill.drills import DrillView
 from drill.fleet.enrolment import AgentRow
 from drill.fleet.status import Status, TargetStatus
+from drill.web.charts import line_chart
+from drill.web.history import NightJob, SystemHistory
 from drill.web.i18n import LANGUAGES, WORDS
 
 STYLE = """
@@ -25,6 +28,8 @@ form.inline{display:inline}button{padding:.3rem .8rem}
 input{padding:.35rem;margin:.2rem 0}
 .login{max-width:22rem;margin:3rem auto;background:#fff;padding:1.5rem}
 .error{color:#c62828}
+figure{margin:1rem 0;background:#fff;padding:.5rem}figcaption{font-weight:bold}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:1rem}
 @media (max-width:700px){thead{display:none}tr{display:block;margin-bottom:.75rem;background:#fff}
 td{display:block;border:none;padding:.2rem .5rem}td[data-label]::before{content:attr(data-label) ": ";font-weight:bold}}
 """.strip()
@@ -47,7 +52,8 @@ def layout(lang: str, title: str, body: str, who: str | None = None, csrf: str |
                          for code in LANGUAGES)
     nav = ""
     if who is not None:
-        nav = (f'<a href="/ui/">{_t(lang, "overview")}</a> <a href="/ui/agents">{_t(lang, "agents")}</a>'
+        nav = (f'<a href="/ui/">{_t(lang, "overview")}</a> <a href="/ui/night">{_t(lang, "night")}</a> '
+               f'<a href="/ui/drills">{_t(lang, "drills")}</a> <a href="/ui/agents">{_t(lang, "agents")}</a>'
                f'<span class="who">{_t(lang, "signed_in_as")} {escape(who)} '
                f'<form class="inline" method="post" action="/ui/logout"><input type="hidden" name="csrf" '
                f'value="{escape(csrf or "")}"><button>{_t(lang, "logout")}</button></form></span>')
@@ -80,7 +86,8 @@ def _target_row(target: TargetStatus, now: datetime, lang: str) -> str:
     problems = "".join(f'<div class="problem">{escape(p.code)}: {escape(p.message)}</div>' for p in target.problems)
     state = "ok" if not target.problems else "bad"
     return (f'<tr class="{state}" data-state="{state}"><td data-label="{_t(lang, "system")}">'
-            f'{escape(target.system)}</td><td data-label="{_t(lang, "target")}">{escape(target.target)}</td>'
+            f'<a href="/ui/systems/{escape(target.system)}">{escape(target.system)}</a></td>'
+            f'<td data-label="{_t(lang, "target")}">{escape(target.target)}</td>'
             f'<td data-label="{_t(lang, "backup")}">{backup_text}</td>'
             f'<td data-label="{_t(lang, "verification")}">{verified_text}</td>'
             f'<td data-label="{_t(lang, "rpo")}">{rpo_text}</td>'
@@ -130,3 +137,69 @@ def agents_page(lang: str, agents: list[AgentRow], now: datetime, operator: bool
 
 def message_page(lang: str, key: str, who: str | None = None, csrf: str | None = None) -> str:
     return layout(lang, _t(lang, key), f'<p class="error">{_t(lang, key)}</p>', who, csrf)
+
+
+def _table(lang: str, headers: list[str], rows: list[list[str]]) -> str:
+    """A table whose cells are already escaped HTML; each cell labelled for the phone layout."""
+    head = "".join(f"<th>{_t(lang, h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f'<td data-label="{_t(lang, h)}">{cell}</td>' for h, cell in zip(
+        headers, row, strict=True)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def system_page(lang: str, name: str, history: SystemHistory, who: str, csrf: str) -> str:
+    def when(moment: datetime) -> str:
+        return escape(moment.strftime("%Y-%m-%d %H:%M"))
+
+    charts = "".join((
+        line_chart(_t(lang, "backup_duration"), _t(lang, "seconds"), history.backup_seconds),
+        line_chart(_t(lang, "backup_size"), "MB", history.backup_megabytes),
+        line_chart(_t(lang, "verify_duration"), _t(lang, "seconds"), history.verify_seconds),
+        line_chart(_t(lang, "rpo_achieved"), "h", history.rpo_hours)))
+    backups = _table(lang, ["finished", "target", "level", "outcome", "took"], [
+        [when(b.timings.finished), escape(b.target.name), escape((b.level.effective or b.level.requested).value),
+         escape(b.outcome), f"{b.timings.duration_seconds:.1f} {_t(lang, 'seconds')}"]
+        for b in history.backups[:30]])
+    verifications = _table(lang, ["finished", "target", "site", "verdict", "took"], [
+        [when(v.timings.finished), escape(v.target), escape(v.repository.site), escape(v.verdict),
+         f"{v.timings.duration_seconds:.1f} {_t(lang, 'seconds')}"] for v in history.verifications[:30]])
+    body = (f'<h1>{escape(name)} · {_t(lang, "history")}</h1>'
+            f'<p>{_t(lang, "pass_streak")}: <strong id="streak">{history.pass_streak}</strong></p>'
+            f'<div class="charts">{charts}</div><h2>{_t(lang, "backups")}</h2>{backups}'
+            f'<h2>{_t(lang, "verifications")}</h2>{verifications}')
+    return layout(lang, name, body, who, csrf)
+
+
+def drills_page(lang: str, drills: list[DrillView], who: str, csrf: str) -> str:
+    rows = []
+    for view in drills:
+        rto = max((s.rto_seconds for s in view.steps if s.rto_seconds is not None), default=None)
+        base = f"/ui/drills/{escape(view.drill_id)}"
+        links = " ".join(f'<a href="{base}/report.{code}.{fmt}" download>{fmt.upper()} {label}</a>'
+                         for code, label in (("en", "EN"), ("zh-CN", "中文")) for fmt in ("html", "pdf"))
+        rows.append([escape(view.drill_id), escape(view.started.site),
+                     escape(view.started.started.strftime("%Y-%m-%d %H:%M")), escape(view.verdict),
+                     "-" if rto is None else f"{rto:.0f} {_t(lang, 'seconds')}", links,
+                     f'<a href="{base}/bundle.zip" download>{_t(lang, "bundle")}</a>'])
+    body = f'<h1>{_t(lang, "drills")}</h1>' + _table(
+        lang, ["subject", "site", "started", "verdict", "rto", "report", "bundle"], rows)
+    return layout(lang, _t(lang, "drills"), body, who, csrf)
+
+
+def night_page(lang: str, jobs: list[NightJob], who: str, csrf: str) -> str:
+    rows = []
+    for item in jobs:
+        job, record = item.job, item.record
+        what = "/".join(x for x in (job.system, job.spec.get("target")) if x) or "-"
+        took = "-"
+        verdict = escape(job.outcome or job.state)
+        findings = ""
+        if record is not None and hasattr(record, "timings"):
+            took = f"{record.timings.duration_seconds:.1f} {_t(lang, 'seconds')}"
+            findings = "".join(f'<div class="problem">{escape(f.code)}: {escape(f.message[:300])}</div>'
+                               for f in getattr(record, "findings", []))
+        rows.append([escape(job.kind), escape(what), escape(f"{job.site or '-'} / {item.host or '-'}"),
+                     escape(job.state), verdict, took, findings])
+    body = f'<h1>{_t(lang, "night")}</h1>' + _table(
+        lang, ["kind", "subject", "where", "state", "verdict", "took", "findings"], rows)
+    return layout(lang, _t(lang, "night"), body, who, csrf)

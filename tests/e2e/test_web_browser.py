@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -24,13 +25,15 @@ from agents.contract.documents import format_time
 from agents.contract.inventory import Inventory
 from agents.fleet.link import Link
 from drill.config import load_drill_config
+from drill.coordinator import open_ledger
 from drill.fleet import enrolment
 from drill.fleet.tables import create_fleet_tables
 from drill.ledger.store import open_store
 from tests.support.fleet import Coordinator, free_port, serving, write_coordinator_config
 from tests.support.processes import run_cli
-from tests.support.records import backup_document
+from tests.support.records import backup_document, drill_started, drill_step
 
+PAGES = ("/ui/", "/ui/night", "/ui/drills", "/ui/systems/app01", "/ui/agents")
 PASSWORDS = {"olga": "operator-" + os.urandom(6).hex(), "ada": "auditor-" + os.urandom(6).hex()}
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 
@@ -61,6 +64,9 @@ def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinato
         answer = Link(running.url, running.fingerprint, key, row.agent_id).post(
             "/v1/records", {"records": [key.sign_document(record)]})
         assert answer["results"][0]["status"] == "taken", answer
+        with open_ledger(load_drill_config(config)) as ledger:  # a drill of the coordinator's, as it signs them
+            ledger.append_signed(drill_started("D-browser", "d-browser"))
+            ledger.append_signed(drill_step("D-browser", "s-browser"))
         yield running
 
 
@@ -105,7 +111,7 @@ def _walk(chrome: webdriver.Chrome, coordinator: Coordinator, name: str, shots: 
     chrome.find_element(By.CSS_SELECTOR, "form.login button").click()
     WebDriverWait(chrome, 20).until(expected_conditions.url_to_be(f"{coordinator.url}/ui/"))
     texts = {}
-    for path in ("/ui/", "/ui/agents"):
+    for path in PAGES:
         chrome.get(f"{coordinator.url}{path}")
         texts[path] = chrome.find_element(By.TAG_NAME, "body").text
         for width, (x, y) in WIDTHS.items():
@@ -131,7 +137,22 @@ def test_each_role_walks_every_page_sees_the_ledger_and_stays_on_the_origin(
     assert "all well" not in overview.lower() and "coverage_overdue" in overview  # never verified
     actions = browser.find_elements(By.CSS_SELECTOR, "form[action*='/revoke']")
     assert (len(actions) == 1) if name == "olga" else not actions  # the auditor is offered no action
-    assert len(list(shots.glob("*.png"))) == 4
+    assert len(list(shots.glob("*.png"))) == 2 * len(PAGES)
+    assert "D-browser" in texts["/ui/drills"] and "incomplete" in texts["/ui/drills"]
+    history = texts["/ui/systems/app01"]
+    assert "documents" in history and "30.0 s" in history  # the backup's duration, from its record
+    browser.get(f"{coordinator.url}/ui/systems/app01")
+    assert browser.find_elements(By.CSS_SELECTOR, "svg circle")  # the charts, drawn
+    # The evidence bundle downloads (it is what an auditor takes away) and is a ZIP.
+    browser.get(f"{coordinator.url}/ui/drills")
+    link = browser.find_element(By.CSS_SELECTOR, "a[href$='/bundle.zip']").get_attribute("href")
+    assert link == f"{coordinator.url}/ui/drills/D-browser/bundle.zip"
+    cookie = browser.get_cookie("drill_session")
+    assert cookie is not None
+    with httpx.Client(verify=False, cookies={"drill_session": cookie["value"]}) as client:  # the browser's session
+        bundle = client.get(link)
+    assert bundle.status_code == 200 and bundle.content[:2] == b"PK", bundle.text[:300]
+    assert "attachment" in bundle.headers["content-disposition"]
     # What went over the network (the browser's own chrome:// pages do not): all of it to the coordinator.
     requested = [url for url in _requests(browser) if url.split(":")[0] in ("http", "https", "ws", "wss")]
     assert f"{coordinator.url}/ui/static/drill.css" in requested
