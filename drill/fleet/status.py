@@ -95,7 +95,8 @@ class Status:
                 "targets": [t.to_json(self.made) for t in self.targets], "flags": [f.to_json() for f in self.flags]}
 
 
-def _size(record: BackupRecord) -> int | None:
+def backup_bytes(record: BackupRecord) -> int | None:
+    """The bytes a backup holds, from its manifest (None: it has none)."""
     manifest = record.manifest
     if isinstance(manifest, FilesManifestInfo):
         return manifest.bytes
@@ -132,7 +133,8 @@ def build_status(settings: FleetSettings, systems: dict[str, FleetSystem], agent
                                  last_success=facts.last_backup.get((system.host, target)))
             if (backup := backups.get((system.host, target))) is not None:
                 entry.backup = LastBackup((backup.level.effective or backup.level.requested).value,
-                                          backup.timings.finished, backup.outcome, _size(backup), backup.record_id)
+                                          backup.timings.finished, backup.outcome, backup_bytes(backup),
+                                          backup.record_id)
                 if backup.outcome != "success":
                     errors = "; ".join(f.message for f in backup.findings if f.severity == "error")[:300]
                     entry.problems.append(Flag("backup_failed", f"{name}/{target}",

@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agents.contract.records import BackupRecord, DumpManifestInfo, FilesManifestInfo, Record, VerifyRecord
+from agents.contract.records import BackupRecord, Record, VerifyRecord
 from drill.fleet.queue import QueuedJob
+from drill.fleet.status import backup_bytes
 
 Series = dict[str, list[tuple[datetime, float]]]
 
@@ -21,15 +22,6 @@ class SystemHistory:
     verify_seconds: Series = field(default_factory=dict)  # by site
     rpo_hours: Series = field(default_factory=dict)  # time since the previous successful backup, at each
     pass_streak: int = 0  # passed verifications in a row, the newest first
-
-
-def _bytes(record: BackupRecord) -> int | None:
-    manifest = record.manifest
-    if isinstance(manifest, FilesManifestInfo):
-        return manifest.bytes
-    if isinstance(manifest, DumpManifestInfo):
-        return manifest.dump_bytes
-    return None
 
 
 def system_history(host: str, records: Iterable[Record]) -> SystemHistory:
@@ -47,7 +39,7 @@ def system_history(host: str, records: Iterable[Record]) -> SystemHistory:
         level = (backup.level.effective or backup.level.requested).value
         when = backup.timings.finished
         history.backup_seconds.setdefault(level, []).append((when, backup.timings.duration_seconds))
-        if (size := _bytes(backup)) is not None:
+        if (size := backup_bytes(backup)) is not None:
             history.backup_megabytes.setdefault(level, []).append((when, size / 1e6))
         if backup.outcome == "success":
             if previous is not None:
