@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
+import pymysql
 import pytest
 import yaml
 
@@ -139,8 +140,9 @@ def _prepare(root: str, ledger: str) -> Deployment:
             "drill_agent_policies": {"nightly": {"targets": ["documents"], "repository": "local"}},
             "drill_agent_fleet": {"source_address": "127.0.0.2"},
             "drill_agent_read_write_paths": [repos],
-            "drill_agent_database_users": [{"engine": "postgresql", "name": "drill_ansible_backup",
-                                            "password": "{{ vault_database_password }}"}]},
+            "drill_agent_database_users": [
+                {"engine": "postgresql", "name": "drill_ansible_backup", "password": "{{ vault_database_password }}"},
+                {"engine": "mariadb", "name": "drill_ansible_backup", "password": "{{ vault_database_password }}"}]},
         "drill_scratch": {
             "drill_scratch_site": "local", "drill_scratch_repositories": {"app01-local": repository},
             "drill_scratch_repository_passwords": {"app01-local": "{{ vault_restic_password }}"},
@@ -261,6 +263,16 @@ def _installed_as_asked(deployment: Deployment) -> None:
         member = admin.execute("SELECT pg_has_role('drill_ansible_backup', 'pg_read_all_data', 'member')").fetchone()
         admin.execute("DROP ROLE IF EXISTS drill_ansible_backup")
     assert member == (True,)
+    mariadb = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
+    try:
+        with mariadb.cursor() as cursor:
+            cursor.execute("SHOW GRANTS FOR 'drill_ansible_backup'@'localhost'")
+            grants = " ".join(row[0] for row in cursor.fetchall())
+            cursor.execute("DROP USER IF EXISTS 'drill_ansible_backup'@'localhost'")
+    finally:
+        mariadb.close()
+    assert all(g in grants for g in ("SELECT", "SHOW VIEW", "TRIGGER", "EVENT", "LOCK TABLES", "RELOAD")), grants
+    assert "ALL PRIVILEGES" not in grants and "INSERT" not in grants
 
 
 def test_a_wrong_variable_type_fails_at_argument_validation_with_its_name(deployment: Deployment) -> None:

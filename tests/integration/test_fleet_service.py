@@ -368,13 +368,17 @@ def test_a_scratch_host_killed_mid_job_loses_its_lease_and_another_one_finishes_
 def test_serve_makes_the_nights_plan_once_in_a_process_of_its_own(tmp_path: pathlib.Path) -> None:
     hour = time.localtime().tm_hour
     window = {"window": f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"}  # now is inside it
-    config = write_coordinator_config(str(tmp_path), free_port(), verification=window)
     log = str(tmp_path / "serve.log")
-    with serving(config, log):
-        def planned() -> bool:
-            with open(log) as written:
-                return "the plan of the night" in written.read()
-        wait_for("serve to plan the night", planned, timeout=60)
+    with http_receiver() as deadman:
+        config = write_coordinator_config(str(tmp_path), free_port(), verification=window,
+                                          notifications={"deadman_url": f"{deadman.url}/ping"})
+        with serving(config, log):
+            def planned() -> bool:
+                with open(log) as written:
+                    return "the plan of the night" in written.read()
+            wait_for("serve to plan the night", planned, timeout=60)
+            [ping] = wait_for("the dead-man's switch to be pinged", lambda: deadman.on("/ping"), timeout=30)
+    assert json.loads(ping.body)["event"] == "heartbeat" and "0 job(s) queued" in json.loads(ping.body)["message"]
     store = open_store(load_drill_config(config).ledger_url)
     nights = store.query("SELECT night, jobs FROM fleet_nights")
     store.close()
