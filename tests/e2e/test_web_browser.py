@@ -8,7 +8,6 @@ import json
 import os
 import pathlib
 import shutil
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,17 +19,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from agents.contract import signing
 from agents.contract.documents import format_time
 from agents.contract.inventory import Inventory
 from agents.fleet.link import Link
 from drill.config import load_drill_config
 from drill.coordinator import open_ledger
-from drill.fleet import enrolment
-from drill.fleet.tables import create_fleet_tables
-from drill.ledger.store import open_store
-from tests.support.fleet import Coordinator, free_port, serving, write_coordinator_config
-from tests.support.processes import run_cli
+from tests.support.fleet import Coordinator, add_web_accounts, enrol_agent, free_port, serving, write_coordinator_config
 from tests.support.records import backup_document, drill_started, drill_step
 
 PAGES = ("/ui/", "/ui/night", "/ui/drills", "/ui/systems/app01", "/ui/agents")
@@ -43,20 +37,10 @@ def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinato
     """A coordinator with two accounts, an enrolled agent and one backup record it pushed (signed, over HTTPS)."""
     root = tmp_path_factory.mktemp("browser")
     config = write_coordinator_config(str(root), free_port())
-    for name, role in (("olga", "operator"), ("ada", "auditor")):
-        added = run_cli("drillctl", "users", "add", name, "--role", role, "--password-file", "-", "-c", config,
-                        input_text=PASSWORDS[name] + "\n")
-        assert added.returncode == 0, added.stderr
+    add_web_accounts(config, {"olga": ("operator", PASSWORDS["olga"]), "ada": ("auditor", PASSWORDS["ada"])})
     with serving(config, str(root / "serve.log")) as running:
-        store = open_store(load_drill_config(config).ledger_url)
-        create_fleet_tables(store)
-        key = signing.generate_key()
-        row = enrolment.enrol(store, running.token("agent"), enrolment.Enrolment(
-            signing.public_pem(key.public), "app01", "agent", "local",
-            Inventory(host="app01", targets={"documents": {"kind": "files"}},
-                      repositories={"local": {"site": "local", "id": "ab" * 32}}), "test", 1),
-            digest="sha256", approval=False, now=time.time())
-        store.close()
+        row, key = enrol_agent(running, Inventory(host="app01", targets={"documents": {"kind": "files"}},
+                                                  repositories={"local": {"site": "local", "id": "ab" * 32}}))
         finished = datetime.now(UTC) - timedelta(hours=2)
         record = backup_document("r-browser", timings={
             "started": format_time(finished - timedelta(seconds=30)), "finished": format_time(finished),

@@ -7,21 +7,14 @@ import contextlib
 import os
 import pathlib
 import re
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import yaml
 
-from agents.contract import signing
 from agents.contract.inventory import Inventory
-from drill.config import load_drill_config
-from drill.fleet import enrolment
-from drill.fleet.tables import create_fleet_tables
-from drill.ledger.store import open_store
-from tests.support.fleet import Coordinator, free_port, serving, write_coordinator_config
-from tests.support.processes import run_cli
+from tests.support.fleet import Coordinator, add_web_accounts, enrol_agent, free_port, serving, write_coordinator_config
 
 CLIENTS: list[httpx.Client] = []  # closed before the server stops: an open keep-alive connection delays its exit
 PASSWORDS = {"olga": "operator-" + os.urandom(6).hex(), "ada": "auditor-" + os.urandom(6).hex()}
@@ -31,18 +24,9 @@ PASSWORDS = {"olga": "operator-" + os.urandom(6).hex(), "ada": "auditor-" + os.u
 def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinator]:
     root = tmp_path_factory.mktemp("web")
     config = write_coordinator_config(str(root), free_port())
-    for name, role in (("olga", "operator"), ("ada", "auditor")):
-        added = run_cli("drillctl", "users", "add", name, "--role", role, "--password-file", "-", "-c", config,
-                        input_text=PASSWORDS[name] + "\n")
-        assert added.returncode == 0, added.stderr
+    add_web_accounts(config, {"olga": ("operator", PASSWORDS["olga"]), "ada": ("auditor", PASSWORDS["ada"])})
     with serving(config, str(root / "serve.log")) as running:
-        store = open_store(load_drill_config(config).ledger_url)
-        create_fleet_tables(store)
-        enrolment.enrol(store, running.token("agent"), enrolment.Enrolment(
-            signing.public_pem(signing.generate_key().public), "app01", "agent", "local",
-            Inventory(host="app01", targets={"documents": {"kind": "files"}}), "test", 1),
-            digest="sha256", approval=False, now=time.time())
-        store.close()
+        enrol_agent(running, Inventory(host="app01", targets={"documents": {"kind": "files"}}))
         try:
             yield running
         finally:
@@ -108,9 +92,7 @@ def test_the_auditor_reads_but_cannot_act_and_a_forged_form_is_refused(coordinat
 
 def test_a_session_cookie_from_another_server_is_no_session(coordinator: Coordinator, tmp_path: pathlib.Path) -> None:
     other = write_coordinator_config(str(tmp_path), free_port())
-    added = run_cli("drillctl", "users", "add", "olga", "--role", "operator", "--password-file", "-", "-c", other,
-                    input_text=PASSWORDS["olga"] + "\n")
-    assert added.returncode == 0
+    add_web_accounts(other, {"olga": ("operator", PASSWORDS["olga"])})
     with serving(other, str(tmp_path / "serve.log")) as elsewhere, \
             contextlib.closing(_login(elsewhere, "olga")) as there:
         foreign = there.cookies["drill_session"]

@@ -17,7 +17,13 @@ import pytest
 import yaml
 
 from agents.contract import signing
+from agents.contract.inventory import Inventory
 from agents.fleet.link import Link, LinkError
+from drill.config import load_drill_config
+from drill.fleet import enrolment
+from drill.fleet.enrolment import AgentRow
+from drill.fleet.tables import create_fleet_tables
+from drill.ledger.store import open_store
 from tests.support.processes import run_cli
 
 
@@ -121,3 +127,25 @@ def running_agent(config: str, log: str) -> Iterator[subprocess.Popen[str]]:
         yield process
     finally:
         stop(process)
+
+
+def add_web_accounts(config: str, accounts: dict[str, tuple[str, str]]) -> None:
+    """``drillctl users add`` for each name → (role, password), the password on standard input."""
+    for name, (role, password) in accounts.items():
+        added = run_cli("drillctl", "users", "add", name, "--role", role, "--password-file", "-", "-c", config,
+                        input_text=password + "\n")
+        assert added.returncode == 0, added.stderr
+
+
+def enrol_agent(coordinator: Coordinator, inventory: Inventory) -> tuple[AgentRow, signing.SigningKey]:
+    """Enrol a simulated agent (a fresh key) straight into the coordinator's database with a real token."""
+    store = open_store(load_drill_config(coordinator.config).ledger_url)
+    try:
+        create_fleet_tables(store)
+        key = signing.generate_key()
+        row = enrolment.enrol(store, coordinator.token("agent"), enrolment.Enrolment(
+            signing.public_pem(key.public), inventory.host, "agent", "local", inventory, "test", 1),
+            digest="sha256", approval=False, now=time.time())
+    finally:
+        store.close()
+    return row, key
