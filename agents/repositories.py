@@ -18,7 +18,7 @@ def open_repository(config: AgentConfig, name: str) -> Restic:
     """
     state = StateDir(config.state_dir)
     return Restic(config.restic_binary, config.repositories[name], state.restic_cache, state.lock_markers,
-                  state.sub("tmp"))
+                  state.sub("tmp"), rclone_binary=config.rclone_binary)
 
 
 def open_keys(config: AgentConfig) -> KeyStore:

@@ -32,7 +32,9 @@ from agents.contract.configfile import (
     read_text_file,
 )
 from agents.contract.yamlfile import Path
-from agents.restic.runner import Repository, default_binary
+from agents.restic import rclone
+from agents.restic.repository import Repository
+from agents.restic.runner import default_binary
 from agents.scratch.config import ScratchConfig, make_scratch_config
 from policies.calendar import CalendarError, parse_calendar
 from policies.config import PolicyConfig, make_policy_config
@@ -66,6 +68,7 @@ class AgentConfig:
     host: str
     state_dir: str
     restic_binary: str
+    rclone_binary: str
     repositories: dict[str, Repository]
     sites: dict[str, str]
     targets: dict[str, TargetConfig]
@@ -156,14 +159,7 @@ def _check_policies(data: Mapping[str, Any], repositories: Mapping[str, Reposito
             elif other == repository:
                 out.add(at, f"{other!r} is the policy's own repository; replicate to another one")
             elif repository in repositories:
-                source, dest = repositories[repository].env, repositories[other].env
-                clash = sorted(k for k in set(source) & set(dest) if source[k] != dest[k])
-                if clash:
-                    out.add(
-                        at,
-                        f"restic copy runs with one set of backend credentials, but the env files of "
-                        f"{repository!r} and {other!r} set {', '.join(clash)} differently",
-                    )
+                _check_copy_credentials(repositories[repository], repositories[other], at, out)
         for level, text in (policy.get("schedule") or {}).items():
             try:
                 parse_calendar(text)
@@ -174,6 +170,20 @@ def _check_policies(data: Mapping[str, Any], repositories: Mapping[str, Reposito
                 parse_duration(policy["max_full_interval"])
             except DurationError as exc:
                 out.add((*where, "max_full_interval"), str(exc))
+
+
+def _check_copy_credentials(source: Repository, destination: Repository, at: Path, out: ProblemCollector) -> None:
+    """Two repositories whose credentials differ can be copied between only when both are on S3 (the copy
+    then reaches each through an rclone remote of its own)."""
+    clash = rclone.credentials_clash(source, destination)
+    if not clash:
+        return
+    try:
+        rclone.copy_pair(source, destination)
+    except rclone.NotTranslatable as exc:
+        out.add(at, f"the env files of {source.name!r} and {destination.name!r} set {', '.join(clash)} "
+                f"differently and {exc}: restic copy can hold two sets of credentials only for two S3 "
+                "repositories; use one set, or give both as rclone: URLs with their remotes in the env files")
 
 
 def _check_role(data: Mapping[str, Any], out: ProblemCollector) -> None:
@@ -225,6 +235,7 @@ def validate_config(source: str, text: str) -> AgentConfig:
         host=data.get("host") or socket.gethostname().split(".")[0],
         state_dir=data["state_dir"],
         restic_binary=(data.get("restic") or {}).get("binary") or default_binary(),
+        rclone_binary=(data.get("restic") or {}).get("rclone_binary") or "rclone",
         repositories=repositories,
         sites=sites,
         targets={name: make_target_config(name, spec) for name, spec in data.get("targets", {}).items()},

@@ -161,7 +161,17 @@ CONFIG_SCHEMA: dict[str, Any] = {
                     "maxLength": 4096,
                     "description": "restic executable (0.14 or newer); default: $DRILL_RESTIC or 'restic' on PATH.",
                     "examples": ["/usr/bin/restic"],
-                }
+                },
+                "rclone_binary": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 4096,
+                    "description": (
+                        "rclone executable restic starts to copy between two S3 repositories whose credentials "
+                        "differ (two providers or accounts); default: 'rclone' on PATH."
+                    ),
+                    "examples": ["/usr/bin/rclone"],
+                },
             },
             "examples": [{"binary": "/usr/bin/restic"}],
         },

@@ -17,13 +17,13 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import IO
 
 from agents import process
 from agents.contract.errors import DrillError
-from agents.restic import commands
+from agents.restic import commands, rclone
 from agents.restic.exitcodes import ResticOutcome, classify_exit, explain_stderr, outcome_from_stderr
 from agents.restic.features import ResticVersion, UnsupportedResticVersion, parse_version
 from agents.restic.messages import (
@@ -37,36 +37,9 @@ from agents.restic.messages import (
     parse_snapshots,
     parse_time,
 )
+from agents.restic.repository import Repository
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Repository:
-    """How to reach one restic repository.
-
-    ``env`` holds the backend's credentials (AWS_ACCESS_KEY_ID, …) read from the
-    repository's env file; they go only into restic's environment.
-    """
-
-    name: str
-    url: str
-    password_file: str | None = None
-    password_command: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    # How long opening the repository may take before it counts as unreachable.
-    connect_timeout: float = 60.0
-    # How long a running command may go without progress before it is stopped.
-    stall_timeout: float = 300.0
-
-    def restic_environment(self, prefix: str = "RESTIC_") -> dict[str, str]:
-        """The variables that point restic at this repository (``RESTIC_FROM_`` for a copy source)."""
-        env = {f"{prefix}REPOSITORY": self.url}
-        if self.password_file is not None:
-            env[f"{prefix}PASSWORD_FILE"] = self.password_file
-        if self.password_command is not None:
-            env[f"{prefix}PASSWORD_COMMAND"] = self.password_command
-        return env
 
 
 # restic outcomes that are facts about the repository, each with its finding code.
@@ -159,13 +132,15 @@ class Restic:
 
     def __init__(
         self, binary: str, repository: Repository, cache_dir: str | None = None, marker_dir: str | None = None,
-        temp_dir: str | None = None,
+        temp_dir: str | None = None, rclone_binary: str = "rclone",
     ) -> None:
         """``marker_dir``: where to remember that a stale lock could not be removed (the
         repository was unreachable when restic was stopped), so that the next job
         removes it first. Without it, nothing is remembered. ``temp_dir``: where
-        temporary files go (the agent's state directory; default: the system's)."""
+        temporary files go (the agent's state directory; default: the system's).
+        ``rclone_binary``: the rclone restic starts for a copy between two S3 providers."""
         self.binary = binary
+        self.rclone_binary = rclone_binary
         self.repository = repository
         self.cache_dir = cache_dir
         self.marker_dir = marker_dir
@@ -182,9 +157,10 @@ class Restic:
     def _flags(self, *, json: bool) -> tuple[str, ...]:
         return commands.make_global_flags(self.version, self.cache_dir, json=json)
 
-    def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = dict(self.repository.env)
-        env.update(self.repository.restic_environment())
+    def _env(self, extra: Mapping[str, str] | None = None, repository: Repository | None = None) -> dict[str, str]:
+        address = repository or self.repository
+        env = dict(address.env)
+        env.update(address.restic_environment())
         if extra:
             env.update(extra)
         return process.inherited_environment(env)
@@ -194,6 +170,7 @@ class Restic:
         argv: tuple[str, ...],
         *,
         extra_env: Mapping[str, str] | None = None,
+        address: Repository | None = None,
         ok: Iterable[ResticOutcome] = (ResticOutcome.SUCCESS,),
         timeout: float | None = None,
         stall: process.StallWatch | None = None,
@@ -206,7 +183,7 @@ class Restic:
         try:
             result = process.run_process(
                 argv,
-                env=self._env(extra_env),
+                env=self._env(extra_env, address),
                 timeout=timeout,
                 stall=stall,
                 stdin=stdin,
@@ -557,24 +534,34 @@ class Restic:
         return True, ()
 
     def copy_from(self, source: Repository, snapshot_ids: Sequence[str]) -> None:
-        """Copy ``snapshot_ids`` from ``source`` into this repository."""
-        clash = {
-            key for key in set(source.env) & set(self.repository.env)
-            if source.env[key] != self.repository.env[key]
-        }
+        """Copy ``snapshot_ids`` from ``source`` into this repository.
+
+        When the two need different backend credentials (two S3 providers or
+        accounts), both are opened through restic's ``rclone:`` backend, each as
+        a remote of its own (see ``rclone.py``). Raises :class:`ResticError`, also
+        when the credentials differ and a repository is not on S3.
+        """
+        destination = self.repository
+        flags = self._flags(json=False)
+        clash = rclone.credentials_clash(source, destination)
         if clash:
-            raise ResticError(
-                ResticOutcome.FATAL,
-                f"cannot copy from {source.name!r} to {self.repository.name!r}: restic copy runs with one "
-                f"set of backend credentials, but the env files set {', '.join(sorted(clash))} differently; "
-                "give both repositories the same access key or replicate with an rclone: repository",
-                repository=self.repository.name,
-            )
+            try:
+                source, destination = rclone.copy_pair(source, destination)
+            except rclone.NotTranslatable as exc:
+                raise ResticError(
+                    ResticOutcome.FATAL,
+                    f"cannot copy from {source.name!r} to {self.repository.name!r}: their env files set "
+                    f"{', '.join(clash)} differently and {exc}; use one set of credentials, or give the "
+                    "repositories as rclone: URLs with their remotes in the env files",
+                    repository=self.repository.name,
+                ) from exc
+            flags += ("-o", f"rclone.program={self.rclone_binary}")
         extra = dict(source.env)
         extra.update(source.restic_environment(prefix="RESTIC_FROM_"))
         self._run_unlocking(
-            commands.make_copy_command(self.binary, self._flags(json=False), snapshot_ids),
+            commands.make_copy_command(self.binary, flags, snapshot_ids),
             extra_env=extra,
+            address=destination,
             stall=process.StallWatch(self.repository.stall_timeout * 4),
         )
 

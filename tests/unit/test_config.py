@@ -107,12 +107,24 @@ def test_missing_secret_files_and_password_choice(secrets_dir: pathlib.Path) -> 
     assert any("missing.pw does not exist" in m for m in messages)
 
 
-def test_different_credentials_cannot_be_replicated_by_restic_copy(secrets_dir: pathlib.Path) -> None:
+def test_two_s3_providers_with_different_credentials_are_accepted(secrets_dir: pathlib.Path) -> None:
     (secrets_dir / "other.env").write_text("AWS_ACCESS_KEY_ID=other\nAWS_SECRET_ACCESS_KEY=x\n")
-    bad = GOOD.replace("9001/backups/app01\n    password_file: DIR/restic.pw\n    env_file: DIR/s3.env",
-                       "9001/backups/app01\n    password_file: DIR/restic.pw\n    env_file: DIR/other.env")
-    with pytest.raises(ConfigError, match="one set of backend credentials") as caught:
+    two_providers = GOOD.replace("9001/backups/app01\n    password_file: DIR/restic.pw\n    env_file: DIR/s3.env",
+                                 "9001/backups/app01\n    password_file: DIR/restic.pw\n    env_file: DIR/other.env")
+    config = validate_config("a.yaml", _config(secrets_dir, two_providers))
+    assert config.repositories["same-city"].env["AWS_ACCESS_KEY_ID"] == "other"
+    assert config.rclone_binary == "rclone"
+
+
+def test_different_credentials_off_s3_cannot_be_replicated(secrets_dir: pathlib.Path) -> None:
+    (secrets_dir / "other.env").write_text("AWS_ACCESS_KEY_ID=other\nAWS_SECRET_ACCESS_KEY=x\n")
+    bad = GOOD.replace("url: s3:http://127.0.0.1:9001/backups/app01\n    password_file: DIR/restic.pw\n"
+                       "    env_file: DIR/s3.env",
+                       "url: rest:http://127.0.0.1:9001/app01\n    password_file: DIR/restic.pw\n"
+                       "    env_file: DIR/other.env")
+    with pytest.raises(ConfigError, match="two sets of credentials only for two S3") as caught:
         validate_config("a.yaml", _config(secrets_dir, bad))
+    assert caught.value.problems[0].path == "policies.nightly.replicate_to[0]"
     assert "other" not in str(caught.value).replace("other.env", "")  # no secret value quoted
 
 

@@ -1,0 +1,34 @@
+"""Where one restic repository is and how to open it: the value every restic command is run against."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Repository:
+    """How to reach one restic repository.
+
+    ``env`` holds the backend's credentials (AWS_ACCESS_KEY_ID, …) read from the
+    repository's env file; they go only into restic's environment.
+    """
+
+    name: str
+    url: str
+    password_file: str | None = None
+    password_command: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    # How long opening the repository may take before it counts as unreachable.
+    connect_timeout: float = 60.0
+    # How long a running command may go without progress before it is stopped.
+    stall_timeout: float = 300.0
+
+    def restic_environment(self, prefix: str = "RESTIC_") -> dict[str, str]:
+        """The variables that point restic at this repository (``RESTIC_FROM_`` for a copy source)."""
+        env = {f"{prefix}REPOSITORY": self.url}
+        if self.password_file is not None:
+            env[f"{prefix}PASSWORD_FILE"] = self.password_file
+        if self.password_command is not None:
+            env[f"{prefix}PASSWORD_COMMAND"] = self.password_command
+        return env
