@@ -22,13 +22,14 @@ from agents import process
 from agents.config.model import AgentConfig
 from agents.contract.errors import InputError
 from agents.contract.records import BackupTarget, FilesManifestInfo, LevelInfo, ResticInfo, SignedRecord, SnapshotRef
-from agents.jobs import catalog
+from agents.jobs import catalog, snapshot_proof
 from agents.jobs.database import backup_database_target
 from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.replication import apply_retention, replicate
 from agents.journal import Journal
 from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record, new_backup_draft
 from agents.repositories import open_outbox, open_repository
+from agents.restic import excludes
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.messages import BackupStatus
 from agents.restic.runner import Restic, ResticError
@@ -106,10 +107,12 @@ def run_policy_backup(
     return records
 
 
-def staged_paths(state: StateDir, job_id: str) -> tuple[str, str]:
-    """Where a files backup stages its manifest and restic's list of paths (noted in the journal)."""
+def staged_paths(state: StateDir, job_id: str) -> tuple[str, str, str]:
+    """Where a files backup stages its manifest, restic's exclusions and restic's account of what it stored
+    (noted in the journal, so that a killed job's files are removed)."""
     staging = state.sub("staging")
-    return os.path.join(staging, f"manifest-{job_id}.json"), os.path.join(staging, f"files-{job_id}.lst")
+    return (os.path.join(staging, f"manifest-{job_id}.json"), os.path.join(staging, f"excludes-{job_id}.lst"),
+            os.path.join(staging, f"stored-{job_id}.lst"))
 
 
 def run_target_backup(context: JobContext, target: FilesTargetConfig) -> SignedRecord:
@@ -255,30 +258,37 @@ def _backup_files(
     )
     data = manifest.to_bytes()
     digest = hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data)
-    manifest_path, listing = staged_paths(state, record.job_id)
+    manifest_path, exclude_file, stored_file = staged_paths(state, record.job_id)
     write_atomically(manifest_path, data)
 
     def report(status: BackupStatus) -> None:
         if context.progress is not None:
             context.progress(target.name, status)
 
+    unprovable = selection.unprovable | {u["path"] for u in unreadable}
     try:
-        with record.phase("backup"):
+        with record.phase("backup"), open(stored_file, "w+b") as spill:
+            os.chmod(stored_file, 0o600)
+            account = snapshot_proof.SnapshotAccount(selection.roots, snapshot_proof.ancestors(manifest_path), spill)
             run = restic.backup_files(
-                [*selection.restic_paths(), os.fsencode(manifest_path)],
+                [*selection.roots, manifest_path],
+                exclusions=excludes.make_exclusions(selection.excluded, keep=manifest_path),
+                exclude_file=exclude_file,
                 host=config.host,
                 tags=catalog.make_backup_tags(
                     record.job_id, policy.name, target.name, decision.level, base_id, manifest_path, digest
                 ),
                 parent=base_id,
                 force=decision.level is Level.FULL,
-                listing=listing,
                 on_status=report,
+                on_item=account.take,
             )
             snapshot_id, tree, snapshot_time = restic.identify(run)
+            proof = snapshot_proof.prove(account, entries, unprovable)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(manifest_path)
+        for staged in (manifest_path, stored_file):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
     state.save_manifest(snapshot_id, data)
     record.details.snapshot = SnapshotRef(id=snapshot_id, time=snapshot_time, tree=tree)
     record.details.restic = ResticInfo(version=str(restic.version), summary=run.summary.as_record())
@@ -293,9 +303,16 @@ def _backup_files(
     if run.partial and not (unreadable or run.errors):
         record.add("restic_partial", "error", "restic reported that some source data could not be read")
     changed = files_manifest.find_changed_since(entries)
-    record.details.changed_during_backup = changed
+    for path in proof.appeared:
+        record.add("changed_during_backup", "warning", f"{path} appeared while it was being backed up: it is in "
+                   "the snapshot, not in the manifest", path)
+    for path in proof.vanished:
+        if path not in changed:
+            record.add("changed_during_backup", "warning", f"{path} is in the manifest, not in the snapshot: it "
+                       "changed or went away while it was being backed up", path)
     for path in changed:
         record.add("changed_during_backup", "warning", f"{path} changed while it was being backed up", path)
+    record.details.changed_during_backup = sorted({*changed, *proof.appeared, *proof.vanished})
     record.details.manifest = FilesManifestInfo(
         digest=digest, path=manifest_path, algorithm=target.hash, files=manifest.files, bytes=manifest.total_bytes,
         entries=len(entries), hashed_files=hashed_files, hashed_bytes=hashed_bytes, reused_hashes=reused,

@@ -43,25 +43,32 @@ def make_backup_command(
     binary: str,
     flags: tuple[str, ...],
     *,
-    files_from_raw: str,
+    paths: Sequence[str],
+    exclude_file: str | None,
+    excludes: Sequence[str] = (),
     host: str,
     tags: Sequence[str],
     parent: str | None,
     force: bool,
 ) -> tuple[str, ...]:
-    """Back up exactly the NUL-separated paths listed in ``files_from_raw``.
+    """Back up ``paths`` (restic walks them), leaving out what ``exclude_file`` and ``excludes`` name.
 
-    The agent selects the files itself (excludes applied) and hands restic that
-    list, so the manifest and the snapshot describe the same set by construction.
+    ``-vv`` makes restic report every file and directory it stores (``verbose_status``),
+    which the agent compares with its manifest. ``--`` ends the options: a path is never
+    read as one.
     """
-    argv = [binary, *flags, "backup", "--files-from-raw", files_from_raw, "--host", host]
+    argv = [binary, *flags, "-vv", "backup", "--host", host]
+    if exclude_file is not None:
+        argv += ["--exclude-file", exclude_file]
+    for pattern in excludes:
+        argv += ["--exclude", pattern]
     for tag in tags:
         argv += ["--tag", tag]
     if force:
         argv.append("--force")
     elif parent is not None:
         argv += ["--parent", parent]
-    return tuple(argv)
+    return (*argv, "--", *paths)
 
 
 def make_backup_stdin_command(

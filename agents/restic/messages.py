@@ -65,7 +65,21 @@ class ExitError:
     message: str
 
 
-BackupMessage = BackupStatus | BackupError | BackupSummary | ExitError
+@dataclass(frozen=True)
+class BackupItem:
+    """One file or directory restic stored (``verbose_status`` at ``-vv``); a directory's path ends in '/'.
+
+    restic reports regular files and directories, not symlinks or other node types.
+    """
+
+    action: str  # new, unchanged, modified
+    item: str
+
+
+BackupMessage = BackupStatus | BackupError | BackupSummary | ExitError | BackupItem
+
+_VERBOSE_PREFIX = '{"message_type":"verbose_status","action":"'
+_ITEM_KEY = '","item":"'
 
 
 @dataclass(frozen=True)
@@ -144,12 +158,34 @@ def _error_message(error: Any) -> str:
     return json.dumps(error, sort_keys=True)
 
 
+def _fast_item(line: str) -> BackupItem | None:
+    """A ``verbose_status`` line read without decoding all of it: there is one per file, millions in a backup.
+
+    Falls back (None) to the full decoder for any line not in restic's usual field order.
+    """
+    action_end = line.find('"', len(_VERBOSE_PREFIX))
+    if action_end < 0 or not line.startswith(_ITEM_KEY, action_end):
+        return None
+    try:
+        item, _ = json.decoder.scanstring(line, action_end + len(_ITEM_KEY))  # type: ignore[attr-defined]
+    except ValueError:
+        return None
+    return BackupItem(action=line[len(_VERBOSE_PREFIX):action_end], item=item)
+
+
 def parse_backup_message(line: str) -> BackupMessage | None:
     """Turn one line of ``restic backup --json`` into a message, or None if irrelevant."""
+    if line.startswith(_VERBOSE_PREFIX):
+        fast = _fast_item(line)
+        if fast is not None:
+            return fast if fast.item else None  # 'scan_finished' names no item
     obj = parse_json_line(line)
     if obj is None:
         return None
     kind = obj.get("message_type")
+    if kind == "verbose_status":
+        item = _field(obj, "item", str, "")
+        return BackupItem(action=str(_field(obj, "action", str, "")), item=str(item)) if item else None
     if kind == "status":
         return BackupStatus(
             percent_done=_float(obj, "percent_done"),

@@ -23,11 +23,12 @@ from typing import IO
 
 from agents import process
 from agents.contract.errors import DrillError
-from agents.restic import commands, rclone
+from agents.restic import commands, excludes, rclone
 from agents.restic.exitcodes import ResticOutcome, classify_exit, explain_stderr, outcome_from_stderr
 from agents.restic.features import ResticVersion, UnsupportedResticVersion, parse_version
 from agents.restic.messages import (
     BackupError,
+    BackupItem,
     BackupMessage,
     BackupStatus,
     BackupSummary,
@@ -322,39 +323,44 @@ class Restic:
 
     def backup_files(
         self,
-        paths: Sequence[bytes],
+        paths: Sequence[str],
         *,
+        exclusions: excludes.Exclusions,
+        exclude_file: str,
         host: str,
         tags: Sequence[str],
         parent: str | None,
         force: bool,
-        listing: str,
         on_status: Callable[[BackupStatus], None] | None = None,
+        on_item: Callable[[BackupItem], None] | None = None,
     ) -> BackupRun:
-        """Back up exactly ``paths`` (absolute, as bytes); the summary carries the full snapshot id.
+        """Back up ``paths`` (absolute; restic walks them) leaving out ``exclusions``; the summary carries the
+        full snapshot id on 0.17+.
 
-        ``listing``: where the list of paths is written for restic (removed afterwards; the caller names it so that
-        a killed job's list can be found). Exit 3 (some source data unreadable) still yields a snapshot: the run
-        is marked ``partial`` and carries restic's error messages.
+        ``exclude_file``: where the exclusions are written for restic (removed afterwards; the caller names it so
+        that a killed job's file can be found). ``on_item`` receives every file and directory restic stores.
+        Exit 3 (some source data unreadable) still yields a snapshot: the run is marked ``partial`` and carries
+        restic's error messages.
         """
-        fd = os.open(listing, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(exclude_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
-                for path in paths:
-                    handle.write(path + b"\0")
+                handle.write(exclusions.file_text())
             argv = commands.make_backup_command(
                 self.binary,
                 self._flags(json=True),
-                files_from_raw=listing,
+                paths=paths,
+                exclude_file=exclude_file,
+                excludes=exclusions.argv_patterns,
                 host=host,
                 tags=tags,
                 parent=parent,
                 force=force,
             )
-            return self._backup(argv, on_status=on_status)
+            return self._backup(argv, on_status=on_status, on_item=on_item)
         finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(listing)
+                os.unlink(exclude_file)
 
     def backup_stdin(
         self,
@@ -380,6 +386,7 @@ class Restic:
         *,
         stdin: IO[bytes] | None = None,
         on_status: Callable[[BackupStatus], None] | None = None,
+        on_item: Callable[[BackupItem], None] | None = None,
         cancellation: process.Cancellation = process.CANCELLATION,
     ) -> BackupRun:
         # The backup is often the job's first contact with the repository: it must
@@ -400,6 +407,10 @@ class Restic:
                     stall.progress()
                 if on_status is not None:
                     on_status(message)
+                return
+            if isinstance(message, BackupItem):
+                if on_item is not None:
+                    on_item(message)
                 return
             messages.append(message)
 

@@ -1,8 +1,11 @@
 """Which paths of a files target are backed up.
 
-The agent walks the configured paths itself, applies the exclude patterns and
-hands restic the resulting list, so the manifest and the snapshot cover the same
-set by construction (restic's own exclude syntax is never involved).
+The agent walks the configured paths itself and applies the exclude patterns;
+the walk yields what the manifest covers and, as exact absolute paths, every
+entry it left out. restic then walks the same roots itself with those exact
+paths excluded (never with the patterns: restic's own exclude syntax is not
+involved), so both see the same set; what changes between the two walks is found
+afterwards, when restic's account of the snapshot is compared with the manifest.
 
 Exclude patterns (shell globs, ``fnmatch``):
 
@@ -52,7 +55,6 @@ class Found:
     path: str
     kind: str  # "file", "dir", "symlink"
     st: os.stat_result
-    empty_dir: bool = False  # a directory with nothing in it on disk
 
 
 @dataclass
@@ -63,14 +65,15 @@ class Selection:
     missing_roots: list[str] = field(default_factory=list)
     unreadable_dirs: list[tuple[str, str]] = field(default_factory=list)
     skipped_special: list[tuple[str, str]] = field(default_factory=list)  # (path, what it is): not backed up
+    # Every entry the walk left out (an exclude pattern, a never-path, a special file), as an absolute path:
+    # restic excludes exactly these. Directories are named once; nothing below them is listed.
+    excluded: list[str] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)  # the configured paths that exist, absolute
 
-    def restic_paths(self) -> list[bytes]:
-        """The paths restic is given: files, symlinks and empty directories.
-
-        Non-empty directories are not listed (restic would recurse into them and
-        pick up excluded entries); they appear in the snapshot as parents.
-        """
-        return [os.fsencode(f.path) for f in self.found if f.kind != "dir" or f.empty_dir]
+    @property
+    def unprovable(self) -> set[str]:
+        """Paths whose listing restic may report differently from the walk: what could not be read."""
+        return {path for path, _ in self.unreadable_dirs}
 
 
 _SPECIAL = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
@@ -98,9 +101,10 @@ def select_paths(roots: Sequence[str], exclude: Sequence[str], never: Sequence[s
     ``never`` lists absolute paths left out whatever the patterns say (the
     agent's own state directory).
 
-    Returns every selected file, symlink and directory (sorted by path) and what
-    could not be walked. Never raises for a missing root or an unreadable
-    directory: those are recorded for the result record.
+    Returns every selected file, symlink and directory (sorted by path; a
+    directory whose every entry was excluded is kept, as restic keeps it), what
+    was left out and what could not be walked. Never raises for a missing root
+    or an unreadable directory: those are recorded for the result record.
     """
     patterns = [ExcludePattern.parse(p) for p in exclude]
     patterns += [ExcludePattern(glob.escape(os.path.abspath(p)), False, True, True) for p in never]
@@ -115,30 +119,17 @@ def select_paths(roots: Sequence[str], exclude: Sequence[str], never: Sequence[s
         except OSError as exc:
             selection.unreadable_dirs.append((root, exc.strerror or str(exc)))
             continue
+        selection.roots.append(root)
         _walk(root, root, st, patterns, selection)
-    selection.found = _drop_hollow_dirs(selection.found)
+    selection.found.sort(key=lambda f: f.path)
     return selection
-
-
-def _drop_hollow_dirs(found: list[Found]) -> list[Found]:
-    """Remove directories whose every entry was excluded: restic will not store them.
-
-    Deepest paths first, so a directory holding only hollow directories goes too.
-    """
-    has_kept_child: set[str] = set()
-    kept: list[Found] = []
-    for item in sorted(found, key=lambda f: f.path.count(os.sep), reverse=True):
-        if item.kind != "dir" or item.empty_dir or item.path in has_kept_child:
-            kept.append(item)
-            has_kept_child.add(os.path.dirname(item.path))
-    kept.sort(key=lambda f: f.path)
-    return kept
 
 
 def _walk(root: str, path: str, st: os.stat_result, patterns: list[ExcludePattern], out: Selection) -> None:
     kind = _kind(st.st_mode)
     if kind is None:
         out.skipped_special.append((path, special_kind(st.st_mode)))
+        out.excluded.append(path)
         return
     if kind != "dir":
         out.found.append(Found(path, kind, st))
@@ -148,7 +139,7 @@ def _walk(root: str, path: str, st: os.stat_result, patterns: list[ExcludePatter
     except OSError as exc:
         out.unreadable_dirs.append((path, exc.strerror or str(exc)))
         return
-    out.found.append(Found(path, kind, st, empty_dir=not entries))
+    out.found.append(Found(path, kind, st))
     for entry_path, name in entries:
         try:
             child = os.lstat(entry_path)
@@ -160,6 +151,7 @@ def _walk(root: str, path: str, st: os.stat_result, patterns: list[ExcludePatter
         relative = os.path.relpath(entry_path, root)
         is_dir = stat.S_ISDIR(child.st_mode)
         if any(p.matches(entry_path, relative, name, is_dir) for p in patterns):
+            out.excluded.append(entry_path)
             continue
         _walk(root, entry_path, child, patterns, out)
 

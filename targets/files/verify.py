@@ -110,7 +110,6 @@ def compare_restored(
         for name in (*dirs, *files):
             path = "/" + os.path.relpath(os.path.join(directory, name), root)
             if path not in known:
-                result.differences.append(
-                    Difference("unexpected", path, "in the restored snapshot, not in the manifest")
-                )
+                code = "changed_during_backup" if path in changed else "unexpected"
+                result.differences.append(Difference(code, path, "in the restored snapshot, not in the manifest"))
     return result

@@ -9,12 +9,16 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
+
+import pytest
 
 from agents.contract import signing
 from agents.keys import KeyStore
 from agents.outbox import read_envelope
 from agents.restic.runner import Restic
 from policies.levels import Level
+from targets.files import manifest as files_manifest
 from tests.support.components import S3Server
 from tests.support.configs import Workspace, write_files
 from tests.support.forgery import vouch_for
@@ -247,3 +251,40 @@ def test_an_sm3_agent_verifies_against_its_own_signed_record(workspace: Workspac
     code, document = _verify(path)
     assert code == 0, document["findings"]
     assert document["findings"] == [] and document["manifest"]["checked_against"] == "backup record"  # type: ignore[index]
+
+
+def test_entries_made_and_removed_between_the_two_walks_are_named_and_verify(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """restic walks the tree a moment after the agent: what changes in between is named, not called corruption.
+
+    The gap is widened on purpose (a file and a directory created, a file removed right after the manifest was made);
+    names that look like restic patterns or variables are excluded exactly, as the walk excluded them.
+    """
+    odd = ["star*name.tmp", "[ab].tmp", "$HOME.tmp", "back\\slash.tmp", "trailing .tmp"]
+    write_files(workspace.data, {"keep.txt": "k", "gone.txt": "g", **{name: "x" for name in odd},
+                                 "a": "a-file", "ab": "not matched by [ab]", "star-name": "not matched by star*"})
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+
+    build_entries = files_manifest.build_entries
+
+    def hash_then_change(*args: Any, **kwargs: Any) -> Any:
+        built = build_entries(*args, **kwargs)
+        write_files(workspace.data, {"late.txt": "late", "late-dir/inner.txt": "inner"})
+        os.unlink(os.path.join(workspace.data, "gone.txt"))
+        return built
+
+    monkeypatch.setattr(files_manifest, "build_entries", hash_then_change)
+    document = doc(backup(config, "nightly", Level.FULL)[0])
+    monkeypatch.undo()
+    data = workspace.data
+    named = {f["subject"] for f in document["findings"] if f["code"] == "changed_during_backup"}
+    assert named == {f"{data}/late.txt", f"{data}/late-dir", f"{data}/late-dir/inner.txt", f"{data}/gone.txt"}
+    assert document["outcome"] == "success" and document["changed_during_backup"] == sorted(named)
+    code, verified = _verify(path, "--snapshot", document["snapshot"]["id"])
+    assert code == 0 and verified["verdict"] == "passed", verified["findings"]
+    assert {f["subject"] for f in verified["findings"]} == named  # type: ignore[attr-defined]
+    restored = Restic(config.restic_binary, config.repositories["local"]).snapshots()
+    assert restored[0].paths[0] == data  # the snapshot lists the target's root, as restic users expect

@@ -24,7 +24,7 @@ def _tree(root: pathlib.Path) -> None:
         "cache": "a FILE named cache is kept: 'cache/' matches directories only",
         "logs/old.gz": "excluded by anchored pattern",
         "logs/new.log": "kept",
-        "only-tmp/x.tmp": "its directory disappears with it",
+        "only-tmp/x.tmp": "its directory stays, empty, as restic keeps it",
     })
     (root / "empty").mkdir()
     os.symlink("a.txt", root / "link")
@@ -36,12 +36,13 @@ def test_selection_applies_each_pattern_form(tmp_path: pathlib.Path) -> None:
     relative = {os.path.relpath(f.path, tmp_path): f.kind for f in selection.found}
     assert relative == {
         ".": "dir", "a.txt": "file", "cache": "file", "empty": "dir", "link": "symlink",
-        "logs": "dir", "logs/new.log": "file", "sub": "dir", "sub/b.bin": "file",
+        "logs": "dir", "logs/new.log": "file", "sub": "dir", "sub/b.bin": "file", "only-tmp": "dir",
     }
     assert selection.missing_roots == [str(tmp_path / "absent")]
-    # restic gets files, symlinks and the truly empty directory -- never a directory it would recurse into.
-    given = {os.path.relpath(os.fsdecode(p), tmp_path) for p in selection.restic_paths()}
-    assert given == {"a.txt", "cache", "empty", "link", "logs/new.log", "sub/b.bin"}
+    assert selection.roots == [str(tmp_path)]
+    # restic is told each left-out entry once, as an exact path; nothing below an excluded directory.
+    left_out = {os.path.relpath(p, tmp_path) for p in selection.excluded}
+    assert left_out == {"draft.tmp", "sub/cache", "logs/old.gz", "only-tmp/x.tmp"}
 
 
 def test_absolute_pattern(tmp_path: pathlib.Path) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agents.restic import commands
+from agents.restic import commands, excludes
 from agents.restic.exitcodes import ResticOutcome, classify_exit
 from agents.restic.features import ResticVersion, UnsupportedResticVersion, parse_version
 from agents.restic.messages import (
@@ -30,20 +30,35 @@ def test_global_flags_gate_the_stuck_request_timeout_by_version() -> None:
 
 def test_full_backup_forces_and_ignores_parent() -> None:
     argv = commands.make_backup_command(
-        "restic", ("--json",), files_from_raw="/tmp/l", host="h", tags=["a=1", "b=2"], parent="p", force=True
+        "restic", ("--json",), paths=["/srv/a", "-odd"], exclude_file="/tmp/x", excludes=["/srv/a/$HOME"],
+        host="h", tags=["a=1", "b=2"], parent="p", force=True,
     )
     assert argv == (
-        "restic", "--json", "backup", "--files-from-raw", "/tmp/l", "--host", "h",
-        "--tag", "a=1", "--tag", "b=2", "--force",
+        "restic", "--json", "-vv", "backup", "--host", "h", "--exclude-file", "/tmp/x", "--exclude", "/srv/a/$HOME",
+        "--tag", "a=1", "--tag", "b=2", "--force", "--", "/srv/a", "-odd",
     )
 
 
 def test_incremental_backup_names_its_parent() -> None:
     argv = commands.make_backup_command(
-        "restic", (), files_from_raw="/l", host="h", tags=[], parent="abc", force=False
+        "restic", (), paths=["/srv"], exclude_file=None, host="h", tags=[], parent="abc", force=False
     )
-    assert argv[-2:] == ("--parent", "abc")
-    assert "--force" not in argv
+    assert argv[-4:] == ("--parent", "abc", "--", "/srv")
+    assert "--force" not in argv and "--exclude-file" not in argv
+
+
+def test_exclusions_are_literal_paths() -> None:
+    made = excludes.make_exclusions(["/srv/a*b", "/srv/[x]", "/srv/back\\slash", "/srv/$HOME", "/srv/ends "])
+    assert made.file_lines == ("/srv/a\\*b", "/srv/\\[x]", "/srv/back\\\\slash")
+    assert made.argv_patterns == ("/srv/$HOME", "/srv/ends ")
+    assert made.file_text() == b"/srv/a\\*b\n/srv/\\[x]\n/srv/back\\\\slash\n"
+
+
+def test_an_excluded_directory_holding_the_manifest_is_excluded_around_it() -> None:
+    made = excludes.make_exclusions(["/srv/state", "/srv/tmp"], keep="/srv/state/staging/m.json")
+    assert made.file_lines == (
+        "/srv/state/*", "!/srv/state/staging", "/srv/state/staging/*", "!/srv/state/staging/m.json", "/srv/tmp",
+    )
 
 
 def test_stdin_backup_and_listing_commands() -> None:
@@ -59,7 +74,8 @@ def test_stdin_backup_and_listing_commands() -> None:
 
 def test_no_builder_puts_a_password_on_argv() -> None:
     argv = commands.make_backup_command("r", commands.make_global_flags(V018, "/c", json=True),
-                                        files_from_raw="/l", host="h", tags=[], parent=None, force=False)
+                                        paths=["/l"], exclude_file=None, host="h", tags=[], parent=None,
+                                        force=False)
     assert not any("password" in a for a in argv)
 
 

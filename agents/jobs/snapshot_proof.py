@@ -1,0 +1,127 @@
+"""Proving that a files snapshot holds what its manifest lists.
+
+restic walks the target's roots itself, a moment after the agent's own walk
+made the manifest, so a file created or removed in between is in one and not
+the other. While restic runs it reports every file and directory it stores
+(``-vv``); :class:`SnapshotAccount` folds that stream into a count and an
+order-independent digest (a sum of per-entry hashes), so memory stays flat
+however many files there are. :func:`prove` folds the manifest the same way:
+equal folds mean the same set of entries. Only when they differ are both sides
+read into sets, from the spilled stream, to name the paths -- which the backup
+then reports as changed while it ran.
+
+restic does not report symlinks (nor other node types), so the proof covers
+regular files and directories; symlinks are proven when a restore is verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from agents.restic.messages import BackupItem
+from targets.files.manifest import FileEntry
+
+_MODULUS = 1 << 128
+
+
+def _entry_hash(kind: str, path: str) -> int:
+    data = f"{kind}\0{path}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
+
+
+def _comparable(path: str) -> str:
+    """A manifest path as restic's JSON prints it: bytes that are not UTF-8 become U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+@dataclass
+class Fold:
+    """A set of (kind, path) entries as a count and the sum of their hashes."""
+
+    count: int = 0
+    digest: int = 0
+
+    def add(self, kind: str, path: str) -> None:
+        self.count += 1
+        self.digest = (self.digest + _entry_hash(kind, path)) % _MODULUS
+
+
+@dataclass
+class SnapshotAccount:
+    """restic's stream of stored entries under ``roots``, folded; ``spill`` keeps them to name differences.
+
+    ``ignore``: paths that are not the target's data (the staged manifest and its directories).
+    """
+
+    roots: Sequence[str]
+    ignore: Collection[str]
+    spill: IO[bytes]
+    fold: Fold = field(default_factory=Fold)
+
+    def take(self, item: BackupItem) -> None:
+        is_dir = item.item.endswith("/") and item.item != "/"
+        path = item.item.rstrip("/") if is_dir else item.item
+        if path in self.ignore or not _under(path, self.roots):
+            return
+        kind = "dir" if is_dir else "file"
+        self.fold.add(kind, path)
+        self.spill.write(f"{kind}\0{path}\0".encode("utf-8", "surrogatepass"))
+
+
+@dataclass(frozen=True)
+class Proof:
+    """Whether the snapshot and the manifest list the same files and directories; if not, which differ."""
+
+    agreed: bool
+    entries: int
+    appeared: list[str]  # in the snapshot, not in the manifest
+    vanished: list[str]  # in the manifest, not in the snapshot
+
+
+def _manifest_pairs(entries: Iterable[FileEntry], unprovable: Collection[str]) -> Iterable[tuple[str, str]]:
+    for entry in entries:
+        if entry.type in ("file", "dir") and entry.path not in unprovable:
+            yield entry.type, _comparable(entry.path)
+
+
+def prove(account: SnapshotAccount, entries: Sequence[FileEntry], unprovable: Collection[str]) -> Proof:
+    """Compare restic's account with the manifest's ``entries``.
+
+    ``unprovable``: paths the walk could not read (restic may or may not list them).
+    Reads ``account.spill`` back (from its start) only when the folds differ.
+    """
+    expected = Fold()
+    for kind, path in _manifest_pairs(entries, unprovable):
+        expected.add(kind, path)
+    seen = account.fold
+    if seen == expected:
+        return Proof(True, seen.count, [], [])
+    account.spill.flush()
+    account.spill.seek(0)
+    fields = account.spill.read().decode("utf-8", "surrogatepass").split("\0")
+    stored = {(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2)}
+    stored = {(kind, path) for kind, path in stored if path not in unprovable}
+    listed = set(_manifest_pairs(entries, unprovable))
+    return Proof(
+        agreed=stored == listed,
+        entries=seen.count,
+        appeared=sorted(path for _, path in stored - listed),
+        vanished=sorted(path for _, path in listed - stored),
+    )
+
+
+def ancestors(path: str) -> set[str]:
+    """``path`` and every directory above it (not '/')."""
+    found = set()
+    while path not in ("/", ""):
+        found.add(path)
+        path = os.path.dirname(path)
+    return found
