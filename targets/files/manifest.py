@@ -21,7 +21,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from targets import hashing
@@ -29,6 +29,9 @@ from targets.files.select import Found, Selection
 
 SCHEMA = "drill.manifest.files/v1"
 CHUNK = 1 << 20
+# Files hashed per task of the pool, unless they are large (a large file is a task of its own).
+_BATCH_FILES = 256
+_BATCH_BYTES = 4 << 20
 
 
 class ManifestError(ValueError):
@@ -103,7 +106,7 @@ class FilesManifest:
             "base_snapshot_id": self.base_snapshot_id,
             "roots": self.roots,
             "exclude": self.exclude,
-            "entries": [asdict(e) for e in self.entries],
+            "entries": [_entry_document(e) for e in self.entries],
             "unreadable": self.unreadable,
             "missing_roots": self.missing_roots,
             "totals": {
@@ -120,6 +123,13 @@ class FilesManifest:
     def to_bytes(self) -> bytes:
         """Canonical JSON: sorted keys, no whitespace, ASCII -- the bytes the digest covers."""
         return canonical_json(self.to_document())
+
+
+def _entry_document(entry: FileEntry) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies every field: a third of a large manifest's serialisation time.
+    return {"path": entry.path, "type": entry.type, "size": entry.size, "mode": entry.mode,
+            "mtime_ns": entry.mtime_ns, "ctime_ns": entry.ctime_ns, "inode": entry.inode, "hash": entry.hash,
+            "changed_during_backup": entry.changed_during_backup}
 
 
 def canonical_json(document: Mapping[str, Any]) -> bytes:
@@ -265,36 +275,36 @@ def build_entries(
     counters = {"files": 0, "bytes": 0, "reused": 0}
     lock = threading.Lock()
 
+    prefix = algorithm + ":"
+
+    def reusable(found: Found) -> FileEntry | None:
+        previous = base.get(found.path) if base is not None else None
+        if (
+            previous is not None
+            and previous.type == "file"
+            and previous.hash is not None
+            and not previous.changed_during_backup
+            and previous.hash.startswith(prefix)
+            and previous.same_version(found.st)
+        ):
+            return replace(previous, mode=stat.S_IMODE(found.st.st_mode))
+        return None
+
     def one(found: Found) -> None:
         if should_stop is not None and should_stop():
             return
         try:
-            if found.kind == "dir":
-                entry = _entry(found, found.st, None)
-            elif found.kind == "symlink":
+            if found.kind == "symlink":
                 entry = _entry(found, found.st, _hash_symlink(found.path, algorithm))
             else:
-                previous = base.get(found.path) if base is not None else None
-                if (
-                    previous is not None
-                    and previous.type == "file"
-                    and previous.hash is not None
-                    and not previous.changed_during_backup
-                    and previous.hash.startswith(algorithm + ":")
-                    and previous.same_version(found.st)
-                ):
-                    entry = replace(previous, mode=stat.S_IMODE(found.st.st_mode))
-                    with lock:
-                        counters["reused"] += 1
-                else:
-                    digest, before, after = hash_file(found.path, algorithm)
-                    changed = _moved(found.st, before) or _moved(before, after)
-                    entry = _entry(found, after, digest, changed)
-                    with lock:
-                        counters["files"] += 1
-                        counters["bytes"] += after.st_size
-                    if on_hashed is not None:
-                        on_hashed(after.st_size)
+                digest, before, after = hash_file(found.path, algorithm)
+                changed = _moved(found.st, before) or _moved(before, after)
+                entry = _entry(found, after, digest, changed)
+                with lock:
+                    counters["files"] += 1
+                    counters["bytes"] += after.st_size
+                if on_hashed is not None:
+                    on_hashed(after.st_size)
         except FileNotFoundError:
             return  # vanished before we read it; restic reports it missing too
         except OSError as exc:
@@ -304,10 +314,34 @@ def build_entries(
         with lock:
             results[found.path] = entry
 
+    def batch(group: list[Found]) -> None:
+        for found in group:
+            one(found)
+
+    # Directories and unchanged files need no reading: done here. The rest goes to the pool in batches (one
+    # task per file costs more than hashing a small file), the largest files first and alone, so that the
+    # pool does not end on one big file.
+    to_read: list[Found] = []
+    for found in selection.found:
+        if found.kind == "dir":
+            results[found.path] = _entry(found, found.st, None)
+        elif found.kind == "file" and (kept := reusable(found)) is not None:
+            results[found.path] = kept
+            counters["reused"] += 1
+        else:
+            to_read.append(found)
+    to_read.sort(key=lambda f: f.st.st_size, reverse=True)
+    groups: list[list[Found]] = []
+    group_bytes = 0
+    for found in to_read:
+        if groups and len(groups[-1]) < _BATCH_FILES and group_bytes + found.st.st_size <= _BATCH_BYTES:
+            groups[-1].append(found)
+            group_bytes += found.st.st_size
+        else:
+            groups.append([found])
+            group_bytes = found.st.st_size
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        # Large files first so that the pool does not end on one big file alone.
-        order = sorted(selection.found, key=lambda f: f.st.st_size, reverse=True)
-        list(pool.map(one, order))
+        list(pool.map(batch, groups))
     entries = [results[f.path] for f in selection.found if f.path in results]
     unreadable.sort(key=lambda u: u["path"])
     return entries, unreadable, counters["files"], counters["bytes"], counters["reused"]

@@ -148,7 +148,7 @@ def _walk(root: str, path: str, st: os.stat_result, patterns: list[ExcludePatter
         except OSError as exc:  # e.g. a path longer than PATH_MAX: this one is not backed up, the rest is
             out.unreadable_dirs.append((entry_path, exc.strerror or str(exc)))
             continue
-        relative = os.path.relpath(entry_path, root)
+        relative = entry_path[len(root.rstrip("/")) + 1:]  # os.path.relpath costs more than the walk itself
         is_dir = stat.S_ISDIR(child.st_mode)
         if any(p.matches(entry_path, relative, name, is_dir) for p in patterns):
             out.excluded.append(entry_path)
