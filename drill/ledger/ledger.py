@@ -238,9 +238,10 @@ class Ledger:
     def add_key(self, public_pem: str, owner: str, role: str) -> str:
         """Enrol a public key (idempotent); return its id. Raises :class:`signing.SignatureError` for a bad PEM."""
         keyid = signing.key_id(signing.load_public_pem(public_pem), self.algorithm)
-        if not self.store.query("SELECT 1 FROM ledger_keys WHERE keyid = %s", (keyid,)):
-            self.store.execute("INSERT INTO ledger_keys (keyid, public_pem, owner, role, added) "
-                               "VALUES (%s, %s, %s, %s, %s)", (keyid, public_pem, owner, role, _now()))
+        # One statement, not look-then-insert: two ingests enrolling the same agent at once must both succeed.
+        self.store.execute("INSERT INTO ledger_keys (keyid, public_pem, owner, role, added) "
+                           "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (keyid) DO NOTHING",
+                           (keyid, public_pem, owner, role, _now()))
         return keyid
 
     def keys(self) -> dict[str, KeyInfo]:
