@@ -474,7 +474,7 @@ class Restic:
         ``stall_timeout``; large files are restored, not dumped.
         """
         with tempfile.TemporaryFile(dir=self.temp_dir) as out:
-            self._run(
+            self._run_unlocking(  # restic takes its lock before it writes a byte: a retry appends nothing
                 commands.make_dump_command(self.binary, self._flags(json=False), snapshot_id, path),
                 timeout=self.repository.stall_timeout,
                 stdout_to=out,
@@ -492,7 +492,7 @@ class Restic:
         ``stall`` as bytes arrive, so a dump that stops flowing is stopped.
         Raises :class:`ResticError`.
         """
-        self._run(
+        self._run_unlocking(
             commands.make_dump_command(self.binary, self._flags(json=False), snapshot_id, path),
             stall=stall,
             stdout_to=out,
@@ -510,7 +510,9 @@ class Restic:
             if stall is not None and '"status"' in line:
                 stall.progress()
 
-        self._run(
+        # A check of the same repository (another job of this scratch host) holds an exclusive lock for a while:
+        # wait for it as any other command does, rather than fail the verification.
+        self._run_unlocking(
             commands.make_restore_command(self.binary, self._flags(json=self.version.has_json_restore),
                                           snapshot_id, target_dir),
             stall=stall,

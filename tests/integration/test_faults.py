@@ -232,3 +232,35 @@ def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace
     changed = [f for f in record.findings if f.code == "changed_during_backup"]
     assert [f.subject for f in changed] == [live]
     assert changed[0].severity == "warning"
+
+
+def test_a_restore_waits_for_a_check_holding_the_exclusive_lock(workspace: Workspace) -> None:
+    """A scratch host may run a check and a verification of one repository at once: the restore must wait for
+    the check's exclusive lock, not fail the verification."""
+    _big_files(workspace.data, 8, 4 << 20)
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    _init(workspace, path)
+    config = workspace.load(path)
+    [record] = backup(config, "nightly", Level.FULL)
+    repository = config.repositories["local"]
+    locks = os.path.join(repository.url, "locks")
+    env = {**os.environ, "RESTIC_REPOSITORY": repository.url, "RESTIC_PASSWORD_FILE": workspace.password_file}
+    check = subprocess.Popen([config.restic_binary, "--no-cache", "check", "--read-data"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.listdir(locks) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.listdir(locks), "restic check took no lock"
+        check.send_signal(signal.SIGSTOP)  # the check holds its lock for as long as it is stopped
+        resume = threading.Timer(3.0, check.send_signal, (signal.SIGCONT,))
+        resume.start()
+        started = time.monotonic()
+        Restic(config.restic_binary, repository).restore(doc(record)["snapshot"]["id"],
+                                                         os.path.join(workspace.root, "restored"))
+        assert time.monotonic() - started >= 3.0  # it waited for the lock
+    finally:
+        check.send_signal(signal.SIGCONT)
+        assert check.wait(timeout=120) == 0
+    restored = os.path.join(workspace.root, "restored", workspace.data.lstrip("/"))
+    assert sorted(os.listdir(restored)) == sorted(os.listdir(workspace.data))
