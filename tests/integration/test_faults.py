@@ -234,26 +234,38 @@ def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace
     assert changed[0].severity == "warning"
 
 
+def _check_holding_the_lock(binary: str, env: dict[str, str], locks: str) -> subprocess.Popen[bytes]:
+    """A ``restic check --read-data`` stopped (SIGSTOP) while its exclusive lock is in the repository.
+
+    A check may end before it is stopped; then another is started (the lock is looked at after the stop).
+    """
+    for _ in range(5):
+        check = subprocess.Popen([binary, "--no-cache", "check", "--read-data"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not os.listdir(locks) and check.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        check.send_signal(signal.SIGSTOP)
+        if check.poll() is None and os.listdir(locks):
+            return check
+        check.send_signal(signal.SIGCONT)
+        check.wait(timeout=120)
+    raise AssertionError("no restic check could be stopped while holding its lock")
+
+
 def test_a_restore_waits_for_a_check_holding_the_exclusive_lock(workspace: Workspace) -> None:
     """A scratch host may run a check and a verification of one repository at once: the restore must wait for
     the check's exclusive lock, not fail the verification."""
-    _big_files(workspace.data, 8, 4 << 20)
+    _big_files(workspace.data, 8, 16 << 20)
     path = workspace.write_config({"local": workspace.local_repository("local")})
     _init(workspace, path)
     config = workspace.load(path)
     [record] = backup(config, "nightly", Level.FULL)
     repository = config.repositories["local"]
-    locks = os.path.join(repository.url, "locks")
     env = {**os.environ, "RESTIC_REPOSITORY": repository.url, "RESTIC_PASSWORD_FILE": workspace.password_file}
-    check = subprocess.Popen([config.restic_binary, "--no-cache", "check", "--read-data"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    check = _check_holding_the_lock(config.restic_binary, env, os.path.join(repository.url, "locks"))
     try:
-        deadline = time.monotonic() + 30
-        while not os.listdir(locks) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert os.listdir(locks), "restic check took no lock"
-        check.send_signal(signal.SIGSTOP)  # the check holds its lock for as long as it is stopped
-        resume = threading.Timer(3.0, check.send_signal, (signal.SIGCONT,))
+        resume = threading.Timer(3.0, check.send_signal, (signal.SIGCONT,))  # the lock is held while stopped
         resume.start()
         started = time.monotonic()
         Restic(config.restic_binary, repository).restore(doc(record)["snapshot"]["id"],
