@@ -23,6 +23,8 @@ from agents.restic.repository import Repository
 # The remotes' names: fixed, so that the two sets of variables never share a name.
 SOURCE_REMOTE = "DRILL_FROM"
 DESTINATION_REMOTE = "DRILL_TO"
+# rclone must not read an operator's own rclone.conf (it could redefine the remotes).
+_ISOLATED = {"RCLONE_CONFIG": "/dev/null"}
 
 # restic's S3 variables and the rclone S3 option each becomes.
 _S3_OPTIONS = {
@@ -83,7 +85,3 @@ def copy_pair(source: Repository, destination: Repository) -> tuple[Repository, 
     destination_remote = s3_remote(destination, DESTINATION_REMOTE)
     env: Mapping[str, str] = {**source_remote.env, **destination_remote.env, **_ISOLATED}
     return source_remote, dataclasses.replace(destination_remote, env=env)
-
-
-# rclone must not read an operator's own rclone.conf (it could redefine the remotes).
-_ISOLATED = {"RCLONE_CONFIG": "/dev/null"}
