@@ -40,7 +40,7 @@ from policies.levels import Level, LevelDecision, choose_level
 from targets import hashing
 from targets.files import manifest as files_manifest
 from targets.files.config import FilesTargetConfig
-from targets.files.select import select_paths
+from targets.files.select import select_paths, with_ancestors
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def _backup_files(
     try:
         with record.phase("backup"), open(stored_file, "w+b") as spill:
             os.chmod(stored_file, 0o600)
-            account = snapshot_proof.SnapshotAccount(selection.roots, snapshot_proof.ancestors(manifest_path), spill)
+            account = snapshot_proof.SnapshotAccount(selection.roots, with_ancestors(manifest_path), spill)
             run = restic.backup_files(
                 [*selection.roots, manifest_path],
                 exclusions=excludes.make_exclusions(selection.excluded, keep=manifest_path),

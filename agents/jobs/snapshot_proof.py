@@ -17,7 +17,6 @@ regular files and directories; symlinks are proven when a restore is verified.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
@@ -117,11 +116,3 @@ def prove(account: SnapshotAccount, entries: Sequence[FileEntry], unprovable: Co
         vanished=sorted(path for _, path in listed - stored),
     )
 
-
-def ancestors(path: str) -> set[str]:
-    """``path`` and every directory above it (not '/')."""
-    found = set()
-    while path not in ("/", ""):
-        found.add(path)
-        path = os.path.dirname(path)
-    return found

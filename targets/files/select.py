@@ -160,3 +160,12 @@ def _scan(path: str) -> Iterator[tuple[str, str]]:
     with os.scandir(path) as it:
         for entry in it:
             yield entry.path, entry.name
+
+
+def with_ancestors(path: str) -> set[str]:
+    """``path`` and every directory above it, '/' excluded: what restic stores around a path it is given."""
+    found = set()
+    while path not in ("/", ""):
+        found.add(path)
+        path = os.path.dirname(path)
+    return found

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from targets import hashing
 from targets.files.manifest import FileEntry, FilesManifest, hash_file
+from targets.files.select import with_ancestors
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,9 @@ def compare_restored(
             difference = Difference("changed_during_backup", entry.path, difference.detail)
         result.differences.append(difference)
     # Ancestors of the backed-up paths are restored too; they are not data of the target.
-    known = set(expected) | set(ignore)
-    for start in list(known):
-        ancestor = start
-        while ancestor not in ("/", ""):
-            ancestor = os.path.dirname(ancestor)
-            known.add(ancestor)
+    known: set[str] = set()
+    for start in {*expected, *ignore}:
+        known |= with_ancestors(start)
     for directory, dirs, files in os.walk(root):
         for name in (*dirs, *files):
             path = "/" + os.path.relpath(os.path.join(directory, name), root)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 
-from agents.jobs.snapshot_proof import SnapshotAccount, ancestors, prove
+from agents.jobs.snapshot_proof import SnapshotAccount, prove
 from agents.restic.messages import BackupItem, parse_backup_message
 from targets.files.manifest import FileEntry
+from targets.files.select import with_ancestors
 
 
 def _entry(path: str, kind: str = "file") -> FileEntry:
@@ -17,7 +18,7 @@ MANIFEST = [_entry("/srv/a", "dir"), _entry("/srv/a/x"), _entry("/srv/a/l", "sym
 
 
 def _account(items: list[str]) -> SnapshotAccount:
-    account = SnapshotAccount(["/srv/a"], ancestors("/var/state/staging/m.json"), io.BytesIO())
+    account = SnapshotAccount(["/srv/a"], with_ancestors("/var/state/staging/m.json"), io.BytesIO())
     for item in items:
         account.take(BackupItem("new", item))
     return account
