@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes
 
 ALGORITHMS = ("blake3", "sha256", "sm3")
 DEFAULT_ALGORITHM = "blake3"
+# Bytes of a raw digest, by algorithm: manifests store digests raw.
+DIGEST_SIZES = {"blake3": 32, "sha256": 32, "sm3": 32}
 
 
 class Hasher(Protocol):

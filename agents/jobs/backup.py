@@ -39,6 +39,7 @@ from policies.due import level_for_day
 from policies.levels import Level, LevelDecision, choose_level
 from targets import hashing
 from targets.files import manifest as files_manifest
+from targets.files import manifest_store
 from targets.files.config import FilesTargetConfig
 from targets.files.select import select_paths, with_ancestors
 
@@ -111,7 +112,7 @@ def staged_paths(state: StateDir, job_id: str) -> tuple[str, str, str]:
     """Where a files backup stages its manifest, restic's exclusions and restic's account of what it stored
     (noted in the journal, so that a killed job's files are removed)."""
     staging = state.sub("staging")
-    return (os.path.join(staging, f"manifest-{job_id}.json"), os.path.join(staging, f"excludes-{job_id}.lst"),
+    return (os.path.join(staging, f"manifest-{job_id}.bin"), os.path.join(staging, f"excludes-{job_id}.lst"),
             os.path.join(staging, f"stored-{job_id}.lst"))
 
 
@@ -201,7 +202,7 @@ def _load_base_entries(
             f"the manifest in base snapshot {base.snapshot_id[:12]} does not match its digest; every file is re-hashed",
         )
         return None
-    return files_manifest.index_entries(files_manifest.parse_manifest(data).entries)
+    return files_manifest.index_entries(manifest_store.parse_manifest(data).entries)
 
 
 def _backup_files(
@@ -256,7 +257,7 @@ def _backup_files(
         hashed_bytes=hashed_bytes,
         reused_hashes=reused,
     )
-    data = manifest.to_bytes()
+    data = manifest_store.to_bytes(manifest)
     digest = hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data)
     manifest_path, exclude_file, stored_file = staged_paths(state, record.job_id)
     write_atomically(manifest_path, data)

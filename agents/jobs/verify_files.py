@@ -15,7 +15,8 @@ from agents.jobs.verify_common import (
 )
 from agents.records import RecordDraft, VerifyDraft
 from agents.restic.runner import Restic, ResticError
-from targets.files.manifest import ManifestError, parse_manifest
+from targets.files.manifest import ManifestError
+from targets.files.manifest_store import parse_manifest
 from targets.files.verify import compare_restored
 
 

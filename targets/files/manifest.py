@@ -15,19 +15,16 @@ such instead of calling it corruption.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from targets import hashing
 from targets.files.select import Found, Selection
 
-SCHEMA = "drill.manifest.files/v1"
 CHUNK = 1 << 20
 # Files hashed per task of the pool, unless they are large (a large file is a task of its own).
 _BATCH_FILES = 256
@@ -64,7 +61,7 @@ class FileEntry:
 
 @dataclass
 class FilesManifest:
-    """The manifest of one files backup; serialised canonically for its digest."""
+    """The manifest of one files backup; :mod:`targets.files.manifest_store` gives its stored bytes."""
 
     algorithm: str
     host: str
@@ -93,105 +90,6 @@ class FilesManifest:
     @property
     def changed_during_backup(self) -> list[str]:
         return [e.path for e in self.entries if e.changed_during_backup]
-
-    def to_document(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "algorithm": self.algorithm,
-            "host": self.host,
-            "policy": self.policy,
-            "target": self.target,
-            "job_id": self.job_id,
-            "level": self.level,
-            "base_snapshot_id": self.base_snapshot_id,
-            "roots": self.roots,
-            "exclude": self.exclude,
-            "entries": [_entry_document(e) for e in self.entries],
-            "unreadable": self.unreadable,
-            "missing_roots": self.missing_roots,
-            "totals": {
-                "files": self.files,
-                "bytes": self.total_bytes,
-                "entries": len(self.entries),
-                "hashed_files": self.hashed_files,
-                "hashed_bytes": self.hashed_bytes,
-                "reused_hashes": self.reused_hashes,
-                "changed_during_backup": len(self.changed_during_backup),
-            },
-        }
-
-    def to_bytes(self) -> bytes:
-        """Canonical JSON: sorted keys, no whitespace, ASCII -- the bytes the digest covers."""
-        return canonical_json(self.to_document())
-
-
-def _entry_document(entry: FileEntry) -> dict[str, Any]:
-    # dataclasses.asdict deep-copies every field: a third of a large manifest's serialisation time.
-    return {"path": entry.path, "type": entry.type, "size": entry.size, "mode": entry.mode,
-            "mtime_ns": entry.mtime_ns, "ctime_ns": entry.ctime_ns, "inode": entry.inode, "hash": entry.hash,
-            "changed_during_backup": entry.changed_during_backup}
-
-
-def canonical_json(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-
-
-def parse_manifest(data: bytes) -> FilesManifest:
-    """Read a stored manifest back. Raises :class:`ManifestError` when it is not one."""
-    try:
-        doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"manifest is not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise ManifestError(f"not a files manifest (schema {doc.get('schema') if isinstance(doc, dict) else None!r})")
-    try:
-        entries = [_stored_entry(e) for e in doc["entries"]]
-        totals = doc["totals"]
-        return FilesManifest(
-            algorithm=doc["algorithm"],
-            host=doc["host"],
-            policy=doc["policy"],
-            target=doc["target"],
-            job_id=doc["job_id"],
-            level=doc["level"],
-            roots=list(doc["roots"]),
-            exclude=list(doc["exclude"]),
-            entries=entries,
-            unreadable=list(doc["unreadable"]),
-            missing_roots=list(doc["missing_roots"]),
-            base_snapshot_id=doc["base_snapshot_id"],
-            hashed_files=totals["hashed_files"],
-            hashed_bytes=totals["hashed_bytes"],
-            reused_hashes=totals["reused_hashes"],
-        )
-    except (KeyError, TypeError) as exc:
-        raise ManifestError(f"manifest is missing or has a malformed field: {exc}") from exc
-
-
-_ENTRY_TYPES = {"path": str, "type": str, "size": int, "mode": int, "mtime_ns": int, "ctime_ns": int, "inode": int}
-_KINDS = frozenset({"file", "dir", "symlink"})
-
-
-def _stored_entry(raw: object) -> FileEntry:
-    """One manifest entry, checked: a manifest comes from a repository and is untrusted until proven.
-
-    Raises :class:`ManifestError` for a wrong type or a path that is not absolute and normal (``..``, ``//``,
-    a NUL) -- such a path could lead the comparison outside the directory it restored into.
-    """
-    if not isinstance(raw, dict) or not set(_ENTRY_TYPES) <= set(raw):
-        raise ManifestError(f"manifest entry {str(raw)[:120]!r} lacks fields")
-    for name, kind in _ENTRY_TYPES.items():
-        value = raw[name]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ManifestError(f"manifest entry {str(raw.get('path'))[:120]!r}: {name} is not {kind.__name__}")
-    path = raw["path"]
-    if not path.startswith("/") or os.path.normpath(path) != path or "\0" in path or path == "/":
-        raise ManifestError(f"manifest entry path {path[:200]!r} is not an absolute, normal path")
-    if raw["type"] not in _KINDS or not (raw.get("hash") is None or isinstance(raw.get("hash"), str)):
-        raise ManifestError(f"manifest entry {path[:200]!r}: type {str(raw['type'])[:20]!r} or its hash is not valid")
-    return FileEntry(path=path, type=raw["type"], size=raw["size"], mode=raw["mode"], mtime_ns=raw["mtime_ns"],
-                     ctime_ns=raw["ctime_ns"], inode=raw["inode"], hash=raw.get("hash"),
-                     changed_during_backup=bool(raw.get("changed_during_backup", False)))
 
 
 def hash_file(path: str, algorithm: str) -> tuple[str, os.stat_result, os.stat_result]:

@@ -122,6 +122,8 @@ def select_paths(roots: Sequence[str], exclude: Sequence[str], never: Sequence[s
         selection.roots.append(root)
         _walk(root, root, st, patterns, selection)
     selection.found.sort(key=lambda f: f.path)
+    # Roots inside other roots are walked twice; each path is backed up once.
+    selection.found = [f for i, f in enumerate(selection.found) if i == 0 or selection.found[i - 1].path != f.path]
     return selection
 
 

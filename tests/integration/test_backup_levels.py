@@ -12,7 +12,7 @@ from agents.restic.runner import Restic
 from agents.state import StateDir
 from policies.levels import Level
 from targets import hashing
-from targets.files.manifest import parse_manifest
+from targets.files.manifest_store import parse_manifest
 from tests.support.components import S3Server, running_s3
 from tests.support.configs import Workspace, write_files
 from tests.support.jobs import backup, doc

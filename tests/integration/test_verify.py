@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -19,6 +20,7 @@ from agents.outbox import read_envelope
 from agents.restic.runner import Restic
 from policies.levels import Level
 from targets.files import manifest as files_manifest
+from targets.files import manifest_store
 from tests.support.components import S3Server
 from tests.support.configs import Workspace, write_files
 from tests.support.forgery import vouch_for
@@ -220,10 +222,10 @@ def test_a_manifest_rewritten_in_the_repository_is_caught(workspace: Workspace) 
     assert manifest_path is not None
     stored = restic.dump(original.id, manifest_path)
     # The same data and tags, but a manifest whose first hash was changed to match something else.
-    altered = json.loads(stored)
-    altered["entries"][-1]["hash"] = "blake3:" + "0" * 64
-    with open(manifest_path, "w") as handle:
-        json.dump(altered, handle)
+    altered = manifest_store.parse_manifest(stored)
+    altered.entries[-1] = dataclasses.replace(altered.entries[-1], hash="blake3:" + "0" * 64)
+    with open(manifest_path, "wb") as handle:
+        handle.write(manifest_store.to_bytes(altered))
     env = {**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
            "RESTIC_PASSWORD_FILE": workspace.password_file}
     tags = [arg for tag in original.tags for arg in ("--tag", tag)]

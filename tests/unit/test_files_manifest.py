@@ -109,24 +109,6 @@ def test_change_after_hashing_is_detected(tmp_path: pathlib.Path) -> None:
     assert changed == {"live.log", "quiet"}
 
 
-def test_manifest_round_trip_and_canonical_digest(tmp_path: pathlib.Path) -> None:
-    write_files(str(tmp_path), {"a": "1", "b/c": "2"})
-    entries, unreadable, hashed, hashed_bytes, reused = fm.build_entries(
-        select_paths([str(tmp_path)], []), "sha256", None
-    )
-    manifest = fm.FilesManifest("sha256", "h", "p", "t", "job", "full", [str(tmp_path)], [], entries, unreadable,
-                                hashed_files=hashed, hashed_bytes=hashed_bytes,
-                                reused_hashes=reused)
-    data = manifest.to_bytes()
-    parsed = fm.parse_manifest(data)
-    assert parsed.to_bytes() == data
-    assert parsed.files == 2 and parsed.total_bytes == 2
-    with pytest.raises(fm.ManifestError):
-        fm.parse_manifest(b'{"schema": "something/else"}')
-    with pytest.raises(fm.ManifestError):
-        fm.parse_manifest(b"\xff not json")
-
-
 def test_comparison_names_each_kind_of_difference(tmp_path: pathlib.Path) -> None:
     from targets.files.verify import compare_restored
 

@@ -17,7 +17,8 @@ from agents.contract.records import parse_record
 from agents.restic.exitcodes import classify_exit, damage_in, explain_stderr
 from agents.restic.features import ResticVersion
 from agents.restic.messages import parse_backup_message, parse_snapshots
-from targets.files.manifest import ManifestError, parse_manifest
+from targets.files.manifest import ManifestError
+from targets.files.manifest_store import parse_manifest
 from tests.support.records import backup_document
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
