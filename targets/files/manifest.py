@@ -35,7 +35,7 @@ class ManifestError(ValueError):
     """A stored manifest that does not parse or has the wrong schema."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     """One path of the manifest. ``hash`` is None for directories."""
 

@@ -4,20 +4,26 @@ A manifest is written once, inside its snapshot, and read back by every verifica
 (as its base) and by auditors' tools; it is untrusted when read (it comes from a repository), so reading it
 checks everything a comparison relies on. The digest the signed record vouches for covers these exact bytes.
 
-Layout of ``drill.manifest.files/v2`` (integers little-endian):
+Layout of ``drill.manifest.files/v2`` (integers little-endian), in the order a streaming writer knows things:
 
 * :data:`MAGIC`, one line;
-* a u32 length and the header: canonical JSON of everything but the entries, with their count;
-* a u64 length and the columns, compressed with xz (LZMA, preset 0: fast, and names compress well);
-* the content digests of the files and symlinks, raw, in entry order (incompressible: stored as they are).
+* the head: a u32 length and canonical JSON of what is known before the walk (algorithm, host, policy, target,
+  job, level, base, roots, excludes);
+* blocks of at most :data:`BLOCK_ENTRIES` entries, each: a u32 entry count, a u64 length and the block's columns
+  compressed with xz (LZMA preset 0: fast, and names compress well), then the content digests of its files and
+  symlinks, raw, in entry order (incompressible: stored as they are); a count of 0 ends the blocks;
+* the tail: a u32 length and canonical JSON of what is known after it (what could not be read, missing roots,
+  totals with the entry count); nothing after it.
 
-The columns, each in entry order (``n`` entries): the names, NUL-separated (an entry whose parent directory is
-an entry holds its name only; any other holds its absolute path); the distance back to the parent entry (u32,
-0 for none); the kind (u8: 0 file, 1 directory, 2 symlink; +128 when it changed while hashed); size (u64); mode
-(u16); mtime, as the difference from the previous entry's (u64, modulo 2^64); ctime minus mtime (u64, modulo
-2^64); inode, as the difference from the previous entry's (u64, modulo 2^64). The numeric columns are
-byte-shuffled (every value's first byte, then every second byte, ...): neighbouring values share their high
-bytes, which then compress to almost nothing. About 37 bytes a file are stored, 32 of them the digest.
+A block's columns, each in entry order: the names, NUL-separated (an entry whose parent directory is an entry
+holds its name only; any other holds its absolute path); the distance back to the parent entry, counted over the
+whole manifest (u32, 0 for none); the kind (u8: 0 file, 1 directory, 2 symlink; +128 when it changed while
+hashed); size (u64); mode (u16); mtime, as the difference from the previous entry's in the block (u64, modulo
+2^64); ctime minus mtime (u64, modulo 2^64); inode, as the difference from the previous entry's (u64, modulo
+2^64). The numeric columns are byte-shuffled (every value's first byte, then every second byte, ...):
+neighbouring values share their high bytes, which then compress to almost nothing. About 37 bytes a file are
+stored, 32 of them the digest. Blocks let a reader or writer hold a bounded part of the manifest at a time
+(but for the directories' paths, which names are resolved against).
 """
 
 from __future__ import annotations
@@ -45,10 +51,12 @@ _MASK = (1 << 64) - 1
 _SIGN = 1 << 63
 # The numeric columns: (array type code, byte width), in the order they are stored.
 _NUMERIC = (("I", 4), ("B", 1), ("Q", 8), ("H", 2), ("Q", 8), ("Q", 8), ("Q", 8))
-# A legitimate manifest's columns compress 5 to 20 times (names do not repeat their directories); more than this
-# is a decompression bomb, and is refused before it is held in memory.
-_MAX_EXPANSION = 64
-_EXPANSION_ALLOWANCE = 16 << 20
+_NUMERIC_WIDTH = sum(width for _, width in _NUMERIC)
+BLOCK_ENTRIES = 1 << 16
+# What a block's columns may expand to: the numeric columns, and names that are one path component (at most 255
+# bytes on Linux) but for a few absolute roots. More is a decompression bomb, refused before it is held in memory.
+_MAX_NAME_BYTES = 256
+_ROOTS_ALLOWANCE = 1 << 20
 
 
 def to_bytes(manifest: FilesManifest) -> bytes:
@@ -59,12 +67,16 @@ def to_bytes(manifest: FilesManifest) -> bytes:
     """
     entries = manifest.entries
     digest_size = hashing.DIGEST_SIZES[manifest.algorithm]
-    header = _canonical_json({**_metadata_document(manifest), "entries": len(entries)})
-    columns = _columns(entries)
-    digests = _digests(entries, manifest.algorithm, digest_size)
-    compressed = lzma.compress(columns, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=0)
-    return b"".join((MAGIC, struct.pack("<I", len(header)), header, struct.pack("<Q", len(compressed)), compressed,
-                     digests))
+    parts = [MAGIC, _framed(_head_document(manifest))]
+    directories: dict[str, int] = {}
+    for start in range(0, len(entries), BLOCK_ENTRIES):
+        block = entries[start:start + BLOCK_ENTRIES]
+        compressed = lzma.compress(_columns(block, start, directories), format=lzma.FORMAT_XZ,
+                                   check=lzma.CHECK_CRC32, preset=0)
+        parts += [struct.pack("<IQ", len(block), len(compressed)), compressed,
+                  _digests(block, manifest.algorithm, digest_size)]
+    parts += [struct.pack("<I", 0), _framed(_tail_document(manifest))]
+    return b"".join(parts)
 
 
 def parse_manifest(data: bytes) -> FilesManifest:
@@ -72,7 +84,7 @@ def parse_manifest(data: bytes) -> FilesManifest:
 
     Raises :class:`ManifestError` when it is not one, or holds anything a comparison could be misled by: a path
     that is not absolute and normal, a name that is not one path component, a parent that is not a directory, a
-    path twice, a field of the wrong type, trailing bytes.
+    path twice, a field of the wrong type, a count that does not match, trailing bytes.
     """
     if data.startswith(MAGIC):
         return _parse_binary(data)
@@ -85,7 +97,12 @@ def _canonical_json(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def _metadata_document(manifest: FilesManifest) -> dict[str, Any]:
+def _framed(document: Mapping[str, Any]) -> bytes:
+    text = _canonical_json(document)
+    return struct.pack("<I", len(text)) + text
+
+
+def _head_document(manifest: FilesManifest) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "algorithm": manifest.algorithm,
@@ -97,17 +114,26 @@ def _metadata_document(manifest: FilesManifest) -> dict[str, Any]:
         "base_snapshot_id": manifest.base_snapshot_id,
         "roots": manifest.roots,
         "exclude": manifest.exclude,
+    }
+
+
+def _tail_document(manifest: FilesManifest) -> dict[str, Any]:
+    return {
         "unreadable": manifest.unreadable,
         "missing_roots": manifest.missing_roots,
-        "totals": {
-            "files": manifest.files,
-            "bytes": manifest.total_bytes,
-            "entries": len(manifest.entries),
-            "hashed_files": manifest.hashed_files,
-            "hashed_bytes": manifest.hashed_bytes,
-            "reused_hashes": manifest.reused_hashes,
-            "changed_during_backup": len(manifest.changed_during_backup),
-        },
+        "totals": _totals(manifest),
+    }
+
+
+def _totals(manifest: FilesManifest) -> dict[str, int]:
+    return {
+        "files": manifest.files,
+        "bytes": manifest.total_bytes,
+        "entries": len(manifest.entries),
+        "hashed_files": manifest.hashed_files,
+        "hashed_bytes": manifest.hashed_bytes,
+        "reused_hashes": manifest.reused_hashes,
+        "changed_during_backup": len(manifest.changed_during_backup),
     }
 
 
@@ -136,31 +162,29 @@ def _differences(values: list[int]) -> list[int]:
     return [(value - previous) & _MASK for previous, value in zip([0, *values], values, strict=False)]
 
 
-def _columns(entries: list[FileEntry]) -> bytes:
-    index: dict[str, int] = {}
+def _columns(block: list[FileEntry], start: int, directories: dict[str, int]) -> bytes:
+    """The columns of the entries at positions ``start`` on; ``directories`` (path: position) grows as it goes."""
     names: list[bytes] = []
     parents: list[int] = []
-    for position, entry in enumerate(entries):
+    for position, entry in enumerate(block, start):
         parent, _, name = entry.path.rpartition("/")
-        at = index.get(parent or "/")
-        if at is not None and entries[at].type == "dir":
+        at = directories.get(parent)
+        if at is not None:
             names.append(os.fsencode(name))
             parents.append(position - at)
         else:
             names.append(os.fsencode(entry.path))
             parents.append(0)
         if entry.type == "dir":
-            index[entry.path] = position
-    kinds = [_KIND_CODES[e.type] | (_CHANGED if e.changed_during_backup else 0) for e in entries]
-    mtimes = [e.mtime_ns for e in entries]
+            directories[entry.path] = position
     numeric = (
         parents,
-        kinds,
-        [e.size for e in entries],
-        [e.mode for e in entries],
-        _differences(mtimes),
-        [(e.ctime_ns - e.mtime_ns) & _MASK for e in entries],
-        _differences([e.inode for e in entries]),
+        [_KIND_CODES[e.type] | (_CHANGED if e.changed_during_backup else 0) for e in block],
+        [e.size for e in block],
+        [e.mode for e in block],
+        _differences([e.mtime_ns for e in block]),
+        [(e.ctime_ns - e.mtime_ns) & _MASK for e in block],
+        _differences([e.inode for e in block]),
     )
     parts = [b"\0".join(names)]
     for values, (code, width) in zip(numeric, _NUMERIC, strict=True):
@@ -194,113 +218,134 @@ class _Reader:
         self.at += size
         return part
 
-    def length(self, fmt: str, what: str) -> int:
+    def number(self, fmt: str, what: str) -> int:
         value: int = struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
         return value
+
+    def document(self, what: str) -> dict[str, Any]:
+        try:
+            document = json.loads(self.take(self.number("<I", f"{what} length"), what))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"manifest {what} is not JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise ManifestError(f"manifest {what} is not a JSON object")
+        return document
+
+
+class _Resolver:
+    """Turns stored names into absolute paths, holding the directories' paths (only) by position."""
+
+    def __init__(self) -> None:
+        self.directories: dict[int, str] = {}
+        self.seen: set[str] = set()
+
+    def path(self, position: int, distance: int, name: bytes, kind: str) -> str:
+        """Raises :class:`ManifestError` for anything that could lead a comparison elsewhere than the tree it
+        restored, or a path named twice."""
+        text = os.fsdecode(name)
+        if distance == 0:
+            path = _checked_absolute(text)
+        else:
+            parent = self.directories.get(position - distance)
+            if parent is None:
+                raise ManifestError(f"manifest entry {text[:200]!r}: its parent is not a directory entry before it")
+            if not name or name in (b".", b"..") or b"/" in name:
+                raise ManifestError(f"manifest entry name {text[:200]!r} is not one path component")
+            path = f"{parent}/{text}"
+        if path in self.seen:
+            raise ManifestError(f"manifest names {path[:200]!r} twice")
+        self.seen.add(path)
+        if kind == "dir":
+            self.directories[position] = path
+        return path
 
 
 def _parse_binary(data: bytes) -> FilesManifest:
     reader = _Reader(data)
-    try:
-        header = json.loads(reader.take(reader.length("<I", "header length"), "header"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"manifest header is not JSON: {exc}") from exc
-    if not isinstance(header, dict) or header.get("schema") != SCHEMA:
-        raise ManifestError("manifest header is not a drill.manifest.files/v2 header")
-    manifest = _metadata(header)
-    count = header.get("entries")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise ManifestError("manifest header: entries is not a count")
-    compressed = reader.take(reader.length("<Q", "columns length"), "columns")
-    columns = _decompress(compressed)
-    digest_size = hashing.DIGEST_SIZES[manifest.algorithm]
-    manifest.entries = _entries(columns, count, manifest.algorithm, reader, digest_size)
+    head = reader.document("head")
+    if head.get("schema") != SCHEMA:
+        raise ManifestError("manifest head is not a drill.manifest.files/v2 head")
+    algorithm = head.get("algorithm")
+    if algorithm not in hashing.DIGEST_SIZES:
+        raise ManifestError(f"manifest hash algorithm {str(algorithm)[:40]!r} is not one this version reads")
+    entries: list[FileEntry] = []
+    resolver = _Resolver()
+    while count := reader.number("<I", "block count"):
+        columns = _decompress(reader.take(reader.number("<Q", "block length"), "block"), count)
+        entries += _block_entries(columns, count, len(entries), algorithm, reader, resolver)
+    tail = reader.document("tail")
     if reader.at != len(data):
-        raise ManifestError(f"manifest has {len(data) - reader.at} bytes after its digests")
+        raise ManifestError(f"manifest has {len(data) - reader.at} bytes after its tail")
+    manifest = _metadata({**head, **tail})
+    manifest.entries = entries
+    if tail["totals"].get("entries") != len(entries):
+        raise ManifestError(f"manifest tail counts {tail['totals'].get('entries')!r} entries, its blocks hold "
+                            f"{len(entries)}")
     return manifest
 
 
-def _decompress(compressed: bytes) -> bytes:
-    limit = _MAX_EXPANSION * len(compressed) + _EXPANSION_ALLOWANCE
+def _decompress(compressed: bytes, count: int) -> bytes:
+    if count > BLOCK_ENTRIES:
+        raise ManifestError(f"manifest block of {count} entries; a block holds at most {BLOCK_ENTRIES}")
+    limit = count * (_NUMERIC_WIDTH + _MAX_NAME_BYTES) + _ROOTS_ALLOWANCE
     decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
     try:
         columns = decompressor.decompress(compressed, max_length=limit)
     except lzma.LZMAError as exc:
-        raise ManifestError(f"manifest columns do not decompress: {exc}") from exc
+        raise ManifestError(f"manifest block does not decompress: {exc}") from exc
     if not decompressor.eof:
-        raise ManifestError("manifest columns are truncated, or expand beyond any manifest's size (not read on)")
+        raise ManifestError("manifest block is truncated, or expands beyond any manifest's size (not read on)")
     if decompressor.unused_data:
-        raise ManifestError("manifest columns are followed by bytes that are not part of them")
+        raise ManifestError("manifest block is followed by bytes that are not part of it")
     return columns
 
 
-def _numeric(columns: bytes, at: int, count: int) -> tuple[list[list[int]], int]:
+def _numeric(columns: bytes, at: int, count: int) -> list[list[int]]:
     values = []
     for code, width in _NUMERIC:
         size = count * width
-        if at + size > len(columns):
-            raise ManifestError("manifest columns end early")
         column = array.array(code)
         column.frombytes(_unshuffle(columns[at:at + size], width))
         if sys.byteorder != "little":
             column.byteswap()
         values.append(column.tolist())
         at += size
-    return values, at
+    return values
 
 
 def _signed(value: int) -> int:
     return (value ^ _SIGN) - _SIGN
 
 
-def _entries(columns: bytes, count: int, algorithm: str, reader: _Reader, digest_size: int) -> list[FileEntry]:
-    if count == 0:
-        if columns:
-            raise ManifestError("manifest of no entries has columns")
-        return []
+def _block_entries(
+    columns: bytes, count: int, start: int, algorithm: str, reader: _Reader, resolver: _Resolver
+) -> list[FileEntry]:
     # The names end at the NUL before the numeric columns, whose size the count gives.
-    numeric_size = count * sum(width for _, width in _NUMERIC)
-    if len(columns) < numeric_size + 1:
-        raise ManifestError("manifest columns are shorter than its entry count needs")
+    numeric_size = count * _NUMERIC_WIDTH
+    if len(columns) < numeric_size:
+        raise ManifestError("manifest block is shorter than its entry count needs")
     names = columns[:len(columns) - numeric_size].split(b"\0")
     if len(names) != count:
-        raise ManifestError(f"manifest header counts {count} entries, its names column holds {len(names)}")
-    (parents, kinds, sizes, modes, mtime_steps, ctime_offsets, inode_steps), _ = _numeric(
+        raise ManifestError(f"manifest block counts {count} entries, its names column holds {len(names)}")
+    parents, kinds, sizes, modes, mtime_steps, ctime_offsets, inode_steps = _numeric(
         columns, len(columns) - numeric_size, count)
     mtimes = [_signed(v & _MASK) for v in itertools.accumulate(mtime_steps)]
     inodes = [v & _MASK for v in itertools.accumulate(inode_steps)]
+    digest_size = hashing.DIGEST_SIZES[algorithm]
     prefix = algorithm + ":"
     entries: list[FileEntry] = []
-    seen: set[str] = set()
-    for position in range(count):
-        path = _path(entries, position, parents[position], names[position])
-        if path in seen:
-            raise ManifestError(f"manifest names {path[:200]!r} twice")
-        seen.add(path)
-        code = kinds[position]
-        kind = _KINDS[code & ~_CHANGED] if (code & ~_CHANGED) < len(_KINDS) else None
-        if kind is None:
-            raise ManifestError(f"manifest entry {path[:200]!r}: kind {code} is not a file, directory or symlink")
+    for i in range(count):
+        code = kinds[i]
+        if (code & ~_CHANGED) >= len(_KINDS):
+            raise ManifestError(f"manifest entry {start + i}: kind {code} is not a file, directory or symlink")
+        kind = _KINDS[code & ~_CHANGED]
+        path = resolver.path(start + i, parents[i], names[i], kind)
         digest = None if kind == "dir" else prefix + reader.take(digest_size, "digests").hex()
-        mtime = mtimes[position]
-        entries.append(FileEntry(path=path, type=kind, size=sizes[position], mode=modes[position], mtime_ns=mtime,
-                                 ctime_ns=_signed((mtime + ctime_offsets[position]) & _MASK),
-                                 inode=inodes[position], hash=digest, changed_during_backup=bool(code & _CHANGED)))
+        mtime = mtimes[i]
+        entries.append(FileEntry(path=path, type=kind, size=sizes[i], mode=modes[i], mtime_ns=mtime,
+                                 ctime_ns=_signed((mtime + ctime_offsets[i]) & _MASK), inode=inodes[i],
+                                 hash=digest, changed_during_backup=bool(code & _CHANGED)))
     return entries
-
-
-def _path(entries: list[FileEntry], position: int, distance: int, name: bytes) -> str:
-    """The absolute path of an entry from its stored name and parent; raises :class:`ManifestError` for anything
-    that could lead a comparison elsewhere than the tree it restored."""
-    text = os.fsdecode(name)
-    if distance == 0:
-        return _checked_absolute(text)
-    if distance > position or entries[position - distance].type != "dir":
-        raise ManifestError(f"manifest entry {text[:200]!r}: its parent is not a directory entry before it")
-    if not name or name in (b".", b"..") or b"/" in name:
-        raise ManifestError(f"manifest entry name {text[:200]!r} is not one path component")
-    parent = entries[position - distance].path
-    return f"{parent}/{text}" if parent != "/" else f"/{text}"
 
 
 def _checked_absolute(path: str) -> str:

@@ -48,7 +48,7 @@ class ExcludePattern:
         return fnmatch.fnmatchcase(name, self.pattern)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Found:
     """One path selected for backup with the ``lstat`` taken during the walk."""
 

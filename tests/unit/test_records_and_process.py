@@ -11,12 +11,14 @@ import time
 import pytest
 
 from agents import process
-from agents.contract.records import BackupTarget, RepositoryRef
+from agents.cli import _print_record
+from agents.contract.records import BackupTarget, RepositoryRef, SignedRecord, parse_record
 from agents.keys import KeyStore
 from agents.outbox import Outbox, RecordStore
 from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record
 from agents.state import PolicyBusy, StateDir
 from policies.levels import Level
+from tests.support.records import backup_document
 
 
 def _draft() -> RecordDraft[BackupDraft]:
@@ -126,3 +128,12 @@ def test_child_environment_drops_inherited_secrets(monkeypatch: pytest.MonkeyPat
     env = process.inherited_environment({"RESTIC_REPOSITORY": "/r"})
     assert "RESTIC_PASSWORD" not in env and "AWS_SECRET_ACCESS_KEY" not in env
     assert env["RESTIC_REPOSITORY"] == "/r"
+
+
+def test_a_database_backup_prints_its_tables_and_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    document = backup_document(target={"name": "db", "kind": "postgres", "database": "shop"}, manifest={
+        "digest": "sha256:" + "1" * 64, "snapshot_id": "2" * 64, "schema_digest": "sha256:" + "3" * 64,
+        "dump_digest": "sha256:" + "4" * 64, "dump_bytes": 1000, "tables": 12, "rows": 34567})
+    _print_record(SignedRecord(envelope={}, record=parse_record(document), keyid="k"))
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "nightly/db/shop" in line and "tables 12  rows 34567" in line
