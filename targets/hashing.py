@@ -7,7 +7,7 @@ guess which algorithm produced a value.
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol
+from typing import IO, Protocol
 
 import blake3
 from cryptography.hazmat.primitives import hashes
@@ -59,4 +59,12 @@ def digest_bytes(algorithm: str, data: bytes) -> str:
     """The ``algorithm:hex`` digest of ``data``."""
     hasher = new_hasher(algorithm)
     hasher.update(data)
+    return finish(algorithm, hasher)
+
+
+def digest_file(algorithm: str, handle: IO[bytes]) -> str:
+    """The ``algorithm:hex`` digest of what is left to read from ``handle``, read in chunks."""
+    hasher = new_hasher(algorithm)
+    while chunk := handle.read(1 << 20):
+        hasher.update(chunk)
     return finish(algorithm, hasher)

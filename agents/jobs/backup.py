@@ -41,7 +41,7 @@ from targets import hashing
 from targets.files import manifest as files_manifest
 from targets.files import manifest_store
 from targets.files.config import FilesTargetConfig
-from targets.files.select import select_paths, with_ancestors
+from targets.files.select import Selection, walk, with_ancestors
 
 log = logging.getLogger(__name__)
 
@@ -186,15 +186,17 @@ def _run(context: JobContext, target: FilesTargetConfig, requested: Level, recor
     return True
 
 
-def _load_base_entries(
+def _open_base(
     state: StateDir, restic: Restic, base: catalog.StoredBackup | None, record: RecordDraft[BackupDraft]
-) -> dict[str, files_manifest.FileEntry] | None:
-    """The base's manifest entries: local copy first, else from the repository; None if unusable."""
+) -> files_manifest.BaseEntries | None:
+    """The base's manifest entries, streamed in walk order: the local copy first, else the repository's; None if
+    unusable (every file is hashed again; the record says why)."""
     if base is None:
         return None
-    data = state.load_manifest(base.snapshot_id)
-    if data is None or hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data) != base.manifest_digest:
-        data = restic.dump(base.snapshot_id, base.manifest_path)
+    local = state.manifest_path(base.snapshot_id)
+    if _file_digest(local) == base.manifest_digest:
+        return manifest_store.base_entries(local)
+    data = restic.dump(base.snapshot_id, base.manifest_path)
     if hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data) != base.manifest_digest:
         record.add(
             "base_manifest_mismatch",
@@ -202,7 +204,16 @@ def _load_base_entries(
             f"the manifest in base snapshot {base.snapshot_id[:12]} does not match its digest; every file is re-hashed",
         )
         return None
-    return files_manifest.index_entries(manifest_store.parse_manifest(data).entries)
+    write_atomically(local, data)  # next time, from here
+    return manifest_store.base_entries(local)
+
+
+def _file_digest(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashing.digest_file(MANIFEST_DIGEST_ALGORITHM, handle)
+    except FileNotFoundError:
+        return None
 
 
 def _backup_files(
@@ -213,7 +224,8 @@ def _backup_files(
     history: list[catalog.StoredBackup],
     record: RecordDraft[BackupDraft],
 ) -> catalog.StoredBackup | None:
-    """Hash, then back up the files and the manifest in one snapshot. None when no snapshot was made."""
+    """Walk and hash into the manifest, then back up the files and the manifest in one snapshot. None when no
+    snapshot was made."""
     config, policy, state = context.config, context.policy, context.state
     record.details.level = LevelInfo(requested=decision.requested, effective=decision.level, reason=decision.reason)
     if decision.level is not decision.requested and not any(f.code == "level_upgraded" for f in record.findings):
@@ -221,9 +233,34 @@ def _backup_files(
     base = catalog.find_backup(history, decision.base.snapshot_id) if decision.base else None
     base_id = base.snapshot_id if base else None
     record.details.base_snapshot_id = base_id
-
-    with record.phase("select"):
-        selection = select_paths(target.paths, target.exclude, never=[config.state_dir])
+    manifest = files_manifest.FilesManifest(
+        algorithm=target.hash, host=config.host, policy=policy.name, target=target.name, job_id=record.job_id,
+        level=decision.level.value, roots=list(target.paths), exclude=list(target.exclude), base_snapshot_id=base_id,
+    )
+    manifest_path, exclude_file, stored_file = staged_paths(state, record.job_id)
+    selection = Selection()
+    counts = files_manifest.HashCounts()
+    with record.phase("hash"):
+        base_entries = _open_base(state, restic, base, record) if decision.level is not Level.FULL else None
+        found = walk(target.paths, target.exclude, [config.state_dir], selection)
+        try:
+            with open(manifest_path, "wb") as handle:
+                os.chmod(manifest_path, 0o600)
+                writer = manifest_store.ManifestWriter(handle, manifest)
+                for entry in files_manifest.stream_entries(found, target.hash, base_entries, counts):
+                    writer.add(entry)
+                manifest.unreadable = sorted(counts.unreadable, key=lambda u: u["path"])
+                manifest.missing_roots = selection.missing_roots
+                manifest.hashed_files, manifest.hashed_bytes = counts.hashed_files, counts.hashed_bytes
+                manifest.reused_hashes = counts.reused
+                writer.finish(manifest)
+        except BaseException:
+            os.unlink(manifest_path)  # a half-written manifest is nobody's base
+            raise
+    if isinstance(base_entries, manifest_store.BaseReader) and base_entries.failure:
+        record.add("base_manifest_mismatch", "warning", f"the manifest of base snapshot {base_id} could not be read "
+                   f"({base_entries.failure}); the files after that point were hashed again")
+    unreadable, totals, digest = manifest.unreadable, writer.totals, writer.digest
     for root in selection.missing_roots:
         record.add("source_missing", "error", f"source path {root} does not exist", root)
     for path, reason in selection.unreadable_dirs:
@@ -231,42 +268,17 @@ def _backup_files(
     for path, what in selection.skipped_special:
         record.add("special_file_skipped", "warning", f"{path} is a {what}: restic backs up no such file, so it is "
                    "not in the backup (it is named in the manifest)", path)
-    if not selection.found:
+    if not totals.entries:
+        os.unlink(manifest_path)
         record.add("nothing_to_back_up", "error", "none of the target's paths exists; no snapshot was made")
         return None
-
-    with record.phase("hash"):
-        base_entries = _load_base_entries(state, restic, base, record) if decision.level is not Level.FULL else None
-        entries, unreadable, hashed_files, hashed_bytes, reused = files_manifest.build_entries(
-            selection, target.hash, base_entries
-        )
-    manifest = files_manifest.FilesManifest(
-        algorithm=target.hash,
-        host=config.host,
-        policy=policy.name,
-        target=target.name,
-        job_id=record.job_id,
-        level=decision.level.value,
-        roots=list(target.paths),
-        exclude=list(target.exclude),
-        entries=entries,
-        unreadable=unreadable,
-        missing_roots=selection.missing_roots,
-        base_snapshot_id=base_id,
-        hashed_files=hashed_files,
-        hashed_bytes=hashed_bytes,
-        reused_hashes=reused,
-    )
-    data = manifest_store.to_bytes(manifest)
-    digest = hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data)
-    manifest_path, exclude_file, stored_file = staged_paths(state, record.job_id)
-    write_atomically(manifest_path, data)
 
     def report(status: BackupStatus) -> None:
         if context.progress is not None:
             context.progress(target.name, status)
 
     unprovable = selection.unprovable | {u["path"] for u in unreadable}
+    stored_manifest = manifest_store.StoredEntries(manifest_path)
     try:
         with record.phase("backup"), open(stored_file, "w+b") as spill:
             os.chmod(stored_file, 0o600)
@@ -285,12 +297,13 @@ def _backup_files(
                 on_item=account.take,
             )
             snapshot_id, tree, snapshot_time = restic.identify(run)
-            proof = snapshot_proof.prove(account, entries, unprovable)
+            proof = snapshot_proof.prove(account, stored_manifest, unprovable)
+        os.replace(manifest_path, state.manifest_path(snapshot_id))  # the next incremental's base, kept here
+        stored_manifest = manifest_store.StoredEntries(state.manifest_path(snapshot_id))
     finally:
         for staged in (manifest_path, stored_file):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)
-    state.save_manifest(snapshot_id, data)
     record.details.snapshot = SnapshotRef(id=snapshot_id, time=snapshot_time, tree=tree)
     record.details.restic = ResticInfo(version=str(restic.version), summary=run.summary.as_record())
 
@@ -303,7 +316,7 @@ def _backup_files(
             record.add("unreadable", "error", f"restic could not read {error.item}: {error.message}", error.item)
     if run.partial and not (unreadable or run.errors):
         record.add("restic_partial", "error", "restic reported that some source data could not be read")
-    changed = files_manifest.find_changed_since(entries)
+    changed = files_manifest.find_changed_since(stored_manifest)
     for path in proof.appeared:
         record.add("changed_during_backup", "warning", f"{path} appeared while it was being backed up: it is in "
                    "the snapshot, not in the manifest", path)
@@ -315,12 +328,12 @@ def _backup_files(
         record.add("changed_during_backup", "warning", f"{path} changed while it was being backed up", path)
     record.details.changed_during_backup = sorted({*changed, *proof.appeared, *proof.vanished})
     record.details.manifest = FilesManifestInfo(
-        digest=digest, path=manifest_path, algorithm=target.hash, files=manifest.files, bytes=manifest.total_bytes,
-        entries=len(entries), hashed_files=hashed_files, hashed_bytes=hashed_bytes, reused_hashes=reused,
-        unreadable=len(unreadable), size=len(data))
+        digest=digest, path=manifest_path, algorithm=target.hash, files=totals.files, bytes=totals.bytes,
+        entries=totals.entries, hashed_files=counts.hashed_files, hashed_bytes=counts.hashed_bytes,
+        reused_hashes=counts.reused, unreadable=len(unreadable), size=writer.size)
     log.info(
         "%s/%s: %s snapshot %s, %d files, manifest %s",
-        policy.name, target.name, decision.level.value, snapshot_id[:12], manifest.files, digest[:19],
+        policy.name, target.name, decision.level.value, snapshot_id[:12], totals.files, digest[:19],
     )
     return catalog.StoredBackup(
         job_id=record.job_id,

@@ -91,8 +91,9 @@ def _manifest_pairs(entries: Iterable[FileEntry], unprovable: Collection[str]) -
             yield entry.type, _comparable(entry.path)
 
 
-def prove(account: SnapshotAccount, entries: Sequence[FileEntry], unprovable: Collection[str]) -> Proof:
-    """Compare restic's account with the manifest's ``entries``.
+def prove(account: SnapshotAccount, entries: Iterable[FileEntry], unprovable: Collection[str]) -> Proof:
+    """Compare restic's account with the manifest's ``entries`` (read once; a second time, from the start, only
+    when the folds differ: give a re-readable stream).
 
     ``unprovable``: paths the walk could not read (restic may or may not list them).
     Reads ``account.spill`` back (from its start) only when the folds differ.

@@ -17,18 +17,21 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from targets import hashing
-from targets.files.select import Found, Selection
+from targets.files.select import Found, Selection, walk_order
 
 CHUNK = 1 << 20
 # Files hashed per task of the pool, unless they are large (a large file is a task of its own).
 _BATCH_FILES = 256
 _BATCH_BYTES = 4 << 20
+# The walk is hashed a window at a time: this many entries, or this many bytes to read (whichever comes first).
+_WINDOW_FILES = 8192
+_WINDOW_BYTES = 256 << 20
 
 
 class ManifestError(ValueError):
@@ -152,83 +155,142 @@ def _moved(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ctime_ns) != (b.st_size, b.st_mtime_ns, b.st_ctime_ns)
 
 
+class BaseEntries(Protocol):
+    """The base manifest's entries, looked up by path (a mapping, or a :class:`BaseCursor` in walk order)."""
+
+    def get(self, path: str, /) -> FileEntry | None: ...
+
+
+class BaseCursor:
+    """A base manifest's entries, read as a stream in walk order and looked up in that order: memory stays flat.
+
+    A path asked for out of order is simply not found (its file is hashed again): never a wrong reuse.
+    """
+
+    def __init__(self, entries: Iterable[FileEntry]) -> None:
+        self._entries = iter(entries)
+        self._current = next(self._entries, None)
+
+    def get(self, path: str, /) -> FileEntry | None:
+        key = walk_order(path)
+        while self._current is not None and walk_order(self._current.path) < key:
+            self._current = next(self._entries, None)
+        if self._current is not None and self._current.path == path:
+            return self._current
+        return None
+
+
+@dataclass
+class HashCounts:
+    """What :func:`stream_entries` did, filled in as it goes."""
+
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+    reused: int = 0
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+
+
 def build_entries(
-    selection: Selection,
-    algorithm: str,
-    base: Mapping[str, FileEntry] | None,
-    *,
-    workers: int = 2,
-    on_hashed: Callable[[int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    selection: Selection, algorithm: str, base: BaseEntries | None, *, workers: int = 2
 ) -> tuple[list[FileEntry], list[dict[str, str]], int, int, int]:
-    """Hash every selected path, reusing ``base`` hashes for unchanged files.
+    """:func:`stream_entries` of a whole selection, into a list.
 
     Returns (entries, unreadable, hashed_files, hashed_bytes, reused_hashes).
-    A file that cannot be read is listed in ``unreadable`` with the reason and
-    left out of the entries (restic cannot read it either). When ``should_stop``
-    turns true the remaining files are skipped (the job is failing anyway).
     """
-    results: dict[str, FileEntry] = {}
-    unreadable: list[dict[str, str]] = []
-    counters = {"files": 0, "bytes": 0, "reused": 0}
-    lock = threading.Lock()
+    counts = HashCounts()
+    entries = list(stream_entries(selection.found, algorithm, base, counts, workers=workers))
+    return entries, sorted(counts.unreadable, key=lambda u: u["path"]), counts.hashed_files, counts.hashed_bytes, \
+        counts.reused
 
+
+def stream_entries(
+    found: Iterable[Found],
+    algorithm: str,
+    base: BaseEntries | None,
+    counts: HashCounts,
+    *,
+    workers: int = 2,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[FileEntry]:
+    """Hash every found path, in order, reusing ``base`` hashes for unchanged files; yield their entries.
+
+    The walk is taken a window at a time (:data:`_WINDOW_FILES` entries or :data:`_WINDOW_BYTES` to read), so
+    memory holds one window however many files there are. A file that cannot be read is added to
+    ``counts.unreadable`` with the reason and left out of the entries (restic cannot read it either). When
+    ``should_stop`` turns true the remaining files are skipped (the job is failing anyway).
+    """
     prefix = algorithm + ":"
 
-    def reusable(found: Found) -> FileEntry | None:
-        previous = base.get(found.path) if base is not None else None
+    def reusable(item: Found) -> FileEntry | None:
+        previous = base.get(item.path) if base is not None else None
         if (
             previous is not None
             and previous.type == "file"
             and previous.hash is not None
             and not previous.changed_during_backup
             and previous.hash.startswith(prefix)
-            and previous.same_version(found.st)
+            and previous.same_version(item.st)
         ):
-            return replace(previous, mode=stat.S_IMODE(found.st.st_mode))
+            return replace(previous, mode=stat.S_IMODE(item.st.st_mode))
         return None
 
-    def one(found: Found) -> None:
+    def one(item: Found) -> FileEntry | dict[str, str] | None:
         if should_stop is not None and should_stop():
-            return
+            return None
         try:
-            if found.kind == "symlink":
-                entry = _entry(found, found.st, _hash_symlink(found.path, algorithm))
-            else:
-                digest, before, after = hash_file(found.path, algorithm)
-                changed = _moved(found.st, before) or _moved(before, after)
-                entry = _entry(found, after, digest, changed)
-                with lock:
-                    counters["files"] += 1
-                    counters["bytes"] += after.st_size
-                if on_hashed is not None:
-                    on_hashed(after.st_size)
+            if item.kind == "symlink":
+                return _entry(item, item.st, _hash_symlink(item.path, algorithm))
+            digest, before, after = hash_file(item.path, algorithm)
+            return _entry(item, after, digest, _moved(item.st, before) or _moved(before, after))
         except FileNotFoundError:
-            return  # vanished before we read it; restic reports it missing too
+            return None  # vanished before we read it; restic reports it missing too
         except OSError as exc:
-            with lock:
-                unreadable.append({"path": found.path, "error": exc.strerror or str(exc)})
-            return
-        with lock:
-            results[found.path] = entry
+            return {"path": item.path, "error": exc.strerror or str(exc)}
 
-    def batch(group: list[Found]) -> None:
-        for found in group:
-            one(found)
+    def batch(group: list[Found]) -> list[FileEntry | dict[str, str] | None]:
+        return [one(item) for item in group]
 
-    # Directories and unchanged files need no reading: done here. The rest goes to the pool in batches (one
-    # task per file costs more than hashing a small file), the largest files first and alone, so that the
-    # pool does not end on one big file.
-    to_read: list[Found] = []
-    for found in selection.found:
-        if found.kind == "dir":
-            results[found.path] = _entry(found, found.st, None)
-        elif found.kind == "file" and (kept := reusable(found)) is not None:
-            results[found.path] = kept
-            counters["reused"] += 1
-        else:
-            to_read.append(found)
-    to_read.sort(key=lambda f: f.st.st_size, reverse=True)
+    def window(items: list[Found], pool: ThreadPoolExecutor) -> Iterator[FileEntry]:
+        done: dict[str, FileEntry] = {}
+        to_read: list[Found] = []
+        for item in items:
+            if item.kind == "dir":
+                done[item.path] = _entry(item, item.st, None)
+            elif item.kind == "file" and (kept := reusable(item)) is not None:
+                done[item.path] = kept
+                counts.reused += 1
+            else:
+                to_read.append(item)
+        for results in pool.map(batch, _batches(to_read)):
+            for result in results:
+                if isinstance(result, FileEntry):
+                    done[result.path] = result
+                    if result.type == "file":
+                        counts.hashed_files += 1
+                        counts.hashed_bytes += result.size
+                elif result is not None:
+                    counts.unreadable.append(result)
+        for item in items:
+            if (entry := done.get(item.path)) is not None:
+                yield entry
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        items: list[Found] = []
+        to_read_bytes = 0
+        for item in found:
+            items.append(item)
+            if item.kind == "file":
+                to_read_bytes += item.st.st_size
+            if len(items) >= _WINDOW_FILES or to_read_bytes >= _WINDOW_BYTES:
+                yield from window(items, pool)
+                items, to_read_bytes = [], 0
+        yield from window(items, pool)
+
+
+def _batches(to_read: list[Found]) -> list[list[Found]]:
+    """Files to hash, grouped for the pool: one task per file costs more than hashing a small file; the largest
+    files go first and alone, so that the pool does not end on one big file."""
+    to_read = sorted(to_read, key=lambda f: f.st.st_size, reverse=True)
     groups: list[list[Found]] = []
     group_bytes = 0
     for found in to_read:
@@ -238,11 +300,7 @@ def build_entries(
         else:
             groups.append([found])
             group_bytes = found.st.st_size
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(batch, groups))
-    entries = [results[f.path] for f in selection.found if f.path in results]
-    unreadable.sort(key=lambda u: u["path"])
-    return entries, unreadable, counters["files"], counters["bytes"], counters["reused"]
+    return groups
 
 
 def find_changed_since(entries: Iterable[FileEntry]) -> list[str]:

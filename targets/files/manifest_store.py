@@ -22,28 +22,37 @@ hashed); size (u64); mode (u16); mtime, as the difference from the previous entr
 2^64); ctime minus mtime (u64, modulo 2^64); inode, as the difference from the previous entry's (u64, modulo
 2^64). The numeric columns are byte-shuffled (every value's first byte, then every second byte, ...):
 neighbouring values share their high bytes, which then compress to almost nothing. About 37 bytes a file are
-stored, 32 of them the digest. Blocks let a reader or writer hold a bounded part of the manifest at a time
-(but for the directories' paths, which names are resolved against).
+stored, 32 of them the digest.
+
+Entries are in walk order: a directory, then everything under it, each directory's names sorted -- ascending
+by the path with "/" taken as the lowest character (:func:`targets.files.select.walk_order`). Reader and writer
+insist on it: a path can then be named only once, a parent is one of the directories open on the way down, and
+both hold one block and that chain of directories, however many files there are.
 """
 
 from __future__ import annotations
 
 import array
+import hashlib
+import io
 import itertools
 import json
 import lzma
 import os
 import struct
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
 
 from targets import hashing
-from targets.files.manifest import FileEntry, FilesManifest, ManifestError
+from targets.files.manifest import BaseCursor, BaseEntries, FileEntry, FilesManifest, ManifestError, index_entries
+from targets.files.select import walk_order
 
 MAGIC = b"drill.manifest.files/v2\n"
 SCHEMA = "drill.manifest.files/v2"
 LEGACY_SCHEMA = "drill.manifest.files/v1"
+BLOCK_ENTRIES = 1 << 16
 _KINDS = ("file", "dir", "symlink")
 _KIND_CODES = {kind: code for code, kind in enumerate(_KINDS)}
 _CHANGED = 0x80
@@ -52,45 +61,267 @@ _SIGN = 1 << 63
 # The numeric columns: (array type code, byte width), in the order they are stored.
 _NUMERIC = (("I", 4), ("B", 1), ("Q", 8), ("H", 2), ("Q", 8), ("Q", 8), ("Q", 8))
 _NUMERIC_WIDTH = sum(width for _, width in _NUMERIC)
-BLOCK_ENTRIES = 1 << 16
 # What a block's columns may expand to: the numeric columns, and names that are one path component (at most 255
 # bytes on Linux) but for a few absolute roots. More is a decompression bomb, refused before it is held in memory.
 _MAX_NAME_BYTES = 256
 _ROOTS_ALLOWANCE = 1 << 20
+_DOCUMENT_LIMIT = 64 << 20
+
+
+@dataclass
+class Totals:
+    """What a writer counted."""
+
+    files: int = 0
+    bytes: int = 0
+    entries: int = 0
+    changed_during_backup: int = 0
+
+
+class ManifestWriter:
+    """Writes a manifest to ``handle`` entry by entry, in walk order, holding one block at a time.
+
+    ``manifest`` gives the head now (its entries are not read); :meth:`finish` writes the tail. ``digest`` is
+    the SHA-256 of everything written so far, as records name it.
+    """
+
+    def __init__(self, handle: IO[bytes], manifest: FilesManifest) -> None:
+        self._handle = handle
+        self._sha256 = hashlib.sha256()
+        self._algorithm = manifest.algorithm
+        self._digest_size = hashing.DIGEST_SIZES[manifest.algorithm]
+        self._block: list[FileEntry] = []
+        self._open: list[tuple[str, int]] = []  # the directories on the way down to the last entry: (path, position)
+        self._last: str | None = None
+        self.totals = Totals()
+        self.size = 0
+        self._write(MAGIC + _framed(_head_document(manifest)))
+
+    def add(self, entry: FileEntry) -> None:
+        """Raises ValueError for an entry out of walk order or that the format cannot hold (never made by a
+        walk)."""
+        key = walk_order(entry.path)
+        if self._last is not None and key <= self._last:
+            raise ValueError(f"{entry.path}: not after the previous entry in walk order")
+        self._last = key
+        self._block.append(entry)
+        totals = self.totals
+        totals.entries += 1
+        if entry.type == "file":
+            totals.files += 1
+            totals.bytes += entry.size
+        if entry.changed_during_backup:
+            totals.changed_during_backup += 1
+        if len(self._block) == BLOCK_ENTRIES:
+            self._flush()
+
+    def finish(self, manifest: FilesManifest) -> None:
+        """Write the last block and the tail (what could not be read, missing roots, totals from ``manifest``)."""
+        self._flush()
+        totals = {**self.totals.__dict__, "hashed_files": manifest.hashed_files,
+                  "hashed_bytes": manifest.hashed_bytes, "reused_hashes": manifest.reused_hashes}
+        tail = {"unreadable": manifest.unreadable, "missing_roots": manifest.missing_roots, "totals": totals}
+        self._write(struct.pack("<I", 0) + _framed(tail))
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._sha256.hexdigest()
+
+    def _write(self, data: bytes) -> None:
+        self._handle.write(data)
+        self._sha256.update(data)
+        self.size += len(data)
+
+    def _flush(self) -> None:
+        if not self._block:
+            return
+        start = self.totals.entries - len(self._block)
+        compressed = lzma.compress(self._columns(start), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=0)
+        self._write(struct.pack("<IQ", len(self._block), len(compressed)) + compressed + self._digests())
+        self._block = []
+
+    def _columns(self, start: int) -> bytes:
+        block = self._block
+        names: list[bytes] = []
+        parents: list[int] = []
+        for position, entry in enumerate(block, start):
+            while self._open and not entry.path.startswith(self._open[-1][0] + "/"):
+                self._open.pop()
+            if self._open and entry.path.rfind("/") == len(self._open[-1][0]):
+                names.append(os.fsencode(entry.path[len(self._open[-1][0]) + 1:]))
+                parents.append(position - self._open[-1][1])
+            else:  # its directory is not in the manifest (a root): the whole path
+                names.append(os.fsencode(entry.path))
+                parents.append(0)
+            if entry.type == "dir":
+                self._open.append((entry.path, position))
+        numeric = (
+            parents,
+            [_KIND_CODES[e.type] | (_CHANGED if e.changed_during_backup else 0) for e in block],
+            [e.size for e in block],
+            [e.mode for e in block],
+            _differences([e.mtime_ns for e in block]),
+            [(e.ctime_ns - e.mtime_ns) & _MASK for e in block],
+            _differences([e.inode for e in block]),
+        )
+        parts = [b"\0".join(names)]
+        for values, (code, width) in zip(numeric, _NUMERIC, strict=True):
+            parts.append(_shuffle(_little_endian(array.array(code, values)), width))
+        return b"".join(parts)
+
+    def _digests(self) -> bytes:
+        prefix = self._algorithm + ":"
+        out = bytearray()
+        for entry in self._block:
+            if entry.type == "dir":
+                continue
+            digest = entry.hash
+            if digest is None or not digest.startswith(prefix) or len(digest) != len(prefix) + 2 * self._digest_size:
+                raise ValueError(f"{entry.path}: digest {digest!r} is not a {self._algorithm} digest")
+            out += bytes.fromhex(digest[len(prefix):])
+        return bytes(out)
 
 
 def to_bytes(manifest: FilesManifest) -> bytes:
     """The stored form of ``manifest``: the bytes its digest covers. The same manifest gives the same bytes.
 
-    Raises ValueError for an entry the format cannot hold (a digest of another algorithm, a mode above 0o7777):
-    the walk never makes one.
+    Raises ValueError for entries out of walk order or that the format cannot hold.
     """
-    entries = manifest.entries
-    digest_size = hashing.DIGEST_SIZES[manifest.algorithm]
-    parts = [MAGIC, _framed(_head_document(manifest))]
-    directories: dict[str, int] = {}
-    for start in range(0, len(entries), BLOCK_ENTRIES):
-        block = entries[start:start + BLOCK_ENTRIES]
-        compressed = lzma.compress(_columns(block, start, directories), format=lzma.FORMAT_XZ,
-                                   check=lzma.CHECK_CRC32, preset=0)
-        parts += [struct.pack("<IQ", len(block), len(compressed)), compressed,
-                  _digests(block, manifest.algorithm, digest_size)]
-    parts += [struct.pack("<I", 0), _framed(_tail_document(manifest))]
-    return b"".join(parts)
+    buffer = io.BytesIO()
+    writer = ManifestWriter(buffer, manifest)
+    for entry in manifest.entries:
+        writer.add(entry)
+    writer.finish(manifest)
+    return buffer.getvalue()
 
 
 def parse_manifest(data: bytes) -> FilesManifest:
-    """Read a stored manifest back (this format, or the JSON of earlier backups).
+    """Read a stored manifest back (this format, or the JSON of earlier backups), all its entries in memory.
 
     Raises :class:`ManifestError` when it is not one, or holds anything a comparison could be misled by: a path
     that is not absolute and normal, a name that is not one path component, a parent that is not a directory, a
-    path twice, a field of the wrong type, a count that does not match, trailing bytes.
+    path twice or out of walk order, a field of the wrong type, a count that does not match, trailing bytes.
     """
     if data.startswith(MAGIC):
-        return _parse_binary(data)
+        reader = ManifestReader(io.BytesIO(data))
+        entries = list(reader)
+        manifest = reader.manifest()
+        manifest.entries = entries
+        return manifest
     if data[:1] == b"{":
         return _parse_legacy_json(data)
     raise ManifestError("not a files manifest (neither drill.manifest.files/v2 nor its JSON predecessor)")
+
+
+class ManifestReader:
+    """Reads a stored (v2) manifest from ``handle`` entry by entry: iterate it, then :meth:`manifest` gives the
+    rest. Holds one block and the directories open on the way down.
+
+    Raises :class:`ManifestError` (on creation, while iterating, or from :meth:`manifest`) for anything
+    :func:`parse_manifest` refuses.
+    """
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        if self._take(len(MAGIC), "magic line") != MAGIC:
+            raise ManifestError("not a drill.manifest.files/v2 manifest")
+        self._head = self._document("head")
+        if self._head.get("schema") != SCHEMA:
+            raise ManifestError("manifest head is not a drill.manifest.files/v2 head")
+        algorithm = self._head.get("algorithm")
+        if algorithm not in hashing.DIGEST_SIZES:
+            raise ManifestError(f"manifest hash algorithm {str(algorithm)[:40]!r} is not one this version reads")
+        self.algorithm: str = algorithm
+        self._tail: dict[str, Any] | None = None
+        self._count = 0
+
+    def __iter__(self) -> Iterator[FileEntry]:
+        if self._count or self._tail is not None:
+            raise ManifestError("a manifest reader reads once")
+        resolver = _Resolver()
+        while count := self._number("<I", "block count"):
+            columns = _decompress(self._take(self._number("<Q", "block length"), "block"), count)
+            yield from _block_entries(columns, count, self._count, self.algorithm, self._take, resolver)
+            self._count += count
+        self._tail = self._document("tail")
+        if self._handle.read(1):
+            raise ManifestError("manifest has bytes after its tail")
+
+    def manifest(self) -> FilesManifest:
+        """Head and tail, without entries; only once every entry was read."""
+        if self._tail is None:
+            raise ManifestError("manifest tail not reached")
+        manifest = _metadata({**self._head, **self._tail})
+        counted = self._tail["totals"].get("entries")
+        if counted != self._count:
+            raise ManifestError(f"manifest tail counts {counted!r} entries, its blocks hold {self._count}")
+        return manifest
+
+    def _take(self, size: int, what: str) -> bytes:
+        part = self._handle.read(size)
+        if len(part) != size:
+            raise ManifestError(f"manifest ends inside its {what}")
+        return part
+
+    def _number(self, fmt: str, what: str) -> int:
+        value: int = struct.unpack(fmt, self._take(struct.calcsize(fmt), what))[0]
+        return value
+
+    def _document(self, what: str) -> dict[str, Any]:
+        size = self._number("<I", f"{what} length")
+        if size > _DOCUMENT_LIMIT:
+            raise ManifestError(f"manifest {what} of {size} bytes is not read")
+        try:
+            document = json.loads(self._take(size, what))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"manifest {what} is not JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise ManifestError(f"manifest {what} is not a JSON object")
+        return document
+
+
+class StoredEntries:
+    """The entries of a (v2) manifest file, read from disk each time they are iterated: a re-readable stream."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[FileEntry]:
+        with open(self.path, "rb") as handle:
+            yield from ManifestReader(handle)
+
+
+class BaseReader:
+    """A base manifest on disk, looked up by path in walk order with flat memory (a :class:`BaseCursor`).
+
+    One that stops reading midway leaves ``failure`` set and finds nothing more: its later files are hashed
+    again, never reused wrongly.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.failure: str | None = None
+        self._cursor = BaseCursor(self._entries())
+
+    def get(self, path: str, /) -> FileEntry | None:
+        return self._cursor.get(path)
+
+    def _entries(self) -> Iterator[FileEntry]:
+        try:
+            with open(self.path, "rb") as handle:
+                yield from ManifestReader(handle)
+        except ManifestError as error:
+            self.failure = str(error)
+
+
+def base_entries(path: str) -> BaseEntries:
+    """The entries of the base manifest at ``path`` (its digest already checked), for reuse by path: streamed
+    for this format, indexed in memory for the JSON of earlier versions (which is not in walk order)."""
+    with open(path, "rb") as handle:
+        if handle.read(len(MAGIC)) == MAGIC:
+            return BaseReader(path)
+        handle.seek(0)
+        return index_entries(parse_manifest(handle.read()).entries)
 
 
 def _canonical_json(document: Mapping[str, Any]) -> bytes:
@@ -114,26 +345,6 @@ def _head_document(manifest: FilesManifest) -> dict[str, Any]:
         "base_snapshot_id": manifest.base_snapshot_id,
         "roots": manifest.roots,
         "exclude": manifest.exclude,
-    }
-
-
-def _tail_document(manifest: FilesManifest) -> dict[str, Any]:
-    return {
-        "unreadable": manifest.unreadable,
-        "missing_roots": manifest.missing_roots,
-        "totals": _totals(manifest),
-    }
-
-
-def _totals(manifest: FilesManifest) -> dict[str, int]:
-    return {
-        "files": manifest.files,
-        "bytes": manifest.total_bytes,
-        "entries": len(manifest.entries),
-        "hashed_files": manifest.hashed_files,
-        "hashed_bytes": manifest.hashed_bytes,
-        "reused_hashes": manifest.reused_hashes,
-        "changed_during_backup": len(manifest.changed_during_backup),
     }
 
 
@@ -162,126 +373,35 @@ def _differences(values: list[int]) -> list[int]:
     return [(value - previous) & _MASK for previous, value in zip([0, *values], values, strict=False)]
 
 
-def _columns(block: list[FileEntry], start: int, directories: dict[str, int]) -> bytes:
-    """The columns of the entries at positions ``start`` on; ``directories`` (path: position) grows as it goes."""
-    names: list[bytes] = []
-    parents: list[int] = []
-    for position, entry in enumerate(block, start):
-        parent, _, name = entry.path.rpartition("/")
-        at = directories.get(parent)
-        if at is not None:
-            names.append(os.fsencode(name))
-            parents.append(position - at)
-        else:
-            names.append(os.fsencode(entry.path))
-            parents.append(0)
-        if entry.type == "dir":
-            directories[entry.path] = position
-    numeric = (
-        parents,
-        [_KIND_CODES[e.type] | (_CHANGED if e.changed_during_backup else 0) for e in block],
-        [e.size for e in block],
-        [e.mode for e in block],
-        _differences([e.mtime_ns for e in block]),
-        [(e.ctime_ns - e.mtime_ns) & _MASK for e in block],
-        _differences([e.inode for e in block]),
-    )
-    parts = [b"\0".join(names)]
-    for values, (code, width) in zip(numeric, _NUMERIC, strict=True):
-        parts.append(_shuffle(_little_endian(array.array(code, values)), width))
-    return b"".join(parts)
-
-
-def _digests(entries: list[FileEntry], algorithm: str, size: int) -> bytes:
-    prefix = algorithm + ":"
-    out = bytearray()
-    for entry in entries:
-        if entry.type == "dir":
-            continue
-        if entry.hash is None or not entry.hash.startswith(prefix) or len(entry.hash) != len(prefix) + 2 * size:
-            raise ValueError(f"{entry.path}: digest {entry.hash!r} is not a {algorithm} digest")
-        out += bytes.fromhex(entry.hash[len(prefix):])
-    return bytes(out)
-
-
-class _Reader:
-    """Reads the sections of a stored manifest in order; any shortfall is a :class:`ManifestError`."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.at = len(MAGIC)
-
-    def take(self, size: int, what: str) -> bytes:
-        if size < 0 or self.at + size > len(self.data):
-            raise ManifestError(f"manifest ends inside its {what}")
-        part = self.data[self.at:self.at + size]
-        self.at += size
-        return part
-
-    def number(self, fmt: str, what: str) -> int:
-        value: int = struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
-        return value
-
-    def document(self, what: str) -> dict[str, Any]:
-        try:
-            document = json.loads(self.take(self.number("<I", f"{what} length"), what))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ManifestError(f"manifest {what} is not JSON: {exc}") from exc
-        if not isinstance(document, dict):
-            raise ManifestError(f"manifest {what} is not a JSON object")
-        return document
-
-
 class _Resolver:
-    """Turns stored names into absolute paths, holding the directories' paths (only) by position."""
+    """Turns stored names into absolute paths, holding the directories open on the way down (walk order)."""
 
     def __init__(self) -> None:
-        self.directories: dict[int, str] = {}
-        self.seen: set[str] = set()
+        self._open: list[tuple[int, str]] = []  # (position, path)
+        self._last: str | None = None
 
     def path(self, position: int, distance: int, name: bytes, kind: str) -> str:
         """Raises :class:`ManifestError` for anything that could lead a comparison elsewhere than the tree it
-        restored, or a path named twice."""
+        restored, or a path out of walk order (so also one named twice)."""
         text = os.fsdecode(name)
         if distance == 0:
             path = _checked_absolute(text)
         else:
-            parent = self.directories.get(position - distance)
-            if parent is None:
-                raise ManifestError(f"manifest entry {text[:200]!r}: its parent is not a directory entry before it")
+            parent = position - distance
+            while self._open and self._open[-1][0] > parent:
+                self._open.pop()
+            if not self._open or self._open[-1][0] != parent:
+                raise ManifestError(f"manifest entry {text[:200]!r}: its parent is not a directory entry above it")
             if not name or name in (b".", b"..") or b"/" in name:
                 raise ManifestError(f"manifest entry name {text[:200]!r} is not one path component")
-            path = f"{parent}/{text}"
-        if path in self.seen:
-            raise ManifestError(f"manifest names {path[:200]!r} twice")
-        self.seen.add(path)
+            path = f"{self._open[-1][1]}/{text}"
+        key = walk_order(path)
+        if self._last is not None and key <= self._last:
+            raise ManifestError(f"manifest entry {path[:200]!r} is out of order, or named twice")
+        self._last = key
         if kind == "dir":
-            self.directories[position] = path
+            self._open.append((position, path))
         return path
-
-
-def _parse_binary(data: bytes) -> FilesManifest:
-    reader = _Reader(data)
-    head = reader.document("head")
-    if head.get("schema") != SCHEMA:
-        raise ManifestError("manifest head is not a drill.manifest.files/v2 head")
-    algorithm = head.get("algorithm")
-    if algorithm not in hashing.DIGEST_SIZES:
-        raise ManifestError(f"manifest hash algorithm {str(algorithm)[:40]!r} is not one this version reads")
-    entries: list[FileEntry] = []
-    resolver = _Resolver()
-    while count := reader.number("<I", "block count"):
-        columns = _decompress(reader.take(reader.number("<Q", "block length"), "block"), count)
-        entries += _block_entries(columns, count, len(entries), algorithm, reader, resolver)
-    tail = reader.document("tail")
-    if reader.at != len(data):
-        raise ManifestError(f"manifest has {len(data) - reader.at} bytes after its tail")
-    manifest = _metadata({**head, **tail})
-    manifest.entries = entries
-    if tail["totals"].get("entries") != len(entries):
-        raise ManifestError(f"manifest tail counts {tail['totals'].get('entries')!r} entries, its blocks hold "
-                            f"{len(entries)}")
-    return manifest
 
 
 def _decompress(compressed: bytes, count: int) -> bytes:
@@ -318,7 +438,7 @@ def _signed(value: int) -> int:
 
 
 def _block_entries(
-    columns: bytes, count: int, start: int, algorithm: str, reader: _Reader, resolver: _Resolver
+    columns: bytes, count: int, start: int, algorithm: str, take: Callable[[int, str], bytes], resolver: _Resolver
 ) -> list[FileEntry]:
     # The names end at the NUL before the numeric columns, whose size the count gives.
     numeric_size = count * _NUMERIC_WIDTH
@@ -332,15 +452,20 @@ def _block_entries(
     mtimes = [_signed(v & _MASK) for v in itertools.accumulate(mtime_steps)]
     inodes = [v & _MASK for v in itertools.accumulate(inode_steps)]
     digest_size = hashing.DIGEST_SIZES[algorithm]
+    digests = take(digest_size * sum(1 for code in kinds if code & ~_CHANGED != 1), "digests")
     prefix = algorithm + ":"
     entries: list[FileEntry] = []
+    at = 0
     for i in range(count):
         code = kinds[i]
         if (code & ~_CHANGED) >= len(_KINDS):
             raise ManifestError(f"manifest entry {start + i}: kind {code} is not a file, directory or symlink")
         kind = _KINDS[code & ~_CHANGED]
         path = resolver.path(start + i, parents[i], names[i], kind)
-        digest = None if kind == "dir" else prefix + reader.take(digest_size, "digests").hex()
+        digest = None
+        if kind != "dir":
+            digest = prefix + digests[at:at + digest_size].hex()
+            at += digest_size
         mtime = mtimes[i]
         entries.append(FileEntry(path=path, type=kind, size=sizes[i], mode=modes[i], mtime_ns=mtime,
                                  ctime_ns=_signed((mtime + ctime_offsets[i]) & _MASK), inode=inodes[i],

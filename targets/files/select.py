@@ -95,22 +95,34 @@ def _kind(mode: int) -> str | None:
     return None
 
 
+def walk_order(path: str) -> str:
+    """The sort key of the walk's order: a directory comes right before everything under it, each directory's
+    names sorted ("/" is taken as the lowest character)."""
+    return path.replace("/", "\0")
+
+
 def select_paths(roots: Sequence[str], exclude: Sequence[str], never: Sequence[str] = ()) -> Selection:
+    """Walk ``roots`` into a :class:`Selection` whose ``found`` lists every selected entry (see :func:`walk`)."""
+    selection = Selection()
+    selection.found = list(walk(roots, exclude, never, selection))
+    return selection
+
+
+def walk(roots: Sequence[str], exclude: Sequence[str], never: Sequence[str], selection: Selection) -> Iterator[Found]:
     """Walk ``roots`` (absolute paths), applying ``exclude``, without following symlinks.
 
     ``never`` lists absolute paths left out whatever the patterns say (the
     agent's own state directory).
 
-    Returns every selected file, symlink and directory (sorted by path; a
-    directory whose every entry was excluded is kept, as restic keeps it), what
-    was left out and what could not be walked. Never raises for a missing root
-    or an unreadable directory: those are recorded for the result record.
+    Yields every selected file, symlink and directory in walk order (:func:`walk_order`; a directory whose every
+    entry was excluded is kept, as restic keeps it), holding only the directories on the way down. What was left
+    out and what could not be walked goes into ``selection`` as the walk passes it. Never raises for a missing
+    root or an unreadable directory: those are recorded for the result record.
     """
     patterns = [ExcludePattern.parse(p) for p in exclude]
     patterns += [ExcludePattern(glob.escape(os.path.abspath(p)), False, True, True) for p in never]
-    selection = Selection()
-    for given in roots:
-        root = os.path.abspath(given)
+    walked: list[str] = []
+    for root in sorted({os.path.abspath(given) for given in roots}, key=walk_order):
         try:
             st = os.lstat(root)
         except FileNotFoundError:
@@ -120,28 +132,29 @@ def select_paths(roots: Sequence[str], exclude: Sequence[str], never: Sequence[s
             selection.unreadable_dirs.append((root, exc.strerror or str(exc)))
             continue
         selection.roots.append(root)
-        _walk(root, root, st, patterns, selection)
-    selection.found.sort(key=lambda f: f.path)
-    # Roots inside other roots are walked twice; each path is backed up once.
-    selection.found = [f for i, f in enumerate(selection.found) if i == 0 or selection.found[i - 1].path != f.path]
-    return selection
+        if any(root.startswith(outer.rstrip("/") + "/") for outer in walked):
+            continue  # inside a root already walked: each path once
+        walked.append(root)
+        yield from _walk(root, root, st, patterns, selection)
 
 
-def _walk(root: str, path: str, st: os.stat_result, patterns: list[ExcludePattern], out: Selection) -> None:
+def _walk(
+    root: str, path: str, st: os.stat_result, patterns: list[ExcludePattern], out: Selection
+) -> Iterator[Found]:
     kind = _kind(st.st_mode)
     if kind is None:
         out.skipped_special.append((path, special_kind(st.st_mode)))
         out.excluded.append(path)
         return
     if kind != "dir":
-        out.found.append(Found(path, kind, st))
+        yield Found(path, kind, st)
         return
     try:
-        entries = list(_scan(path))
+        entries = sorted(_scan(path), key=lambda named: named[1])
     except OSError as exc:
         out.unreadable_dirs.append((path, exc.strerror or str(exc)))
         return
-    out.found.append(Found(path, kind, st))
+    yield Found(path, kind, st)
     for entry_path, name in entries:
         try:
             child = os.lstat(entry_path)
@@ -155,7 +168,7 @@ def _walk(root: str, path: str, st: os.stat_result, patterns: list[ExcludePatter
         if any(p.matches(entry_path, relative, name, is_dir) for p in patterns):
             out.excluded.append(entry_path)
             continue
-        _walk(root, entry_path, child, patterns, out)
+        yield from _walk(root, entry_path, child, patterns, out)
 
 
 def _scan(path: str) -> Iterator[tuple[str, str]]:

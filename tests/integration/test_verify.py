@@ -19,7 +19,6 @@ from agents.keys import KeyStore
 from agents.outbox import read_envelope
 from agents.restic.runner import Restic
 from policies.levels import Level
-from targets.files import manifest as files_manifest
 from targets.files import manifest_store
 from tests.support.components import S3Server
 from tests.support.configs import Workspace, write_files
@@ -270,15 +269,14 @@ def test_entries_made_and_removed_between_the_two_walks_are_named_and_verify(
     config = workspace.load(path)
     Restic(config.restic_binary, config.repositories["local"]).init()
 
-    build_entries = files_manifest.build_entries
+    finish = manifest_store.ManifestWriter.finish
 
-    def hash_then_change(*args: Any, **kwargs: Any) -> Any:
-        built = build_entries(*args, **kwargs)
+    def finish_then_change(writer: manifest_store.ManifestWriter, manifest: Any) -> None:
+        finish(writer, manifest)
         write_files(workspace.data, {"late.txt": "late", "late-dir/inner.txt": "inner"})
         os.unlink(os.path.join(workspace.data, "gone.txt"))
-        return built
 
-    monkeypatch.setattr(files_manifest, "build_entries", hash_then_change)
+    monkeypatch.setattr(manifest_store.ManifestWriter, "finish", finish_then_change)
     document = doc(backup(config, "nightly", Level.FULL)[0])
     monkeypatch.undo()
     data = workspace.data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pathlib
@@ -94,7 +95,7 @@ def test_unchanged_files_keep_their_hash_and_changed_ones_are_rehashed(tmp_path:
 def test_a_base_entry_marked_changed_is_not_reused(tmp_path: pathlib.Path) -> None:
     write_files(str(tmp_path), {"f": "x"})
     entries, *_ = fm.build_entries(select_paths([str(tmp_path)], []), "blake3", None)
-    tainted = {e.path: fm.FileEntry(**{**e.__dict__, "changed_during_backup": True}) for e in entries}
+    tainted = {e.path: dataclasses.replace(e, changed_during_backup=True) for e in entries}
     _, _, hashed, _, reused = fm.build_entries(select_paths([str(tmp_path)], []), "blake3", tainted)
     assert (hashed, reused) == (1, 0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import lzma
 import os
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from targets.files import manifest as fm
 from targets.files import manifest_store as store
-from targets.files.select import select_paths
+from targets.files.select import select_paths, walk_order
 from tests.support.configs import write_files
 
 DIGEST = "sha256:" + "ab" * 32
@@ -93,13 +94,34 @@ def test_a_name_that_is_not_one_component_is_refused(name: str) -> None:
         store.parse_manifest(data)
 
 
-def test_a_path_twice_and_a_file_as_a_parent_are_refused() -> None:
-    with pytest.raises(fm.ManifestError, match="twice"):
-        store.parse_manifest(store.to_bytes(_manifest([_file("/srv/a"), _file("/srv/a")])))
+def test_a_path_twice_out_of_order_or_under_a_file_is_refused() -> None:
+    data = store.to_bytes(_manifest([_dir("/srv"), _file("/srv/a"), _file("/srv/b")]))
+    with pytest.raises(fm.ManifestError, match="out of order, or named twice"):
+        store.parse_manifest(_rewrite_columns(data, lambda columns: columns.replace(b"a\0b", b"a\0a", 1)))
+    with pytest.raises(fm.ManifestError, match="out of order, or named twice"):
+        store.parse_manifest(_rewrite_columns(data, lambda columns: columns.replace(b"a\0b", b"b\0a", 1)))
+    with pytest.raises(ValueError, match="walk order"):  # the writer makes no such manifest either
+        store.to_bytes(_manifest([_dir("/srv"), _file("/srv/b"), _file("/srv/a")]))
     forged = _rewrite_columns(store.to_bytes(_manifest([_file("/srv/a"), _file("/srv/b")])),
                               lambda columns: columns.replace(b"/srv/b" + bytes(8), b"b\0\x01" + bytes(6), 1))
     with pytest.raises(fm.ManifestError, match="parent is not a directory"):
         store.parse_manifest(forged)
+
+
+def test_walk_order_puts_a_directory_right_before_what_is_under_it() -> None:
+    paths = ["/srv/a.b", "/srv/a/x", "/srv/a", "/srv", "/srv/a-", "/srv/a/x/y", "/srv/b"]
+    assert sorted(paths, key=walk_order) == [
+        "/srv", "/srv/a", "/srv/a/x", "/srv/a/x/y", "/srv/a-", "/srv/a.b", "/srv/b"]
+
+
+def test_a_reader_streams_entries_then_gives_head_and_tail() -> None:
+    entries = [_dir("/srv"), _file("/srv/a"), _dir("/srv/b"), _file("/srv/b/c")]
+    reader = store.ManifestReader(io.BytesIO(store.to_bytes(_manifest(entries, unreadable=[
+        {"path": "/srv/x", "error": "Permission denied"}]))))
+    with pytest.raises(fm.ManifestError, match="tail not reached"):
+        reader.manifest()
+    assert list(reader) == entries
+    assert reader.manifest().unreadable == [{"path": "/srv/x", "error": "Permission denied"}]
 
 
 def test_truncated_padded_or_bomb_manifests_are_refused() -> None:
