@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 from agents.contract.records import BackupRecord, Compared, Severity
@@ -16,8 +17,8 @@ from agents.jobs.verify_common import (
 from agents.records import RecordDraft, VerifyDraft
 from agents.restic.runner import Restic, ResticError
 from targets.files.manifest import ManifestError
-from targets.files.manifest_store import parse_manifest
-from targets.files.verify import compare_restored
+from targets.files.manifest_store import MAGIC, ManifestReader, parse_manifest
+from targets.files.verify import compare_restored, compare_stream
 
 
 def verify_files_backup(
@@ -47,14 +48,20 @@ def verify_files_backup(
         data = handle.read(manifest_limit(vouching) + 1)
     if not check_manifest_digest(data, vouching, record):
         return
+    changed = set(vouching.changed_during_backup)
+    ignore = {backup.manifest_path}
     try:
-        manifest = parse_manifest(data)
+        with record.phase("compare"):
+            if data.startswith(MAGIC):  # streamed: memory does not grow with the number of files
+                reader = ManifestReader(io.BytesIO(data))
+                comparison = compare_stream(reader, reader.algorithm, reader.roots, scratch, changed=changed,
+                                            ignore=ignore)
+                reader.manifest()  # the tail: counts agree
+            else:
+                comparison = compare_restored(parse_manifest(data), scratch, changed=changed, ignore=ignore)
     except ManifestError as error:
         record.add("manifest_unreadable", "error", str(error))
         return
-    changed = set(vouching.changed_during_backup)
-    with record.phase("compare"):
-        comparison = compare_restored(manifest, scratch, changed=changed, ignore={backup.manifest_path})
     record.details.compared = Compared(files=comparison.files_compared, bytes=comparison.bytes_compared)
     for difference in comparison.differences:
         severity: Severity = "info" if difference.code == "changed_during_backup" else "error"

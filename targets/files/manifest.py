@@ -20,12 +20,13 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from targets import hashing
 from targets.files.select import Found, Selection, walk_order
 
 CHUNK = 1 << 20
+_Item = TypeVar("_Item")
 # Files hashed per task of the pool, unless they are large (a large file is a task of its own).
 _BATCH_FILES = 256
 _BATCH_BYTES = 4 << 20
@@ -210,14 +211,12 @@ def stream_entries(
     counts: HashCounts,
     *,
     workers: int = 2,
-    should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[FileEntry]:
     """Hash every found path, in order, reusing ``base`` hashes for unchanged files; yield their entries.
 
     The walk is taken a window at a time (:data:`_WINDOW_FILES` entries or :data:`_WINDOW_BYTES` to read), so
     memory holds one window however many files there are. A file that cannot be read is added to
-    ``counts.unreadable`` with the reason and left out of the entries (restic cannot read it either). When
-    ``should_stop`` turns true the remaining files are skipped (the job is failing anyway).
+    ``counts.unreadable`` with the reason and left out of the entries (restic cannot read it either).
     """
     prefix = algorithm + ":"
 
@@ -235,8 +234,6 @@ def stream_entries(
         return None
 
     def one(item: Found) -> FileEntry | dict[str, str] | None:
-        if should_stop is not None and should_stop():
-            return None
         try:
             if item.kind == "symlink":
                 return _entry(item, item.st, _hash_symlink(item.path, algorithm))
@@ -261,7 +258,9 @@ def stream_entries(
                 counts.reused += 1
             else:
                 to_read.append(item)
-        for results in pool.map(batch, _batches(to_read)):
+        # The largest files first, so that the pool does not end on one big file.
+        to_read.sort(key=lambda f: f.st.st_size, reverse=True)
+        for results in pool.map(batch, in_batches(to_read, lambda f: f.st.st_size)):
             for result in results:
                 if isinstance(result, FileEntry):
                     done[result.path] = result
@@ -287,19 +286,19 @@ def stream_entries(
         yield from window(items, pool)
 
 
-def _batches(to_read: list[Found]) -> list[list[Found]]:
-    """Files to hash, grouped for the pool: one task per file costs more than hashing a small file; the largest
-    files go first and alone, so that the pool does not end on one big file."""
-    to_read = sorted(to_read, key=lambda f: f.st.st_size, reverse=True)
-    groups: list[list[Found]] = []
+def in_batches(items: Sequence[_Item], size: Callable[[_Item], int]) -> list[list[_Item]]:
+    """``items`` in order, grouped for a thread pool (a task per small file costs more than hashing it): at most
+    :data:`_BATCH_FILES` items or :data:`_BATCH_BYTES` a group; an item larger than that is a group of its own."""
+    groups: list[list[_Item]] = []
     group_bytes = 0
-    for found in to_read:
-        if groups and len(groups[-1]) < _BATCH_FILES and group_bytes + found.st.st_size <= _BATCH_BYTES:
-            groups[-1].append(found)
-            group_bytes += found.st.st_size
+    for item in items:
+        item_bytes = size(item)
+        if groups and len(groups[-1]) < _BATCH_FILES and group_bytes + item_bytes <= _BATCH_BYTES:
+            groups[-1].append(item)
+            group_bytes += item_bytes
         else:
-            groups.append([found])
-            group_bytes = found.st.st_size
+            groups.append([item])
+            group_bytes = item_bytes
     return groups
 
 

@@ -232,6 +232,10 @@ class ManifestReader:
         if algorithm not in hashing.DIGEST_SIZES:
             raise ManifestError(f"manifest hash algorithm {str(algorithm)[:40]!r} is not one this version reads")
         self.algorithm: str = algorithm
+        roots = self._head.get("roots")
+        if not isinstance(roots, list) or not all(isinstance(root, str) for root in roots):
+            raise ManifestError("manifest head: roots is not a list of paths")
+        self.roots: list[str] = roots
         self._tail: dict[str, Any] | None = None
         self._count = 0
 

@@ -137,3 +137,27 @@ def test_comparison_names_each_kind_of_difference(tmp_path: pathlib.Path) -> Non
     assert found == {("content_mismatch", "edited"), ("missing", "gone"), ("unexpected", "extra"),
                      ("changed_during_backup", "moving")}
     assert {os.path.basename(d.path) for d in result.failures} == {"edited", "gone", "extra"}
+
+
+def test_the_restored_walk_excuses_only_the_directories_above_the_roots(tmp_path: pathlib.Path) -> None:
+    from targets.files.verify import compare_restored
+
+    source = tmp_path / "src" / "data"
+    write_files(str(source), {"a/b": "1", "c": "2"})
+    entries, *_ = fm.build_entries(select_paths([str(source)], []), "blake3", None)
+    manifest = fm.FilesManifest("blake3", "h", "p", "t", "job", "full", [str(source)], [], entries)
+    restored = tmp_path / "restored"
+    for entry in entries:
+        target = restored / entry.path.lstrip("/")
+        if entry.type == "dir":
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.write_bytes(pathlib.Path(entry.path).read_bytes())
+            os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns))
+    beside = restored / str(source.parent).lstrip("/")
+    (beside / "stray").write_text("beside the root")  # not above a root: unexpected
+    os.symlink("/etc", restored / str(source).lstrip("/") / "a" / "link")  # listed, never followed
+    result = compare_restored(manifest, str(restored))
+    assert sorted((d.code, d.path) for d in result.differences) == [
+        ("unexpected", f"{source}/a/link"), ("unexpected", f"{source.parent}/stray")]
+    assert result.files_compared == 2
