@@ -247,8 +247,10 @@ def _backup_files(
             with open(manifest_path, "wb") as handle:
                 os.chmod(manifest_path, 0o600)
                 writer = manifest_store.ManifestWriter(handle, manifest)
+                listed = snapshot_proof.Fold()  # the manifest's side of the snapshot proof
                 for entry in files_manifest.stream_entries(found, target.hash, base_entries, counts):
                     writer.add(entry)
+                    listed.take(entry)
                 manifest.unreadable = sorted(counts.unreadable, key=lambda u: u["path"])
                 manifest.missing_roots = selection.missing_roots
                 manifest.hashed_files, manifest.hashed_bytes = counts.hashed_files, counts.hashed_bytes
@@ -297,7 +299,7 @@ def _backup_files(
                 on_item=account.take,
             )
             snapshot_id, tree, snapshot_time = restic.identify(run)
-            proof = snapshot_proof.prove(account, stored_manifest, unprovable)
+            proof = snapshot_proof.prove(account, stored_manifest, unprovable, expected=listed)
         os.replace(manifest_path, state.manifest_path(snapshot_id))  # the next incremental's base, kept here
         stored_manifest = manifest_store.StoredEntries(state.manifest_path(snapshot_id))
     finally:

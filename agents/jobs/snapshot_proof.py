@@ -52,6 +52,12 @@ class Fold:
         self.count += 1
         self.digest = (self.digest + _entry_hash(kind, path)) % _MODULUS
 
+    def take(self, entry: FileEntry) -> None:
+        """Fold a manifest entry as restic would report it (files and directories; symlinks it does not report).
+        Entries the walk could not read are never in a manifest, so nothing here is unprovable."""
+        if entry.type in ("file", "dir"):
+            self.add(entry.type, _comparable(entry.path))
+
 
 @dataclass
 class SnapshotAccount:
@@ -91,16 +97,20 @@ def _manifest_pairs(entries: Iterable[FileEntry], unprovable: Collection[str]) -
             yield entry.type, _comparable(entry.path)
 
 
-def prove(account: SnapshotAccount, entries: Iterable[FileEntry], unprovable: Collection[str]) -> Proof:
-    """Compare restic's account with the manifest's ``entries`` (read once; a second time, from the start, only
-    when the folds differ: give a re-readable stream).
+def prove(
+    account: SnapshotAccount, entries: Iterable[FileEntry], unprovable: Collection[str], expected: Fold | None = None
+) -> Proof:
+    """Compare restic's account with the manifest's ``entries``: read only when the folds differ, or when the
+    manifest's fold is not given as ``expected`` (folded while it was written: :meth:`Fold.take`); give a
+    re-readable stream.
 
     ``unprovable``: paths the walk could not read (restic may or may not list them).
     Reads ``account.spill`` back (from its start) only when the folds differ.
     """
-    expected = Fold()
-    for kind, path in _manifest_pairs(entries, unprovable):
-        expected.add(kind, path)
+    if expected is None:
+        expected = Fold()
+        for kind, path in _manifest_pairs(entries, unprovable):
+            expected.add(kind, path)
     seen = account.fold
     if seen == expected:
         return Proof(True, seen.count, [], [])

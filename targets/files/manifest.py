@@ -230,7 +230,8 @@ def stream_entries(
             and previous.hash.startswith(prefix)
             and previous.same_version(item.st)
         ):
-            return replace(previous, mode=stat.S_IMODE(item.st.st_mode))
+            mode = stat.S_IMODE(item.st.st_mode)
+            return previous if previous.mode == mode else replace(previous, mode=mode)
         return None
 
     def one(item: Found) -> FileEntry | dict[str, str] | None:
