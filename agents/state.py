@@ -57,7 +57,9 @@ class StateDir:
         return self.sub("locks")
 
     def manifest_path(self, snapshot_id: str) -> str:
-        return os.path.join(self.sub("manifests"), f"{snapshot_id}.json")
+        """Where the agent keeps its copy of a snapshot's manifest (a files manifest is binary, a dump's is JSON);
+        a copy is checked against the record's digest before use, and the repository's is read when it is not."""
+        return os.path.join(self.sub("manifests"), f"{snapshot_id}.manifest")
 
     def save_manifest(self, snapshot_id: str, data: bytes) -> None:
         write_atomically(self.manifest_path(snapshot_id), data)
