@@ -25,6 +25,7 @@ from agents.restic.messages import BackupItem
 from targets.files.manifest import FileEntry
 
 _MODULUS = 1 << 128
+_REPORTED = ("file", "dir")  # the kinds restic's -vv stream reports (not symlinks)
 
 
 def _entry_hash(kind: str, path: str) -> int:
@@ -53,9 +54,9 @@ class Fold:
         self.digest = (self.digest + _entry_hash(kind, path)) % _MODULUS
 
     def take(self, entry: FileEntry) -> None:
-        """Fold a manifest entry as restic would report it (files and directories; symlinks it does not report).
-        Entries the walk could not read are never in a manifest, so nothing here is unprovable."""
-        if entry.type in ("file", "dir"):
+        """Fold a manifest entry as restic would report it. Entries the walk could not read are never in a
+        manifest, so nothing here is unprovable."""
+        if entry.type in _REPORTED:
             self.add(entry.type, _comparable(entry.path))
 
 
@@ -92,8 +93,9 @@ class Proof:
 
 
 def _manifest_pairs(entries: Iterable[FileEntry], unprovable: Collection[str]) -> Iterable[tuple[str, str]]:
+    """The (kind, path) pairs restic's stream would hold for ``entries`` (as :meth:`Fold.take` folds them)."""
     for entry in entries:
-        if entry.type in ("file", "dir") and entry.path not in unprovable:
+        if entry.type in _REPORTED and entry.path not in unprovable:
             yield entry.type, _comparable(entry.path)
 
 

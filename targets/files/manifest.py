@@ -30,7 +30,7 @@ _Item = TypeVar("_Item")
 # Files hashed per task of the pool, unless they are large (a large file is a task of its own).
 _BATCH_FILES = 256
 _BATCH_BYTES = 4 << 20
-# The walk is hashed a window at a time: this many entries, or this many bytes to read (whichever comes first).
+# Streams are hashed a window at a time: this many entries, or this many bytes to read (whichever comes first).
 _WINDOW_FILES = 8192
 _WINDOW_BYTES = 256 << 20
 
@@ -170,15 +170,22 @@ class BaseCursor:
 
     def __init__(self, entries: Iterable[FileEntry]) -> None:
         self._entries = iter(entries)
-        self._current = next(self._entries, None)
+        self._current: FileEntry | None = None
+        self._current_key = ""
+        self._advance()
 
     def get(self, path: str, /) -> FileEntry | None:
         key = walk_order(path)
-        while self._current is not None and walk_order(self._current.path) < key:
-            self._current = next(self._entries, None)
+        while self._current is not None and self._current_key < key:
+            self._advance()
         if self._current is not None and self._current.path == path:
             return self._current
         return None
+
+    def _advance(self) -> None:
+        self._current = next(self._entries, None)
+        if self._current is not None:
+            self._current_key = walk_order(self._current.path)
 
 
 @dataclass
@@ -275,16 +282,23 @@ def stream_entries(
                 yield entry
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        items: list[Found] = []
-        to_read_bytes = 0
-        for item in found:
-            items.append(item)
-            if item.kind == "file":
-                to_read_bytes += item.st.st_size
-            if len(items) >= _WINDOW_FILES or to_read_bytes >= _WINDOW_BYTES:
-                yield from window(items, pool)
-                items, to_read_bytes = [], 0
-        yield from window(items, pool)
+        for items in in_windows(found, lambda item: item.st.st_size if item.kind == "file" else 0):
+            yield from window(items, pool)
+
+
+def in_windows(items: Iterable[_Item], size: Callable[[_Item], int]) -> Iterator[list[_Item]]:
+    """``items`` in order, a window at a time: at most :data:`_WINDOW_FILES` items or :data:`_WINDOW_BYTES` of
+    ``size`` -- what a stream holds at once, however long it is."""
+    window: list[_Item] = []
+    window_bytes = 0
+    for item in items:
+        window.append(item)
+        window_bytes += size(item)
+        if len(window) >= _WINDOW_FILES or window_bytes >= _WINDOW_BYTES:
+            yield window
+            window, window_bytes = [], 0
+    if window:
+        yield window
 
 
 def in_batches(items: Sequence[_Item], size: Callable[[_Item], int]) -> list[list[_Item]]:

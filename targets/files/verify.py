@@ -17,12 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from targets import hashing
-from targets.files.manifest import FileEntry, FilesManifest, hash_file, in_batches
+from targets.files.manifest import FileEntry, FilesManifest, hash_file, in_batches, in_windows
 from targets.files.select import walk_order, with_ancestors
-
-# Entries are compared a window at a time (this many, or this many bytes), in batches on a small thread pool.
-_WINDOW_ENTRIES = 8192
-_WINDOW_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -126,7 +122,7 @@ def compare_stream(
         return [_compare_entry(entry, root, algorithm) for entry in group]
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for window in _windows(entries):
+        for window in in_windows(entries, lambda entry: entry.size):
             for entry in window:
                 walker.reach(entry.path)
             groups = in_batches(window, lambda entry: entry.size)
@@ -145,19 +141,6 @@ def _as_expected(difference: Difference, entry: FileEntry, changed: Collection[s
     if entry.changed_during_backup or entry.path in changed:
         return Difference("changed_during_backup", entry.path, difference.detail)
     return difference
-
-
-def _windows(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
-    window: list[FileEntry] = []
-    size = 0
-    for entry in entries:
-        window.append(entry)
-        size += entry.size
-        if len(window) >= _WINDOW_ENTRIES or size >= _WINDOW_BYTES:
-            yield window
-            window, size = [], 0
-    if window:
-        yield window
 
 
 class _RestoredWalk:
