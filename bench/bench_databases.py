@@ -7,9 +7,11 @@ and MariaDB, then for each, alternating the order, into fresh local repositories
 * drill: ``drill-agent backup`` of a postgres / mysql target (dump streamed through the agent,
   table checksums in the same snapshot, manifest stored).
 
-It prints the ratio, and the manifest's own throughput in rows per second next to
-the cheap, weak checksums of the issue (``sum(hashtext(row::text))`` in PostgreSQL,
-``BIT_XOR(CRC32(CONCAT_WS(...)))`` in MariaDB).
+It prints the ratio, and the manifest's own throughput in rows per second (as the
+agent computes it: MariaDB on two connections in one snapshot, the table summed
+in two key ranges) next to the cheap, weak checksums of the issue
+(``sum(hashtext(row::text))`` in PostgreSQL, ``BIT_XOR(CRC32(CONCAT_WS(...)))``
+in MariaDB, one connection) and the earlier MD5-based MariaDB checksum.
 
 Usage: python bench/bench_databases.py [--rows 1500000] [--repeat 3] [--restic PATH] [--keep]
 """
@@ -72,9 +74,10 @@ def timed(argv_or_shell: list[str] | str, env: dict[str, str]) -> float:
 
 
 def checksum_throughput(rows: int) -> dict[str, float]:
-    """Rows per second of drill's checksum and of the weak reference checksums."""
+    """Rows per second of drill's checksums (as the agent computes them) and of the weak reference checksums."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from targets.mysql.checksum import make_table_checksum_sql as my_sql  # noqa: PLC0415
+    from targets.mysql import checksum as my_checksum  # noqa: PLC0415
+    from targets.mysql.snapshot import compute_checksums  # noqa: PLC0415
     from targets.postgres.checksum import make_table_checksum_sql as pg_sql  # noqa: PLC0415
 
     result = {}
@@ -85,21 +88,26 @@ def checksum_throughput(rows: int) -> dict[str, float]:
             started = time.perf_counter()
             c.execute(sql).fetchall()  # type: ignore[call-overload]
             result[name] = rows / (time.perf_counter() - started)
-    connection = pymysql.connect(**MY, database=DB)
-    with connection.cursor() as c:
-        c.execute("SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND "
-                  "TABLE_NAME='ledger' ORDER BY ORDINAL_POSITION", (DB,))
-        columns = [(str(a), str(b)) for a, b in c.fetchall()]
-        weak = ("SELECT BIT_XOR(CRC32(CONCAT_WS('#', id, owner, balance, note, created, flag, "
-                "CONCAT(ISNULL(owner), ISNULL(balance), ISNULL(note), ISNULL(created), ISNULL(flag))))) FROM ledger")
-        for name, sql in (("mariadb drill", my_sql(DB, "ledger", columns)), ("mariadb bit_xor(crc32)", weak)):
-            c.execute(sql)
-            c.fetchall()
-            started = time.perf_counter()
-            c.execute(sql)
-            c.fetchall()
-            result[name] = rows / (time.perf_counter() - started)
-    connection.close()
+    weak = ("SELECT BIT_XOR(CRC32(CONCAT_WS('#', id, owner, balance, note, created, flag, "
+            "CONCAT(ISNULL(owner), ISNULL(balance), ISNULL(note), ISNULL(created), ISNULL(flag))))) FROM ledger")
+    connections = [pymysql.connect(**MY, database=DB) for _ in range(2)]
+    cursors = [connection.cursor() for connection in connections]
+    for cursor in cursors:
+        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    cursors[0].execute(weak)
+    cursors[0].fetchall()  # warm the buffer pool
+    for name, method, used in (("mariadb drill (crc32+crc32c)", my_checksum.CRC_PAIR, cursors),
+                               ("mariadb crc32+crc32c, 1 conn", my_checksum.CRC_PAIR, cursors[:1]),
+                               ("mariadb earlier md5, 2 conns", my_checksum.MD5_PREFIX, cursors)):
+        started = time.perf_counter()
+        compute_checksums(used, DB, method)
+        result[name] = rows / (time.perf_counter() - started)
+    started = time.perf_counter()
+    cursors[0].execute(weak)
+    cursors[0].fetchall()
+    result["mariadb bit_xor(crc32)"] = rows / (time.perf_counter() - started)
+    for connection in connections:
+        connection.close()
     return result
 
 
@@ -127,7 +135,8 @@ def main() -> int:
         size = c.execute("SELECT pg_total_relation_size('ledger')").fetchone()[0]  # type: ignore[index]
     seconds: dict[str, list[float]] = {k: [] for k in ("postgres raw", "postgres drill", "mariadb raw",
                                                        "mariadb drill")}
-    targets = {"postgres": {"kind": "postgres", "user": "postgres", "databases": [DB]},
+    # No cluster-wide globals for PostgreSQL: the raw side dumps the one database only.
+    targets = {"postgres": {"kind": "postgres", "user": "postgres", "databases": [DB], "globals": False},
                "mariadb": {"kind": "mysql", "user": "root", "databases": [DB]}}
     raw_commands = {
         "postgres": f"pg_dump -Fc -h 127.0.0.1 -U postgres {DB}",

@@ -19,11 +19,12 @@ class TableChecksum:
 @dataclass(frozen=True)
 class TableManifest:
     """What a database held, table by table: its schema digest, every table's checksum, and the tables
-    whose engine could not give a consistent view (MySQL's MyISAM and the like)."""
+    whose engine could not give a consistent view (MySQL's MyISAM and the like), and the checksum method."""
 
     schema_digest: str
     tables: tuple[TableChecksum, ...]
     non_transactional: tuple[str, ...] = ()
+    method: str = ""  # how the checksums were computed, in words (the manifest's ``checksum``)
 
     def table_documents(self) -> list[dict[str, object]]:
         return [{"schema": t.schema, "name": t.name, "rows": t.rows, "checksum": t.checksum} for t in self.tables]

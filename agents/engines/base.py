@@ -50,7 +50,8 @@ class Capture(Protocol):
         """Called once the dump runs: release what held writes, once the dump's own view is open."""
 
     def checksums(self) -> TableManifest:
-        """Schema digest and every table's checksum, in the dump's view. Raises ``DatabaseUnavailable``."""
+        """Schema digest and every table's checksum, in the dump's view, and the method used. Raises
+        ``DatabaseUnavailable``."""
 
 
 class RestoreTarget(Protocol):
@@ -63,8 +64,9 @@ class RestoreTarget(Protocol):
     def load_command(self) -> Command:
         """The loader reading the dump on stdin."""
 
-    def checksums(self) -> TableManifest:
-        """The restored database's manifest, computed as at backup time (under the original names)."""
+    def checksums(self, method: str) -> TableManifest:
+        """The restored database's manifest, computed as at backup time by the manifest's ``method`` (under the
+        original names). Raises ``DatabaseUnavailable``."""
 
     def server_problem(self) -> str:
         """A throwaway server's own words on why a load failed (its log's first error line), or ''."""
@@ -85,8 +87,9 @@ class DatabaseEngine(Protocol):
         """The ``schema`` of its manifests, e.g. ``drill.manifest.postgres/v1``."""
 
     @property
-    def checksum_method(self) -> str:
-        """How a table's checksum is computed, in words, for the manifest."""
+    def checksum_methods(self) -> tuple[str, ...]:
+        """Every way of computing a table's checksum it can recompute in a verification, as a manifest names
+        them (in words); a capture says which one it used in its ``TableManifest.method``."""
 
     def list_databases(self, target: TargetConfig) -> list[str]:
         """The databases to back up. Raises ``DatabaseUnavailable`` or ``OSError`` (password file)."""

@@ -39,7 +39,7 @@ from agents.scratch.reaper import note_process
 from agents.scratch.sandbox import Sandbox
 from agents.secretfiles import private_file, read_password
 from agents.state import StateDir
-from targets.mysql import commands
+from targets.mysql import checksum, commands
 from targets.mysql import snapshot as my_snapshot
 from targets.mysql.checksum import quote_ident
 from targets.mysql.config import MysqlTargetConfig
@@ -47,6 +47,7 @@ from targets.registry import TargetConfig
 from targets.tables import DatabaseUnavailable, TableChecksum, TableManifest
 
 START_TIMEOUT = 60.0
+CHECKSUM_CONNECTIONS = 2  # a restored database is summed on both cores of a small scratch host
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
 
@@ -117,19 +118,29 @@ class MysqlRestoreTarget:
         return pymysql.connect(**self.connect_args, database=database, autocommit=True, connect_timeout=10,
                                charset="utf8mb4")
 
-    def checksums(self) -> TableManifest:
+    def checksums(self, method: str) -> TableManifest:
+        """The restored tables' checksums by ``method``, two connections sharing the work (nothing else writes).
+
+        Raises :class:`DatabaseUnavailable`, also when the server lacks a function the method needs.
+        """
+        connections: list[Any] = []
         try:
-            connection = self.connect(self.database)
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                    found = my_snapshot.compute_checksums(cursor, self.database)
-            finally:
-                connection.close()
+            connections = [self.connect(self.database) for _ in range(CHECKSUM_CONNECTIONS)]
+            cursors = [connection.cursor() for connection in connections]
+            if method == checksum.CRC_PAIR and not my_snapshot.crc32c_available(cursors[0]):
+                raise DatabaseUnavailable("the manifest's checksums use CRC32C, which this server does not have "
+                                          "(MariaDB 10.8 or later has it)")
+            for cursor in cursors:
+                cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            found = my_snapshot.compute_checksums(cursors, self.database, method)
         except pymysql.MySQLError as error:
             raise DatabaseUnavailable(str(error)) from error
+        finally:
+            for connection in connections:
+                with contextlib.suppress(pymysql.MySQLError):
+                    connection.close()
         tables = tuple(TableChecksum(self.original, t.name, t.rows, t.checksum) for t in found.tables)
-        return TableManifest(found.schema_digest, tables, found.non_transactional)
+        return TableManifest(found.schema_digest, tables, found.non_transactional, method)
 
 
 @functools.lru_cache(maxsize=8)
@@ -250,8 +261,7 @@ def scratch_server_database(settings: MysqlScratch, scratch_dir: str, original: 
 class MysqlEngine:
     kind = "mysql"
     manifest_schema = "drill.manifest.mysql/v1"
-    checksum_method = ("sum(first 64 bits of MD5(CONCAT_WS(0x1f, columns as utf8mb4 or hex, NULL flags))) mod 2^64, "
-                       "in a transaction started with the dump's while writes were held")
+    checksum_methods = checksum.METHODS
 
     def list_databases(self, target: TargetConfig) -> list[str]:
         t = _target(target)

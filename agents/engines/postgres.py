@@ -34,6 +34,7 @@ from agents.scratch.reaper import note_process
 from agents.scratch.sandbox import Sandbox
 from agents.secretfiles import private_file, read_password
 from agents.state import StateDir
+from targets.postgres import checksum as pg_checksum
 from targets.postgres import commands
 from targets.postgres import snapshot as pg_snapshot
 from targets.postgres.checksum import quote_ident
@@ -91,7 +92,7 @@ class _DatabaseCapture:
 
     def checksums(self) -> TableManifest:
         schema, tables = self.session.checksums()
-        return TableManifest(schema, tuple(tables))
+        return TableManifest(schema, tuple(tables), method=pg_checksum.METHOD)
 
 
 @dataclass
@@ -114,7 +115,7 @@ class _GlobalsCapture:
         """Nothing to wait for."""
 
     def checksums(self) -> TableManifest:
-        return TableManifest("", ())
+        return TableManifest("", (), method=pg_checksum.METHOD)
 
 
 def _tool_environment(passfile: str | None) -> dict[str, str]:
@@ -157,12 +158,15 @@ class PostgresRestoreTarget:
         return psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password,
                                dbname=database, autocommit=True, connect_timeout=10)
 
-    def checksums(self) -> TableManifest:
+    def checksums(self, method: str) -> TableManifest:
+        """The restored tables' checksums (PostgreSQL has one ``method``). Raises :class:`DatabaseUnavailable`."""
+        if method != pg_checksum.METHOD:
+            raise DatabaseUnavailable(f"no such PostgreSQL checksum method: {method[:80]!r}")
         try:
             with self.connect(self.database) as connection:
                 pg_snapshot.begin_canonical_snapshot(connection)
                 return TableManifest(pg_snapshot.compute_schema_digest(connection),
-                                     tuple(pg_snapshot.compute_table_checksums(connection)))
+                                     tuple(pg_snapshot.compute_table_checksums(connection)), method=method)
         except psycopg.Error as error:
             raise DatabaseUnavailable(_first_line(error)) from error
 
@@ -274,7 +278,7 @@ def scratch_server_database(settings: PostgresScratch, scratch_dir: str) -> Iter
 class PostgresEngine:
     kind = "postgres"
     manifest_schema = "drill.manifest.postgres/v1"
-    checksum_method = "sum(hashtextextended(row::text, 0)) mod 2^64, in the snapshot pg_dump imported"
+    checksum_methods = (pg_checksum.METHOD,)
 
     def list_databases(self, target: TargetConfig) -> list[str]:
         """The databases to dump, after the cluster's global objects when those are wanted."""

@@ -127,7 +127,7 @@ def _backup_database(
         "job_id": record.job_id,
         "level": record.details.level.requested.value,
         "consistency": label,
-        "checksum": engine.checksum_method,
+        "checksum": tables.method,
         "schema_digest": tables.schema_digest,
         "tables": tables.table_documents(),
         "non_transactional": list(tables.non_transactional),

@@ -88,6 +88,10 @@ def verify_dump_backup(
                    f"the manifest is a {str(manifest.get('schema'))[:80]!r}, not a {engine.manifest_schema} of a "
                    f"{kind} target")
         return
+    method = str(manifest.get("checksum", ""))
+    if method not in engine.checksum_methods and not engine.digest_only(database):
+        raise CouldNotVerify(f"the manifest's tables were checksummed as {method[:200]!r}, which this agent cannot "
+                             "recompute (a newer agent made it?)")
     if not backup.manifest_names_this_dump:
         record.add("dump_snapshot_mismatch", "error",
                    f"the manifest was made for dump snapshot {backup.manifest_for}, but this job's dump is "
@@ -129,7 +133,7 @@ def verify_dump_backup(
                 record.add("restore_failed", "error", f"the altered dump could not be loaded: {said}")
                 return
             with record.phase("compare"):
-                restored = target.checksums()
+                restored = target.checksums(method)
     except _Damaged:
         return
     except ScratchUnusable as error:

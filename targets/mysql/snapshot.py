@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -50,53 +51,130 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def compute_checksums(cursor: Any, database: str) -> TableManifest:
-    """Schema digest, table checksums and non-transactional tables of ``database`` in the cursor's transaction."""
-    statement: str
-    for statement in checksum.SESSION_SETTINGS:
-        cursor.execute(statement)
-    cursor.execute(checksum.LIST_TABLES_SQL, (database,))
-    tables = [(str(name), str(engine)) for name, engine in cursor.fetchall()]
+def compute_checksums(cursors: Sequence[Any], database: str, method: str) -> TableManifest:
+    """Schema digest, table checksums and non-transactional tables of ``database``, by ``method``.
+
+    Given one or more cursors, each in a transaction that sees the same state (the first reads the schema);
+    a large table with an integer key is summed in ranges, one cursor each, in parallel. Raises
+    ``pymysql.MySQLError`` from the server and ``ValueError`` for a method not in ``checksum.METHODS``.
+    """
+    if method not in checksum.METHODS:
+        raise ValueError(f"unknown checksum method {method[:80]!r}")
+    for cursor in cursors:
+        for statement in checksum.SESSION_SETTINGS:
+            cursor.execute(statement)
+    first = cursors[0]
+    first.execute(checksum.LIST_TABLES_SQL, (database,))
+    tables = [(str(name), str(engine), int(rows)) for name, engine, rows in first.fetchall()]
     schema = hashlib.sha256()
-    result = []
-    for name, _engine in tables:
-        cursor.execute(f"SHOW CREATE TABLE {checksum.quote_ident(database)}.{checksum.quote_ident(name)}")
-        create = _AUTO_INCREMENT.sub("", str(cursor.fetchone()[1]))
+    parts: list[tuple[str, str]] = []  # (table, SQL of some of its rows)
+    for name, _engine, estimated_rows in tables:
+        first.execute(f"SHOW CREATE TABLE {checksum.quote_ident(database)}.{checksum.quote_ident(name)}")
+        create = _AUTO_INCREMENT.sub("", str(first.fetchone()[1]))
         schema.update(create.encode() + b"\n")
-        cursor.execute(checksum.LIST_COLUMNS_SQL, (database, name))
-        columns = [(str(c), str(t)) for c, t in cursor.fetchall()]
-        cursor.execute(checksum.make_table_checksum_sql(database, name, columns))
-        count, total = cursor.fetchone()
-        result.append(TableChecksum(database, name, int(count), str(total)))
-    non_transactional = [name for name, engine in tables if not checksum.is_transactional(engine)]
-    return TableManifest("sha256:" + schema.hexdigest(), tuple(result), tuple(non_transactional))
+        first.execute(checksum.LIST_COLUMNS_SQL, (database, name))
+        columns = [checksum.Column(str(c), str(t), str(cs), str(co), bool(k)) for c, t, cs, co, k in first.fetchall()]
+        ranges = [""]
+        key = checksum.split_key(columns)
+        if key is not None and len(cursors) > 1 and estimated_rows >= checksum.SPLIT_FROM_ROWS:
+            first.execute(checksum.make_key_bounds_sql(database, name, key))
+            low, high = first.fetchone()
+            ranges = checksum.make_key_ranges(key, low, high, len(cursors))
+        parts += [(name, checksum.make_table_checksum_sql(database, name, columns, method, where))
+                  for where in ranges]
+    counts: dict[str, int] = {name: 0 for name, _, _ in tables}
+    sums: dict[str, int] = {name: 0 for name, _, _ in tables}
+    for (name, _sql), (count, total) in zip(parts, _run_in_parallel(cursors, [sql for _, sql in parts]),
+                                            strict=True):
+        counts[name] += count
+        sums[name] = (sums[name] + total) % checksum.MODULUS
+    result = [TableChecksum(database, name, counts[name], str(sums[name])) for name, _, _ in tables]
+    non_transactional = [name for name, engine, _ in tables if not checksum.is_transactional(engine)]
+    return TableManifest("sha256:" + schema.hexdigest(), tuple(result), tuple(non_transactional), method)
+
+
+def _run_in_parallel(cursors: Sequence[Any], statements: list[str]) -> list[tuple[int, int]]:
+    """Each statement's (count, sum), the statements shared out between the cursors (one thread each).
+
+    The server does the work, so the threads mostly wait on their sockets. Raises the first error a cursor met.
+    """
+    results: list[tuple[int, int]] = [(0, 0)] * len(statements)
+    pending = iter(enumerate(statements))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work(cursor: Any) -> None:
+        while not errors:
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            index, sql = item
+            try:
+                cursor.execute(sql)
+                count, total = cursor.fetchone()
+            except BaseException as error:  # handed to the caller's thread
+                errors.append(error)
+                return
+            results[index] = (int(count), int(total))
+
+    helpers = [threading.Thread(target=work, args=(cursor,), name="checksum", daemon=True) for cursor in cursors[1:]]
+    for helper in helpers:
+        helper.start()
+    work(cursors[0])
+    for helper in helpers:
+        helper.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def crc32c_available(cursor: Any) -> bool:
+    """Whether the server has ``CRC32C`` (MariaDB 10.8 and later; not MySQL 8), which :data:`checksum.CRC_PAIR`
+    needs."""
+    try:
+        cursor.execute(checksum.PROBE_CRC32C_SQL)
+        cursor.fetchall()
+    except pymysql.MySQLError:
+        return False
+    return True
 
 
 class ConsistentSnapshot:
-    """A checksum transaction that starts, with the dump's, while writes are held.
+    """Checksum transactions that start, with the dump's, while writes are held.
 
     Use as a context manager; call :meth:`release_when_dump_started` once the
-    dump tool is running, then :meth:`checksums`.
+    dump tool is running, then :meth:`checksums`. ``readers`` connections share
+    the checksum work (all of them start their transactions under the lock, so
+    they see the same state as the dump).
     """
 
-    def __init__(self, host: str, port: int, user: str, password: str | None, database: str) -> None:
+    def __init__(self, host: str, port: int, user: str, password: str | None, database: str,
+                 readers: int = 2) -> None:
         self.database = database
         self._args = (host, port, user, password)
+        self._readers_wanted = max(1, readers)
         self._lock: Any = None
-        self._reader: Any = None
+        self._readers: list[Any] = []
         self.server_version = ""
+        self.method = checksum.CRC_PAIR
 
     def __enter__(self) -> ConsistentSnapshot:
-        self._lock = connect(*self._args)
-        self._reader = connect(*self._args, database=self.database)
         try:
+            self._lock = connect(*self._args)
+            self._readers = [connect(*self._args, database=self.database) for _ in range(self._readers_wanted)]
             with self._lock.cursor() as cursor:
                 cursor.execute("SELECT VERSION()")
                 self.server_version = str(cursor.fetchone()[0])
+                self.method = checksum.CRC_PAIR if crc32c_available(cursor) else checksum.MD5_PREFIX
                 cursor.execute("FLUSH TABLES WITH READ LOCK")
-            with self._reader.cursor() as cursor:
-                cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            for reader in self._readers:
+                with reader.cursor() as cursor:
+                    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        except DatabaseUnavailable:
+            self._close()
+            raise
         except pymysql.MySQLError as exc:
             self._close()
             raise DatabaseUnavailable(_describe(exc)) from exc
@@ -110,7 +188,7 @@ class ConsistentSnapshot:
         Returns early when ``dump_running`` turns false (the dump failed; its error is reported).
         Raises :class:`DatabaseUnavailable` when the dump never started a transaction.
         """
-        mine = (self._lock.thread_id(), self._reader.thread_id())
+        mine = ",".join(str(connection.thread_id()) for connection in (self._lock, *self._readers))
         deadline = time.monotonic() + timeout
         try:
             with self._lock.cursor() as cursor:
@@ -118,8 +196,8 @@ class ConsistentSnapshot:
                     cursor.execute(
                         "SELECT COUNT(*) FROM information_schema.INNODB_TRX t "
                         "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
-                        "WHERE p.ID NOT IN (%s, %s) AND p.USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1)",
-                        mine,
+                        "WHERE FIND_IN_SET(p.ID, %s) = 0 AND p.USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1)",
+                        (mine,),
                     )
                     if cursor.fetchone()[0]:
                         return
@@ -132,14 +210,17 @@ class ConsistentSnapshot:
                 cursor.execute("UNLOCK TABLES")
 
     def checksums(self) -> TableManifest:
+        cursors = [reader.cursor() for reader in self._readers]
         try:
-            with self._reader.cursor() as cursor:
-                return compute_checksums(cursor, self.database)
+            return compute_checksums(cursors, self.database, self.method)
         except pymysql.MySQLError as exc:
             raise DatabaseUnavailable(_describe(exc)) from exc
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
     def _close(self) -> None:
-        for connection in (self._reader, self._lock):
+        for connection in (*self._readers, self._lock):
             if connection is not None:
                 with contextlib.suppress(pymysql.MySQLError):
                     connection.close()
@@ -149,6 +230,7 @@ class ConsistentSnapshot:
     ) -> None:
         with contextlib.suppress(pymysql.MySQLError), self._lock.cursor() as cursor:
             cursor.execute("UNLOCK TABLES")
-        with contextlib.suppress(pymysql.MySQLError):
-            self._reader.rollback()
+        for reader in self._readers:
+            with contextlib.suppress(pymysql.MySQLError):
+                reader.rollback()
         self._close()

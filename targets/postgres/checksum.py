@@ -12,6 +12,8 @@ text. The same SQL runs on the restored database to compare.
 
 from __future__ import annotations
 
+METHOD = "sum(hashtextextended(row::text, 0)) mod 2^64, in the snapshot pg_dump imported"  # in the manifest
+
 # Settings under which every type prints the same text on the source and on the
 # restored copy (time zone, date and interval styles, float digits, bytea form).
 CANONICAL_SETTINGS: tuple[tuple[str, str], ...] = (

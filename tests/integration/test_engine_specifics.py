@@ -12,8 +12,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import pytest
+
 from agents.restic.runner import Restic
 from policies.levels import Level
+from targets.mysql import checksum as my_checksum
+from targets.mysql import snapshot as my_snapshot
 from tests.support.configs import Workspace
 from tests.support.databases import (
     ThrowawayDatabase,
@@ -23,7 +27,7 @@ from tests.support.databases import (
     throwaway_mysql_database,
 )
 from tests.support.engines import instances_left
-from tests.support.jobs import backup, codes, doc
+from tests.support.jobs import backup, codes, doc, verify
 
 
 def _secret(workspace: Workspace, name: str, value: str) -> str:
@@ -187,3 +191,22 @@ def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspac
         assert {(r["repository"], r["database"]) for r in rows} == {
             (site, name) for site in ("local", "same-city") for name in (db.name, "@globals")}
         assert all(r["manifest_snapshot_id"] for r in rows)
+
+
+def test_a_mariadb_without_crc32c_gets_the_md5_checksum_and_it_verifies(
+    workspace: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MySQL 8 has no CRC32C; this machine's MariaDB has, so the probe is told it failed. The MD5 method is also
+    # what earlier backups' manifests name: their verification recomputes it.
+    monkeypatch.setattr(my_snapshot, "crc32c_available", lambda cursor: False)
+    with throwaway_mysql_database(rows=300) as db:
+        path = _config(workspace, db, "mysql", {"directory": scratch_dir})
+        config = workspace.load(path)
+        [record] = [r for r in verify(config, "app") if r.database == db.name]
+        assert record.verdict == "passed", record.findings
+        assert record.compared.rows == 300 + 600 + 2
+        restic = Restic(config.restic_binary, config.repositories["local"])
+        [*_, backed_up] = backup(config, "nightly", Level.INCREMENTAL)
+        manifest = json.loads(restic.dump(backed_up.manifest.snapshot_id,  # type: ignore[union-attr]
+                                          f"/{db.name}.manifest.json"))
+        assert manifest["checksum"] == my_checksum.MD5_PREFIX

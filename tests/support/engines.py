@@ -22,6 +22,7 @@ from typing import Any
 
 from agents.config.model import AgentConfig
 from agents.restic.runner import Restic
+from targets.mysql.checksum import CRC_PAIR
 from targets.mysql.snapshot import compute_checksums
 from targets.postgres.snapshot import begin_canonical_snapshot, compute_schema_digest, compute_table_checksums
 from targets.tables import TableChecksum, TableManifest
@@ -174,7 +175,7 @@ def _my_restore_and_checksum(config: AgentConfig, snapshot_id: str, database: st
         assert dump.wait() == 0
         with admin.cursor() as cursor:
             cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            found = compute_checksums(cursor, name)
+            found = compute_checksums([cursor], name, CRC_PAIR)  # one connection: the unsplit path
             cursor.execute("COMMIT")
     # Reported under the original database's name, as the manifest names it.
     return TableManifest(found.schema_digest, tuple(TableChecksum(database, t.name, t.rows, t.checksum)
