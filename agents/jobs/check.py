@@ -2,14 +2,18 @@
 
 A cursor per repository in ``state_dir/verify/`` moves one part further at every
 check, so with ``--read-data-subset n/N`` every pack is read within N checks.
-The verify job runs one part before it restores; the check job runs one alone.
+The verify job runs one part before it restores (in the background while its
+scratch instance starts: :class:`BackgroundCheck`); the check job runs one alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from agents.config.model import AgentConfig
 from agents.contract.jobs import CheckJob
@@ -53,6 +57,39 @@ def run_check_part(restic: Restic, state: StateDir, repository: str, parts: int,
                             f"restic check could not run: {error.describe()}")
     return CheckOutcome(CheckResult(read_data_subset=subset, passed=ok, problems=list(problems), coverage=coverage,
                                     seconds=round(time.monotonic() - started, 3)), None)
+
+
+class BackgroundCheck:
+    """:func:`run_check_part` in a thread, started at once; :meth:`outcome` waits for it.
+
+    A verification starts its throwaway database instance (seconds) while restic checks: nothing is restored
+    before the outcome is known, and the check's exclusive lock would hold a restore back anyway.
+    """
+
+    def __init__(self, restic: Restic, state: StateDir, repository: str, parts: int,
+                 timed: RecordDraft[Any] | None = None) -> None:
+        self._args = (restic, state, repository, parts)
+        self._timed = timed
+        self._outcome: CheckOutcome | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="restic-check", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self._timed.phase("check") if self._timed is not None else contextlib.nullcontext():
+                self._outcome = run_check_part(*self._args)
+        except BaseException as error:  # handed to the thread that waits
+            self._error = error
+
+    def outcome(self) -> CheckOutcome:
+        """The check's outcome, once it has ended. Raises what the check raised (not a ``ResticError``: that is
+        an outcome with an ``error``)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
 
 
 def run_check(config: AgentConfig, job: CheckJob) -> list[SignedRecord]:

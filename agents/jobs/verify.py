@@ -2,7 +2,8 @@
 
 Steps, each timed in the record: find the backups → ``restic check`` (structure,
 plus a rotating ``--read-data-subset n/N`` so every pack is read within N
-verifications) → for each backup, a fresh scratch directory → restore and
+verifications; in the background while a throwaway database instance starts,
+but nothing is restored before it passed) → for each backup, a fresh scratch directory → restore and
 compare (files: ``verify_files``; database dumps: ``verify_dump``, through the
 target kind's engine) → remove the scratch directory, pass or fail. One record
 per backup verified; verdict ``passed`` (no failure finding), ``failed``
@@ -37,9 +38,9 @@ from agents.contract.records import (
 )
 from agents.jobs import catalog
 from agents.jobs.anchors import Anchors, collect_anchors
-from agents.jobs.check import CheckOutcome, run_check_part
+from agents.jobs.check import BackgroundCheck
 from agents.jobs.leftovers import clean_up_killed_jobs
-from agents.jobs.verify_common import CouldNotVerify
+from agents.jobs.verify_common import CheckGate, CouldNotVerify
 from agents.jobs.verify_dump import verify_dump_backup
 from agents.jobs.verify_files import verify_files_backup
 from agents.records import RecordDraft, VerifyDraft, job_record
@@ -161,8 +162,8 @@ def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRec
                           f"{job.repository!r}" + (f" with snapshot id {job.snapshot}" if job.snapshot != LATEST
                                                    else ""))
             else:
-                with first.phase("check"):  # in the first record's timings; every record carries its result
-                    check = run_check_part(restic, state, job.repository, job.read_data_parts)
+                # In the first record's timings; every record carries its result.
+                check = BackgroundCheck(restic, state, job.repository, job.read_data_parts, timed=first)
                 _verify_one(config, restic, selection.chosen[0], check, kind, state, first)
     records = [first.written()]
     for chosen in selection.chosen[1:]:
@@ -187,22 +188,20 @@ def _keys(job: VerifyJob) -> dict[str, Ed25519PublicKey]:
 
 
 def _verify_one(
-    config: AgentConfig, restic: Restic, chosen: Chosen, check: CheckOutcome, kind: str,
+    config: AgentConfig, restic: Restic, chosen: Chosen, check: BackgroundCheck, kind: str,
     state: StateDir, record: RecordDraft[VerifyDraft],
 ) -> None:
     backup = chosen.backup
     record.details.snapshot = VerifiedSnapshot(
         id=backup.snapshot_id, time=backup.time, job_id=backup.job_id, level=backup.level, database=backup.database,
         manifest_snapshot_id=backup.manifest_snapshot_id)
-    record.details.check = check.result
+    gate = CheckGate(check, record)  # asked before anything is restored
     verdict: Verdict = "error"
     try:
-        if check.error is not None:
-            raise CouldNotVerify(check.error)
-        for problem in check.result.problems:
-            record.add("repository_damaged", "error", problem)
-        if check.result.passed:
-            _in_scratch(config, restic, chosen, kind, state, record)
+        try:
+            _in_scratch(config, restic, chosen, kind, state, record, gate)
+        finally:
+            gate.settle()  # the check's result is in every record, also when the scratch failed first
         verdict = "failed" if record.has_errors else "passed"
     except CouldNotVerify as error:
         record.add("could_not_verify", "error", str(error))
@@ -214,15 +213,16 @@ def _verify_one(
 
 def _in_scratch(
     config: AgentConfig, restic: Restic, chosen: Chosen, kind: str, state: StateDir,
-    record: RecordDraft[VerifyDraft],
+    record: RecordDraft[VerifyDraft], repository_sound: CheckGate,
 ) -> None:
     parent = record.details.scratch.directory
     reap(parent)  # what verifications that died left behind
     try:
         with scratch_directory(parent) as scratch:
             if chosen.backup.database is None:
-                verify_files_backup(restic, chosen.backup, chosen.record, scratch, record)
+                verify_files_backup(restic, chosen.backup, chosen.record, scratch, record, repository_sound)
             else:
-                verify_dump_backup(config, kind, restic, chosen.backup, chosen.record, scratch, state, record)
+                verify_dump_backup(config, kind, restic, chosen.backup, chosen.record, scratch, state, record,
+                                   repository_sound)
     except ScratchUnusable as error:  # the scratch directory or a throwaway instance could not be set up
         raise CouldNotVerify(str(error)) from error

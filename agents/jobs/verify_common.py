@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agents.contract.errors import DrillError
 from agents.contract.records import BackupRecord, ManifestCheck
+from agents.jobs.check import BackgroundCheck
 from agents.records import RecordDraft, VerifyDraft
 from agents.restic.exitcodes import ResticOutcome, damage_in
 from agents.restic.runner import ResticError
@@ -14,6 +15,37 @@ class CouldNotVerify(DrillError):
     """The verification could not run to its end; the message says why. Never a pass."""
 
     code = "could_not_verify"
+
+
+class CheckGate:
+    """What stands between a verification and its restore: the repository check, waited for once.
+
+    Calling it waits for the check, puts its result in the record (``repository_damaged`` for each problem) and
+    says whether restoring may go on; it raises :class:`CouldNotVerify` when the check could not run.
+    :meth:`settle` records the result without raising, for a verification that ended before it asked.
+    """
+
+    def __init__(self, check: BackgroundCheck, record: RecordDraft[VerifyDraft]) -> None:
+        self._check = check
+        self._record = record
+        self._passed: bool | None = None
+        self._error: str | None = None
+
+    def __call__(self) -> bool:
+        self.settle()
+        if self._error is not None:
+            raise CouldNotVerify(self._error)
+        return bool(self._passed)
+
+    def settle(self) -> None:
+        if self._passed is not None:
+            return
+        outcome = self._check.outcome()
+        self._record.details.check = outcome.result
+        self._error = outcome.error
+        for problem in outcome.result.problems:
+            self._record.add("repository_damaged", "error", problem)
+        self._passed = outcome.error is None and outcome.result.passed
 
 
 def note_damage(error: ResticError, record: RecordDraft[VerifyDraft]) -> bool:

@@ -1,7 +1,9 @@
 """Verifying a database dump: load it into a scratch database and recompute every table's checksum there.
 
 Given a dump, its manifest snapshot and the target's kind (which names the
-engine -- never guessed from the manifest): read the manifest and check its
+engine -- never guessed from the manifest): start the scratch database (while
+the repository check runs; restic is asked for nothing before it passed) →
+read the manifest and check its
 digest and that it is that engine's → check that it names this dump → stream
 the dump out of restic into the loader of a throwaway instance (or a scratch
 server's new database), hashing it → compare the stream's digest with the
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from agents import process
@@ -26,7 +30,7 @@ from agents.config.model import AgentConfig
 from agents.contract.errors import DrillError
 from agents.contract.records import BackupRecord, Compared, DumpCheck
 from agents.engines import engine_for
-from agents.engines.base import RestoreTarget
+from agents.engines.base import DatabaseEngine, RestoreTarget
 from agents.jobs.catalog import StoredBackup
 from agents.jobs.restorestream import StreamedRestore, stream_restore
 from agents.jobs.verify_common import (
@@ -68,11 +72,26 @@ def _load_manifest(
     return manifest
 
 
+@dataclass(frozen=True)
+class _DumpToVerify:
+    """What the manifest says to restore and compare."""
+
+    manifest: dict[str, Any]
+    filename: str  # the dump's path in its snapshot
+    digest: str  # the dump's digest at backup time
+    method: str  # how its tables were checksummed
+
+
 def verify_dump_backup(
     config: AgentConfig, kind: str, restic: Restic, backup: StoredBackup, vouching: BackupRecord, scratch: str,
-    state: StateDir, record: RecordDraft[VerifyDraft],
+    state: StateDir, record: RecordDraft[VerifyDraft], repository_sound: Callable[[], bool],
 ) -> None:
-    """Verify one dump of a ``kind`` target; add a finding for every difference. Raises :class:`CouldNotVerify`."""
+    """Verify one dump of a ``kind`` target; add a finding for every difference.
+
+    The scratch database starts while the repository is checked; ``repository_sound`` waits for the check, before
+    restic is asked for anything (the check holds the repository's exclusive lock) and nothing is restored unless
+    it passed. Raises :class:`CouldNotVerify`.
+    """
     try:
         engine = engine_for(kind)
     except DrillError as error:
@@ -80,14 +99,66 @@ def verify_dump_backup(
     database = backup.database or ""
     record.details.database = database
     record.details.compared = Compared(tables=0, rows=0)
+    if engine.digest_only(database):
+        dump = _read_manifest(engine, kind, restic, backup, vouching, record) if repository_sound() else None
+        if dump is None:
+            return
+        with record.phase("restore"):
+            try:
+                streamed = _stream(restic, backup, dump.filename, None, record)
+            except _Damaged:
+                return
+        _check_stream(streamed, dump.digest, record)
+        record.details.scratch = record.details.scratch.model_copy(
+            update={"where": "none (verified by the dump's digest alone)"})
+        return
+    try:
+        with contextlib.ExitStack() as stack:
+            with record.phase("scratch_start"):
+                target = stack.enter_context(engine.restore_target(config.scratch, scratch, database, state))
+            record.details.scratch = record.details.scratch.model_copy(update={"where": target.where})
+            dump = _read_manifest(engine, kind, restic, backup, vouching, record) if repository_sound() else None
+            if dump is None:
+                return
+            with record.phase("restore"):
+                streamed = _stream(restic, backup, dump.filename, target, record)
+            intact = _check_stream(streamed, dump.digest, record)
+            if _tried_to_escape(engine.escape_markers, streamed.loader_stderr, target.server_log(), record):
+                return
+            if streamed.loader_code != 0:
+                said = explain_loader_failure(streamed.loader_stderr)
+                server_said = target.server_problem()
+                said += f"; the scratch server logged: {server_said}" if server_said else ""
+                if intact:
+                    raise CouldNotVerify(f"the dump is intact, but the scratch database could not load it: {said}")
+                record.add("restore_failed", "error", f"the altered dump could not be loaded: {said}")
+                return
+            with record.phase("compare"):
+                restored = target.checksums(dump.method)
+    except _Damaged:
+        return
+    except ScratchUnusable as error:
+        raise CouldNotVerify(f"no scratch database: {error}") from error
+    except DatabaseUnavailable as error:
+        raise CouldNotVerify(f"the restored database could not be read: {error}") from error
+    _compare(dump.manifest, restored, record)
+
+
+def _read_manifest(
+    engine: DatabaseEngine, kind: str, restic: Restic, backup: StoredBackup, vouching: BackupRecord,
+    record: RecordDraft[VerifyDraft],
+) -> _DumpToVerify | None:
+    """The manifest, read and checked against the record and the engine; None (with findings) when it cannot be
+    used. Raises :class:`CouldNotVerify` when it cannot be read, or names a checksum this agent cannot compute."""
+    database = backup.database or ""
     manifest = _load_manifest(restic, backup, vouching, record)
     if manifest is None:
-        return
+        return None
     if manifest.get("schema") != engine.manifest_schema:
         record.add("manifest_unreadable", "error",
                    f"the manifest is a {str(manifest.get('schema'))[:80]!r}, not a {engine.manifest_schema} of a "
                    f"{kind} target")
-        return
+        return None
     method = str(manifest.get("checksum", ""))
     if method not in engine.checksum_methods and not engine.digest_only(database):
         raise CouldNotVerify(f"the manifest's tables were checksummed as {method[:200]!r}, which this agent cannot "
@@ -101,46 +172,8 @@ def verify_dump_backup(
     name = str(dump.get("filename") or engine.dump_filename(database))
     if "/" in name or name in (".", "..") or "\0" in name:
         record.add("manifest_unreadable", "error", f"the manifest names the dump {name!r}, not a file name")
-        return
-    filename = "/" + name
-    expected_digest = str(dump.get("digest", ""))
-    if engine.digest_only(database):
-        with record.phase("restore"):
-            try:
-                streamed = _stream(restic, backup, filename, None, record)
-            except _Damaged:
-                return
-        _check_stream(streamed, expected_digest, record)
-        record.details.scratch = record.details.scratch.model_copy(
-            update={"where": "none (verified by the dump's digest alone)"})
-        return
-    try:
-        with contextlib.ExitStack() as stack:
-            with record.phase("scratch_start"):
-                target = stack.enter_context(engine.restore_target(config.scratch, scratch, database, state))
-            record.details.scratch = record.details.scratch.model_copy(update={"where": target.where})
-            with record.phase("restore"):
-                streamed = _stream(restic, backup, filename, target, record)
-            intact = _check_stream(streamed, expected_digest, record)
-            if _tried_to_escape(engine.escape_markers, streamed.loader_stderr, target.server_log(), record):
-                return
-            if streamed.loader_code != 0:
-                said = explain_loader_failure(streamed.loader_stderr)
-                server_said = target.server_problem()
-                said += f"; the scratch server logged: {server_said}" if server_said else ""
-                if intact:
-                    raise CouldNotVerify(f"the dump is intact, but the scratch database could not load it: {said}")
-                record.add("restore_failed", "error", f"the altered dump could not be loaded: {said}")
-                return
-            with record.phase("compare"):
-                restored = target.checksums(method)
-    except _Damaged:
-        return
-    except ScratchUnusable as error:
-        raise CouldNotVerify(f"no scratch database: {error}") from error
-    except DatabaseUnavailable as error:
-        raise CouldNotVerify(f"the restored database could not be read: {error}") from error
-    _compare(manifest, restored, record)
+        return None
+    return _DumpToVerify(manifest, "/" + name, str(dump.get("digest", "")), method)
 
 
 def _tried_to_escape(markers: tuple[str, ...], loader_stderr: tuple[str, ...], server_log: str,

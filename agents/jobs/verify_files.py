@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 
 from agents.contract.records import BackupRecord, Compared, Severity
 from agents.jobs.catalog import StoredBackup
@@ -22,12 +23,16 @@ from targets.files.verify import compare_restored, compare_stream
 
 
 def verify_files_backup(
-    restic: Restic, backup: StoredBackup, vouching: BackupRecord, scratch: str, record: RecordDraft[VerifyDraft]
+    restic: Restic, backup: StoredBackup, vouching: BackupRecord, scratch: str, record: RecordDraft[VerifyDraft],
+    repository_sound: Callable[[], bool],
 ) -> None:
     """Restore ``backup`` under ``scratch`` and add a finding for every difference from its manifest.
 
-    Raises :class:`CouldNotVerify` when the restore could not be done.
+    ``repository_sound`` waits for the repository check (nothing is restored unless it passed). Raises
+    :class:`CouldNotVerify` when the check or the restore could not be done.
     """
+    if not repository_sound():
+        return
     scratch = os.path.join(scratch, "files")  # beside the scratch directory's own bookkeeping
     with record.phase("restore"):
         try:
