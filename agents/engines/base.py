@@ -68,6 +68,10 @@ class RestoreTarget(Protocol):
         """The restored database's manifest, computed as at backup time by the manifest's ``method`` (under the
         original names). Raises ``DatabaseUnavailable``."""
 
+    def checksum_problem(self, method: str) -> str | None:
+        """Why this database cannot recompute checksums by ``method`` (a function the server lacks), or None; asked
+        before the dump is loaded. Raises ``DatabaseUnavailable``."""
+
     def server_problem(self) -> str:
         """A throwaway server's own words on why a load failed (its log's first error line), or ''."""
 

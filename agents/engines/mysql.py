@@ -103,6 +103,22 @@ class MysqlRestoreTarget:
     defaults_file: str | None = None
     log_file: str | None = None  # a throwaway instance's error log
 
+    def checksum_problem(self, method: str) -> str | None:
+        if method != checksum.CRC_PAIR:
+            return None
+        try:
+            connection = self.connect(self.database)
+            try:
+                with connection.cursor() as cursor:
+                    if my_snapshot.crc32c_available(cursor):
+                        return None
+            finally:
+                connection.close()
+        except pymysql.MySQLError as error:
+            raise DatabaseUnavailable(str(error)) from error
+        return ("the manifest's checksums use CRC32C, which this server does not have (MariaDB 10.8 or later has "
+                "it)")
+
     def server_problem(self) -> str:
         return first_problem_line(self.log_file, ("[ERROR]",)) if self.log_file else ""
 
@@ -125,11 +141,9 @@ class MysqlRestoreTarget:
         """
         connections: list[Any] = []
         try:
-            connections = [self.connect(self.database) for _ in range(CHECKSUM_CONNECTIONS)]
+            for _ in range(CHECKSUM_CONNECTIONS):
+                connections.append(self.connect(self.database))
             cursors = [connection.cursor() for connection in connections]
-            if method == checksum.CRC_PAIR and not my_snapshot.crc32c_available(cursors[0]):
-                raise DatabaseUnavailable("the manifest's checksums use CRC32C, which this server does not have "
-                                          "(MariaDB 10.8 or later has it)")
             for cursor in cursors:
                 cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             found = my_snapshot.compute_checksums(cursors, self.database, method)

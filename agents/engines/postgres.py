@@ -142,6 +142,9 @@ class PostgresRestoreTarget:
     passfile: str | None = None
     log_file: str | None = None  # a throwaway cluster's server log
 
+    def checksum_problem(self, method: str) -> str | None:
+        return None if method in pg_checksum.METHODS else f"no such PostgreSQL checksum method: {method[:80]!r}"
+
     def server_problem(self) -> str:
         return first_problem_line(self.log_file, ("PANIC:", "FATAL:", "ERROR:")) if self.log_file else ""
 
@@ -160,7 +163,7 @@ class PostgresRestoreTarget:
 
     def checksums(self, method: str) -> TableManifest:
         """The restored tables' checksums (PostgreSQL has one ``method``). Raises :class:`DatabaseUnavailable`."""
-        if method != pg_checksum.METHOD:
+        if method not in pg_checksum.METHODS:
             raise DatabaseUnavailable(f"no such PostgreSQL checksum method: {method[:80]!r}")
         try:
             with self.connect(self.database) as connection:
@@ -278,7 +281,7 @@ def scratch_server_database(settings: PostgresScratch, scratch_dir: str) -> Iter
 class PostgresEngine:
     kind = "postgres"
     manifest_schema = "drill.manifest.postgres/v1"
-    checksum_methods = (pg_checksum.METHOD,)
+    checksum_methods = pg_checksum.METHODS
 
     def list_databases(self, target: TargetConfig) -> list[str]:
         """The databases to dump, after the cluster's global objects when those are wanted."""

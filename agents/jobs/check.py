@@ -63,7 +63,8 @@ class BackgroundCheck:
     """:func:`run_check_part` in a thread, started at once; :meth:`outcome` waits for it.
 
     A verification starts its throwaway database instance (seconds) while restic checks: nothing is restored
-    before the outcome is known, and the check's exclusive lock would hold a restore back anyway.
+    before the outcome is known (the check holds the repository's exclusive lock: any other restic command would
+    fail as locked until it ends).
     """
 
     def __init__(self, restic: Restic, state: StateDir, repository: str, parts: int,
@@ -81,6 +82,10 @@ class BackgroundCheck:
                 self._outcome = run_check_part(*self._args)
         except BaseException as error:  # handed to the thread that waits
             self._error = error
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
 
     def outcome(self) -> CheckOutcome:
         """The check's outcome, once it has ended. Raises what the check raised (not a ``ResticError``: that is

@@ -114,7 +114,10 @@ def select_backups(backups: list[catalog.StoredBackup], job: VerifyJob, anchors:
             selection.unrecorded.append(backup)
         else:
             newest[backup.database] = Chosen(backup, record)
-    selection.chosen = sorted(newest.values(), key=lambda c: (c.backup.database is not None, c.backup.database or ""))
+    # Pseudo-databases ("@globals", verified by digest alone) last: the first backup verified starts its scratch
+    # instance while the repository is checked, and they have none to start.
+    selection.chosen = sorted(newest.values(), key=lambda c: (
+        c.backup.database is not None, (c.backup.database or "").startswith("@"), c.backup.database or ""))
     return selection
 
 
@@ -191,15 +194,17 @@ def _verify_one(
     config: AgentConfig, restic: Restic, chosen: Chosen, check: BackgroundCheck, kind: str,
     state: StateDir, record: RecordDraft[VerifyDraft],
 ) -> None:
-    backup = chosen.backup
-    record.details.snapshot = VerifiedSnapshot(
-        id=backup.snapshot_id, time=backup.time, job_id=backup.job_id, level=backup.level, database=backup.database,
-        manifest_snapshot_id=backup.manifest_snapshot_id)
     gate = CheckGate(check, record)  # asked before anything is restored
     verdict: Verdict = "error"
     try:
         try:
-            _in_scratch(config, restic, chosen, kind, state, record, gate)
+            backup = chosen.backup
+            record.details.snapshot = VerifiedSnapshot(
+                id=backup.snapshot_id, time=backup.time, job_id=backup.job_id, level=backup.level,
+                database=backup.database, manifest_snapshot_id=backup.manifest_snapshot_id)
+            # Once the check is known to have failed, no scratch instance is started for nothing.
+            if not gate.known or gate():
+                _in_scratch(config, restic, chosen, kind, state, record, gate)
         finally:
             gate.settle()  # the check's result is in every record, also when the scratch failed first
         verdict = "failed" if record.has_errors else "passed"

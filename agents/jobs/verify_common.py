@@ -30,14 +30,28 @@ class CheckGate:
         self._record = record
         self._passed: bool | None = None
         self._error: str | None = None
+        self._error_reported = False
 
     def __call__(self) -> bool:
-        self.settle()
+        self._wait()
         if self._error is not None:
+            self._error_reported = True
             raise CouldNotVerify(self._error)
         return bool(self._passed)
 
+    @property
+    def known(self) -> bool:
+        """Whether the check has ended (asking costs no wait)."""
+        return self._check.done
+
     def settle(self) -> None:
+        """Wait for the check and record its result; its error too, as ``could_not_verify``, if no one asked."""
+        self._wait()
+        if self._error is not None and not self._error_reported:
+            self._error_reported = True
+            self._record.add("could_not_verify", "error", self._error)
+
+    def _wait(self) -> None:
         if self._passed is not None:
             return
         outcome = self._check.outcome()

@@ -120,6 +120,9 @@ def verify_dump_backup(
             dump = _read_manifest(engine, kind, restic, backup, vouching, record) if repository_sound() else None
             if dump is None:
                 return
+            problem = target.checksum_problem(dump.method)
+            if problem is not None:
+                raise CouldNotVerify(f"the scratch database cannot recompute this manifest: {problem}")
             with record.phase("restore"):
                 streamed = _stream(restic, backup, dump.filename, target, record)
             intact = _check_stream(streamed, dump.digest, record)

@@ -10,8 +10,11 @@ description (a verification recomputes with the manifest's):
 - :data:`CRC_PAIR` (written since MariaDB 10.8 has ``CRC32C``): the row's
   ``CRC32`` and ``CRC32C`` side by side. The two CRCs' polynomials are different
   and coprime, so the pair is the row's remainder modulo their degree-64 product
-  (Chinese remainder theorem): a 64-bit CRC, which misses a random change with
-  probability 2^-64 and every change of up to 64 consecutive bits. Numbers and
+  (Chinese remainder theorem): a 64-bit CRC, which misses a random change of a
+  row with probability 2^-64 and no change of up to 64 consecutive bits. Being
+  linear, the same change to exactly two rows of equal length, at the same
+  place, can cancel in the sum (about 2^-32 for a typical change); a non-linear
+  term (a materialised product) measured 40 % slower. Numbers and
   times enter as they are (their text is ASCII in every character set); other
   text is converted to utf8mb4 so a column's own character set and collation
   cannot change it.

@@ -68,7 +68,7 @@ def compute_checksums(cursors: Sequence[Any], database: str, method: str) -> Tab
     tables = [(str(name), str(engine), int(rows)) for name, engine, rows in first.fetchall()]
     schema = hashlib.sha256()
     parts: list[tuple[str, str]] = []  # (table, SQL of some of its rows)
-    for name, _engine, estimated_rows in tables:
+    for name, engine, estimated_rows in tables:
         first.execute(f"SHOW CREATE TABLE {checksum.quote_ident(database)}.{checksum.quote_ident(name)}")
         create = _AUTO_INCREMENT.sub("", str(first.fetchone()[1]))
         schema.update(create.encode() + b"\n")
@@ -76,7 +76,10 @@ def compute_checksums(cursors: Sequence[Any], database: str, method: str) -> Tab
         columns = [checksum.Column(str(c), str(t), str(cs), str(co), bool(k)) for c, t, cs, co, k in first.fetchall()]
         ranges = [""]
         key = checksum.split_key(columns)
-        if key is not None and len(cursors) > 1 and estimated_rows >= checksum.SPLIT_FROM_ROWS:
+        # A non-transactional table is read in one statement: two ranges read at two moments could count a row
+        # that moved between them twice, or not at all.
+        if (key is not None and len(cursors) > 1 and estimated_rows >= checksum.SPLIT_FROM_ROWS
+                and checksum.is_transactional(engine)):
             first.execute(checksum.make_key_bounds_sql(database, name, key))
             low, high = first.fetchone()
             ranges = checksum.make_key_ranges(key, low, high, len(cursors))
@@ -129,14 +132,21 @@ def _run_in_parallel(cursors: Sequence[Any], statements: list[str]) -> list[tupl
     return results
 
 
+# What a server without the function answers: no such function (1305), no database to look it up in (1046), a
+# syntax error (1064) or an unknown native function (1630).
+_NO_FUNCTION = frozenset({1046, 1064, 1305, 1630})
+
+
 def crc32c_available(cursor: Any) -> bool:
     """Whether the server has ``CRC32C`` (MariaDB 10.8 and later; not MySQL 8), which :data:`checksum.CRC_PAIR`
-    needs."""
+    needs. Raises ``pymysql.MySQLError`` for any other failure (a lost connection is not a missing function)."""
     try:
         cursor.execute(checksum.PROBE_CRC32C_SQL)
         cursor.fetchall()
-    except pymysql.MySQLError:
-        return False
+    except (pymysql.ProgrammingError, pymysql.OperationalError, pymysql.InternalError) as error:
+        if error.args and error.args[0] in _NO_FUNCTION:
+            return False
+        raise
     return True
 
 
@@ -162,7 +172,8 @@ class ConsistentSnapshot:
     def __enter__(self) -> ConsistentSnapshot:
         try:
             self._lock = connect(*self._args)
-            self._readers = [connect(*self._args, database=self.database) for _ in range(self._readers_wanted)]
+            for _ in range(self._readers_wanted):
+                self._readers.append(connect(*self._args, database=self.database))
             with self._lock.cursor() as cursor:
                 cursor.execute("SELECT VERSION()")
                 self.server_version = str(cursor.fetchone()[0])

@@ -13,6 +13,7 @@ text. The same SQL runs on the restored database to compare.
 from __future__ import annotations
 
 METHOD = "sum(hashtextextended(row::text, 0)) mod 2^64, in the snapshot pg_dump imported"  # in the manifest
+METHODS = (METHOD, "sum(hashtextextended(row::text, 0)) mod 2^64")  # the same checksum, as the first manifests said
 
 # Settings under which every type prints the same text on the source and on the
 # restored copy (time zone, date and interval styles, float digits, bytea form).
