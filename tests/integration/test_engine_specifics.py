@@ -198,6 +198,7 @@ def test_a_mariadb_without_crc32c_gets_the_md5_checksum_and_it_verifies(
 ) -> None:
     # MySQL 8 has no CRC32C; this machine's MariaDB has, so the probe is told it failed. The MD5 method is also
     # what earlier backups' manifests name: their verification recomputes it.
+    real_probe = my_snapshot.crc32c_available
     monkeypatch.setattr(my_snapshot, "crc32c_available", lambda cursor: False)
     with throwaway_mysql_database(rows=300) as db:
         path = _config(workspace, db, "mysql", {"directory": scratch_dir})
@@ -210,3 +211,12 @@ def test_a_mariadb_without_crc32c_gets_the_md5_checksum_and_it_verifies(
         manifest = json.loads(restic.dump(backed_up.manifest.snapshot_id,  # type: ignore[union-attr]
                                           f"/{db.name}.manifest.json"))
         assert manifest["checksum"] == my_checksum.MD5_PREFIX
+        # A CRC manifest, and a scratch server without CRC32C: could not verify, said before the dump is loaded.
+        monkeypatch.setattr(my_snapshot, "crc32c_available", real_probe)
+        [*_, crc] = backup(config, "nightly", Level.FULL)
+        monkeypatch.setattr(my_snapshot, "crc32c_available", lambda cursor: False)
+        [refused] = verify(config, "app", snapshot=crc.snapshot.id)  # type: ignore[union-attr]
+        assert refused.verdict == "error"
+        assert [f.code for f in refused.findings] == ["could_not_verify"]
+        assert "CRC32C" in refused.findings[0].message
+        assert "restore" not in refused.timings.phases and "scratch_start" in refused.timings.phases
