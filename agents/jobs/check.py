@@ -8,7 +8,6 @@ scratch instance starts: :class:`BackgroundCheck`); the check job runs one alone
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -60,7 +59,8 @@ def run_check_part(restic: Restic, state: StateDir, repository: str, parts: int,
 
 
 class BackgroundCheck:
-    """:func:`run_check_part` in a thread, started at once; :meth:`outcome` waits for it.
+    """:func:`run_check_part` in a thread, started at once, timed as the ``check`` phase of ``timed``;
+    :meth:`outcome` waits for it.
 
     A verification starts its throwaway database instance (seconds) while restic checks: nothing is restored
     before the outcome is known (the check holds the repository's exclusive lock: any other restic command would
@@ -68,7 +68,7 @@ class BackgroundCheck:
     """
 
     def __init__(self, restic: Restic, state: StateDir, repository: str, parts: int,
-                 timed: RecordDraft[Any] | None = None) -> None:
+                 timed: RecordDraft[Any]) -> None:
         self._args = (restic, state, repository, parts)
         self._timed = timed
         self._outcome: CheckOutcome | None = None
@@ -78,7 +78,7 @@ class BackgroundCheck:
 
     def _run(self) -> None:
         try:
-            with self._timed.phase("check") if self._timed is not None else contextlib.nullcontext():
+            with self._timed.phase("check"):
                 self._outcome = run_check_part(*self._args)
         except BaseException as error:  # handed to the thread that waits
             self._error = error

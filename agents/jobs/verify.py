@@ -3,9 +3,10 @@
 Steps, each timed in the record: find the backups → ``restic check`` (structure,
 plus a rotating ``--read-data-subset n/N`` so every pack is read within N
 verifications; in the background while a throwaway database instance starts,
-but nothing is restored before it passed) → for each backup, a fresh scratch directory → restore and
-compare (files: ``verify_files``; database dumps: ``verify_dump``, through the
-target kind's engine) → remove the scratch directory, pass or fail. One record
+but nothing is restored before it passed) → for each backup, a fresh scratch
+directory → restore and compare (files: ``verify_files``; database dumps:
+``verify_dump``, through the target kind's engine) → remove the scratch
+directory, pass or fail. One record
 per backup verified; verdict ``passed`` (no failure finding), ``failed``
 (findings), or ``error`` (could not verify -- never a pass).
 
