@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TableChecksum:
-    """Row count and order-independent checksum of one table."""
+    """Row count and order-independent checksum of one table; ``columns_digested``: summed with each column reduced
+    to a digest first (MySQL/MariaDB, for rows longer than the server's ``max_allowed_packet``)."""
 
     schema: str
     name: str
     rows: int
     checksum: str
+    columns_digested: bool = False
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,9 @@ class TableManifest:
     method: str = ""  # how the checksums were computed, in words (the manifest's ``checksum``)
 
     def table_documents(self) -> list[dict[str, object]]:
-        return [{"schema": t.schema, "name": t.name, "rows": t.rows, "checksum": t.checksum} for t in self.tables]
+        """The manifest's ``tables``; ``columns_digested`` only where it is true."""
+        return [{"schema": t.schema, "name": t.name, "rows": t.rows, "checksum": t.checksum,
+                 **({"columns_digested": True} if t.columns_digested else {})} for t in self.tables]
 
 
 class DatabaseUnavailable(Exception):

@@ -22,7 +22,7 @@ backup time.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from agents.scratch.config import ScratchConfig
@@ -64,9 +64,10 @@ class RestoreTarget(Protocol):
     def load_command(self) -> Command:
         """The loader reading the dump on stdin."""
 
-    def checksums(self, method: str) -> TableManifest:
+    def checksums(self, method: str, columns_digested: Collection[str] = ()) -> TableManifest:
         """The restored database's manifest, computed as at backup time by the manifest's ``method`` (under the
-        original names). Raises ``DatabaseUnavailable``."""
+        original names); ``columns_digested``: the tables the manifest says were summed with each column digested
+        first. Raises ``DatabaseUnavailable``."""
 
     def checksum_problem(self, method: str) -> str | None:
         """Why this database cannot recompute checksums by ``method`` (a function the server lacks), or None; asked

@@ -24,7 +24,7 @@ import functools
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +134,7 @@ class MysqlRestoreTarget:
         return pymysql.connect(**self.connect_args, database=database, autocommit=True, connect_timeout=10,
                                charset="utf8mb4")
 
-    def checksums(self, method: str) -> TableManifest:
+    def checksums(self, method: str, columns_digested: Collection[str] = ()) -> TableManifest:
         """The restored tables' checksums by ``method``, two connections sharing the work (nothing else writes).
 
         Raises :class:`DatabaseUnavailable`, also when the server lacks a function the method needs.
@@ -146,14 +146,15 @@ class MysqlRestoreTarget:
             cursors = [connection.cursor() for connection in connections]
             for cursor in cursors:
                 cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            found = my_snapshot.compute_checksums(cursors, self.database, method)
+            found = my_snapshot.compute_checksums(cursors, self.database, method, columns_digested)
         except pymysql.MySQLError as error:
             raise DatabaseUnavailable(str(error)) from error
         finally:
             for connection in connections:
                 with contextlib.suppress(pymysql.MySQLError):
                     connection.close()
-        tables = tuple(TableChecksum(self.original, t.name, t.rows, t.checksum) for t in found.tables)
+        tables = tuple(TableChecksum(self.original, t.name, t.rows, t.checksum, t.columns_digested)
+                       for t in found.tables)
         return TableManifest(found.schema_digest, tables, found.non_transactional, method)
 
 

@@ -20,7 +20,7 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -161,10 +161,13 @@ class PostgresRestoreTarget:
         return psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password,
                                dbname=database, autocommit=True, connect_timeout=10)
 
-    def checksums(self, method: str) -> TableManifest:
+    def checksums(self, method: str, columns_digested: Collection[str] = ()) -> TableManifest:
         """The restored tables' checksums (PostgreSQL has one ``method``). Raises :class:`DatabaseUnavailable`."""
         if method not in pg_checksum.METHODS:
             raise DatabaseUnavailable(f"no such PostgreSQL checksum method: {method[:80]!r}")
+        if columns_digested:  # PostgreSQL sums every row whole; a manifest that says otherwise was not made here
+            raise DatabaseUnavailable("the manifest says tables were summed with their columns digested, which "
+                                      "PostgreSQL checksums never are")
         try:
             with self.connect(self.database) as connection:
                 pg_snapshot.begin_canonical_snapshot(connection)

@@ -3,8 +3,8 @@
 Steps, each timed in the record: plan the level from the agent's index of its
 backups → select the files → hash them into the manifest (reusing the base's
 hashes for unchanged files) → one ``restic backup`` of the files *and* the
-manifest file, so they share one snapshot → re-stat to find files that changed
-while restic read them → replicate to the policy's other repositories and prove
+manifest file, so they share one snapshot → re-stat the files that can have
+changed while restic read them (:mod:`agents.jobs.restat`) → replicate to the policy's other repositories and prove
 the copies → apply retention. Every step that fails becomes a finding; the
 record's outcome is ``success`` only if nothing went wrong.
 """
@@ -26,6 +26,7 @@ from agents.jobs import catalog, snapshot_proof
 from agents.jobs.database import backup_database_target
 from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.replication import apply_retention, replicate
+from agents.jobs.restat import ReadSinceBase
 from agents.journal import Journal
 from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record, new_backup_draft
 from agents.repositories import open_outbox, open_repository
@@ -242,13 +243,15 @@ def _backup_files(
     counts = files_manifest.HashCounts()
     with record.phase("hash"):
         base_entries = _open_base(state, restic, base, record) if decision.level is not Level.FULL else None
+        read_since_base = ReadSinceBase(incremental=base_entries is not None)
         found = walk(target.paths, target.exclude, [config.state_dir], selection)
         try:
             with open(manifest_path, "wb") as handle:
                 os.chmod(manifest_path, 0o600)
                 writer = manifest_store.ManifestWriter(handle, manifest)
                 listed = snapshot_proof.Fold()  # the manifest's side of the snapshot proof
-                for entry in files_manifest.stream_entries(found, target.hash, base_entries, counts):
+                for entry in files_manifest.stream_entries(found, target.hash, base_entries, counts,
+                                                           on_read=read_since_base.read_by_agent):
                     writer.add(entry)
                     listed.take(entry)
                 manifest.unreadable = sorted(counts.unreadable, key=lambda u: u["path"])
@@ -284,7 +287,8 @@ def _backup_files(
     try:
         with record.phase("backup"), open(stored_file, "w+b") as spill:
             os.chmod(stored_file, 0o600)
-            account = snapshot_proof.SnapshotAccount(selection.roots, with_ancestors(manifest_path), spill)
+            account = snapshot_proof.SnapshotAccount(selection.roots, with_ancestors(manifest_path), spill,
+                                                     also=read_since_base.reported_by_restic)
             run = restic.backup_files(
                 [*selection.roots, manifest_path],
                 exclusions=excludes.make_exclusions(selection.excluded, keep=manifest_path),
@@ -318,7 +322,7 @@ def _backup_files(
             record.add("unreadable", "error", f"restic could not read {error.item}: {error.message}", error.item)
     if run.partial and not (unreadable or run.errors):
         record.add("restic_partial", "error", "restic reported that some source data could not be read")
-    changed = files_manifest.find_changed_since(stored_manifest)
+    changed = read_since_base.find_changed(stored_manifest)
     for path in proof.appeared:
         record.add("changed_during_backup", "warning", f"{path} appeared while it was being backed up: it is in "
                    "the snapshot, not in the manifest", path)

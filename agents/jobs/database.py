@@ -114,6 +114,10 @@ def _backup_database(
         return False
     if "error" in streamed:
         return _record_dump_failure(streamed["error"], database, record)
+    for digested in (t for t in tables.tables if t.columns_digested):
+        record.add("columns_digested", "info",
+                   f"{database}.{digested.name} has rows longer than the server's max_allowed_packet: it was summed "
+                   "with each column digested first (the manifest says so)", f"{database}.{digested.name}")
     for table in tables.non_transactional:
         record.add("non_transactional_table", "warning",
                    f"{database}.{table} is not transactional: its checksum is exact only if nothing wrote to it "

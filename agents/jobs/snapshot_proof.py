@@ -17,7 +17,7 @@ regular files and directories; symlinks are proven when a restore is verified.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -33,7 +33,7 @@ def _entry_hash(kind: str, path: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
 
 
-def _comparable(path: str) -> str:
+def comparable_path(path: str) -> str:
     """A manifest path as restic's JSON prints it: bytes that are not UTF-8 become U+FFFD."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
@@ -57,7 +57,7 @@ class Fold:
         """Fold a manifest entry as restic would report it. Entries the walk could not read are never in a
         manifest, so nothing here is unprovable."""
         if entry.type in _REPORTED:
-            self.add(entry.type, _comparable(entry.path))
+            self.add(entry.type, comparable_path(entry.path))
 
 
 @dataclass
@@ -65,11 +65,13 @@ class SnapshotAccount:
     """restic's stream of stored entries under ``roots``, folded; ``spill`` keeps them to name differences.
 
     ``ignore``: paths that are not the target's data (the staged manifest and its directories).
+    ``also``: given each item that is the target's data, with its path as folded (a directory's without the '/').
     """
 
     roots: Sequence[str]
     ignore: Collection[str]
     spill: IO[bytes]
+    also: Callable[[BackupItem, str], None] | None = None
     fold: Fold = field(default_factory=Fold)
 
     def take(self, item: BackupItem) -> None:
@@ -79,6 +81,8 @@ class SnapshotAccount:
             return
         kind = "dir" if is_dir else "file"
         self.fold.add(kind, path)
+        if self.also is not None:
+            self.also(item, path)
         self.spill.write(f"{kind}\0{path}\0".encode("utf-8", "surrogatepass"))
 
 
@@ -96,7 +100,7 @@ def _manifest_pairs(entries: Iterable[FileEntry], unprovable: Collection[str]) -
     """The (kind, path) pairs restic's stream would hold for ``entries`` (as :meth:`Fold.take` folds them)."""
     for entry in entries:
         if entry.type in _REPORTED and entry.path not in unprovable:
-            yield entry.type, _comparable(entry.path)
+            yield entry.type, comparable_path(entry.path)
 
 
 def prove(

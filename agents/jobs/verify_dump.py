@@ -80,6 +80,7 @@ class _DumpToVerify:
     filename: str  # the dump's path in its snapshot
     digest: str  # the dump's digest at backup time
     method: str  # how its tables were checksummed
+    columns_digested: frozenset[str]  # tables summed with each column digested first (rows over max_allowed_packet)
 
 
 def verify_dump_backup(
@@ -137,7 +138,7 @@ def verify_dump_backup(
                 record.add("restore_failed", "error", f"the altered dump could not be loaded: {said}")
                 return
             with record.phase("compare"):
-                restored = target.checksums(dump.method)
+                restored = target.checksums(dump.method, dump.columns_digested)
     except _Damaged:
         return
     except ScratchUnusable as error:
@@ -176,7 +177,9 @@ def _read_manifest(
     if "/" in name or name in (".", "..") or "\0" in name:
         record.add("manifest_unreadable", "error", f"the manifest names the dump {name!r}, not a file name")
         return None
-    return _DumpToVerify(manifest, "/" + name, str(dump.get("digest", "")), method)
+    tables = [t for t in manifest["tables"] if isinstance(t, dict)]
+    digested = frozenset(str(t.get("name")) for t in tables if t.get("columns_digested") is True)
+    return _DumpToVerify(manifest, "/" + name, str(dump.get("digest", "")), method, digested)
 
 
 def _tried_to_escape(markers: tuple[str, ...], loader_stderr: tuple[str, ...], server_log: str,

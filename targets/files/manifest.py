@@ -218,8 +218,11 @@ def stream_entries(
     counts: HashCounts,
     *,
     workers: int = 2,
+    on_read: Callable[[FileEntry], None] | None = None,
 ) -> Iterator[FileEntry]:
     """Hash every found path, in order, reusing ``base`` hashes for unchanged files; yield their entries.
+
+    ``on_read`` is given each entry whose file (or symlink) was read here rather than kept from ``base``.
 
     The walk is taken a window at a time (:data:`_WINDOW_FILES` entries or :data:`_WINDOW_BYTES` to read), so
     memory holds one window however many files there are. A file that cannot be read is added to
@@ -272,6 +275,8 @@ def stream_entries(
             for result in results:
                 if isinstance(result, FileEntry):
                     done[result.path] = result
+                    if on_read is not None:
+                        on_read(result)
                     if result.type == "file":
                         counts.hashed_files += 1
                         counts.hashed_bytes += result.size

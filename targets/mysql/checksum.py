@@ -22,6 +22,13 @@ description (a verification recomputes with the manifest's):
   MySQL 8): the first 64 bits of the row's MD5, every non-binary column converted
   to utf8mb4. About half as fast.
 
+A row whose text would be longer than the server's ``max_allowed_packet``
+makes ``CONCAT_WS`` NULL (warning 1301) and would be counted without being
+hashed. A table where that happens is summed again with each column reduced to
+its own digest first (:func:`make_table_checksum_sql` ``columns_digested``; a
+CRC pair, or an MD5, of the column's text, binary as it is), so the row's text
+is a few dozen bytes a column; the manifest names such tables.
+
 A large table with a one-column integer primary key is summed in key ranges,
 one per connection, all in the same snapshot; the parts' counts and sums add up
 to the table's (:func:`make_key_ranges`).
@@ -50,6 +57,8 @@ CRC_PAIR = ("sum(CRC32(row) * 2^32 + CRC32C(row)) mod 2^64, row = CONCAT_WS(0x1f
 MD5_PREFIX = f"sum(first 64 bits of MD5(CONCAT_WS(0x1f, columns as utf8mb4 or hex, NULL flags))) mod 2^64, {_HELD}"
 METHODS = (CRC_PAIR, MD5_PREFIX)  # what a verification can recompute; the first is preferred
 PROBE_CRC32C_SQL = "SELECT CRC32C('')"
+# "Result of concat_ws() was larger than max_allowed_packet - truncated": the value became NULL.
+LONGER_THAN_PACKET = 1301
 
 # Below this many rows (the server's estimate) a table is summed on one connection: splitting costs two queries.
 SPLIT_FROM_ROWS = 100_000
@@ -93,14 +102,21 @@ def _text_as_is(columns: Sequence[Column]) -> bool:
     return all(c.charset == "utf8mb4" for c in texts) and len({c.collation for c in texts}) <= 1
 
 
-def _column_text(column: Column, method: str, text_as_is: bool) -> str:
+def _column_text(column: Column, method: str, text_as_is: bool, digested: bool) -> str:
     quoted = quote_ident(column.name)
     kind = column.data_type.lower()
     if kind in BINARY_TYPES:
-        return f"HEX({quoted})"
-    if method == CRC_PAIR and (kind in PLAIN_TYPES or text_as_is):
-        return quoted
-    return f"CONVERT({quoted} USING utf8mb4)"
+        return _column_digest(quoted, method) if digested else f"HEX({quoted})"
+    as_is = method == CRC_PAIR and (kind in PLAIN_TYPES or text_as_is)
+    text = quoted if as_is else f"CONVERT({quoted} USING utf8mb4)"
+    return _column_digest(text, method) if digested else text
+
+
+def _column_digest(text: str, method: str) -> str:
+    """A column's text reduced to a short digest of it, by the method's own hash (NULL stays NULL)."""
+    if method == CRC_PAIR:
+        return f"CONCAT(CRC32({text}), ':', CRC32C({text}))"
+    return f"MD5({text})"
 
 
 def _row_value(row: str, method: str) -> str:
@@ -112,15 +128,19 @@ def _row_value(row: str, method: str) -> str:
 
 
 def make_table_checksum_sql(
-    database: str, table: str, columns: Sequence[Column], method: str = CRC_PAIR, where: str = ""
+    database: str, table: str, columns: Sequence[Column], method: str = CRC_PAIR, where: str = "", *,
+    columns_digested: bool = False,
 ) -> str:
     """SQL returning (row count, checksum as text) of one table, or of the rows ``where`` selects.
 
     Given the table's columns in ordinal order and one of :data:`METHODS`; ``where`` is a predicate from
-    :func:`make_key_ranges` or ''. Raises ``ValueError`` for an unknown method.
+    :func:`make_key_ranges` or ''; ``columns_digested``: each column enters the row's text as a digest of its own
+    text (for rows longer than ``max_allowed_packet``). Raises ``ValueError`` for an unknown method.
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown checksum method {method[:80]!r}")
     as_is = _text_as_is(columns)
-    texts = ", ".join(_column_text(column, method, as_is) for column in columns)
+    texts = ", ".join(_column_text(column, method, as_is, columns_digested) for column in columns)
     nulls = ", ".join(f"ISNULL({quote_ident(column.name)})" for column in columns)
     row = f"CONCAT_WS(0x1f, {texts}, CONCAT({nulls}))" if columns else "''"
     relation = f"{quote_ident(database)}.{quote_ident(table)}"

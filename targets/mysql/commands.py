@@ -16,8 +16,9 @@ def make_dump_command(binary: str, database: str, *, defaults_file: str | None) 
     argv = [binary]
     if defaults_file:
         argv.append(f"--defaults-extra-file={defaults_file}")  # must come first
+    # The largest packet the protocol allows: a row as long as the server accepts is read whole.
     argv += ["--single-transaction", "--quick", "--routines", "--triggers", "--events", "--hex-blob",
-             "--default-character-set=utf8mb4", "--no-tablespaces", database]
+             "--default-character-set=utf8mb4", "--no-tablespaces", "--max-allowed-packet=1G", database]
     return tuple(argv)
 
 
@@ -51,7 +52,9 @@ def make_load_command(
         argv += [f"--socket={socket}", f"--user={user}"]
     if sandbox:
         argv.append("--sandbox")
-    argv += ["--default-character-set=utf8mb4", "--batch", database]
+    # A dump's INSERT of one long row (binary as hex doubles it) can exceed the client's default 16 MiB; the
+    # throwaway server takes 1 GiB.
+    argv += ["--default-character-set=utf8mb4", "--batch", "--max-allowed-packet=1G", database]
     return tuple(argv)
 
 

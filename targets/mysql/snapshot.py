@@ -24,7 +24,8 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -51,24 +52,64 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def compute_checksums(cursors: Sequence[Any], database: str, method: str) -> TableManifest:
+class RowsTooLong(DatabaseUnavailable):
+    """Rows whose text is longer than the server's ``max_allowed_packet`` even with every column digested: their
+    content cannot be summed."""
+
+
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    engine: str
+    columns: list[checksum.Column]
+    ranges: list[str]  # predicates that share its rows out between the cursors ('' = the whole table)
+
+
+def compute_checksums(
+    cursors: Sequence[Any], database: str, method: str, columns_digested: Collection[str] | None = None
+) -> TableManifest:
     """Schema digest, table checksums and non-transactional tables of ``database``, by ``method``.
 
     Given one or more cursors, each in a transaction that sees the same state (the first reads the schema);
-    a large table with an integer key is summed in ranges, one cursor each, in parallel. Raises
-    ``pymysql.MySQLError`` from the server and ``ValueError`` for a method not in ``checksum.METHODS``.
+    a large table with an integer key is summed in ranges, one cursor each, in parallel. ``columns_digested``: the
+    tables to sum with each column digested first, as a manifest names them; None (at backup) means those in which
+    a row's text is longer than ``max_allowed_packet``, found by summing them the plain way first.
+
+    Raises ``pymysql.MySQLError`` from the server, :class:`RowsTooLong` when a row's text is too long in a table
+    not named in ``columns_digested`` or even digested, and ``ValueError`` for a method not in
+    ``checksum.METHODS``.
     """
     if method not in checksum.METHODS:
         raise ValueError(f"unknown checksum method {method[:80]!r}")
     for cursor in cursors:
         for statement in checksum.SESSION_SETTINGS:
             cursor.execute(statement)
+    schema_digest, tables = _read_tables(cursors, database)
+    digested = set(columns_digested or ())
+    sums = _sum_tables(cursors, database, method, tables, digested)
+    too_long = {name for name, (_, _, truncated) in sums.items() if truncated}
+    if too_long and columns_digested is None:  # at backup: those tables again, each column digested
+        digested = too_long
+        sums.update(_sum_tables(cursors, database, method, [t for t in tables if t.name in digested], digested))
+        too_long = {name for name, (_, _, truncated) in sums.items() if truncated}
+    if too_long:
+        how = "even with each column digested" if too_long & digested else "and the manifest sums them whole"
+        raise RowsTooLong(f"rows of {', '.join(sorted(too_long))[:300]} are longer than the server's "
+                          f"max_allowed_packet {how}: their content cannot be summed")
+    result = [TableChecksum(database, t.name, sums[t.name][0], str(sums[t.name][1]), t.name in digested)
+              for t in tables]
+    non_transactional = [t.name for t in tables if not checksum.is_transactional(t.engine)]
+    return TableManifest(schema_digest, tuple(result), tuple(non_transactional), method)
+
+
+def _read_tables(cursors: Sequence[Any], database: str) -> tuple[str, list[_Table]]:
+    """The schema digest and every base table, with the key ranges each is summed in."""
     first = cursors[0]
     first.execute(checksum.LIST_TABLES_SQL, (database,))
-    tables = [(str(name), str(engine), int(rows)) for name, engine, rows in first.fetchall()]
+    listed = [(str(name), str(engine), int(rows)) for name, engine, rows in first.fetchall()]
     schema = hashlib.sha256()
-    parts: list[tuple[str, str]] = []  # (table, SQL of some of its rows)
-    for name, engine, estimated_rows in tables:
+    tables = []
+    for name, engine, estimated_rows in listed:
         first.execute(f"SHOW CREATE TABLE {checksum.quote_ident(database)}.{checksum.quote_ident(name)}")
         create = _AUTO_INCREMENT.sub("", str(first.fetchone()[1]))
         schema.update(create.encode() + b"\n")
@@ -83,25 +124,32 @@ def compute_checksums(cursors: Sequence[Any], database: str, method: str) -> Tab
             first.execute(checksum.make_key_bounds_sql(database, name, key))
             low, high = first.fetchone()
             ranges = checksum.make_key_ranges(key, low, high, len(cursors))
-        parts += [(name, checksum.make_table_checksum_sql(database, name, columns, method, where))
-                  for where in ranges]
-    counts: dict[str, int] = {name: 0 for name, _, _ in tables}
-    sums: dict[str, int] = {name: 0 for name, _, _ in tables}
-    for (name, _sql), (count, total) in zip(parts, _run_in_parallel(cursors, [sql for _, sql in parts]),
-                                            strict=True):
-        counts[name] += count
-        sums[name] = (sums[name] + total) % checksum.MODULUS
-    result = [TableChecksum(database, name, counts[name], str(sums[name])) for name, _, _ in tables]
-    non_transactional = [name for name, engine, _ in tables if not checksum.is_transactional(engine)]
-    return TableManifest("sha256:" + schema.hexdigest(), tuple(result), tuple(non_transactional), method)
+        tables.append(_Table(name, engine, columns, ranges))
+    return "sha256:" + schema.hexdigest(), tables
 
 
-def _run_in_parallel(cursors: Sequence[Any], statements: list[str]) -> list[tuple[int, int]]:
-    """Each statement's (count, sum), the statements shared out between the cursors (one thread each).
+def _sum_tables(
+    cursors: Sequence[Any], database: str, method: str, tables: Sequence[_Table], digested: Collection[str]
+) -> dict[str, tuple[int, int, bool]]:
+    """Each table's (row count, sum, whether a row's text was too long), its ranges on the cursors in parallel."""
+    parts = [(table.name, checksum.make_table_checksum_sql(database, table.name, table.columns, method, where,
+                                                           columns_digested=table.name in digested))
+             for table in tables for where in table.ranges]
+    sums = {table.name: (0, 0, False) for table in tables}
+    for (name, _sql), (count, total, truncated) in zip(
+            parts, _run_in_parallel(cursors, [sql for _, sql in parts]), strict=True):
+        rows, so_far, any_truncated = sums[name]
+        sums[name] = (rows + count, (so_far + total) % checksum.MODULUS, any_truncated or truncated)
+    return sums
+
+
+def _run_in_parallel(cursors: Sequence[Any], statements: list[str]) -> list[tuple[int, int, bool]]:
+    """Each statement's (count, sum, whether a row's text was longer than ``max_allowed_packet``), the statements
+    shared out between the cursors (one thread each).
 
     The server does the work, so the threads mostly wait on their sockets. Raises the first error a cursor met.
     """
-    results: list[tuple[int, int]] = [(0, 0)] * len(statements)
+    results: list[tuple[int, int, bool]] = [(0, 0, False)] * len(statements)
     pending = iter(enumerate(statements))
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -116,10 +164,11 @@ def _run_in_parallel(cursors: Sequence[Any], statements: list[str]) -> list[tupl
             try:
                 cursor.execute(sql)
                 count, total = cursor.fetchone()
+                truncated = _warned(cursor, checksum.LONGER_THAN_PACKET)
             except BaseException as error:  # handed to the caller's thread
                 errors.append(error)
                 return
-            results[index] = (int(count), int(total))
+            results[index] = (int(count), int(total), truncated)
 
     helpers = [threading.Thread(target=work, args=(cursor,), name="checksum", daemon=True) for cursor in cursors[1:]]
     for helper in helpers:
@@ -130,6 +179,14 @@ def _run_in_parallel(cursors: Sequence[Any], statements: list[str]) -> list[tupl
     if errors:
         raise errors[0]
     return results
+
+
+def _warned(cursor: Any, code: int) -> bool:
+    """Whether the cursor's last statement left a warning ``code`` (asked only when it left any)."""
+    if not cursor.warning_count:
+        return False
+    cursor.execute("SHOW WARNINGS")
+    return any(int(row[1]) == code for row in cursor.fetchall())
 
 
 # What a server without the function answers: no such function (1305), no database to look it up in (1046), a

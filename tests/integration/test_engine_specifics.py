@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -220,3 +221,47 @@ def test_a_mariadb_without_crc32c_gets_the_md5_checksum_and_it_verifies(
         assert [f.code for f in refused.findings] == ["could_not_verify"]
         assert "CRC32C" in refused.findings[0].message
         assert "restore" not in refused.timings.phases and "scratch_start" in refused.timings.phases
+
+
+def test_a_mariadb_row_longer_than_max_allowed_packet_is_summed_with_its_columns_digested(
+    workspace: Workspace, scratch_dir: str
+) -> None:
+    # A blob of 0.6 × the server's max_allowed_packet is stored whole, but its hex text (1.2 ×) is longer than the
+    # server will build: summed the plain way, the row would be counted and not hashed.
+    with throwaway_mysql_database(rows=50) as db:
+        admin: Any = mysql_admin(db.name)
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute("SELECT @@max_allowed_packet")
+                blob_bytes = int(cursor.fetchone()[0]) * 6 // 10
+                cursor.execute("CREATE TABLE documents (id INT PRIMARY KEY, body LONGBLOB, title VARCHAR(40))")
+                cursor.execute("INSERT INTO documents VALUES (1, REPEAT(0xAB, %s), 'large'), (2, 'small', NULL)",
+                               (blob_bytes,))
+            path = _config(workspace, db, "mysql", {"directory": scratch_dir})
+            config = workspace.load(path)
+            [record] = [r for r in backup(config, "nightly", Level.FULL) if r.target.database == db.name]
+            assert [(f.code, f.subject) for f in record.findings if f.code == "columns_digested"] == [
+                ("columns_digested", f"{db.name}.documents")]
+            restic = Restic(config.restic_binary, config.repositories["local"])
+            manifest = json.loads(restic.dump(record.manifest.snapshot_id,  # type: ignore[union-attr]
+                                              f"/{db.name}.manifest.json"))
+            assert {t["name"] for t in manifest["tables"] if t.get("columns_digested")} == {"documents"}
+            [verified] = [r for r in verify(config, "app") if r.database == db.name]
+            assert verified.verdict == "passed", verified.findings
+            # The digested sum still sees one byte of the long row change, and summing it whole is refused.
+            with admin.cursor() as cursor:
+                cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                before = my_snapshot.compute_checksums([cursor], db.name, my_checksum.CRC_PAIR, {"documents"})
+                cursor.execute("COMMIT")
+                cursor.execute("UPDATE documents SET body = INSERT(body, %s, 1, 0xAC) WHERE id = 1",
+                               (blob_bytes // 2,))
+                after = my_snapshot.compute_checksums([cursor], db.name, my_checksum.CRC_PAIR, {"documents"})
+                with pytest.raises(my_snapshot.RowsTooLong, match="documents"):
+                    my_snapshot.compute_checksums([cursor], db.name, my_checksum.CRC_PAIR, ())
+            [documents_before] = [t for t in before.tables if t.name == "documents"]
+            [documents_after] = [t for t in after.tables if t.name == "documents"]
+            assert documents_before.checksum == next(t["checksum"] for t in manifest["tables"]
+                                                     if t["name"] == "documents")
+            assert documents_after.rows == 2 and documents_after.checksum != documents_before.checksum
+        finally:
+            admin.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -204,6 +205,32 @@ def test_unreadable_file_makes_a_partial_backup_naming_it(workspace: Workspace) 
     unreadable = [f for f in document["findings"] if f["code"] == "unreadable"]
     assert [f["subject"] for f in unreadable] == [secret]
     assert document["manifest"]["unreadable"] == 1 and document["manifest"]["files"] == 1
+
+
+def test_a_file_changed_after_the_agent_kept_its_hash_and_before_restic_read_it_is_named(
+    workspace: Workspace,
+) -> None:
+    # An incremental re-stats only the files it or restic read; this one neither hashed (its stat was the base's)
+    # nor re-stat'ed unless restic's own report of it is used. A wrapper changes it just before restic starts.
+    write_files(workspace.data, {"quiet.txt": "q", "late.log": "first line\n", "other.txt": "o"})
+    late = os.path.join(workspace.data, "late.log")
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    _init(workspace, path)
+    [full] = backup(workspace.load(path), "nightly", Level.FULL)
+    assert full.outcome == "success" and not _codes(full) & {"changed_during_backup"}
+    wrapper = os.path.join(workspace.root, "restic-that-appends")
+    with open(wrapper, "w") as handle:
+        handle.write(f'#!/bin/sh\nfor arg in "$@"; do [ "$arg" = backup ] && echo late >> {shlex.quote(late)}; done\n'
+                     f'exec {shlex.quote(workspace.restic)} "$@"\n')
+    os.chmod(wrapper, 0o755)
+    workspace.restic = wrapper
+    [incremental] = backup(workspace.load(workspace.write_config({"local": workspace.local_repository("local")})),
+                           "nightly", Level.INCREMENTAL)
+    assert incremental.manifest is not None and incremental.manifest.reused_hashes == 3
+    assert incremental.outcome == "success"
+    changed = [f for f in incremental.findings if f.code == "changed_during_backup"]
+    assert [f.subject for f in changed] == [late]
+    assert incremental.changed_during_backup == [late]
 
 
 def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace) -> None:

@@ -30,6 +30,20 @@ def test_checksum_sql_is_canonical_and_quotes_identifiers() -> None:
     assert checksum.is_transactional("InnoDB") and not checksum.is_transactional("MyISAM")
 
 
+def test_a_table_with_too_long_rows_is_summed_with_each_column_digested_by_the_methods_own_hash() -> None:
+    columns = _columns(("id", "bigint", ""), ("photo", "longblob", ""), ("name", "varchar", "latin1"))
+    sql = checksum.make_table_checksum_sql("db", "t", columns, columns_digested=True)
+    assert "HEX(" not in sql  # binary enters its digest as it is: hex would double the text
+    assert "CONCAT(CRC32(`photo`), ':', CRC32C(`photo`))" in sql
+    assert "CONCAT(CRC32(CONVERT(`name` USING utf8mb4)), ':', CRC32C(CONVERT(`name` USING utf8mb4)))" in sql
+    assert "CONCAT(ISNULL(`id`), ISNULL(`photo`), ISNULL(`name`))" in sql  # NULL still told from ''
+    legacy = checksum.make_table_checksum_sql("db", "t", columns, checksum.MD5_PREFIX, columns_digested=True)
+    assert "MD5(`photo`)" in legacy and "CRC32" not in legacy
+    assert sql != checksum.make_table_checksum_sql("db", "t", columns)
+    with pytest.raises(ValueError, match="unknown checksum method"):
+        checksum.make_table_checksum_sql("db", "t", columns, "sum(whatever)")
+
+
 def test_text_enters_unconverted_only_when_converting_could_not_change_it() -> None:
     same = _columns(("a", "varchar", "utf8mb4"), ("b", "text", "utf8mb4"))
     assert "CONVERT" not in checksum.make_table_checksum_sql("d", "t", same)
