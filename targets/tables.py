@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class TableManifest:
     schema_digest: str
     tables: tuple[TableChecksum, ...]
     non_transactional: tuple[str, ...] = ()
-    method: str = ""  # how the checksums were computed, in words (the manifest's ``checksum``)
+    method: str = field(kw_only=True)  # how the checksums were computed, in words (the manifest's ``checksum``)
 
     def table_documents(self) -> list[dict[str, object]]:
         """The manifest's ``tables``; ``columns_digested`` only where it is true."""

@@ -155,7 +155,7 @@ class MysqlRestoreTarget:
                     connection.close()
         tables = tuple(TableChecksum(self.original, t.name, t.rows, t.checksum, t.columns_digested)
                        for t in found.tables)
-        return TableManifest(found.schema_digest, tables, found.non_transactional, method)
+        return TableManifest(found.schema_digest, tables, found.non_transactional, method=method)
 
 
 @functools.lru_cache(maxsize=8)

@@ -99,7 +99,7 @@ def compute_checksums(
     result = [TableChecksum(database, t.name, sums[t.name][0], str(sums[t.name][1]), t.name in digested)
               for t in tables]
     non_transactional = [t.name for t in tables if not checksum.is_transactional(t.engine)]
-    return TableManifest(schema_digest, tuple(result), tuple(non_transactional), method)
+    return TableManifest(schema_digest, tuple(result), tuple(non_transactional), method=method)
 
 
 def _read_tables(cursors: Sequence[Any], database: str) -> tuple[str, list[_Table]]:

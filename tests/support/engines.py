@@ -24,6 +24,7 @@ from agents.config.model import AgentConfig
 from agents.restic.runner import Restic
 from targets.mysql.checksum import CRC_PAIR
 from targets.mysql.snapshot import compute_checksums
+from targets.postgres import checksum as pg_checksum
 from targets.postgres.snapshot import begin_canonical_snapshot, compute_schema_digest, compute_table_checksums
 from targets.tables import TableChecksum, TableManifest
 from tests.support.databases import (
@@ -112,7 +113,8 @@ def _pg_restore_and_checksum(config: AgentConfig, snapshot_id: str, database: st
         assert dump.wait() == 0
         with admin_connection(name) as connection:
             begin_canonical_snapshot(connection)
-            return TableManifest(compute_schema_digest(connection), tuple(compute_table_checksums(connection)))
+            return TableManifest(compute_schema_digest(connection), tuple(compute_table_checksums(connection)),
+                                 method=pg_checksum.METHOD)
     finally:
         with admin_connection() as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -179,7 +181,7 @@ def _my_restore_and_checksum(config: AgentConfig, snapshot_id: str, database: st
             cursor.execute("COMMIT")
     # Reported under the original database's name, as the manifest names it.
     return TableManifest(found.schema_digest, tuple(TableChecksum(database, t.name, t.rows, t.checksum)
-                                                    for t in found.tables), found.non_transactional)
+                                                    for t in found.tables), found.non_transactional, method=CRC_PAIR)
 
 
 def _my_altered(dump: bytes, statement: str) -> bytes:
