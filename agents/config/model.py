@@ -134,6 +134,7 @@ def _make_repositories(raw: Mapping[str, Any], out: ProblemCollector) -> tuple[d
             env=env,
             connect_timeout=float(spec.get("connect_timeout", 60)),
             stall_timeout=float(spec.get("stall_timeout", 300)),
+            lock_wait=float(spec.get("lock_wait", 600)),
         )
         sites[name] = spec.get("site", name)
     return repositories, sites

@@ -76,6 +76,18 @@ REPOSITORY_SCHEMA: dict[str, Any] = {
             ),
             "examples": [300],
         },
+        "lock_wait": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 86400,
+            "default": 600,
+            "description": (
+                "Seconds a restic command waits while another holds the repository's lock (a check or prune "
+                "holds it alone; a backup or restore keeps them out) before the job fails as repository_locked; "
+                "locks left by processes that are gone are removed before each new try. 0 to 86400."
+            ),
+            "examples": [600],
+        },
     },
 }
 

@@ -104,7 +104,9 @@ class MysqlRestoreTarget:
     log_file: str | None = None  # a throwaway instance's error log
 
     def checksum_problem(self, method: str) -> str | None:
-        if method != checksum.CRC_PAIR:
+        if method not in checksum.METHODS:
+            return f"no such MySQL/MariaDB checksum method: {method[:80]!r}"
+        if checksum.split_method(method)[0] != checksum.CRC_PAIR:
             return None
         try:
             connection = self.connect(self.database)

@@ -9,11 +9,12 @@ entry reads the whole manifest back and stats every file again, however little c
 - the ones restic reports ``new`` or ``modified``: restic read them, at a moment of its own.
 
 An entry that is neither was read by nobody: the agent kept the base manifest's hash (stat equal to the base
-manifest's) and restic reported it ``unchanged``, which restic says only when the node it stores equals the parent
-snapshot's -- same mtime, ctime, size and inode as when the base backup read it (the parent *is* the base). Any
-change to a file since then sets its ctime to the time of the change, later than the base backup, so the file did not
-change between the base backup and restic's reading now, and the agent's stat, taken in between, was that same
-version. (The full re-stat rests on ctime just the same.) A full backup has no base, the agent reads every file, and
+manifest's) and restic reported it ``unchanged``, which restic says of a file it did not read because its size,
+mtime, ctime and inode are those the parent snapshot holds, from when the base backup read it (the parent *is* the
+base: the agent passes ``--parent``, never ``--ignore-ctime`` or ``--ignore-inode``). Any change to a file since then
+sets its ctime to the time of the change, later than the base backup, so the file did not change between the base
+backup and restic's look at it now, and the agent's stat, taken in between, was that same version. (The full
+re-stat rests on ctime just the same.) A full backup has no base, the agent reads every file, and
 every entry is re-stat'ed.
 
 Memory stays bounded: past :data:`KEPT` entries of either kind, the manifest is read back and every entry re-stat'ed,
@@ -76,12 +77,14 @@ class ReadSinceBase:
         if self._agent is None or self._restic is None:
             return sorted(find_changed_since(manifest))
         changed = set(find_changed_since(self._agent.values()))
-        read_by_agent = {comparable_path(path) for path in self._agent}
+        # restic names a path that is not UTF-8 with U+FFFD for each odd byte, so two such paths can share a
+        # name: only a path restic prints as it is can tell that restic's report is about the agent's own entry.
+        read_by_agent = {path for path in self._agent if comparable_path(path) == path}
         only_restic = self._restic - read_by_agent
         if only_restic:  # kept by the agent from the base, read anew by restic: the manifest's stat is needed
             changed.update(find_changed_since(
                 entry for entry in manifest
-                if entry.type != "dir" and comparable_path(entry.path) in only_restic
+                if entry.type != "dir" and entry.path not in self._agent and comparable_path(entry.path) in only_restic
             ))
         return sorted(changed)
 

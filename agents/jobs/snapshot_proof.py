@@ -16,6 +16,7 @@ regular files and directories; symlinks are proven when a restore is verified.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +34,19 @@ def _entry_hash(kind: str, path: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
 
 
+def _one_replacement_per_byte(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeDecodeError)
+    return "\ufffd" * (error.end - error.start), error.end
+
+
+# Go's JSON encoder replaces each byte that is not part of valid UTF-8 with its own U+FFFD; Python's "replace"
+# gives one U+FFFD for a truncated sequence of several bytes ("\xe2\x82" is two to restic, one to Python).
+codecs.register_error("drill-replace-per-byte", _one_replacement_per_byte)
+
+
 def comparable_path(path: str) -> str:
-    """A manifest path as restic's JSON prints it: bytes that are not UTF-8 become U+FFFD."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A manifest path as restic's JSON prints it: each byte that is not UTF-8 becomes its own U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "drill-replace-per-byte")
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:

@@ -55,7 +55,9 @@ def make_backup_command(
 
     ``-vv`` makes restic report every file and directory it stores (``verbose_status``),
     which the agent compares with its manifest. ``--`` ends the options: a path is never
-    read as one.
+    read as one. Never add ``--ignore-ctime`` or ``--ignore-inode``: what restic reports
+    ``unchanged`` is then no longer a file whose ctime it saw unmoved, which
+    :mod:`agents.jobs.restat` relies on.
     """
     argv = [binary, *flags, "-vv", "backup", "--host", host]
     if exclude_file is not None:

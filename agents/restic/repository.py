@@ -23,6 +23,8 @@ class Repository:
     connect_timeout: float = 60.0
     # How long a running command may go without progress before it is stopped.
     stall_timeout: float = 300.0
+    # How long a command waits for another restic's lock on the repository before it fails as locked.
+    lock_wait: float = 600.0
 
     def restic_environment(self, prefix: str = "RESTIC_") -> dict[str, str]:
         """The variables that point restic at this repository (``RESTIC_FROM_`` for a copy source)."""

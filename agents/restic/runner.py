@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO
@@ -97,7 +98,22 @@ class DumpTooLarge(DrillError):
         self.limit = limit
 
 
+# Waits between tries while another restic holds the repository's lock: short at first (the restic of a job killed a
+# moment ago may still be ending), then every LOCK_RETRY_EVERY seconds, up to the repository's ``lock_wait``.
 LOCK_RETRY_WAITS = (2.0, 4.0, 8.0, 16.0)
+LOCK_RETRY_EVERY = 30.0
+
+
+def lock_retry_waits(budget: float) -> Iterator[float]:
+    """The waits between tries while the repository is locked, adding up to ``budget`` seconds (the last one cut
+    short); none for a budget of 0."""
+    waited = 0.0
+    for step in itertools.chain(LOCK_RETRY_WAITS, itertools.repeat(LOCK_RETRY_EVERY)):
+        if waited >= budget:
+            return
+        wait = min(step, budget - waited)
+        yield wait
+        waited += wait
 
 
 @functools.lru_cache(maxsize=8)
@@ -217,25 +233,32 @@ class Restic:
         return result, outcome
 
     def _run_unlocking(self, argv: tuple[str, ...], **kwargs: object) -> process.ProcessResult:
-        """Run; while the repository is locked, remove stale locks and try again, waiting a little longer each
-        time (2, 4, 8, 16 s): a restic of a job killed a moment ago may still be ending, and its lock counts as
-        live until its process is gone.
+        """Run; while the repository is locked, remove stale locks and try again (:func:`lock_retry_waits`), for
+        up to the repository's ``lock_wait``: a restic of a job killed a moment ago may still be ending, and
+        another job's ``check`` or ``prune`` holds the lock exclusively while it runs.
 
         ``restic unlock`` only removes locks of processes that no longer exist, so
-        a live backup elsewhere is never disturbed.
+        a live backup elsewhere is never disturbed. Raises :class:`ResticError` (``LOCKED``) when the lock is
+        still held after ``lock_wait``.
         """
-        for wait in (*LOCK_RETRY_WAITS, None):
+        waits = lock_retry_waits(self.repository.lock_wait)
+        while True:
             try:
                 return self._run(argv, **kwargs)[0]  # type: ignore[arg-type]
             except ResticError as error:
-                if error.outcome is not ResticOutcome.LOCKED or wait is None:
+                if error.outcome is not ResticOutcome.LOCKED:
                     raise
+                wait = next(waits, None)
+                if wait is None:
+                    raise ResticError(
+                        error.outcome, f"{error} (still locked after waiting {self.repository.lock_wait:.0f}s, the "
+                        f"repository's lock_wait)", repository=error.repository, exit_code=error.exit_code,
+                        stderr_tail=error.stderr_tail) from error
                 log.warning("repository %s is locked; removing stale locks and retrying in %.0fs",
                             self.repository.name, wait)
                 self.unlock()
                 if process.CANCELLATION.wait(wait):
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _remove_remembered_stale_lock(self) -> None:
         """If an earlier stopped run could not remove its lock, remove it now (stale locks only)."""

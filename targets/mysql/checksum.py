@@ -41,7 +41,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MODULUS = 2**64
-SESSION_SETTINGS = ("SET SESSION time_zone = '+00:00'", "SET SESSION group_concat_max_len = 1048576")
+# max_error_count: every warning of a statement stays visible to SHOW WARNINGS (the server keeps 64 by default), so
+# that one saying a row was too long to hash is never crowded out.
+SESSION_SETTINGS = ("SET SESSION time_zone = '+00:00'", "SET SESSION group_concat_max_len = 1048576",
+                    "SET SESSION max_error_count = 65535")
 TRANSACTIONAL_ENGINES = frozenset({"innodb", "xtradb", "ndbcluster", "rocksdb", "tokudb"})
 BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "bit", "geometry",
                           "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
@@ -55,7 +58,11 @@ _HELD = "in a transaction started with the dump's while writes were held"
 CRC_PAIR = ("sum(CRC32(row) * 2^32 + CRC32C(row)) mod 2^64, row = CONCAT_WS(0x1f, numbers and times as text, "
             f"other text as utf8mb4, binary as hex, NULL flags), {_HELD}")
 MD5_PREFIX = f"sum(first 64 bits of MD5(CONCAT_WS(0x1f, columns as utf8mb4 or hex, NULL flags))) mod 2^64, {_HELD}"
-METHODS = (CRC_PAIR, MD5_PREFIX)  # what a verification can recompute; the first is preferred
+ROW_METHODS = (CRC_PAIR, MD5_PREFIX)  # how a row is hashed; the first is preferred
+# Added to the method's name in a manifest in which some table was summed with its columns digested: an agent that
+# does not know that way of summing does not know the name either, and says it could not verify (not a mismatch).
+WITH_COLUMNS_DIGESTED = "; a table marked columns_digested: each column digested first"
+METHODS = (*ROW_METHODS, *(m + WITH_COLUMNS_DIGESTED for m in ROW_METHODS))  # what a verification can recompute
 PROBE_CRC32C_SQL = "SELECT CRC32C('')"
 # "Result of concat_ws() was larger than max_allowed_packet - truncated": the value became NULL.
 LONGER_THAN_PACKET = 1301
@@ -88,6 +95,18 @@ class Column:
     def is_text(self) -> bool:
         kind = self.data_type.lower()
         return kind not in BINARY_TYPES and kind not in PLAIN_TYPES
+
+
+def split_method(method: str) -> tuple[str, bool]:
+    """A manifest's method as (how a row is hashed, whether tables may be summed with their columns digested).
+
+    Raises ``ValueError`` for a method not in :data:`METHODS`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown checksum method {method[:80]!r}")
+    if method.endswith(WITH_COLUMNS_DIGESTED):
+        return method[: -len(WITH_COLUMNS_DIGESTED)], True
+    return method, False
 
 
 def quote_ident(name: str) -> str:
@@ -133,11 +152,11 @@ def make_table_checksum_sql(
 ) -> str:
     """SQL returning (row count, checksum as text) of one table, or of the rows ``where`` selects.
 
-    Given the table's columns in ordinal order and one of :data:`METHODS`; ``where`` is a predicate from
+    Given the table's columns in ordinal order and one of :data:`ROW_METHODS`; ``where`` is a predicate from
     :func:`make_key_ranges` or ''; ``columns_digested``: each column enters the row's text as a digest of its own
     text (for rows longer than ``max_allowed_packet``). Raises ``ValueError`` for an unknown method.
     """
-    if method not in METHODS:
+    if method not in ROW_METHODS:
         raise ValueError(f"unknown checksum method {method[:80]!r}")
     as_is = _text_as_is(columns)
     texts = ", ".join(_column_text(column, method, as_is, columns_digested) for column in columns)

@@ -75,22 +75,27 @@ def compute_checksums(
     tables to sum with each column digested first, as a manifest names them; None (at backup) means those in which
     a row's text is longer than ``max_allowed_packet``, found by summing them the plain way first.
 
-    Raises ``pymysql.MySQLError`` from the server, :class:`RowsTooLong` when a row's text is too long in a table
-    not named in ``columns_digested`` or even digested, and ``ValueError`` for a method not in
+    The returned method is ``method``, with :data:`checksum.WITH_COLUMNS_DIGESTED` added at backup when some
+    table was digested. Raises ``pymysql.MySQLError`` from the server, :class:`RowsTooLong` when a row's text is
+    too long in a table not named in ``columns_digested`` or even digested, ``DatabaseUnavailable`` when
+    ``columns_digested`` names tables and ``method`` does not allow it, and ``ValueError`` for a method not in
     ``checksum.METHODS``.
     """
-    if method not in checksum.METHODS:
-        raise ValueError(f"unknown checksum method {method[:80]!r}")
+    row_method, digests_allowed = checksum.split_method(method)
+    if columns_digested and not digests_allowed:
+        raise DatabaseUnavailable("the manifest marks tables columns_digested, but its checksum method does not "
+                                  "sum any that way")
     for cursor in cursors:
         for statement in checksum.SESSION_SETTINGS:
             cursor.execute(statement)
     schema_digest, tables = _read_tables(cursors, database)
     digested = set(columns_digested or ())
-    sums = _sum_tables(cursors, database, method, tables, digested)
+    sums = _sum_tables(cursors, database, row_method, tables, digested)
     too_long = {name for name, (_, _, truncated) in sums.items() if truncated}
     if too_long and columns_digested is None:  # at backup: those tables again, each column digested
         digested = too_long
-        sums.update(_sum_tables(cursors, database, method, [t for t in tables if t.name in digested], digested))
+        sums.update(_sum_tables(cursors, database, row_method, [t for t in tables if t.name in digested], digested))
+        method = row_method + checksum.WITH_COLUMNS_DIGESTED
         too_long = {name for name, (_, _, truncated) in sums.items() if truncated}
     if too_long:
         how = "even with each column digested" if too_long & digested else "and the manifest sums them whole"
@@ -131,7 +136,8 @@ def _read_tables(cursors: Sequence[Any], database: str) -> tuple[str, list[_Tabl
 def _sum_tables(
     cursors: Sequence[Any], database: str, method: str, tables: Sequence[_Table], digested: Collection[str]
 ) -> dict[str, tuple[int, int, bool]]:
-    """Each table's (row count, sum, whether a row's text was too long), its ranges on the cursors in parallel."""
+    """Each table's (row count, sum, whether a row's text was too long), its ranges on the cursors in parallel;
+    ``method`` is one of ``checksum.ROW_METHODS``."""
     parts = [(table.name, checksum.make_table_checksum_sql(database, table.name, table.columns, method, where,
                                                            columns_digested=table.name in digested))
              for table in tables for where in table.ranges]
@@ -182,11 +188,14 @@ def _run_in_parallel(cursors: Sequence[Any], statements: list[str]) -> list[tupl
 
 
 def _warned(cursor: Any, code: int) -> bool:
-    """Whether the cursor's last statement left a warning ``code`` (asked only when it left any)."""
-    if not cursor.warning_count:
+    """Whether the cursor's last statement left a warning ``code`` (asked only when it left any), or more warnings
+    than the server kept to show (then it may have)."""
+    count = cursor.warning_count
+    if not count:
         return False
     cursor.execute("SHOW WARNINGS")
-    return any(int(row[1]) == code for row in cursor.fetchall())
+    shown = cursor.fetchall()
+    return len(shown) < count or any(int(row[1]) == code for row in shown)
 
 
 # What a server without the function answers: no such function (1305), no database to look it up in (1046), a

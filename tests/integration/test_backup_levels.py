@@ -27,6 +27,11 @@ def _listing(workspace: Workspace, config_path: str, repository: str) -> list[ca
 def test_full_differential_incremental_with_manifests_in_the_repository(workspace: Workspace) -> None:
     write_files(workspace.data, {f"dir{i % 3}/f{i}.txt": f"content {i}\n" * 50 for i in range(30)})
     write_files(workspace.data, {"skip.tmp": "excluded"})
+    # Names that are not UTF-8: restic prints each odd byte as U+FFFD ("\xe2\x82" is two of them), and the proof
+    # must name them as restic does, or they would look changed.
+    for odd in (b"odd\xe2\x82name", b"odd\xff"):
+        with open(os.path.join(os.fsencode(workspace.data), odd), "wb") as handle:
+            handle.write(b"a name that is not UTF-8\n")
     path = workspace.write_config({"local": workspace.local_repository("local")})
     config = workspace.load(path)
     Restic(config.restic_binary, config.repositories["local"]).init()
@@ -40,9 +45,10 @@ def test_full_differential_incremental_with_manifests_in_the_repository(workspac
     docs = [doc(r) for r in (full, diff, incr)]
     assert [d["outcome"] for d in docs] == ["success"] * 3, docs
     assert [d["level"]["effective"] for d in docs] == ["full", "differential", "incremental"]
-    assert docs[0]["manifest"]["hashed_files"] == 30 and docs[0]["manifest"]["reused_hashes"] == 0
-    assert (docs[1]["manifest"]["hashed_files"], docs[1]["manifest"]["reused_hashes"]) == (1, 29)
-    assert (docs[2]["manifest"]["hashed_files"], docs[2]["manifest"]["reused_hashes"]) == (2, 29)
+    assert docs[0]["manifest"]["hashed_files"] == 32 and docs[0]["manifest"]["reused_hashes"] == 0
+    assert (docs[1]["manifest"]["hashed_files"], docs[1]["manifest"]["reused_hashes"]) == (1, 31)
+    assert (docs[2]["manifest"]["hashed_files"], docs[2]["manifest"]["reused_hashes"]) == (2, 31)
+    assert [d["changed_during_backup"] for d in docs] == [[], [], []]
     assert docs[1]["base_snapshot_id"] == docs[0]["snapshot"]["id"]
     assert docs[2]["base_snapshot_id"] == docs[1]["snapshot"]["id"]
     assert all(len(d["snapshot"]["id"]) == 64 for d in docs)  # full ids, also from restic 0.14

@@ -19,6 +19,7 @@ from agents.restic.runner import Restic
 from policies.levels import Level
 from targets.mysql import checksum as my_checksum
 from targets.mysql import snapshot as my_snapshot
+from targets.tables import DatabaseUnavailable
 from tests.support.configs import Workspace
 from tests.support.databases import (
     ThrowawayDatabase,
@@ -224,10 +225,21 @@ def test_a_mariadb_without_crc32c_gets_the_md5_checksum_and_it_verifies(
 
 
 def test_a_mariadb_row_longer_than_max_allowed_packet_is_summed_with_its_columns_digested(
-    workspace: Workspace, scratch_dir: str
+    workspace: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A blob of 0.6 × the server's max_allowed_packet is stored whole, but its hex text (1.2 ×) is longer than the
     # server will build: summed the plain way, the row would be counted and not hashed.
+    monkeypatch.setattr(my_checksum, "SPLIT_FROM_ROWS", 1)  # the digested table is summed in key ranges too
+    digested_ranges: list[str] = []
+    real_sql = my_checksum.make_table_checksum_sql
+
+    def spied_sql(*args: Any, **kwargs: Any) -> str:
+        if kwargs.get("columns_digested") and args[4]:
+            digested_ranges.append(args[4])
+        return real_sql(*args, **kwargs)
+
+    monkeypatch.setattr(my_checksum, "make_table_checksum_sql", spied_sql)
+    digested_method = my_checksum.CRC_PAIR + my_checksum.WITH_COLUMNS_DIGESTED
     with throwaway_mysql_database(rows=50) as db:
         admin: Any = mysql_admin(db.name)
         try:
@@ -235,8 +247,10 @@ def test_a_mariadb_row_longer_than_max_allowed_packet_is_summed_with_its_columns
                 cursor.execute("SELECT @@max_allowed_packet")
                 blob_bytes = int(cursor.fetchone()[0]) * 6 // 10
                 cursor.execute("CREATE TABLE documents (id INT PRIMARY KEY, body LONGBLOB, title VARCHAR(40))")
-                cursor.execute("INSERT INTO documents VALUES (1, REPEAT(0xAB, %s), 'large'), (2, 'small', NULL)",
+                cursor.execute("INSERT INTO documents VALUES (1, REPEAT(0xAB, %s), 'large'), (100, 'small', NULL)",
                                (blob_bytes,))
+                cursor.execute("ANALYZE TABLE documents")  # the row estimate that decides the split
+                cursor.fetchall()
             path = _config(workspace, db, "mysql", {"directory": scratch_dir})
             config = workspace.load(path)
             [record] = [r for r in backup(config, "nightly", Level.FULL) if r.target.database == db.name]
@@ -245,19 +259,24 @@ def test_a_mariadb_row_longer_than_max_allowed_packet_is_summed_with_its_columns
             restic = Restic(config.restic_binary, config.repositories["local"])
             manifest = json.loads(restic.dump(record.manifest.snapshot_id,  # type: ignore[union-attr]
                                               f"/{db.name}.manifest.json"))
+            assert manifest["checksum"] == digested_method  # an agent that cannot sum so does not know the name
             assert {t["name"] for t in manifest["tables"] if t.get("columns_digested")} == {"documents"}
             [verified] = [r for r in verify(config, "app") if r.database == db.name]
             assert verified.verdict == "passed", verified.findings
-            # The digested sum still sees one byte of the long row change, and summing it whole is refused.
+            assert len(digested_ranges) == 4  # two ranges at backup, two at verification
+            # The digested sum still sees one byte of the long row change; summing it whole is refused, and so is
+            # a manifest that marks tables digested under a method that does not.
             with admin.cursor() as cursor:
                 cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                before = my_snapshot.compute_checksums([cursor], db.name, my_checksum.CRC_PAIR, {"documents"})
+                before = my_snapshot.compute_checksums([cursor], db.name, digested_method, {"documents"})
                 cursor.execute("COMMIT")
                 cursor.execute("UPDATE documents SET body = INSERT(body, %s, 1, 0xAC) WHERE id = 1",
                                (blob_bytes // 2,))
-                after = my_snapshot.compute_checksums([cursor], db.name, my_checksum.CRC_PAIR, {"documents"})
+                after = my_snapshot.compute_checksums([cursor], db.name, digested_method, {"documents"})
                 with pytest.raises(my_snapshot.RowsTooLong, match="documents"):
                     my_snapshot.compute_checksums([cursor], db.name, my_checksum.CRC_PAIR, ())
+                with pytest.raises(DatabaseUnavailable, match="columns_digested"):
+                    my_snapshot.compute_checksums([cursor], db.name, my_checksum.CRC_PAIR, {"documents"})
             [documents_before] = [t for t in before.tables if t.name == "documents"]
             [documents_after] = [t for t in after.tables if t.name == "documents"]
             assert documents_before.checksum == next(t["checksum"] for t in manifest["tables"]

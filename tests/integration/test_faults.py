@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -12,8 +13,12 @@ import sys
 import threading
 import time
 
+import pytest
+
 from agents.contract.records import AgentRecord
-from agents.restic.runner import Restic
+from agents.restic import runner
+from agents.restic.exitcodes import ResticOutcome
+from agents.restic.runner import Restic, ResticError
 from policies.levels import Level
 from tests.support.components import S3Server, free_port
 from tests.support.configs import Workspace, write_files
@@ -259,3 +264,38 @@ def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace
     changed = [f for f in record.findings if f.code == "changed_during_backup"]
     assert [f.subject for f in changed] == [live]
     assert changed[0].severity == "warning"
+
+
+def test_a_command_waits_for_another_restics_lock_up_to_the_repositorys_lock_wait(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backup from a pipe that stays open holds its (shared) lock; `restic check` needs the repository alone.
+    monkeypatch.setattr(runner, "LOCK_RETRY_WAITS", (0.2,))
+    monkeypatch.setattr(runner, "LOCK_RETRY_EVERY", 0.5)
+    path = workspace.write_config({"local": {**workspace.local_repository("local"), "lock_wait": 1}})
+    _init(workspace, path)
+    config = workspace.load(path)
+    repository = config.repositories["local"]
+    locks = os.path.join(repository.url, "locks")
+    holder = subprocess.Popen([config.restic_binary, "backup", "-q", "--stdin", "--stdin-filename", "held"],
+                              stdin=subprocess.PIPE, env={**os.environ, **repository.restic_environment()})
+    assert holder.stdin is not None
+    try:
+        deadline = time.monotonic() + 30
+        while not _files_in(locks) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _files_in(locks), "the holding backup took no lock"
+        with pytest.raises(ResticError) as impatient:
+            Restic(config.restic_binary, repository).check(None)
+        assert impatient.value.outcome is ResticOutcome.LOCKED and "lock_wait" in str(impatient.value)
+        patient = Restic(config.restic_binary, dataclasses.replace(repository, lock_wait=30))
+        release = threading.Timer(2.0, holder.stdin.close)
+        release.start()
+        started = time.monotonic()
+        assert patient.check(None) == (True, ())
+        assert time.monotonic() - started >= 1.5  # it waited for the lock rather than failing
+        release.join()
+    finally:
+        if not holder.stdin.closed:
+            holder.stdin.close()
+        assert holder.wait(timeout=60) == 0

@@ -184,6 +184,8 @@ def test_a_document_too_large_is_refused_before_parsing() -> None:
     ("stall_timeout", "86401", "is greater than the maximum of 86400"),
     ("connect_timeout", "0.001", "is less than the minimum of 1"),
     ("connect_timeout", "-5", "is less than the minimum of 1"),
+    ("lock_wait", "-1", "is less than the minimum of 0"),
+    ("lock_wait", ".inf", "not a finite number"),
 ])
 def test_timeouts_must_be_finite_and_bounded(secrets: pathlib.Path, key: str, value: str, words: str) -> None:
     problem = _only("a.yaml", _agent(secrets, "env_file: DIR/s3.env}", f"env_file: DIR/s3.env, {key}: {value}}}"))

@@ -87,3 +87,34 @@ def test_a_file_gone_after_the_agent_read_it_counts_as_changed(tmp_path: pathlib
     watch.read_by_agent(by_name["hashed"])
     os.unlink(by_name["hashed"].path)
     assert watch.find_changed(CountedManifest(entries)) == [by_name["hashed"].path]
+
+
+def test_two_paths_restic_names_alike_are_not_taken_for_each_other(tmp_path: pathlib.Path) -> None:
+    # b"r\xfe" and b"r\xff" are both "r\ufffd" to restic. The agent hashed one; restic reports the name modified:
+    # that may be the other one, kept from the base and changed since, so the manifest is read for it.
+    hashed, kept = (os.path.join(os.fsdecode(bytes(tmp_path)), os.fsdecode(b"r" + odd)) for odd in (b"\xfe", b"\xff"))
+    for path in (hashed, kept):
+        with open(path, "w") as handle:
+            handle.write("before")
+    entries, *_ = fm.build_entries(select_paths([str(tmp_path)], []), "blake3", None)
+    by_path = {e.path: e for e in entries}
+    watch = ReadSinceBase(incremental=True)
+    watch.read_by_agent(by_path[hashed])
+    _append(kept)
+    reported = os.path.join(str(tmp_path), "r\ufffd")
+    watch.reported_by_restic(_stored("modified", reported), reported)
+    manifest = CountedManifest(entries)
+    assert watch.find_changed(manifest) == [kept]
+    assert manifest.reads == 1
+
+
+def test_more_files_reported_by_restic_than_kept_re_stat_the_whole_manifest(tmp_path: pathlib.Path) -> None:
+    entries, by_name = _manifest(tmp_path)
+    watch = ReadSinceBase(incremental=True, kept=1)
+    for name in ("kept-1", "kept-2"):
+        watch.reported_by_restic(_stored("new", by_name[name].path), by_name[name].path)
+    assert watch.complete is False
+    _append(by_name["hashed"].path)
+    manifest = CountedManifest(entries)
+    assert watch.find_changed(manifest) == [by_name["hashed"].path]
+    assert manifest.reads == 1

@@ -18,6 +18,7 @@ from agents.restic.messages import (
     parse_backup_message,
     parse_snapshots,
 )
+from agents.restic.runner import lock_retry_waits
 
 V014 = ResticVersion(0, 14, 0)
 V018 = ResticVersion(0, 18, 0)
@@ -163,3 +164,10 @@ def test_snapshots_parse_nanosecond_times_and_tags() -> None:
     assert snapshots[0].short_id == "aaaaaaaa"
     with pytest.raises(MalformedResticOutput):
         parse_snapshots('{"not": "a list"}')
+
+
+def test_waits_for_a_locked_repository_start_short_and_add_up_to_lock_wait() -> None:
+    assert list(lock_retry_waits(0)) == []
+    assert list(lock_retry_waits(5)) == [2.0, 3.0]
+    waits = list(lock_retry_waits(600))
+    assert waits[:4] == [2.0, 4.0, 8.0, 16.0] and max(waits) == 30.0 and sum(waits) == 600.0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 
-from agents.jobs.snapshot_proof import SnapshotAccount, prove
+from agents.jobs.snapshot_proof import SnapshotAccount, comparable_path, prove
 from agents.restic.messages import BackupItem, parse_backup_message
 from targets.files.manifest import FileEntry
 from targets.files.select import with_ancestors
@@ -51,3 +52,11 @@ def test_verbose_status_lines_are_read_fast_and_in_any_field_order() -> None:
     assert parse_backup_message(reordered) == BackupItem("unchanged", "/srv/b")
     finished = '{"message_type":"verbose_status","action":"scan_finished","item":"","duration":0.1}'
     assert parse_backup_message(finished) is None
+
+
+def test_a_path_that_is_not_utf8_compares_as_restic_prints_it() -> None:
+    # Seen from restic 0.14 and 0.18: one U+FFFD per odd byte, also for a truncated sequence of several.
+    named = {b"a\xe2\x82z": "a\ufffd\ufffdz", b"b\xff": "b\ufffd", b"c\xed\xa0\x80": "c\ufffd\ufffd\ufffd",
+             "d\u00e9".encode(): "d\u00e9"}
+    for raw, printed in named.items():
+        assert comparable_path(os.fsdecode(raw)) == printed
