@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 from agents.jobs import catalog
+from agents.jobs.snapshot_proof import comparable_path
 from agents.restic.runner import Restic
 from agents.state import StateDir
 from policies.levels import Level
@@ -74,7 +75,8 @@ def test_full_differential_incremental_with_manifests_in_the_repository(workspac
     in_snapshot = {json.loads(line)["path"] for line in listed if '"struct_type":"node"' in line
                    and '"type":"file"' in line}
     # The snapshot holds exactly the manifest's files, and the manifest itself.
-    assert in_snapshot == {e.path for e in manifest.entries if e.type == "file"} | {latest.manifest_path}
+    assert in_snapshot == {comparable_path(e.path) for e in manifest.entries if e.type == "file"} | {
+        latest.manifest_path}
     assert not os.path.exists(latest.manifest_path)  # the staging copy is gone
     # The outbox holds one record per job.
     assert len(os.listdir(os.path.join(workspace.state_dir, "outbox"))) == 3

@@ -280,6 +280,8 @@ def test_a_command_waits_for_another_restics_lock_up_to_the_repositorys_lock_wai
     holder = subprocess.Popen([config.restic_binary, "backup", "-q", "--stdin", "--stdin-filename", "held"],
                               stdin=subprocess.PIPE, env={**os.environ, **repository.restic_environment()})
     assert holder.stdin is not None
+    holder.stdin.write(b"data from a pipe that stays open\n")  # restic stores no empty stdin
+    holder.stdin.flush()
     try:
         deadline = time.monotonic() + 30
         while not _files_in(locks) and time.monotonic() < deadline:
