@@ -63,11 +63,6 @@ class ReadSinceBase:
             return
         self._restic.add(path)
 
-    @property
-    def complete(self) -> bool:
-        """Whether both kinds are held in full (else every entry must be re-stat'ed)."""
-        return self._agent is not None and self._restic is not None
-
     def find_changed(self, manifest: Iterable[FileEntry]) -> list[str]:
         """The paths that moved since the manifest's stat, sorted. ``manifest`` (a re-readable stream of the stored
         entries) is iterated only when needed: a full, too many entries kept, or a file only restic read.
