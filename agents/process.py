@@ -31,6 +31,8 @@ LineCallback = Callable[[str], None]
 # How many stderr lines an error message carries; enough for restic's context,
 # short enough for a result record.
 STDERR_TAIL_LINES = 20
+# How often a running child's watch looks at cancellation, timeout and stall (its exit is seen at once).
+WATCH_INTERVAL_SECONDS = 0.05
 # How long a child gets after SIGINT before it is killed. restic needs a moment
 # to remove its lock from the repository.
 INTERRUPT_GRACE_SECONDS = 15.0
@@ -247,8 +249,12 @@ def run_process(
     for pump in pumps:
         pump.start()
 
+    # A thread waits for the exit, so that the loop below wakes the moment the child ends (a poll with a sleep
+    # would add up to its interval to every command: restic runs several per job).
+    exited = threading.Event()
+    threading.Thread(target=_wait_then_set, args=(child, exited), daemon=True).start()
     stopped: tuple[str, str] | None = None
-    while child.poll() is None:
+    while not exited.wait(WATCH_INTERVAL_SECONDS):
         if cancellation.is_cancelled:
             stopped = ("cancelled", cancellation.reason)
         elif timeout is not None and time.monotonic() - started > timeout:
@@ -258,7 +264,6 @@ def run_process(
         if stopped is not None:
             _stop(child, hard=stopped[0] == "cancelled" and cancellation.hard)
             break
-        time.sleep(0.05)
     child.wait()
     for pump in pumps:
         pump.join(timeout=5)
@@ -267,6 +272,11 @@ def run_process(
     if stopped is not None:
         raise ProcessStopped(argv, stopped[0], stopped[1], tail)
     return ProcessResult(argv, child.returncode, "\n".join(stdout_parts), tail, duration)
+
+
+def _wait_then_set(child: subprocess.Popen[bytes], exited: threading.Event) -> None:
+    child.wait()
+    exited.set()
 
 
 class StartedProcess:

@@ -50,4 +50,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v -i -E "warning|editable|^ *!!|\*\*\*|careful|precedence|corresp|wheel_obj|^ *$" || true
+# An editable install leaves the project's modules uncompiled, and where bytecode is not written on import
+# (PYTHONDONTWRITEBYTECODE) every drill-agent command would compile them again: compile them once, as a wheel would.
+.venv/bin/python -m compileall -q agents drill policies targets >/dev/null
 echo "setup: ready ($(restic version | cut -d' ' -f1-2); .venv/bin/drill-agent, .venv/bin/drillctl)"

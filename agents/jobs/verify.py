@@ -42,7 +42,6 @@ from agents.jobs.anchors import Anchors, collect_anchors
 from agents.jobs.check import BackgroundCheck
 from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.verify_common import CheckGate, CouldNotVerify
-from agents.jobs.verify_dump import verify_dump_backup
 from agents.jobs.verify_files import verify_files_backup
 from agents.records import RecordDraft, VerifyDraft, job_record
 from agents.repositories import open_outbox, open_record_store, open_repository
@@ -228,6 +227,9 @@ def _in_scratch(
             if chosen.backup.database is None:
                 verify_files_backup(restic, chosen.backup, chosen.record, scratch, record, repository_sound)
             else:
+                # Imported here: the database drivers cost a files-only run ~0.1 s of start-up.
+                from agents.jobs.verify_dump import verify_dump_backup  # noqa: PLC0415
+
                 verify_dump_backup(config, kind, restic, chosen.backup, chosen.record, scratch, state, record,
                                    repository_sound)
     except ScratchUnusable as error:  # the scratch directory or a throwaway instance could not be set up
