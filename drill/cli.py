@@ -23,6 +23,7 @@ from drill.config import DrillConfig, load_drill_config
 from drill.coordinator import ingest, open_ledger
 from drill.demo import run_demo
 from drill.drills import (
+    MAX_PARALLEL,
     DrillView,
     finish_drill,
     list_drills,
@@ -153,15 +154,18 @@ def cmd_drill(args: argparse.Namespace) -> int:
                     print(f"{row['drill_id']}  {row['started']}  site {row['site']:<10} {row['verdict']}")
             return EXIT_OK
         if config.fleet is not None and args.drill_command in ("run", "resume"):
+            if args.parallel is not None:
+                raise InputError("--parallel is for a drill on this machine's agents; a fleet drill runs as many "
+                                 "steps at once as its scratch hosts' capacity allows")
             view = run_fleet_drill(ledger, config, args, say)
         elif args.drill_command == "run":
             systems = [s for s in (args.systems or "").split(",") if s]
             ingest(ledger, config)  # the backup records the drill relies on, into the ledger first
             drill_id = start_drill(ledger, config, args.site, systems)
             say(f"drill {drill_id} at site {args.site}")
-            view = run_drill(ledger, config, drill_id, say)
+            view = run_drill(ledger, config, drill_id, say, parallel=args.parallel or 1)
         elif args.drill_command == "resume":
-            view = run_drill(ledger, config, args.drill_id, say)
+            view = run_drill(ledger, config, args.drill_id, say, parallel=args.parallel or 1)
         elif args.drill_command == "close":
             view = finish_drill(ledger, config, args.drill_id, closing=True)
         else:
@@ -297,6 +301,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _steps_at_once(text: str) -> int:
+    """``--parallel``: checked before the drill is started, so that a typo leaves no drill in the ledger."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_PARALLEL:
+        raise argparse.ArgumentTypeError(f"takes a number of steps from 1 to {MAX_PARALLEL}, not {text!r}")
+    return value
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drillctl", description="Coordinate drill: demos, records, drills.")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -313,6 +328,11 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", "-c", required=True, help="drill config (systems, objectives, ledger)")
         if json_flag:
             p.add_argument("--json", action="store_true")
+
+    def with_parallel(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--parallel", type=_steps_at_once, metavar="N",
+                       help="verify up to N targets at once (default 1; each has its own scratch directory or "
+                            "throwaway instance, all on this machine)")
 
     add_commands(sub, with_config)
 
@@ -333,12 +353,15 @@ def make_parser() -> argparse.ArgumentParser:
     with_config(d)
     d.add_argument("--site", required=True, help="site to restore from (e.g. local, same-city)")
     d.add_argument("--systems", help="comma-separated systems (default: all in the drill config)")
+    with_parallel(d)
     for name, text in (("resume", "run the steps an interrupted drill lacks, then finish it"),
                        ("close", "end an interrupted drill as incomplete"),
                        ("show", "a drill's verdict, RPO/RTO per system and findings")):
         d = drill_sub.add_parser(name, help=text)
         d.add_argument("drill_id")
         with_config(d)
+        if name == "resume":
+            with_parallel(d)
     d = drill_sub.add_parser("list", help="every drill in the ledger")
     with_config(d)
 

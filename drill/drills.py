@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,7 @@ from agents.contract.records import (
     ListedRecord,
     Record,
     ScopeItem,
+    SignedRecord,
     StepCompared,
     StepFinding,
     StepVerification,
@@ -129,27 +131,59 @@ def start_drill(ledger: Ledger, config: DrillConfig, site: str, systems: Sequenc
     return drill_id
 
 
-def run_drill(ledger: Ledger, config: DrillConfig, drill_id: str, progress: Progress) -> DrillView:
-    """Run every step the drill still lacks, then finish it (unless interrupted). Returns the drill."""
+# Most steps a drill runs at once (``--parallel``): each holds a scratch directory or throwaway instance.
+MAX_PARALLEL = 16
+
+
+def run_drill(ledger: Ledger, config: DrillConfig, drill_id: str, progress: Progress, *,
+              parallel: int = 1) -> DrillView:
+    """Run every step the drill still lacks, ``parallel`` at a time, then finish it (unless interrupted).
+    Returns the drill.
+
+    Only the agents' work runs in parallel (one thread each: restic and the
+    instances are other processes); the ledger is read and written by the
+    caller's thread alone, a step's records taken as soon as its verification ends.
+    Raises :class:`DrillInputError` for a finished drill, a system no longer
+    in the config or ``parallel`` outside 1..:data:`MAX_PARALLEL`.
+    """
+    if not 1 <= parallel <= MAX_PARALLEL:
+        raise DrillInputError(f"parallel must be between 1 and {MAX_PARALLEL} steps at once, not {parallel}")
     view = load_drill(ledger, drill_id)
     if view.finished is not None:
         raise DrillInputError(f"drill {drill_id} is already finished ({view.verdict})")
-    started = view.started.started
-    site = view.started.site
+    waiting = []
     for system_name, target in view.missing():
-        if api.cancelled():
-            progress("interrupted: the drill stays incomplete; 'drillctl drill resume' continues it")
-            return load_drill(ledger, drill_id)
         system = config.systems.get(system_name)
         if system is None:
             raise DrillInputError(f"system {system_name!r} of drill {drill_id} is not in {config.source} any more")
-        progress(f"{system_name}/{target}: restoring from {site} and verifying")
-        step = _run_step(ledger, config, system, target, site, drill_id, started)
-        if step is None:  # interrupted during the verification: no step record, resume redoes it
-            progress("interrupted: the drill stays incomplete; 'drillctl drill resume' continues it")
-            return load_drill(ledger, drill_id)
-        progress(f"{system_name}/{target}: {step.verdict}  RPO {_human(step.rpo_seconds)}  "
-                 f"RTO {_human(step.rto_seconds)}")
+        waiting.append((system, target))
+    waiting.reverse()  # popped from the end: scope order
+    started, site = view.started.started, view.started.site
+    interrupted = False
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="drill-step") as pool:
+        running: dict[Future[list[SignedRecord]], _Step] = {}
+        while waiting or running:
+            while waiting and len(running) < parallel and not api.cancelled():
+                system, target = waiting.pop()
+                progress(f"{system.name}/{target}: restoring from {site} and verifying")
+                step = _Step(system, target, site, utc_now())
+                job = _verify_job(ledger, config, step, drill_id)
+                running[pool.submit(system.agent.execute, job) if job else _no_work()] = step
+            if not running:
+                break  # cancelled before anything else started
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                step = running.pop(future)
+                signed = future.result()
+                if api.cancelled():  # interrupted during the verification: no step record, resume redoes it
+                    interrupted = True
+                    continue
+                recorded = _record_step(ledger, config, step, signed, drill_id, started)
+                progress(f"{step.system.name}/{step.target}: {recorded.verdict}  RPO {_human(recorded.rpo_seconds)}  "
+                         f"RTO {_human(recorded.rto_seconds)}")
+    if interrupted or api.cancelled():
+        progress("interrupted: the drill stays incomplete; 'drillctl drill resume' continues it")
+        return load_drill(ledger, drill_id)
     return finish_drill(ledger, config, drill_id, closing=False)
 
 
@@ -163,26 +197,49 @@ def _human(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def _run_step(
-    ledger: Ledger, config: DrillConfig, system: System, target: str, site: str, drill_id: str, started: datetime
-) -> DrillStep | None:
-    """Send the verify job, take its records into the ledger, and record the step computed from the ledger's copy."""
-    step_started = utc_now()
-    repository = system.repository_at(site)
+@dataclass(frozen=True)
+class _Step:
+    """One (system, target) of a drill on its way: where it restores from and when it began."""
+
+    system: System
+    target: str
+    site: str
+    started: datetime
+
+    @property
+    def repository(self) -> str | None:
+        return self.system.repository_at(self.site)
+
+
+def _no_work() -> Future[list[SignedRecord]]:
+    """A finished future with no records: a step that sends no job (its findings say why)."""
+    future: Future[list[SignedRecord]] = Future()
+    future.set_result([])
+    return future
+
+
+def _verify_job(ledger: Ledger, config: DrillConfig, step: _Step, drill_id: str) -> VerifyJob | None:
+    """The verify job of a step, with the backup records it relies on; None when the system has no repository at
+    the drill's site."""
+    if step.repository is None:
+        return None
+    system, target = step.system, step.target
+    records, keys = backup_records(ledger, system.inventory.host, target)
+    return VerifyJob(repository=step.repository, target=target, target_kind=system.inventory.targets[target].kind,
+                     snapshot=LATEST, backup_host=system.inventory.host, scratch=config.scratch, drill_id=drill_id,
+                     requested_by=config.coordinator, backup_records=records, trusted_keys=keys)
+
+
+def _record_step(ledger: Ledger, config: DrillConfig, step: _Step, signed: list[SignedRecord], drill_id: str,
+                 started: datetime) -> DrillStep:
+    """Take a step's records into the ledger and record the step computed from the ledger's copy."""
+    system = step.system
     ledgered: list[tuple[Entry, Record]] = []
     findings: list[StepFinding] = []
-    if repository is None:
+    if step.repository is None:
         findings.append(StepFinding(code="no_repository_at_site", severity="error",
-                                    message=f"{system.name} has no repository at site {site!r}"))
+                                    message=f"{system.name} has no repository at site {step.site!r}"))
     else:
-        records, keys = backup_records(ledger, system.inventory.host, target)
-        job = VerifyJob(repository=repository, target=target, target_kind=system.inventory.targets[target].kind,
-                        snapshot=LATEST, backup_host=system.inventory.host, scratch=config.scratch,
-                        drill_id=drill_id, requested_by=config.coordinator, backup_records=records,
-                        trusted_keys=keys)
-        signed = system.agent.execute(job)
-        if api.cancelled():
-            return None
         taken = ingest_signed(ledger, system.agent, signed)
         refusals = {path: reason for path, _, reason in taken.refused}
         for sent in signed:
@@ -196,8 +253,8 @@ def _run_step(
     objectives = system.objectives.to_record()
     ledger.append_signed(DrillStep.model_validate({
         **_head("drill.step", drill_id, config), "system": system.name, "backup_host": system.inventory.host,
-        "target": target, "site": site, "repository": repository, "objectives": objectives,
-        **summarise_step(ledgered, findings, started, objectives), "started": step_started, "finished": utc_now()}))
+        "target": step.target, "site": step.site, "repository": step.repository, "objectives": objectives,
+        **summarise_step(ledgered, findings, started, objectives), "started": step.started, "finished": utc_now()}))
     return load_drill(ledger, drill_id).steps[-1]
 
 

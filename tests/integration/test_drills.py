@@ -34,7 +34,8 @@ def _coordinator_fingerprint(drill_config: str) -> str:
 def test_a_same_city_drill_passes_with_evidence_and_reports(workspace: Workspace, scratch_dir: str) -> None:
     with throwaway_database(rows=400) as db:
         estate = make_estate(workspace.root, workspace.restic, scratch_dir, db=db)
-        run = drillctl("drill", "run", "-c", estate.drill_config, "--site", "same-city", "--json")
+        # Both targets at once: two verifications in one repository, each with its restic check (an exclusive lock).
+        run = drillctl("drill", "run", "-c", estate.drill_config, "--site", "same-city", "--json", "--parallel", "2")
         assert run.returncode == 0, run.stdout + run.stderr
         drill = json.loads(run.stdout)
         assert drill["verdict"] == "passed" and drill["site"] == "same-city"
@@ -85,6 +86,8 @@ def test_bad_drill_input_is_named(workspace: Workspace, scratch_dir: str) -> Non
     assert "local, same-city" in unknown_site.stderr
     unknown_system = drillctl("drill", "run", "-c", estate.drill_config, "--site", "local", "--systems", "db9")
     assert unknown_system.returncode == 2 and "unknown system 'db9'" in unknown_system.stderr
+    too_many = drillctl("drill", "run", "-c", estate.drill_config, "--site", "local", "--parallel", "99")
+    assert too_many.returncode == 2 and "--parallel: takes a number of steps from 1 to 16, not '99'" in too_many.stderr
     run = drillctl("drill", "run", "-c", estate.drill_config, "--site", "local", "--json")
     assert run.returncode == 1
     drill = json.loads(run.stdout)
