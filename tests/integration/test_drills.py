@@ -78,7 +78,8 @@ def test_a_same_city_drill_passes_with_evidence_and_reports(workspace: Workspace
                 assert "1200" in text  # rows verified
 
 
-def test_bad_drill_input_is_named(workspace: Workspace, scratch_dir: str) -> None:
+def test_bad_drill_input_is_named(workspace_once: Workspace, scratch_dir: str) -> None:
+    workspace = workspace_once
     extra = {"archive": {"kind": "files", "paths": [workspace.data]}}  # configured, never backed up
     estate = make_estate(workspace.root, workspace.restic, scratch_dir, extra_targets=extra)
     unknown_site = drillctl("drill", "run", "-c", estate.drill_config, "--site", "moon")
@@ -101,7 +102,10 @@ def test_bad_drill_input_is_named(workspace: Workspace, scratch_dir: str) -> Non
     assert broken.returncode == 2 and "broken.yaml:4" in broken.stderr and "cannot read" in broken.stderr
 
 
-def test_an_interrupted_drill_is_incomplete_until_resumed_or_closed(workspace: Workspace, scratch_dir: str) -> None:
+def test_an_interrupted_drill_is_incomplete_until_resumed_or_closed(
+    workspace_once: Workspace, scratch_dir: str
+) -> None:
+    workspace = workspace_once
     estate = make_estate(workspace.root, workspace.restic, scratch_dir)
     config = load_drill_config(estate.drill_config)
     with open_ledger(config) as ledger:
@@ -120,7 +124,10 @@ def test_an_interrupted_drill_is_incomplete_until_resumed_or_closed(workspace: W
     assert shown.returncode == 1 and json.loads(shown.stdout)["verdict"] == "incomplete"
 
 
-def test_ingest_takes_nothing_twice_and_refuses_replays_and_strangers(workspace: Workspace, scratch_dir: str) -> None:
+def test_ingest_takes_nothing_twice_and_refuses_replays_and_strangers(
+    workspace_once: Workspace, scratch_dir: str
+) -> None:
+    workspace = workspace_once
     estate = make_estate(workspace.root, workspace.restic, scratch_dir)
     config = load_drill_config(estate.drill_config)
     agent = config.systems["app01"].agent
@@ -157,10 +164,11 @@ def test_ingest_takes_nothing_twice_and_refuses_replays_and_strangers(workspace:
 
 
 def test_a_verification_the_ledger_refuses_cannot_pass_its_step(
-    workspace: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
+    workspace_once: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The step is computed from the ledger's copy: a record altered on its way (here, after signing) is refused
     by the ledger, and the step fails although the agent's own copy says passed."""
+    workspace = workspace_once
     estate = make_estate(workspace.root, workspace.restic, scratch_dir)
     config = load_drill_config(estate.drill_config)
     honest = LocalAgent.execute

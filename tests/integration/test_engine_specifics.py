@@ -63,7 +63,8 @@ def _verify(path: str, *extra: str) -> tuple[int, list[dict[str, object]]]:
     return result.returncode, json.loads(result.stdout)
 
 
-def test_postgres_global_objects_verify_by_digest_beside_the_dump(workspace: Workspace, scratch_dir: str) -> None:
+def test_postgres_global_objects_verify_by_digest_beside_the_dump(workspace_once: Workspace, scratch_dir: str) -> None:
+    workspace = workspace_once
     with throwaway_database(rows=200) as db:
         path = _config(workspace, db, "postgres", {"directory": scratch_dir})
         code, documents = _verify(path, "--latest")
@@ -90,7 +91,8 @@ def _small_tmpfs(parent: str, size: str) -> Iterator[str]:
         os.rmdir(path)
 
 
-def test_a_full_scratch_disk_could_not_verify_and_is_cleaned(workspace: Workspace, scratch_dir: str) -> None:
+def test_a_full_scratch_disk_could_not_verify_and_is_cleaned(workspace_once: Workspace, scratch_dir: str) -> None:
+    workspace = workspace_once
     with throwaway_database(rows=300_000) as db:
         path = _config(workspace, db, "postgres", {"directory": scratch_dir})
         with _small_tmpfs(scratch_dir, "64m") as small:
@@ -102,7 +104,8 @@ def test_a_full_scratch_disk_could_not_verify_and_is_cleaned(workspace: Workspac
             assert os.listdir(small) == [] and instances_left(scratch_dir) == []
 
 
-def test_a_scratch_server_gets_a_new_database_that_is_dropped(workspace: Workspace, scratch_dir: str) -> None:
+def test_a_scratch_server_gets_a_new_database_that_is_dropped(workspace_once: Workspace, scratch_dir: str) -> None:
+    workspace = workspace_once
     role = f"drill_scratch_{secrets.token_hex(4)}"
     password = secrets.token_hex(10)
     with admin_connection() as admin:
@@ -124,7 +127,10 @@ def test_a_scratch_server_gets_a_new_database_that_is_dropped(workspace: Workspa
             admin.execute(f"DROP ROLE IF EXISTS {role}")
 
 
-def test_a_mariadb_scratch_server_gets_a_new_database_that_is_dropped(workspace: Workspace, scratch_dir: str) -> None:
+def test_a_mariadb_scratch_server_gets_a_new_database_that_is_dropped(
+    workspace_once: Workspace, scratch_dir: str
+) -> None:
+    workspace = workspace_once
     with throwaway_mysql_database(rows=200) as db:
         server = {"host": "127.0.0.1", "port": 3306, "user": "root"}
         path = _config(workspace, db, "mysql", {"directory": scratch_dir, "mysql": {"server": server}})
@@ -155,7 +161,8 @@ def test_a_pg_dump_older_than_the_server_is_refused(workspace: Workspace) -> Non
         assert too_old.outcome == "failed" and codes(too_old) == {"dump_tool_too_old"}
 
 
-def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspace: Workspace) -> None:
+def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspace_once: Workspace) -> None:
+    workspace = workspace_once
     with throwaway_database(rows=100) as db:
         spec = {"kind": "postgres", "user": db.role, "password_file": _secret(workspace, "pg.pw", db.password),
                 "databases": [db.name], "globals": True}
@@ -196,8 +203,9 @@ def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspac
 
 
 def test_a_mariadb_without_crc32c_gets_the_md5_checksum_and_it_verifies(
-    workspace: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
+    workspace_once: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    workspace = workspace_once
     # MySQL 8 has no CRC32C; this machine's MariaDB has, so the probe is told it failed. The MD5 method is also
     # what earlier backups' manifests name: their verification recomputes it.
     real_probe = my_snapshot.crc32c_available
@@ -225,8 +233,9 @@ def test_a_mariadb_without_crc32c_gets_the_md5_checksum_and_it_verifies(
 
 
 def test_a_mariadb_row_longer_than_max_allowed_packet_is_summed_with_its_columns_digested(
-    workspace: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
+    workspace_once: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    workspace = workspace_once
     # A blob of 0.6 × the server's max_allowed_packet is stored whole, but its hex text (1.2 ×) is longer than the
     # server will build: summed the plain way, the row would be counted and not hashed.
     monkeypatch.setattr(my_checksum, "SPLIT_FROM_ROWS", 1)  # the digested table is summed in key ranges too

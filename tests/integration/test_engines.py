@@ -66,8 +66,9 @@ def _config(workspace: Workspace, engine: EngineUnderTest, db: ThrowawayDatabase
 
 
 def test_manifests_are_exact_under_concurrent_writers_and_verify_without_false_alarm(
-    workspace: Workspace, scratch_dir: str, engine: EngineUnderTest, monkeypatch: pytest.MonkeyPatch
+    workspace_once: Workspace, scratch_dir: str, engine: EngineUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    workspace = workspace_once
     # MySQL sums a large table in key ranges on two connections; split this small one too, and see that it was.
     monkeypatch.setattr(my_checksum, "SPLIT_FROM_ROWS", 1000)
     splits: list[list[str]] = []
@@ -140,8 +141,9 @@ def test_an_intact_dump_verifies_from_the_command_line(
 
 @pytest.mark.parametrize("change", ["deleted_row", "dropped_table"])
 def test_an_altered_dump_is_caught_and_named(
-    workspace: Workspace, scratch_dir: str, engine: EngineUnderTest, change: str
+    workspace_once: Workspace, scratch_dir: str, engine: EngineUnderTest, change: str
 ) -> None:
+    workspace = workspace_once
     statement, (code, subject) = getattr(engine, change)
     with engine.make_database(rows=300) as db:
         config = _config(workspace, engine, db, scratch_dir)

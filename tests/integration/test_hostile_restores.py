@@ -38,7 +38,8 @@ def _config(workspace: Workspace, db: ThrowawayDatabase, kind: str, scratch: str
     return config
 
 
-def test_mariadb_client_commands_in_a_dump_are_refused_and_named(workspace: Workspace, scratch_dir: str) -> None:
+def test_mariadb_client_commands_in_a_dump_are_refused_and_named(workspace_once: Workspace, scratch_dir: str) -> None:
+    workspace = workspace_once
     outside = [f"/tmp/drill-pwned-{secrets.token_hex(4)}" for _ in range(2)]
     with throwaway_mysql_database(rows=20) as db:
         config = _config(workspace, db, "mysql", scratch_dir)
@@ -57,8 +58,9 @@ def test_mariadb_client_commands_in_a_dump_are_refused_and_named(workspace: Work
 
 
 def test_a_postgres_function_running_a_program_as_superuser_is_contained_and_named(
-    workspace: Workspace, scratch_dir: str
+    workspace_once: Workspace, scratch_dir: str
 ) -> None:
+    workspace = workspace_once
     outside = f"/tmp/drill-pwned-{secrets.token_hex(4)}"
     with throwaway_database(rows=10) as db:
         with admin_connection(db.name) as admin:  # the tenant owns their schema; no superuser of theirs

@@ -46,7 +46,8 @@ def test_the_postgres_ledger_appends_refuses_and_proves(ledger_url: str) -> None
     assert reopened.size() == 5 and reopened.audit() == []
 
 
-def test_a_drill_with_a_postgres_ledger(workspace: Workspace, scratch_dir: str, ledger_url: str) -> None:
+def test_a_drill_with_a_postgres_ledger(workspace_once: Workspace, scratch_dir: str, ledger_url: str) -> None:
+    workspace = workspace_once
     estate = make_estate(workspace.root, workspace.restic, scratch_dir, ledger=ledger_url)
     run = drillctl("drill", "run", "-c", estate.drill_config, "--site", "local", "--json")
     assert run.returncode == 0, run.stderr

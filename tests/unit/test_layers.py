@@ -77,12 +77,13 @@ def test_every_module_imports_on_its_own() -> None:
     names = [
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in _modules()
     ]
-    script = (
-        "import importlib, subprocess, sys\n"
-        "failed = []\n"
-        "for name in sys.argv[1:]:\n"
+    script = (  # one fresh interpreter per module, two at a time
+        "import concurrent.futures, subprocess, sys\n"
+        "def load(name):\n"
         "    r = subprocess.run([sys.executable, '-c', f'import {name}'], capture_output=True, text=True)\n"
-        "    if r.returncode: failed.append((name, r.stderr.strip().splitlines()[-1]))\n"
+        "    return (name, r.stderr.strip().splitlines()[-1]) if r.returncode else None\n"
+        "with concurrent.futures.ThreadPoolExecutor(2) as pool:\n"
+        "    failed = [f for f in pool.map(load, sys.argv[1:]) if f]\n"
         "print(failed)\n"
         "sys.exit(1 if failed else 0)\n"
     )
