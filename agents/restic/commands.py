@@ -8,6 +8,7 @@ reach restic through its environment (``RESTIC_REPOSITORY``,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from agents.restic.features import ResticVersion
 
@@ -50,8 +51,10 @@ def make_backup_command(
     tags: Sequence[str],
     parent: str | None,
     force: bool,
+    time: str | None = None,
 ) -> tuple[str, ...]:
-    """Back up ``paths`` (restic walks them), leaving out what ``exclude_file`` and ``excludes`` name.
+    """Back up ``paths`` (restic walks them), leaving out what ``exclude_file`` and ``excludes`` name; ``time``
+    (restic's ``--time`` form, :func:`snapshot_time_flag`) sets the snapshot's time instead of restic's clock.
 
     ``-vv`` makes restic report every file and directory it stores (``verbose_status``),
     which the agent compares with its manifest. ``--`` ends the options: a path is never
@@ -70,16 +73,31 @@ def make_backup_command(
         argv.append("--force")
     elif parent is not None:
         argv += ["--parent", parent]
+    if time is not None:
+        argv += ["--time", time]
     return (*argv, "--", *paths)
 
 
+def snapshot_time_flag(moment: datetime) -> str:
+    """``moment`` as ``restic backup --time`` takes it: no zone, read in restic's local zone -- the child gets
+    ``TZ=UTC`` beside it (:data:`SNAPSHOT_TIME_ZONE`), so the value is UTC. Microseconds follow the seconds (Go reads
+    them though the layout has none), so that two backups in one second keep their order."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# The zone restic reads a --time value in (its TZ variable), so that the agent knows the snapshot's time exactly.
+SNAPSHOT_TIME_ZONE = {"TZ": "UTC"}
+
+
 def make_backup_stdin_command(
-    binary: str, flags: tuple[str, ...], *, filename: str, host: str, tags: Sequence[str]
+    binary: str, flags: tuple[str, ...], *, filename: str, host: str, tags: Sequence[str], time: str | None = None
 ) -> tuple[str, ...]:
-    """Store what arrives on stdin as one file named ``filename``."""
+    """Store what arrives on stdin as one file named ``filename`` (``time`` as in :func:`make_backup_command`)."""
     argv = [binary, *flags, "backup", "--stdin", "--stdin-filename", filename, "--host", host]
     for tag in tags:
         argv += ["--tag", tag]
+    if time is not None:
+        argv += ["--time", time]
     return tuple(argv)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +26,13 @@ class Repository:
     stall_timeout: float = 300.0
     # How long a command waits for another restic's lock on the repository before it fails as locked.
     lock_wait: float = 600.0
+
+    @property
+    def local_path(self) -> str | None:
+        """The folder of a repository on a local file system (a plain absolute path or ``local:PATH``), else
+        None."""
+        path = self.url.removeprefix("local:")
+        return path if os.path.isabs(path) else None
 
     def restic_environment(self, prefix: str = "RESTIC_") -> dict[str, str]:
         """The variables that point restic at this repository (``RESTIC_FROM_`` for a copy source)."""

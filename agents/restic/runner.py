@@ -19,7 +19,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO
 
 from agents import process
@@ -142,6 +142,7 @@ class BackupRun:
     summary: BackupSummary
     errors: tuple[BackupError, ...]
     partial: bool
+    time: datetime | None = None  # the snapshot's time, when the agent set it (``--time``)
 
 
 class Restic:
@@ -369,6 +370,7 @@ class Restic:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(exclusions.file_text())
+            moment = self._snapshot_time()
             argv = commands.make_backup_command(
                 self.binary,
                 self._flags(json=True),
@@ -379,8 +381,9 @@ class Restic:
                 tags=tags,
                 parent=parent,
                 force=force,
+                time=commands.snapshot_time_flag(moment) if moment else None,
             )
-            return self._backup(argv, on_status=on_status, on_item=on_item)
+            return self._backup(argv, on_status=on_status, on_item=on_item, time=moment)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(exclude_file)
@@ -398,10 +401,19 @@ class Restic:
 
         Cancelling ``cancellation`` before the stream ends stops restic without a snapshot.
         """
+        moment = self._snapshot_time()
         argv = commands.make_backup_stdin_command(
-            self.binary, self._flags(json=True), filename=filename, host=host, tags=tags
+            self.binary, self._flags(json=True), filename=filename, host=host, tags=tags,
+            time=commands.snapshot_time_flag(moment) if moment else None,
         )
-        return self._backup(argv, stdin=stream, cancellation=cancellation)
+        return self._backup(argv, stdin=stream, cancellation=cancellation, time=moment)
+
+    def _snapshot_time(self) -> datetime | None:
+        """The time to give a new snapshot, where restic would not tell it (before 0.17) and the snapshot's full
+        id can be read off a local repository's folder (:meth:`identify`); else None: restic's own clock."""
+        if self.version.prints_full_snapshot_ids or self.repository.local_path is None:
+            return None
+        return datetime.now(UTC)
 
     def _backup(
         self,
@@ -411,6 +423,7 @@ class Restic:
         on_status: Callable[[BackupStatus], None] | None = None,
         on_item: Callable[[BackupItem], None] | None = None,
         cancellation: process.Cancellation = process.CANCELLATION,
+        time: datetime | None = None,
     ) -> BackupRun:
         # The backup is often the job's first contact with the repository: it must
         # report progress within connect_timeout, then never stall for stall_timeout.
@@ -446,6 +459,7 @@ class Restic:
                 on_stdout_line=take,
                 on_stderr_line=take,
                 cancellation=cancellation,
+                extra_env=commands.SNAPSHOT_TIME_ZONE if time is not None else None,
             )
         except ResticError:
             # An interrupted or stalled restic may leave its lock behind; remove it
@@ -464,19 +478,38 @@ class Restic:
         partial = outcome is ResticOutcome.PARTIAL or bool(errors) or any(
             isinstance(m, ExitError) and m.code == 3 for m in messages
         )
-        return BackupRun(summary, errors, partial)
+        return BackupRun(summary, errors, partial, time)
 
     def identify(self, run: BackupRun) -> tuple[str, str | None, datetime]:
         """Full id, tree (when known without another call) and time of a new snapshot.
 
         restic 0.17+ prints the full id and the start time: no call. restic 0.14
-        prints a short id, resolved with one ``snapshots`` call that also gives the tree.
+        prints a short id: in a local repository the snapshot's file bears the full id (the time is the one the
+        agent gave it); elsewhere, or when two files share the short id, one ``snapshots`` call resolves it and
+        also gives the tree. Raises :class:`ResticError`.
         """
         summary = run.summary
         if self.version.prints_full_snapshot_ids and summary.backup_start:
             return summary.snapshot_id, None, parse_time(summary.backup_start)
+        full_id = self._local_snapshot_file(summary.snapshot_id)
+        if full_id is not None and run.time is not None:
+            return full_id, None, run.time
         snapshot = self.resolve_snapshot(summary.snapshot_id)
         return snapshot.id, snapshot.tree, snapshot.time
+
+    def _local_snapshot_file(self, short_id: str) -> str | None:
+        """The one snapshot id of a local repository that starts with ``short_id`` (restic names each snapshot's
+        file by its id); None when the repository is not local, or none or several match."""
+        folder = self.repository.local_path
+        if folder is None or not re.fullmatch(r"[0-9a-f]{8,64}", short_id):
+            return None
+        try:
+            names = [n for n in os.listdir(os.path.join(folder, "snapshots")) if n.startswith(short_id)]
+        except OSError:
+            return None
+        if len(names) != 1 or not re.fullmatch(r"[0-9a-f]{64}", names[0]):
+            return None
+        return names[0]
 
     def _unlock_quietly(self) -> None:
         try:

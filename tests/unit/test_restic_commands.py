@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -18,6 +19,7 @@ from agents.restic.messages import (
     parse_backup_message,
     parse_snapshots,
 )
+from agents.restic.repository import Repository
 from agents.restic.runner import lock_retry_waits
 
 V014 = ResticVersion(0, 14, 0)
@@ -46,6 +48,23 @@ def test_incremental_backup_names_its_parent() -> None:
     )
     assert argv[-4:] == ("--parent", "abc", "--", "/srv")
     assert "--force" not in argv and "--exclude-file" not in argv
+
+
+def test_a_snapshot_time_given_to_restic_is_utc_to_the_microsecond() -> None:
+    moment = datetime(2026, 12, 1, 8, 25, 3, 123456, tzinfo=timezone(timedelta(hours=8)))
+    assert commands.snapshot_time_flag(moment) == "2026-12-01 00:25:03.123456"
+    assert commands.SNAPSHOT_TIME_ZONE == {"TZ": "UTC"}  # the zone restic reads it in
+    argv = commands.make_backup_stdin_command("r", (), filename="d", host="h", tags=[], time="2026-12-01 00:25:03")
+    assert argv[-2:] == ("--time", "2026-12-01 00:25:03")
+    assert commands.make_backup_command("r", (), paths=["/srv"], exclude_file=None, host="h", tags=[], parent=None,
+                                        force=True, time="T")[-4:] == ("--time", "T", "--", "/srv")
+
+
+def test_only_a_repository_on_a_local_path_has_a_local_folder() -> None:
+    assert Repository("a", "/srv/repo").local_path == "/srv/repo"
+    assert Repository("b", "local:/srv/repo").local_path == "/srv/repo"
+    for url in ("s3:http://127.0.0.1:9000/bucket", "rclone:remote:bucket", "sftp:host:/srv", "relative/repo"):
+        assert Repository("c", url).local_path is None, url
 
 
 def test_exclusions_are_literal_paths() -> None:
