@@ -4,6 +4,8 @@ A cursor per repository in ``state_dir/verify/`` moves one part further at every
 check, so with ``--read-data-subset n/N`` every pack is read within N checks.
 The verify job runs one part before it restores (in the background while its
 scratch instance starts: :class:`BackgroundCheck`); the check job runs one alone.
+The verifications of one drill in one process share one check of each repository
+(:class:`DrillChecks`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +90,10 @@ class BackgroundCheck:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
+    def wait(self) -> None:
+        """Until the check has ended, whatever its outcome."""
+        self._thread.join()
+
     def outcome(self) -> CheckOutcome:
         """The check's outcome, once it has ended. Raises what the check raised (not a ``ResticError``: that is
         an outcome with an ``error``)."""
@@ -95,6 +102,57 @@ class BackgroundCheck:
             raise self._error
         assert self._outcome is not None
         return self._outcome
+
+
+class DrillChecks:
+    """One ``restic check`` of a repository for all the verifications of one drill that run in this process.
+
+    ``restic check`` holds the repository's exclusive lock; verifications of one drill running side by side
+    (``drillctl drill run --parallel``) would each wait for the others' restores before their own check, and a
+    check after another moments before, in the same drill, tells nothing new. The first verification of a drill
+    checks the repository (reading its next part of the data, timed in its record); the others wait for that check
+    and carry its result, with a ``check_shared`` finding naming the job that ran it. A verification outside a
+    drill always runs its own check.
+    """
+
+    KEPT = 64  # drills remembered; a drill's verifications run within minutes of each other
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checks: OrderedDict[tuple[str, str, int], tuple[BackgroundCheck, str]] = OrderedDict()
+
+    def wait_for_running(self, restic: Restic, drill_id: str | None, parts: int) -> None:
+        """Wait until the drill's check of this repository, if one is running, has ended: until then any other
+        restic command on the repository would fail as locked."""
+        found = self._find(restic, drill_id, parts)
+        if found is not None:
+            found[0].wait()
+
+    def start_or_join(self, restic: Restic, state: StateDir, repository: str, parts: int, drill_id: str | None,
+                      timed: RecordDraft[Any]) -> tuple[BackgroundCheck, str | None]:
+        """The check this verification relies on, and the id of the job that ran it when another one did (None:
+        this verification runs it, timed in ``timed``)."""
+        if drill_id is None:
+            return BackgroundCheck(restic, state, repository, parts, timed), None
+        key = (restic.repository.url, drill_id, parts)
+        with self._lock:
+            found = self._checks.get(key)
+            if found is not None:
+                return found[0], found[1]
+            check = BackgroundCheck(restic, state, repository, parts, timed)
+            self._checks[key] = (check, timed.request or timed.job_id)
+            while len(self._checks) > self.KEPT:
+                self._checks.popitem(last=False)
+            return check, None
+
+    def _find(self, restic: Restic, drill_id: str | None, parts: int) -> tuple[BackgroundCheck, str] | None:
+        if drill_id is None:
+            return None
+        with self._lock:
+            return self._checks.get((restic.repository.url, drill_id, parts))
+
+
+DRILL_CHECKS = DrillChecks()
 
 
 def run_check(config: AgentConfig, job: CheckJob) -> list[SignedRecord]:

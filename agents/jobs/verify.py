@@ -39,7 +39,7 @@ from agents.contract.records import (
 )
 from agents.jobs import catalog
 from agents.jobs.anchors import Anchors, collect_anchors
-from agents.jobs.check import BackgroundCheck
+from agents.jobs.check import DRILL_CHECKS, BackgroundCheck
 from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.verify_common import CheckGate, CouldNotVerify
 from agents.jobs.verify_files import verify_files_backup
@@ -146,6 +146,7 @@ def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRec
         try:
             restic = open_repository(config, job.repository)
             first.details.restic = ResticInfo(version=str(restic.version))
+            DRILL_CHECKS.wait_for_running(restic, job.drill_id, job.read_data_parts)
             selection = select_backups(catalog.collect_backups(
                 restic.snapshots(host=backup_host, first_contact=True),
                 host=backup_host, target=job.target, strict=False), job, anchors)
@@ -165,17 +166,27 @@ def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRec
                           f"{job.repository!r}" + (f" with snapshot id {job.snapshot}" if job.snapshot != LATEST
                                                    else ""))
             else:
-                # In the first record's timings; every record carries its result.
-                check = BackgroundCheck(restic, state, job.repository, job.read_data_parts, timed=first)
+                # In the first record's timings (unless another verification of the drill ran it); every record
+                # carries its result.
+                check, ran_by = DRILL_CHECKS.start_or_join(restic, state, job.repository, job.read_data_parts,
+                                                           job.drill_id, timed=first)
+                _note_shared(first, ran_by, job)
                 _verify_one(config, restic, selection.chosen[0], check, kind, state, first)
     records = [first.written()]
     for chosen in selection.chosen[1:]:
         draft = _new_draft(config, job, scratch, kind)
         draft.details.restic = first.details.restic
         with job_record(outbox, draft):
+            _note_shared(draft, ran_by, job)
             _verify_one(config, restic, chosen, check, kind, state, draft)
         records.append(draft.written())
     return records
+
+
+def _note_shared(record: RecordDraft[VerifyDraft], ran_by: str | None, job: VerifyJob) -> None:
+    if ran_by is not None:
+        record.add("check_shared", "info", f"the repository was checked once for drill {job.drill_id}, by "
+                   f"verification job {ran_by}; this record carries that check's result")
 
 
 def _keys(job: VerifyJob) -> dict[str, Ed25519PublicKey]:

@@ -14,7 +14,7 @@ import pytest
 from agents import process
 from agents.api import LocalAgent
 from agents.contract import signing
-from agents.contract.records import SignedRecord
+from agents.contract.records import SignedRecord, VerifyRecord
 from agents.keys import KeyStore
 from agents.outbox import Outbox, read_envelope
 from drill.config import load_drill_config
@@ -47,6 +47,14 @@ def test_a_same_city_drill_passes_with_evidence_and_reports(workspace: Workspace
             assert 0 < row["rpo_seconds"] < row["rpo_objective_seconds"]
             assert 0 < row["rto_seconds"] < row["rto_objective_seconds"]
             assert len(row["snapshot_ids"]) >= 1
+        # One restic check of the repository for the drill: the other verification carries its result.
+        agent_state = LocalAgent.open(estate.agent_config).state_dir
+        verifications = [r for r in (SignedRecord.read_unverified(read_envelope(path)).record
+                                     for path in Outbox(agent_state, KeyStore(agent_state)).list(sent=True))
+                         if isinstance(r, VerifyRecord) and r.drill_id == drill["drill_id"]]
+        assert len(verifications) == 2 and all(v.check and v.check.passed for v in verifications)
+        assert sorted("check" in v.timings.phases for v in verifications) == [False, True]
+        assert sorted(f.code for v in verifications for f in v.findings) == ["check_shared"]
 
         bundle = os.path.join(workspace.root, "evidence.zip")
         exported = drillctl("evidence", "export", "-c", estate.drill_config, "--drill", drill["drill_id"],
