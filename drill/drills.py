@@ -144,7 +144,8 @@ def run_drill(ledger: Ledger, config: DrillConfig, drill_id: str, progress: Prog
     instances are other processes); the ledger is read and written by the
     caller's thread alone, a step's records taken as soon as its verification ends.
     Raises :class:`DrillInputError` for a finished drill, a system no longer
-    in the config or ``parallel`` outside 1..:data:`MAX_PARALLEL`.
+    in the config or ``parallel`` outside 1..:data:`MAX_PARALLEL`; what a step
+    raised unexpectedly, once no new step is started and the running ones are recorded.
     """
     if not 1 <= parallel <= MAX_PARALLEL:
         raise DrillInputError(f"parallel must be between 1 and {MAX_PARALLEL} steps at once, not {parallel}")
@@ -160,27 +161,38 @@ def run_drill(ledger: Ledger, config: DrillConfig, drill_id: str, progress: Prog
     waiting.reverse()  # popped from the end: scope order
     started, site = view.started.started, view.started.site
     interrupted = False
+    failure: Exception | None = None  # raised once the steps already running are recorded
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="drill-step") as pool:
         running: dict[Future[list[SignedRecord]], _Step] = {}
         while waiting or running:
-            while waiting and len(running) < parallel and not api.cancelled():
+            while failure is None and waiting and len(running) < parallel and not api.cancelled():
                 system, target = waiting.pop()
                 progress(f"{system.name}/{target}: restoring from {site} and verifying")
                 step = _Step(system, target, site, utc_now())
-                job = _verify_job(ledger, config, step, drill_id)
+                try:
+                    job = _verify_job(ledger, config, step, drill_id)
+                except Exception as error:  # re-raised below, once the running steps are recorded
+                    failure = error
+                    break
                 running[pool.submit(system.agent.execute, job) if job else _no_work()] = step
             if not running:
-                break  # cancelled before anything else started
+                break  # cancelled or failed before anything else started
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 step = running.pop(future)
-                signed = future.result()
-                if api.cancelled():  # interrupted during the verification: no step record, resume redoes it
-                    interrupted = True
+                try:
+                    signed = future.result()
+                    if api.cancelled():  # interrupted during the verification: no step record, resume redoes it
+                        interrupted = True
+                        continue
+                    recorded = _record_step(ledger, config, step, signed, drill_id, started)
+                except Exception as error:  # the other running steps are still recorded first
+                    failure = failure or error
                     continue
-                recorded = _record_step(ledger, config, step, signed, drill_id, started)
                 progress(f"{step.system.name}/{step.target}: {recorded.verdict}  RPO {_human(recorded.rpo_seconds)}  "
                          f"RTO {_human(recorded.rto_seconds)}")
+    if failure is not None:
+        raise failure
     if interrupted or api.cancelled():
         progress("interrupted: the drill stays incomplete; 'drillctl drill resume' continues it")
         return load_drill(ledger, drill_id)

@@ -76,6 +76,7 @@ class BackgroundCheck:
         self._timed = timed
         self._outcome: CheckOutcome | None = None
         self._error: BaseException | None = None
+        self.ended: float | None = None  # time.monotonic() when the check ended
         self._thread = threading.Thread(target=self._run, name="restic-check", daemon=True)
         self._thread.start()
 
@@ -85,6 +86,8 @@ class BackgroundCheck:
                 self._outcome = run_check_part(*self._args)
         except BaseException as error:  # handed to the thread that waits
             self._error = error
+        finally:
+            self.ended = time.monotonic()
 
     @property
     def done(self) -> bool:
@@ -105,17 +108,21 @@ class BackgroundCheck:
 
 
 class DrillChecks:
-    """One ``restic check`` of a repository for all the verifications of one drill that run in this process.
+    """One ``restic check`` of a repository for the verifications of one drill that run in this process close
+    together.
 
     ``restic check`` holds the repository's exclusive lock; verifications of one drill running side by side
-    (``drillctl drill run --parallel``) would each wait for the others' restores before their own check, and a
-    check after another moments before, in the same drill, tells nothing new. The first verification of a drill
-    checks the repository (reading its next part of the data, timed in its record); the others wait for that check
-    and carry its result, with a ``check_shared`` finding naming the job that ran it. A verification outside a
-    drill always runs its own check.
+    (``drillctl drill run --parallel``) would each wait for the others' restores before their own check. The first
+    verification of a drill checks the repository (reading its next part of the data, timed in its record); a
+    verification of the same drill that starts while that check runs, or within :attr:`SHARE_SECONDS` after it
+    passed or found damage, waits for it and carries its result, with a ``check_shared`` finding naming the job that
+    ran it -- so those verifications read one part of the data between them, not one each. A check that could not
+    run (interrupted, locked, unreachable) is never shared, nor an older one; a verification outside a drill always
+    runs its own.
     """
 
-    KEPT = 64  # drills remembered; a drill's verifications run within minutes of each other
+    SHARE_SECONDS = 600.0
+    KEPT = 64  # drills remembered
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -124,7 +131,10 @@ class DrillChecks:
     def wait_for_running(self, restic: Restic, drill_id: str | None, parts: int) -> None:
         """Wait until the drill's check of this repository, if one is running, has ended: until then any other
         restic command on the repository would fail as locked."""
-        found = self._find(restic, drill_id, parts)
+        if drill_id is None:
+            return
+        with self._lock:
+            found = self._checks.get((restic.repository.url, drill_id, parts))
         if found is not None:
             found[0].wait()
 
@@ -137,19 +147,25 @@ class DrillChecks:
         key = (restic.repository.url, drill_id, parts)
         with self._lock:
             found = self._checks.get(key)
-            if found is not None:
-                return found[0], found[1]
+            if found is not None and self._shareable(found[0]):
+                return found
             check = BackgroundCheck(restic, state, repository, parts, timed)
             self._checks[key] = (check, timed.request or timed.job_id)
+            self._checks.move_to_end(key)
             while len(self._checks) > self.KEPT:
                 self._checks.popitem(last=False)
             return check, None
 
-    def _find(self, restic: Restic, drill_id: str | None, parts: int) -> tuple[BackgroundCheck, str] | None:
-        if drill_id is None:
-            return None
-        with self._lock:
-            return self._checks.get((restic.repository.url, drill_id, parts))
+    def _shareable(self, check: BackgroundCheck) -> bool:
+        ended = check.ended
+        if ended is None:
+            return True  # running: joining it costs no more than waiting for its lock
+        if time.monotonic() - ended > self.SHARE_SECONDS:
+            return False
+        try:
+            return check.outcome().error is None
+        except Exception:  # the check itself raised: its own verification reports it
+            return False
 
 
 DRILL_CHECKS = DrillChecks()

@@ -57,6 +57,9 @@ def test_full_differential_incremental_with_manifests_in_the_repository(workspac
     backups = _listing(workspace, path, "local")
     assert [b.level for b in backups] == [Level.FULL, Level.DIFFERENTIAL, Level.INCREMENTAL]
     assert [b.base for b in backups] == [None, docs[0]["snapshot"]["id"], docs[1]["snapshot"]["id"]]
+    # The ids and times in the records are restic's own (0.14 in a local repository: read off its folder, the time
+    # given with --time).
+    assert [(b.snapshot_id, b.time) for b in backups] == [(r.snapshot.id, r.snapshot.time) for r in (full, diff, incr)]
     # The manifest in the repository is the one the record's digest names, and it lists what restic stored.
     restic = Restic(config.restic_binary, config.repositories["local"])
     latest = backups[2]

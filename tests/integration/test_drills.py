@@ -34,7 +34,7 @@ def _coordinator_fingerprint(drill_config: str) -> str:
 def test_a_same_city_drill_passes_with_evidence_and_reports(workspace: Workspace, scratch_dir: str) -> None:
     with throwaway_database(rows=400) as db:
         estate = make_estate(workspace.root, workspace.restic, scratch_dir, db=db)
-        # Both targets at once: two verifications in one repository, each with its restic check (an exclusive lock).
+        # Both targets at once: two verifications in one repository, sharing one restic check (an exclusive lock).
         run = drillctl("drill", "run", "-c", estate.drill_config, "--site", "same-city", "--json", "--parallel", "2")
         assert run.returncode == 0, run.stdout + run.stderr
         drill = json.loads(run.stdout)

@@ -161,8 +161,7 @@ def test_a_pg_dump_older_than_the_server_is_refused(workspace: Workspace) -> Non
         assert too_old.outcome == "failed" and codes(too_old) == {"dump_tool_too_old"}
 
 
-def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspace_once: Workspace) -> None:
-    workspace = workspace_once
+def test_dumps_replicate_with_their_manifests_and_retention_keeps_pairs(workspace: Workspace) -> None:
     with throwaway_database(rows=100) as db:
         spec = {"kind": "postgres", "user": db.role, "password_file": _secret(workspace, "pg.pw", db.password),
                 "databases": [db.name], "globals": True}
