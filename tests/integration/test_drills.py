@@ -19,7 +19,7 @@ from agents.keys import KeyStore
 from agents.outbox import Outbox, read_envelope
 from drill.config import load_drill_config
 from drill.coordinator import ingest, open_ledger
-from drill.drills import finish_drill, run_drill, start_drill
+from drill.drills import finish_drill, load_drill, run_drill, start_drill
 from drill.reports.i18n import duration
 from tests.support.configs import Workspace
 from tests.support.databases import throwaway_database
@@ -198,6 +198,30 @@ def test_a_verification_the_ledger_refuses_cannot_pass_its_step(
     assert view.verdict == "failed" and step.verdict == "failed" and step.verifications == []
     assert [f.code for f in step.findings][:1] == ["record_not_in_ledger"]
     assert "does not verify" in step.findings[0].message
+
+
+def test_a_step_that_raises_stops_the_drill_after_the_running_steps_are_recorded(
+    workspace_once: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace = workspace_once
+    extra = {"archive": {"kind": "files", "paths": [workspace.data]}}
+    estate = make_estate(workspace.root, workspace.restic, scratch_dir, extra_targets=extra)
+    config = load_drill_config(estate.drill_config)
+    honest = LocalAgent.execute
+
+    def breaks_on_archive(agent: LocalAgent, job: Any, progress: Any = None) -> list[SignedRecord]:
+        if job.target == "archive":  # a fault no real agent produces on demand: an exception out of the job
+            raise RuntimeError("the agent broke")
+        return honest(agent, job, progress)
+
+    monkeypatch.setattr(LocalAgent, "execute", breaks_on_archive)
+    with open_ledger(config) as ledger:
+        drill_id = start_drill(ledger, config, "local", None)
+        with pytest.raises(RuntimeError, match="the agent broke"):
+            run_drill(ledger, config, drill_id, lambda _: None, parallel=2)
+        view = load_drill(ledger, drill_id)
+    assert [(s.target, s.verdict) for s in view.steps] == [("documents", "passed")]  # recorded before the raise
+    assert view.finished is None and view.missing() == [("app01", "archive")]
 
 
 def test_two_ingests_at_once_take_each_record_once_and_state_is_private(
