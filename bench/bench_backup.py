@@ -130,6 +130,7 @@ def main() -> int:
     if agent is None:
         raise SystemExit("drill-agent is not on PATH; run bash scripts/setup.sh and use .venv/bin/python")
     work = args.workdir or tempfile.mkdtemp(prefix="drill-bench-")
+    os.makedirs(work, exist_ok=True)
     data = os.path.join(work, "data")
     password = os.path.join(work, "pw")
     with open(password, "w") as handle:
