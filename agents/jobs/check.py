@@ -134,7 +134,7 @@ class DrillChecks:
         if drill_id is None:
             return
         with self._lock:
-            found = self._checks.get((restic.repository.url, drill_id, parts))
+            found = self._checks.get(self._key(restic, drill_id, parts))
         if found is not None:
             found[0].wait()
 
@@ -144,7 +144,7 @@ class DrillChecks:
         this verification runs it, timed in ``timed``)."""
         if drill_id is None:
             return BackgroundCheck(restic, state, repository, parts, timed), None
-        key = (restic.repository.url, drill_id, parts)
+        key = self._key(restic, drill_id, parts)
         with self._lock:
             found = self._checks.get(key)
             if found is not None and self._shareable(found[0]):
@@ -155,6 +155,11 @@ class DrillChecks:
             while len(self._checks) > self.KEPT:
                 self._checks.popitem(last=False)
             return check, None
+
+    @staticmethod
+    def _key(restic: Restic, drill_id: str, parts: int) -> tuple[str, str, int]:
+        """Checks are shared by repository (its URL: two names for one repository are one), drill and parts."""
+        return restic.repository.url, drill_id, parts
 
     def _shareable(self, check: BackgroundCheck) -> bool:
         ended = check.ended

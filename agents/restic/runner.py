@@ -370,7 +370,7 @@ class Restic:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(exclusions.file_text())
-            moment = self._snapshot_time()
+            moment, time_flag = self._snapshot_time()
             argv = commands.make_backup_command(
                 self.binary,
                 self._flags(json=True),
@@ -381,7 +381,7 @@ class Restic:
                 tags=tags,
                 parent=parent,
                 force=force,
-                time=commands.snapshot_time_flag(moment) if moment else None,
+                time=time_flag,
             )
             return self._backup(argv, on_status=on_status, on_item=on_item, time=moment)
         finally:
@@ -401,19 +401,20 @@ class Restic:
 
         Cancelling ``cancellation`` before the stream ends stops restic without a snapshot.
         """
-        moment = self._snapshot_time()
+        moment, time_flag = self._snapshot_time()
         argv = commands.make_backup_stdin_command(
-            self.binary, self._flags(json=True), filename=filename, host=host, tags=tags,
-            time=commands.snapshot_time_flag(moment) if moment else None,
+            self.binary, self._flags(json=True), filename=filename, host=host, tags=tags, time=time_flag,
         )
         return self._backup(argv, stdin=stream, cancellation=cancellation, time=moment)
 
-    def _snapshot_time(self) -> datetime | None:
-        """The time to give a new snapshot, where restic would not tell it (before 0.17) and the snapshot's full
-        id can be read off a local repository's folder (:meth:`identify`); else None: restic's own clock."""
+    def _snapshot_time(self) -> tuple[datetime | None, str | None]:
+        """The time to give a new snapshot and restic's ``--time`` value for it, where restic would not tell it
+        (before 0.17) and the snapshot's full id can be read off a local repository's folder (:meth:`identify`);
+        else (None, None): restic's own clock."""
         if self.version.prints_full_snapshot_ids or self.repository.local_path is None:
-            return None
-        return datetime.now(UTC)
+            return None, None
+        moment = datetime.now(UTC)
+        return moment, commands.snapshot_time_flag(moment)
 
     def _backup(
         self,
