@@ -46,6 +46,8 @@ codecs.register_error("drill-replace-per-byte", _one_replacement_per_byte)
 
 def comparable_path(path: str) -> str:
     """A manifest path as restic's JSON prints it: each byte that is not UTF-8 becomes its own U+FFFD."""
+    if path.isascii():
+        return path  # most are: no bytes that are not UTF-8 (those are held as surrogates, never ASCII)
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "drill-replace-per-byte")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,9 @@ from targets.files.select import Found, Selection, walk_order
 
 CHUNK = 1 << 20
 _Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+# A file smaller than this is hashed on the walking thread; larger ones on the pool's (see map_by_size).
+_INLINE_BYTES = 256 << 10
 # Files hashed per task of the pool, unless they are large (a large file is a task of its own).
 _BATCH_FILES = 256
 _BATCH_BYTES = 4 << 20
@@ -39,9 +43,14 @@ class ManifestError(ValueError):
     """A stored manifest that does not parse or has the wrong schema."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FileEntry:
-    """One path of the manifest. ``hash`` is None for directories."""
+    """One path of the manifest. ``hash`` is None for directories.
+
+    Treated as a value: nothing changes an entry once made (``dataclasses.replace`` makes another). Not declared
+    frozen because a backup makes one or two a file, and a frozen dataclass's ``__init__`` (a
+    ``object.__setattr__`` a field) costs five times as much: 2 s a million files.
+    """
 
     path: str
     type: str
@@ -96,27 +105,34 @@ class FilesManifest:
         return [e.path for e in self.entries if e.changed_during_backup]
 
 
-def hash_file(path: str, algorithm: str) -> tuple[str, os.stat_result, os.stat_result]:
-    """Hash a regular file; return the digest and its lstat before and fstat after reading.
+def hash_file(path: str, algorithm: str) -> tuple[str, os.stat_result]:
+    """Hash a regular file; return the digest and its fstat after reading.
 
     Raises OSError when the file cannot be opened or read.
     """
-    before = os.lstat(path)
     hasher = hashing.new_hasher(algorithm)
+    buffer, view = _read_buffer()
     fd = _open_for_reading(path)
     try:
-        with os.fdopen(fd, "rb", buffering=0, closefd=False) as handle:
-            buffer = bytearray(CHUNK)
-            view = memoryview(buffer)
-            while True:
-                n = handle.readinto(buffer)
-                if not n:
-                    break
-                hasher.update(view[:n])
+        while n := os.readv(fd, (buffer,)):
+            hasher.update(view[:n])
         after = os.fstat(fd)
     finally:
         os.close(fd)
-    return hashing.finish(algorithm, hasher), before, after
+    return hashing.finish(algorithm, hasher), after
+
+
+_buffers = threading.local()
+
+
+def _read_buffer() -> tuple[bytearray, memoryview]:
+    """This thread's read buffer, made once: a fresh zeroed megabyte for each file cost three times what hashing
+    a small file does."""
+    made: tuple[bytearray, memoryview] | None = getattr(_buffers, "made", None)
+    if made is None:
+        buffer = bytearray(CHUNK)
+        made = _buffers.made = (buffer, memoryview(buffer))
+    return made
 
 
 def _open_for_reading(path: str) -> int:
@@ -153,7 +169,8 @@ def _entry(found: Found, st: os.stat_result, digest: str | None, changed: bool =
 
 
 def _moved(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns) != (b.st_size, b.st_mtime_ns, b.st_ctime_ns)
+    """Whether ``b`` is not the same version of the same file as ``a`` (a write moves the ctime)."""
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) != (b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_ino)
 
 
 class BaseEntries(Protocol):
@@ -170,22 +187,19 @@ class BaseCursor:
 
     def __init__(self, entries: Iterable[FileEntry]) -> None:
         self._entries = iter(entries)
-        self._current: FileEntry | None = None
-        self._current_key = ""
-        self._advance()
+        self._current: FileEntry | None = next(self._entries, None)
 
     def get(self, path: str, /) -> FileEntry | None:
-        key = walk_order(path)
-        while self._current is not None and self._current_key < key:
-            self._advance()
-        if self._current is not None and self._current.path == path:
-            return self._current
-        return None
-
-    def _advance(self) -> None:
+        current = self._current
+        if current is not None and current.path != path:
+            key = walk_order(path)  # only off the usual step: the tree as it was, walked in the same order
+            while current is not None and walk_order(current.path) < key:
+                current = next(self._entries, None)
+        if current is None or current.path != path:
+            self._current = current
+            return None
         self._current = next(self._entries, None)
-        if self._current is not None:
-            self._current_key = walk_order(self._current.path)
+        return current
 
 
 @dataclass
@@ -248,15 +262,14 @@ def stream_entries(
         try:
             if item.kind == "symlink":
                 return _entry(item, item.st, _hash_symlink(item.path, algorithm))
-            digest, before, after = hash_file(item.path, algorithm)
-            return _entry(item, after, digest, _moved(item.st, before) or _moved(before, after))
+            # The walk's lstat is the "before": a file that moved between the walk and the end of its reading
+            # is marked, whenever in that span it moved.
+            digest, after = hash_file(item.path, algorithm)
+            return _entry(item, after, digest, _moved(item.st, after))
         except FileNotFoundError:
             return None  # vanished before we read it; restic reports it missing too
         except OSError as exc:
             return {"path": item.path, "error": exc.strerror or str(exc)}
-
-    def batch(group: list[Found]) -> list[FileEntry | dict[str, str] | None]:
-        return [one(item) for item in group]
 
     def window(items: list[Found], pool: ThreadPoolExecutor) -> Iterator[FileEntry]:
         done: dict[str, FileEntry] = {}
@@ -269,19 +282,16 @@ def stream_entries(
                 counts.reused += 1
             else:
                 to_read.append(item)
-        # The largest files first, so that the pool does not end on one big file.
-        to_read.sort(key=lambda f: f.st.st_size, reverse=True)
-        for results in pool.map(batch, in_batches(to_read, lambda f: f.st.st_size)):
-            for result in results:
-                if isinstance(result, FileEntry):
-                    done[result.path] = result
-                    if on_read is not None:
-                        on_read(result)
-                    if result.type == "file":
-                        counts.hashed_files += 1
-                        counts.hashed_bytes += result.size
-                elif result is not None:
-                    counts.unreadable.append(result)
+        for result in map_by_size(pool, one, to_read, lambda f: f.st.st_size):
+            if isinstance(result, FileEntry):
+                done[result.path] = result
+                if on_read is not None:
+                    on_read(result)
+                if result.type == "file":
+                    counts.hashed_files += 1
+                    counts.hashed_bytes += result.size
+            elif result is not None:
+                counts.unreadable.append(result)
         for item in items:
             if (entry := done.get(item.path)) is not None:
                 yield entry
@@ -304,6 +314,26 @@ def in_windows(items: Iterable[_Item], size: Callable[[_Item], int]) -> Iterator
             window, window_bytes = [], 0
     if window:
         yield window
+
+
+def map_by_size(
+    pool: ThreadPoolExecutor, work: Callable[[_Item], _Result], items: Sequence[_Item], size: Callable[[_Item], int]
+) -> list[_Result]:
+    """``work(item)`` for each of ``items``, the results in their order.
+
+    Items of :data:`_INLINE_BYTES` or more go to ``pool`` (in batches, the largest first, so that it does not end
+    on one big file): hashing them releases the interpreter lock, so the threads read and hash side by side.
+    The rest are done meanwhile on the calling thread: a small file costs less to read than handing it to
+    another thread does (three threads contending for the lock made a walk of small files twice as slow).
+    """
+    large = sorted((i for i, item in enumerate(items) if size(item) >= _INLINE_BYTES),
+                   key=lambda i: size(items[i]), reverse=True)
+    groups = in_batches(large, lambda i: size(items[i]))
+    pending = pool.map(lambda group: [work(items[i]) for i in group], groups)
+    results: dict[int, _Result] = {i: work(item) for i, item in enumerate(items) if size(item) < _INLINE_BYTES}
+    for group, outcomes in zip(groups, pending, strict=True):
+        results.update(zip(group, outcomes, strict=True))
+    return [results[i] for i in range(len(items))]
 
 
 def in_batches(items: Sequence[_Item], size: Callable[[_Item], int]) -> list[list[_Item]]:

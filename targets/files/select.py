@@ -18,7 +18,6 @@ Exclude patterns (shell globs, ``fnmatch``):
 from __future__ import annotations
 
 import fnmatch
-import glob
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -120,7 +119,7 @@ def walk(roots: Sequence[str], exclude: Sequence[str], never: Sequence[str], sel
     root or an unreadable directory: those are recorded for the result record.
     """
     patterns = [ExcludePattern.parse(p) for p in exclude]
-    patterns += [ExcludePattern(glob.escape(os.path.abspath(p)), False, True, True) for p in never]
+    left_out = frozenset(os.path.abspath(p) for p in never)
     walked: list[str] = []
     for root in sorted({os.path.abspath(given) for given in roots}, key=walk_order):
         try:
@@ -135,12 +134,14 @@ def walk(roots: Sequence[str], exclude: Sequence[str], never: Sequence[str], sel
         if any(root.startswith(outer.rstrip("/") + "/") for outer in walked):
             continue  # inside a root already walked: each path once
         walked.append(root)
-        yield from _walk(root, root, st, patterns, selection)
+        yield from _walk(root, root, st, patterns, left_out, selection)
 
 
 def _walk(
-    root: str, path: str, st: os.stat_result, patterns: list[ExcludePattern], out: Selection
+    root: str, path: str, st: os.stat_result, patterns: list[ExcludePattern], never: frozenset[str], out: Selection
 ) -> Iterator[Found]:
+    """Depth first, each directory's names sorted, with a stack of the directories on the way down (a generator
+    per directory cost a resumption per level for every entry yielded)."""
     kind = _kind(st.st_mode)
     if kind is None:
         out.skipped_special.append((path, special_kind(st.st_mode)))
@@ -150,25 +151,50 @@ def _walk(
         yield Found(path, kind, st)
         return
     try:
-        entries = sorted(_scan(path), key=lambda named: named[1])
+        listing = _sorted_listing(path)
     except OSError as exc:
         out.unreadable_dirs.append((path, exc.strerror or str(exc)))
         return
     yield Found(path, kind, st)
-    for entry_path, name in entries:
-        try:
-            child = os.lstat(entry_path)
-        except FileNotFoundError:
-            continue  # vanished between listing and stat: not in the backup
-        except OSError as exc:  # e.g. a path longer than PATH_MAX: this one is not backed up, the rest is
-            out.unreadable_dirs.append((entry_path, exc.strerror or str(exc)))
-            continue
-        relative = entry_path[len(root.rstrip("/")) + 1:]  # os.path.relpath costs more than the walk itself
-        is_dir = stat.S_ISDIR(child.st_mode)
-        if any(p.matches(entry_path, relative, name, is_dir) for p in patterns):
-            out.excluded.append(entry_path)
-            continue
-        yield from _walk(root, entry_path, child, patterns, out)
+    cut = len(root.rstrip("/")) + 1  # os.path.relpath costs more than the walk itself
+    stack = [iter(listing)]
+    while stack:
+        for entry_path, name in stack[-1]:
+            try:
+                child = os.lstat(entry_path)
+            except FileNotFoundError:
+                continue  # vanished between listing and stat: not in the backup
+            except OSError as exc:  # e.g. a path longer than PATH_MAX: this one is not backed up, the rest is
+                out.unreadable_dirs.append((entry_path, exc.strerror or str(exc)))
+                continue
+            mode = child.st_mode
+            if entry_path in never or (
+                patterns and any(p.matches(entry_path, entry_path[cut:], name, stat.S_ISDIR(mode)) for p in patterns)
+            ):
+                out.excluded.append(entry_path)
+                continue
+            kind = _kind(mode)
+            if kind is None:
+                out.skipped_special.append((entry_path, special_kind(mode)))
+                out.excluded.append(entry_path)
+            elif kind != "dir":
+                yield Found(entry_path, kind, child)
+            else:
+                try:
+                    below = _sorted_listing(entry_path)
+                except OSError as exc:
+                    out.unreadable_dirs.append((entry_path, exc.strerror or str(exc)))
+                    continue
+                yield Found(entry_path, kind, child)
+                stack.append(iter(below))
+                break  # on into the directory; its parent's listing goes on where it stopped
+        else:
+            stack.pop()
+
+
+def _sorted_listing(path: str) -> list[tuple[str, str]]:
+    """(path, name) of each entry of directory ``path``, by name. Raises OSError when it cannot be listed."""
+    return sorted(_scan(path), key=lambda named: named[1])
 
 
 def _scan(path: str) -> Iterator[tuple[str, str]]:

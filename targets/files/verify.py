@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from targets import hashing
-from targets.files.manifest import FileEntry, FilesManifest, hash_file, in_batches, in_windows
+from targets.files.manifest import FileEntry, FilesManifest, hash_file, in_windows, map_by_size
 from targets.files.select import walk_order, with_ancestors
 
 
@@ -74,7 +74,7 @@ def _compare_entry(entry: FileEntry, root: str, algorithm: str) -> tuple[Differe
     if st.st_size != entry.size:
         return Difference("size_mismatch", entry.path, f"manifest {entry.size} bytes, restored {st.st_size}"), 1, \
             st.st_size
-    digest, _, _ = hash_file(where, algorithm)
+    digest, _ = hash_file(where, algorithm)
     if digest != entry.hash:
         return Difference("content_mismatch", entry.path, f"manifest {entry.hash}, restored {digest}"), 1, st.st_size
     mode = stat.S_IMODE(st.st_mode)
@@ -118,20 +118,19 @@ def compare_stream(
                          *(with_ancestors(path) for path in ignore))
     walker = _RestoredWalk(root, around, changed, result)
 
-    def batch(group: list[FileEntry]) -> list[tuple[Difference | None, int, int]]:
-        return [_compare_entry(entry, root, algorithm) for entry in group]
+    def compare(entry: FileEntry) -> tuple[Difference | None, int, int]:
+        return _compare_entry(entry, root, algorithm)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for window in in_windows(entries, lambda entry: entry.size):
             for entry in window:
                 walker.reach(entry.path)
-            groups = in_batches(window, lambda entry: entry.size)
-            for group, outcomes in zip(groups, pool.map(batch, groups), strict=True):
-                for entry, (found, files, size) in zip(group, outcomes, strict=True):
-                    result.files_compared += files
-                    result.bytes_compared += size
-                    if found is not None:
-                        result.differences.append(_as_expected(found, entry, changed))
+            outcomes = map_by_size(pool, compare, window, lambda entry: entry.size)
+            for entry, (found, files, size) in zip(window, outcomes, strict=True):
+                result.files_compared += files
+                result.bytes_compared += size
+                if found is not None:
+                    result.differences.append(_as_expected(found, entry, changed))
     walker.finish()
     return result
 

@@ -6,6 +6,8 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import blake3
 import pytest
@@ -56,7 +58,7 @@ def test_absolute_pattern(tmp_path: pathlib.Path) -> None:
 def test_hashes_match_reference_implementations(tmp_path: pathlib.Path, algorithm: str) -> None:
     data = os.urandom(3 * fm.CHUNK + 17)
     (tmp_path / "f").write_bytes(data)
-    digest, _, _ = fm.hash_file(str(tmp_path / "f"), algorithm)
+    digest, _ = fm.hash_file(str(tmp_path / "f"), algorithm)
     reference = {
         "blake3": blake3.blake3(data).hexdigest(),
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -69,6 +71,45 @@ def test_hashes_match_reference_implementations(tmp_path: pathlib.Path, algorith
         assert hashing.digest_bytes("sm3", b"abc") == (
             "sm3:66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
         )
+
+
+def test_a_read_buffer_used_for_a_large_file_leaves_nothing_in_a_small_one(tmp_path: pathlib.Path) -> None:
+    # The buffer is kept between files: a small file read after a large one must hash its own bytes only.
+    (tmp_path / "large").write_bytes(os.urandom(2 * fm.CHUNK + 5))
+    (tmp_path / "small").write_bytes(b"tiny")
+    fm.hash_file(str(tmp_path / "large"), "sha256")
+    digest, after = fm.hash_file(str(tmp_path / "small"), "sha256")
+    assert digest == "sha256:" + hashlib.sha256(b"tiny").hexdigest()
+    assert after.st_size == 4
+
+
+def test_large_items_go_to_the_pool_and_small_ones_stay_on_the_calling_thread() -> None:
+    sizes = [10, fm._INLINE_BYTES, 3, fm._INLINE_BYTES * 4, 0, fm._INLINE_BYTES - 1]
+
+    def work(size: int) -> tuple[int, int]:
+        return size, threading.get_ident()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = fm.map_by_size(pool, work, sizes, lambda size: size)
+    assert [size for size, _ in results] == sizes  # in the items' order, whoever did them
+    here = threading.get_ident()
+    assert {size for size, thread in results if thread == here} == {10, 3, 0, fm._INLINE_BYTES - 1}
+
+
+def test_a_file_that_moved_between_the_walk_and_its_hashing_is_marked(tmp_path: pathlib.Path) -> None:
+    write_files(str(tmp_path), {"moving": "before", "still": "s"})
+    selection = select_paths([str(tmp_path)], [])
+    with open(tmp_path / "moving", "a") as handle:
+        handle.write(" and after the walk")
+    entries, *_ = fm.build_entries(selection, "blake3", None)
+    marked = {os.path.basename(e.path) for e in entries if e.changed_during_backup}
+    assert marked == {"moving"}
+
+
+def test_the_walk_goes_depth_first_each_directory_by_name(tmp_path: pathlib.Path) -> None:
+    write_files(str(tmp_path), {"a/b/c": "1", "a/b2": "2", "a/z/deep/er": "3", "a-c": "4", "b": "5"})
+    found = [f.path[len(str(tmp_path)):] for f in select_paths([str(tmp_path)], []).found]
+    assert found == ["", "/a", "/a/b", "/a/b/c", "/a/b2", "/a/z", "/a/z/deep", "/a/z/deep/er", "/a-c", "/b"]
 
 
 def test_unknown_algorithm() -> None:
