@@ -138,8 +138,11 @@ def _read_buffer() -> tuple[bytearray, memoryview]:
 def _open_for_reading(path: str) -> int:
     """A read-only descriptor of ``path`` (never through a symlink), without touching its access time where the
     kernel allows it. O_NOATIME is for the file's owner only: an agent reading other users' files through
-    CAP_DAC_READ_SEARCH (as the packaged service does) gets EPERM for it, and opens the plain way."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW
+    CAP_DAC_READ_SEARCH (as the packaged service does) gets EPERM for it, and opens the plain way.
+
+    O_NONBLOCK: a path swapped for a FIFO after the walk must not stall the job on opening or reading it (for a
+    regular file the flag changes nothing); what is read then is not what the walk saw, and the stat says so."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
     noatime = getattr(os, "O_NOATIME", 0)
     if noatime:
         try:
@@ -169,8 +172,10 @@ def _entry(found: Found, st: os.stat_result, digest: str | None, changed: bool =
 
 
 def _moved(a: os.stat_result, b: os.stat_result) -> bool:
-    """Whether ``b`` is not the same version of the same file as ``a`` (a write moves the ctime)."""
-    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) != (b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_ino)
+    """Whether ``b`` is another version of the file than ``a``: any write, and a rename over its path, moves the
+    ctime. Not the inode: some filesystems (FUSE without ``use_ino``, CIFS with ``noserverino``) give a file
+    another one when the kernel forgets it, and a false mark would excuse a real difference at verification."""
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns) != (b.st_size, b.st_mtime_ns, b.st_ctime_ns)
 
 
 class BaseEntries(Protocol):
@@ -329,10 +334,14 @@ def map_by_size(
     large = sorted((i for i, item in enumerate(items) if size(item) >= _INLINE_BYTES),
                    key=lambda i: size(items[i]), reverse=True)
     groups = in_batches(large, lambda i: size(items[i]))
-    pending = pool.map(lambda group: [work(items[i]) for i in group], groups)
-    results: dict[int, _Result] = {i: work(item) for i, item in enumerate(items) if size(item) < _INLINE_BYTES}
-    for group, outcomes in zip(groups, pending, strict=True):
-        results.update(zip(group, outcomes, strict=True))
+    futures = [pool.submit(lambda group: [work(items[i]) for i in group], group) for group in groups]
+    try:
+        results: dict[int, _Result] = {i: work(item) for i, item in enumerate(items) if size(item) < _INLINE_BYTES}
+        for group, future in zip(groups, futures, strict=True):
+            results.update(zip(group, future.result(), strict=True))
+    finally:
+        for future in futures:  # after a failure here or there, what has not started never does
+            future.cancel()
     return [results[i] for i in range(len(items))]
 
 

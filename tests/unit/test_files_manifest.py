@@ -107,9 +107,60 @@ def test_a_file_that_moved_between_the_walk_and_its_hashing_is_marked(tmp_path: 
 
 
 def test_the_walk_goes_depth_first_each_directory_by_name(tmp_path: pathlib.Path) -> None:
-    write_files(str(tmp_path), {"a/b/c": "1", "a/b2": "2", "a/z/deep/er": "3", "a-c": "4", "b": "5"})
-    found = [f.path[len(str(tmp_path)):] for f in select_paths([str(tmp_path)], []).found]
+    write_files(str(tmp_path), {"a/b/c": "1", "a/b2": "2", "a/skip/x": "0", "a/z/deep/er": "3", "a-c": "4", "b": "5"})
+    os.mkfifo(tmp_path / "a" / "pipe")
+    selection = select_paths([str(tmp_path)], ["skip/"])
+    found = [f.path[len(str(tmp_path)):] for f in selection.found]
     assert found == ["", "/a", "/a/b", "/a/b/c", "/a/b2", "/a/z", "/a/z/deep", "/a/z/deep/er", "/a-c", "/b"]
+    assert selection.excluded == [str(tmp_path / "a" / "pipe"), str(tmp_path / "a" / "skip")]
+
+
+def test_never_paths_are_left_out_exactly_whatever_their_names_hold(tmp_path: pathlib.Path) -> None:
+    write_files(str(tmp_path), {"state[1]/index": "agent's own", "state1/kept": "data", "state[1]x/kept": "data"})
+    found = {f.path for f in select_paths([str(tmp_path)], [], never=[str(tmp_path / "state[1]")]).found}
+    assert str(tmp_path / "state[1]") not in found and str(tmp_path / "state[1]" / "index") not in found
+    assert {str(tmp_path / "state1" / "kept"), str(tmp_path / "state[1]x" / "kept")} <= found
+
+
+def test_a_file_replaced_after_the_walk_by_one_of_the_same_size_and_mtime_is_marked(tmp_path: pathlib.Path) -> None:
+    write_files(str(tmp_path), {"doc": "version 1", "new": "version 2"})
+    old = os.lstat(tmp_path / "doc")
+    selection = select_paths([str(tmp_path / "doc")], [])
+    os.utime(tmp_path / "new", ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(tmp_path / "new", tmp_path / "doc")  # a rename moves the ctime
+    [entry], *_ = fm.build_entries(selection, "blake3", None)
+    assert entry.changed_during_backup
+    assert entry.hash == hashing.digest_bytes("blake3", b"version 2")
+
+
+def test_a_failure_on_either_side_of_the_split_is_raised() -> None:
+    def work(size: int) -> int:
+        if size in (1, fm._INLINE_BYTES * 2):
+            raise ValueError(size)
+        return size
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with pytest.raises(ValueError, match="^1$"):
+            fm.map_by_size(pool, work, [1, fm._INLINE_BYTES], lambda size: size)
+        with pytest.raises(ValueError, match=str(fm._INLINE_BYTES * 2)):
+            fm.map_by_size(pool, work, [5, fm._INLINE_BYTES * 2], lambda size: size)
+
+
+def _entry(path: str, kind: str = "file") -> fm.FileEntry:
+    return fm.FileEntry(path, kind, 1, 0o644, 1, 1, 1, None if kind == "dir" else "blake3:" + "0" * 64)
+
+
+def test_the_base_cursor_finds_in_walk_order_and_never_a_wrong_entry() -> None:
+    base = [_entry("/s", "dir"), _entry("/s/a"), _entry("/s/gone"), _entry("/s/sub", "dir"), _entry("/s/sub/x"),
+            _entry("/s/z")]
+    cursor = fm.BaseCursor(base)
+    assert cursor.get("/s/a") == base[1]
+    assert cursor.get("/s/new") is None  # not in the base: the cursor stays before /s/sub
+    assert cursor.get("/s/sub/x") == base[4]  # past a base-only entry and a directory
+    assert cursor.get("/s/sub/x") is None  # asked twice: not found again
+    assert cursor.get("/s/a") is None  # behind the cursor: never found (hashed again), never another entry
+    assert cursor.get("/s/z") == base[5]
+    assert cursor.get("/t") is None
 
 
 def test_unknown_algorithm() -> None:
