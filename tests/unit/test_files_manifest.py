@@ -140,7 +140,7 @@ def test_a_failure_on_either_side_of_the_split_is_raised() -> None:
         return size
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        with pytest.raises(ValueError, match="^1$"):
+        with pytest.raises(ValueError, match=r"^1$"):
             fm.map_by_size(pool, work, [1, fm._INLINE_BYTES], lambda size: size)
         with pytest.raises(ValueError, match=str(fm._INLINE_BYTES * 2)):
             fm.map_by_size(pool, work, [5, fm._INLINE_BYTES * 2], lambda size: size)
