@@ -142,22 +142,11 @@ def _walk(
 ) -> Iterator[Found]:
     """Depth first, each directory's names sorted, with a stack of the directories on the way down (a generator
     per directory cost a resumption per level for every entry yielded)."""
-    kind = _kind(st.st_mode)
-    if kind is None:
-        out.skipped_special.append((path, special_kind(st.st_mode)))
-        out.excluded.append(path)
-        return
-    if kind != "dir":
-        yield Found(path, kind, st)
-        return
-    try:
-        listing = _sorted_listing(path)
-    except OSError as exc:
-        out.unreadable_dirs.append((path, exc.strerror or str(exc)))
-        return
-    yield Found(path, kind, st)
+    found, listing = _visit(path, st, out)
+    if found is not None:
+        yield found
     cut = len(root.rstrip("/")) + 1  # os.path.relpath costs more than the walk itself
-    stack = [iter(listing)]
+    stack = [iter(listing)] if listing is not None else []
     while stack:
         for entry_path, name in stack[-1]:
             try:
@@ -167,29 +156,37 @@ def _walk(
             except OSError as exc:  # e.g. a path longer than PATH_MAX: this one is not backed up, the rest is
                 out.unreadable_dirs.append((entry_path, exc.strerror or str(exc)))
                 continue
-            mode = child.st_mode
-            if entry_path in never or (
-                patterns and any(p.matches(entry_path, entry_path[cut:], name, stat.S_ISDIR(mode)) for p in patterns)
-            ):
+            if entry_path in never or (patterns and any(
+                p.matches(entry_path, entry_path[cut:], name, stat.S_ISDIR(child.st_mode)) for p in patterns
+            )):
                 out.excluded.append(entry_path)
                 continue
-            kind = _kind(mode)
-            if kind is None:
-                out.skipped_special.append((entry_path, special_kind(mode)))
-                out.excluded.append(entry_path)
-            elif kind != "dir":
-                yield Found(entry_path, kind, child)
-            else:
-                try:
-                    below = _sorted_listing(entry_path)
-                except OSError as exc:
-                    out.unreadable_dirs.append((entry_path, exc.strerror or str(exc)))
-                    continue
-                yield Found(entry_path, kind, child)
+            found, below = _visit(entry_path, child, out)
+            if found is not None:
+                yield found
+            if below is not None:
                 stack.append(iter(below))
                 break  # on into the directory; its parent's listing goes on where it stopped
         else:
             stack.pop()
+
+
+def _visit(path: str, st: os.stat_result, out: Selection) -> tuple[Found | None, list[tuple[str, str]] | None]:
+    """One entry the patterns kept: what the walk yields for it (None: left out, and ``out`` says why) and, for a
+    directory that can be listed, its listing."""
+    kind = _kind(st.st_mode)
+    if kind is None:
+        out.skipped_special.append((path, special_kind(st.st_mode)))
+        out.excluded.append(path)
+        return None, None
+    if kind != "dir":
+        return Found(path, kind, st), None
+    try:
+        listing = _sorted_listing(path)
+    except OSError as exc:
+        out.unreadable_dirs.append((path, exc.strerror or str(exc)))
+        return None, None
+    return Found(path, kind, st), listing
 
 
 def _sorted_listing(path: str) -> list[tuple[str, str]]:
