@@ -13,6 +13,7 @@ Layout::
       scratch/           scratch directories of verifications (when scratch.directory is not set)
       cache/restic/      restic's cache
       locks/             one lock file per policy (no two runs of a policy at once), stale-lock markers
+      checked/           digests of config files that passed the schema (not checked again; config/checked.py)
       schedule.json      the last scheduled slot handled, per policy
 """
 

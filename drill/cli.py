@@ -6,13 +6,14 @@ Exit codes: 0 success; 1 something the command checked failed; 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from agents import api
 from agents.contract import signing
@@ -435,5 +436,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
-if __name__ == "__main__":  # pragma: no cover
+def run() -> NoReturn:
+    """The ``drillctl`` program: :func:`main` with everything imported set aside from the garbage collector.
+
+    What the program imported lives until it exits; frozen (``gc.freeze``), it is scanned neither by each full
+    collection nor at exit -- ≈ 0.1 s of every command, whose start-up is most of a one-second job. Not in
+    :func:`main`, which tests call in their own process.
+    """
+    gc.freeze()
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.config import checked
 from agents.config.envfile import EnvFileError, parse_env_file
 from agents.config.schema import CONFIG_SCHEMA
 from agents.contract.configfile import (
@@ -210,9 +211,12 @@ def _check_target_files(data: Mapping[str, Any], out: ProblemCollector) -> None:
         _check_password_file(spec.get("password_file"), ("targets", name, "password_file"), out, required=False)
 
 
-def validate_config(source: str, text: str) -> AgentConfig:
+def validate_config(source: str, text: str, *, remembered: bool = False) -> AgentConfig:
     """Validate config ``text`` read from ``source`` and build the typed config.
 
+    ``remembered``: the schema check is skipped when this text passed it before, and a pass is remembered, in
+    the config's own state directory (``agents/config/checked.py``) -- for the agent's own commands, which run
+    the same config again and again; checking a config on request always runs every check.
     Raises :class:`ConfigError` with every problem found.
     """
     loaded, out = load_config_yaml(source, text)
@@ -220,8 +224,9 @@ def validate_config(source: str, text: str) -> AgentConfig:
     if not isinstance(data, dict):
         out.add((), "the file must be a mapping of keys (host, state_dir, repositories, targets, policies)")
         raise ConfigError(out.problems)
-    schema_ok = check_schema(data, out, CONFIG_SCHEMA)
-    if not schema_ok:
+    digest = checked.schema_digest(text, CONFIG_SCHEMA) if remembered else ""
+    passed_before = remembered and checked.passed_before(data.get("state_dir"), digest)
+    if not passed_before and not check_schema(data, out, CONFIG_SCHEMA):
         raise ConfigError(out.problems)
     _check_state_dir(data["state_dir"], out)
     _check_role(data, out)
@@ -231,6 +236,8 @@ def validate_config(source: str, text: str) -> AgentConfig:
     _check_target_files(data, out)
     if out.problems:
         raise ConfigError(out.problems)
+    if remembered and not passed_before:
+        checked.remember(data["state_dir"], digest)
     return AgentConfig(
         source=source,
         host=data.get("host") or socket.gethostname().split(".")[0],
@@ -249,6 +256,9 @@ def validate_config(source: str, text: str) -> AgentConfig:
     )
 
 
-def load_config(path: str) -> AgentConfig:
-    """Read and validate the config file at ``path``. Raises :class:`ConfigError`."""
-    return validate_config(path, read_config_file(path))
+def load_config(path: str, *, remembered: bool = False) -> AgentConfig:
+    """Read and validate the config file at ``path`` (``remembered``: see :func:`validate_config`).
+
+    Raises :class:`ConfigError`.
+    """
+    return validate_config(path, read_config_file(path), remembered=remembered)

@@ -17,18 +17,19 @@ refuses NaN and infinity, which JSON Schema would take for numbers.
 from __future__ import annotations
 
 import codecs
+import functools
 import math
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import jsonschema
-import jsonschema.validators
+from typing import TYPE_CHECKING, Any
 
 from agents.contract.errors import DrillError
 from agents.contract.yamlfile import LoadedYaml, Path, YamlLimitError, YamlSyntaxError, load_yaml
+
+if TYPE_CHECKING:
+    import jsonschema
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 """The largest config file read; a real one is a few kilobytes."""
@@ -153,19 +154,27 @@ def _canonical(value: Any) -> Any:
 def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
     # jsonschema's own check compares every pair when the items cannot be sorted (mappings): a list of
     # 100,000 mappings in a config would take hours. Hashing a canonical form is linear.
+    from jsonschema import ValidationError  # noqa: PLC0415 -- imported by then: this runs inside a validation
+
     if not unique or not validator.is_type(instance, "array"):
         return
     seen: set[Any] = set()
     for item in instance:
         key = _canonical(item)
         if key in seen:
-            yield jsonschema.ValidationError(f"{_short(item)} appears more than once")
+            yield ValidationError(f"{_short(item)} appears more than once")
             return
         seen.add(key)
 
 
-_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    jsonschema.Draft202012Validator, {"uniqueItems": _unique_items})
+@functools.cache
+def _validator_class() -> Any:
+    """Draft 2020-12 with a linear ``uniqueItems``. Imported on first use: the import is a tenth of a second of
+    every command, and an unchanged agent config is not checked again (``agents/config/checked.py``)."""
+    import jsonschema.validators  # noqa: PLC0415
+
+    return jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        jsonschema.Draft202012Validator, {"uniqueItems": _unique_items})
 
 
 def _non_finite_numbers(data: Any) -> Iterator[Path]:
@@ -198,7 +207,7 @@ def check_schema(data: Any, out: ProblemCollector, schema: Mapping[str, Any]) ->
     found = bool(non_finite)
     # "if/then" failures repeat their inner errors; report the innermost ones.
     seen: set[tuple[Path, str]] = set()
-    for error in _Validator(schema).iter_errors(data):  # lazily: stop early on a hostile document
+    for error in _validator_class()(schema).iter_errors(data):  # lazily: stop early on a hostile document
         leaves = [error]
         while leaves and any(e.context for e in leaves):
             leaves = [c for e in leaves for c in (e.context or [e])]

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
 import textwrap
+from typing import Any
 
 import pytest
 import yaml
 
+from agents.config import checked
 from agents.config.envfile import EnvFileError, parse_env_file
 from agents.config.example import render_example
 from agents.config.model import ConfigError, validate_config
+from agents.contract.configfile import check_schema
 from policies.levels import Level
+
+REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -165,3 +173,90 @@ def test_env_file_errors_name_the_line_not_the_value() -> None:
         parse_env_file("A=1\nthis-is-secret-garbage\n")
     assert caught.value.line == 2
     assert "secret" not in str(caught.value)
+
+
+def _with_state_dir(secrets_dir: pathlib.Path) -> tuple[str, pathlib.Path]:
+    state = secrets_dir / "state"
+    state.mkdir(mode=0o700)
+    return _config(secrets_dir, GOOD).replace("/var/lib/drill-agent", str(state)), state
+
+
+def _count_schema_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+
+    def counting(*args: Any) -> bool:
+        calls.append(1)
+        return check_schema(*args)
+
+    monkeypatch.setattr("agents.config.model.check_schema", counting)
+    return calls
+
+
+def test_a_config_that_passed_its_schema_is_not_checked_again_until_it_changes(
+    secrets_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text, state = _with_state_dir(secrets_dir)
+    checks = _count_schema_checks(monkeypatch)
+    first = validate_config("agent.yaml", text, remembered=True)
+    assert len(checks) == 1 and len(os.listdir(state / "checked")) == 1
+    again = validate_config("agent.yaml", text, remembered=True)
+    assert len(checks) == 1 and again.raw == first.raw and again.policies == first.policies
+    validate_config("agent.yaml", text)  # checking a config on request checks it all
+    assert len(checks) == 2
+    validate_config("agent.yaml", text.replace("host: app01", "host: app02"), remembered=True)
+    assert len(checks) == 3 and len(os.listdir(state / "checked")) == 2
+    # Only the schema check is remembered: the checks across fields and files run each time.
+    (secrets_dir / "restic.pw").unlink()
+    with pytest.raises(ConfigError, match="password_file"):
+        validate_config("agent.yaml", text, remembered=True)
+    assert len(checks) == 3
+
+
+def test_a_schema_memo_is_trusted_only_in_a_private_state_directory(
+    secrets_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text, state = _with_state_dir(secrets_dir)
+    checks = _count_schema_checks(monkeypatch)
+    validate_config("agent.yaml", text, remembered=True)
+    [memo] = (state / "checked").iterdir()
+    state.chmod(0o770)  # someone else could have planted it
+    validate_config("agent.yaml", text, remembered=True)
+    assert len(checks) == 2
+    state.chmod(0o700)
+    elsewhere = secrets_dir / "elsewhere"
+    elsewhere.write_text("")
+    memo.unlink()
+    memo.symlink_to(elsewhere)
+    validate_config("agent.yaml", text, remembered=True)
+    assert len(checks) == 3
+
+
+def test_a_config_that_fails_any_check_leaves_no_schema_memo(secrets_dir: pathlib.Path) -> None:
+    text, state = _with_state_dir(secrets_dir)
+    with pytest.raises(ConfigError, match="far-away"):  # passes the schema, fails across fields
+        validate_config("agent.yaml", text.replace("replicate_to: [same-city]", "replicate_to: [far-away]"),
+                        remembered=True)
+    assert not (state / "checked").exists() or not os.listdir(state / "checked")
+
+
+def test_only_the_newest_schema_memos_are_kept(tmp_path: pathlib.Path) -> None:
+    state = tmp_path / "state"
+    (state / "checked").mkdir(parents=True, mode=0o700)
+    state.chmod(0o700)
+    for age in range(20):
+        old = state / "checked" / f"old-{age:02}"
+        old.write_text("")
+        os.utime(old, ns=(10**18 - age * 10**9, 10**18 - age * 10**9))  # old-00 the newest
+    checked.remember(str(state), "new")
+    assert sorted(os.listdir(state / "checked")) == ["new", *(f"old-{age:02}" for age in range(checked.KEPT - 1))]
+
+
+def test_an_unchanged_config_is_loaded_without_importing_the_schema_library(secrets_dir: pathlib.Path) -> None:
+    text, _ = _with_state_dir(secrets_dir)
+    path = secrets_dir / "agent.yaml"
+    path.write_text(text)
+    program = ("import sys, agents.cli; from agents.config.model import load_config; "
+               "load_config(sys.argv[1], remembered=True); print('jsonschema' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", program, str(path)], capture_output=True, text=True, check=True,
+                           cwd=REPOSITORY).stdout.strip() for _ in range(2)]
+    assert runs == ["True", "False"]
