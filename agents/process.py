@@ -150,6 +150,12 @@ class StallWatch:
             self._last = time.monotonic()
             self._progressed = True
 
+    def restart(self) -> None:
+        """Watch a new attempt of the same work: the shorter limit holds again until it reports."""
+        with self._lock:
+            self._last = time.monotonic()
+            self._progressed = False
+
     def stalled_for(self) -> float | None:
         """Seconds without progress beyond the limit in force, or None while within it."""
         with self._lock:

@@ -4,14 +4,16 @@ Checking a config against its JSON Schema means importing the validator library,
 ≈ 0.1 s of every ``drill-agent`` command -- a tenth of a one-second incremental
 backup. After a config has passed *every* check, the digest of what decided the
 schema's verdict is remembered as an empty file ``state_dir/checked/<digest>``:
-the config's text, the schema, and the code that applies it (the validator
-library and drill's own checks, by file identity). Changing any of them makes a
+the config as parsed (what the schema judges, whatever the YAML reader made of
+the text), the schema, and the code that applies it (the validator library's
+files and drill's own checks, by file identity). Changing any of them makes a
 new digest, so the schema is checked again. Only the schema check is skipped;
 every check across fields (files, repositories, policies) runs each time.
 
-A memo is trusted only inside a state directory private to this user (owned by
-it, writable by no one else, no symbolic links on the way), so that no one else
-can plant a memo for a config that would fail the schema.
+A memo is trusted only where this user alone can have written it: the state
+directory, its ``checked/`` and the memo itself owned by this user, writable by
+no one else, and not symbolic links (a state directory that is one gets no
+memo), so that no one else can plant a memo for a config that would fail.
 """
 
 from __future__ import annotations
@@ -34,19 +36,25 @@ KEPT = 16
 """Memos kept per state directory; older ones (of configs since edited) are removed when a new one is written."""
 
 
-def schema_digest(text: str, schema: Mapping[str, Any]) -> str:
-    """The digest of config ``text`` checked against ``schema`` by the code installed now (hex)."""
+def schema_digest(data: Any, schema: Mapping[str, Any]) -> str:
+    """The digest of the parsed config ``data`` checked against ``schema`` by the code installed now (hex)."""
     digest = hashlib.sha256()
-    for part in (text, json.dumps(schema, sort_keys=True), *_checking_code()):
+    for part in (json.dumps(data, sort_keys=True, default=repr), json.dumps(schema, sort_keys=True),
+                 *_checking_code()):
         encoded = part.encode("utf-8", "surrogatepass")
         digest.update(len(encoded).to_bytes(8, "big") + encoded)
     return digest.hexdigest()
 
 
 def _checking_code() -> list[str]:
-    """The identity (path, size, modification time) of the files whose code decides a schema verdict."""
+    """The identity (path, inode, size, modification and change times) of the files whose code decides a schema
+    verdict: drill's checks and every module of the validator library (an upgrade replaces them)."""
+    files = [configfile.__file__]
     found = importlib.util.find_spec("jsonschema")  # found without importing it: that is the point
-    files = [configfile.__file__, found.origin if found is not None and found.origin else "jsonschema: not found"]
+    if found is not None and found.origin is not None:
+        package = os.path.dirname(found.origin)
+        with os.scandir(package) as entries:
+            files += sorted(entry.path for entry in entries if entry.name.endswith(".py"))
     identities = []
     for path in files:
         try:
@@ -54,8 +62,8 @@ def _checking_code() -> list[str]:
         except OSError:
             identities.append(f"{path}: missing")
             continue
-        identities.append(f"{path}:{status.st_size}:{status.st_mtime_ns}")
-    return identities
+        identities.append(f"{path}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}:{status.st_ctime_ns}")
+    return identities or ["jsonschema: not found"]
 
 
 def passed_before(state_dir: object, digest: str) -> bool:

@@ -214,7 +214,7 @@ def _check_target_files(data: Mapping[str, Any], out: ProblemCollector) -> None:
 def validate_config(source: str, text: str, *, remembered: bool = False) -> AgentConfig:
     """Validate config ``text`` read from ``source`` and build the typed config.
 
-    ``remembered``: the schema check is skipped when this text passed it before, and a pass is remembered, in
+    ``remembered``: the schema check is skipped when this config passed it before, and a pass is remembered, in
     the config's own state directory (``agents/config/checked.py``) -- for the agent's own commands, which run
     the same config again and again; checking a config on request always runs every check.
     Raises :class:`ConfigError` with every problem found.
@@ -224,7 +224,7 @@ def validate_config(source: str, text: str, *, remembered: bool = False) -> Agen
     if not isinstance(data, dict):
         out.add((), "the file must be a mapping of keys (host, state_dir, repositories, targets, policies)")
         raise ConfigError(out.problems)
-    digest = checked.schema_digest(text, CONFIG_SCHEMA) if remembered else ""
+    digest = checked.schema_digest(data, CONFIG_SCHEMA) if remembered else ""
     passed_before = remembered and checked.passed_before(data.get("state_dir"), digest)
     if not passed_before and not check_schema(data, out, CONFIG_SCHEMA):
         raise ConfigError(out.problems)

@@ -61,8 +61,8 @@ REPOSITORY_SCHEMA: dict[str, Any] = {
             "default": 60,
             "description": (
                 "Seconds for restic to open the repository (and, in a backup, to load its index and report "
-                "progress) before the repository counts as unreachable; restic itself would retry for minutes. "
-                "1 to 3600."
+                "progress; in a verification's check, to lock it) before the repository counts as unreachable; "
+                "restic itself would retry for minutes. 1 to 3600."
             ),
             "examples": [60],
         },

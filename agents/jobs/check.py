@@ -2,8 +2,9 @@
 
 A cursor per repository in ``state_dir/verify/`` moves one part further at every
 check, so with ``--read-data-subset n/N`` every pack is read within N checks.
-The verify job runs one part before it restores (in the background while its
-scratch instance starts: :class:`BackgroundCheck`); the check job runs one alone.
+The verify job runs one part before it restores (in the background, its first
+command on the repository, while it lists the snapshots and starts its scratch
+instance: :class:`BackgroundCheck`); the check job runs one alone.
 The verifications of one drill in one process share one check of each repository
 (:class:`DrillChecks`).
 """
@@ -47,13 +48,17 @@ def next_check_part(state: StateDir, repository: str, parts: int) -> int:
 
 def run_check_part(restic: Restic, state: StateDir, repository: str, parts: int,
                    part: int | None = None) -> CheckOutcome:
-    """Run ``restic check`` reading ``part`` of ``parts`` of the data (default: the next, by this agent's cursor)."""
+    """Run ``restic check`` reading ``part`` of ``parts`` of the data (default: the next, by this agent's cursor).
+
+    The check is its job's first contact with the repository: an unreachable one fails within its
+    ``connect_timeout``.
+    """
     part = part if part is not None else next_check_part(state, repository, parts)
     coverage = Coverage(parts_read_this_cycle=part, parts=parts, fraction=round(part / parts, 4))
     subset = f"{part}/{parts}"
     started = time.monotonic()
     try:
-        ok, problems = restic.check(subset)
+        ok, problems = restic.check(subset, first_contact=True)
     except ResticError as error:
         return CheckOutcome(CheckResult(read_data_subset=subset, coverage=coverage),
                             f"restic check could not run: {error.describe()}")
@@ -65,9 +70,9 @@ class BackgroundCheck:
     """:func:`run_check_part` in a thread, started at once, timed as the ``check`` phase of ``timed``;
     :meth:`outcome` waits for it.
 
-    A verification starts its throwaway database instance (seconds) while restic checks: nothing is restored
-    before the outcome is known (the check holds the repository's exclusive lock: any other restic command would
-    fail as locked until it ends).
+    A verification lists the snapshots (``--no-lock``) and starts its throwaway database instance (seconds) while
+    restic checks: nothing is restored before the outcome is known (the check holds the repository's exclusive
+    lock: any other locking restic command would fail as locked until it ends).
     """
 
     def __init__(self, restic: Restic, state: StateDir, repository: str, parts: int,
@@ -127,16 +132,6 @@ class DrillChecks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._checks: OrderedDict[tuple[str, str, int], tuple[BackgroundCheck, str]] = OrderedDict()
-
-    def wait_for_running(self, restic: Restic, drill_id: str | None, parts: int) -> None:
-        """Wait until the drill's check of this repository, if one is running, has ended: until then any other
-        restic command on the repository would fail as locked."""
-        if drill_id is None:
-            return
-        with self._lock:
-            found = self._checks.get(self._key(restic, drill_id, parts))
-        if found is not None:
-            found[0].wait()
 
     def start_or_join(self, restic: Restic, state: StateDir, repository: str, parts: int, drill_id: str | None,
                       timed: RecordDraft[Any]) -> tuple[BackgroundCheck, str | None]:

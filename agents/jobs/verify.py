@@ -1,9 +1,11 @@
 """The verify job: restore backups into scratch and compare them with the manifests taken at backup time.
 
-Steps, each timed in the record: find the backups → ``restic check`` (structure,
-plus a rotating ``--read-data-subset n/N`` so every pack is read within N
-verifications; in the background while a throwaway database instance starts,
-but nothing is restored before it passed) → for each backup, a fresh scratch
+Steps, each timed in the record: ``restic check`` (structure, plus a rotating
+``--read-data-subset n/N`` so every pack is read within N verifications; in the
+background while the snapshots are listed, without a lock, to find the backups,
+and while a throwaway database instance starts, but nothing is restored before
+it passed; its result is in every record, also when nothing could be chosen)
+→ for each backup, a fresh scratch
 directory → restore and compare (files: ``verify_files``; database dumps:
 ``verify_dump``, through the target kind's engine) → remove the scratch
 directory, pass or fail. One record
@@ -146,32 +148,23 @@ def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRec
         try:
             restic = open_repository(config, job.repository)
             first.details.restic = ResticInfo(version=str(restic.version))
-            DRILL_CHECKS.wait_for_running(restic, job.drill_id, job.read_data_parts)
-            selection = select_backups(catalog.collect_backups(
-                restic.snapshots(host=backup_host, first_contact=True),
-                host=backup_host, target=job.target, strict=False), job, anchors)
         except ResticError as error:
             first.add("could_not_verify", "error", error.describe())
         else:
-            for backup in selection.unrecorded:
-                first.add("unrecorded_snapshot", "warning", _unrecorded_message(backup), backup.snapshot_id)
-            if selection.refused is not None:
-                first.add("unrecorded_snapshot", "error", _unrecorded_message(selection.refused),
-                          selection.refused.snapshot_id)
-                first.details.verdict = "failed"
-            elif not selection.chosen:
-                what = f"database {job.database!r} of target" if job.database else "target"
-                first.add("no_restorable_snapshot", "error",
-                          f"no recorded backup of {what} {job.target!r} from host {backup_host!r} in "
-                          f"{job.repository!r}" + (f" with snapshot id {job.snapshot}" if job.snapshot != LATEST
-                                                   else ""))
-            else:
-                # In the first record's timings (unless another verification of the drill ran it); every record
-                # carries its result.
-                check, ran_by = DRILL_CHECKS.start_or_join(restic, state, job.repository, job.read_data_parts,
-                                                           job.drill_id, timed=first)
-                _note_shared(first, ran_by, job)
-                _verify_one(config, restic, selection.chosen[0], check, kind, state, first)
+            # The check starts first, the snapshots are listed beside it (each restic command spends half a second
+            # deriving the key before it does anything); it is in the first record's timings unless another
+            # verification of the drill ran it, and every record carries its result.
+            check, ran_by = DRILL_CHECKS.start_or_join(restic, state, job.repository, job.read_data_parts,
+                                                       job.drill_id, timed=first)
+            _note_shared(first, ran_by, job)
+            try:
+                selection = _select(restic, job, backup_host, anchors, first)
+                if selection.chosen:
+                    _verify_one(config, restic, selection.chosen[0], check, kind, state, first)
+                else:
+                    _settle_with_nothing_restored(check, first)
+            finally:
+                check.wait()  # no restic check is left running behind the job, whatever happened
     records = [first.written()]
     for chosen in selection.chosen[1:]:
         draft = _new_draft(config, job, scratch, kind)
@@ -181,6 +174,41 @@ def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRec
             _verify_one(config, restic, chosen, check, kind, state, draft)
         records.append(draft.written())
     return records
+
+
+def _select(restic: Restic, job: VerifyJob, backup_host: str, anchors: Anchors,
+            first: RecordDraft[VerifyDraft]) -> Selection:
+    """The backups to verify, from a listing taken beside the check; what is wrong with them is in ``first``
+    (nothing is chosen when the listing failed, a snapshot asked for is unrecorded, or nothing was backed up)."""
+    try:
+        listing = restic.snapshots(host=backup_host, first_contact=True, beside_check=True)
+    except ResticError as error:
+        first.add("could_not_verify", "error", error.describe())
+        return Selection()
+    selection = select_backups(catalog.collect_backups(listing, host=backup_host, target=job.target, strict=False),
+                               job, anchors)
+    for backup in selection.unrecorded:
+        first.add("unrecorded_snapshot", "warning", _unrecorded_message(backup), backup.snapshot_id)
+    if selection.refused is not None:
+        first.add("unrecorded_snapshot", "error", _unrecorded_message(selection.refused),
+                  selection.refused.snapshot_id)
+    elif not selection.chosen:
+        what = f"database {job.database!r} of target" if job.database else "target"
+        first.add("no_restorable_snapshot", "error",
+                  f"no recorded backup of {what} {job.target!r} from host {backup_host!r} in {job.repository!r}"
+                  + (f" with snapshot id {job.snapshot}" if job.snapshot != LATEST else ""))
+    return selection
+
+
+def _settle_with_nothing_restored(check: BackgroundCheck, first: RecordDraft[VerifyDraft]) -> None:
+    """The check's result in the record of a verification that restored nothing; ``failed`` when the snapshot
+    asked for is unrecorded or the check found damage (a failed backup, not a verification that could not run).
+    When the listing could not run, the check's own failure (the same cause, as a rule) is not said twice."""
+    listing_failed = any(f.code == "could_not_verify" for f in first.findings)
+    CheckGate(check, first).settle(report_error=not listing_failed)
+    if any(f.code in ("unrecorded_snapshot", "repository_damaged") and f.severity == "error"
+           for f in first.findings):
+        first.details.verdict = "failed"
 
 
 def _note_shared(record: RecordDraft[VerifyDraft], ran_by: str | None, job: VerifyJob) -> None:

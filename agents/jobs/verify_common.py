@@ -44,10 +44,11 @@ class CheckGate:
         """Whether the check has ended (asking costs no wait)."""
         return self._check.done
 
-    def settle(self) -> None:
-        """Wait for the check and record its result; its error too, as ``could_not_verify``, if no one asked."""
+    def settle(self, *, report_error: bool = True) -> None:
+        """Wait for the check and record its result; its error too, as ``could_not_verify``, if no one asked
+        (and ``report_error``: not when the record already says why the verification could not run)."""
         self._wait()
-        if self._error is not None and not self._error_reported:
+        if self._error is not None and not self._error_reported and report_error:
             self._error_reported = True
             self._record.add("could_not_verify", "error", self._error)
 

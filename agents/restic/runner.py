@@ -14,6 +14,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -42,6 +43,10 @@ from agents.restic.messages import (
 from agents.restic.repository import Repository
 
 log = logging.getLogger(__name__)
+
+# What ``restic check`` prints once it has opened and locked the repository and listed its snapshot files, in
+# 0.14 and 0.18 alike ("create exclusive lock for repository" comes before opening it in 0.18).
+_CHECK_OPENED = "load indexes"
 
 
 # restic outcomes that are facts about the repository, each with its finding code.
@@ -260,14 +265,18 @@ class Restic:
                 self.unlock()
                 if process.CANCELLATION.wait(wait):
                     raise
+                if isinstance(stall := kwargs.get("stall"), process.StallWatch):
+                    stall.restart()  # the next attempt must open the repository within connect_timeout again
 
-    def _remove_remembered_stale_lock(self) -> None:
-        """If an earlier stopped run could not remove its lock, remove it now (stale locks only)."""
+    def remove_remembered_stale_lock(self) -> None:
+        """If an earlier stopped run could not remove its lock, remove it now (stale locks only): before a job's
+        first command, which would otherwise find the repository locked and wait to retry."""
         marker = self._stale_lock_marker
         if marker is not None and os.path.exists(marker):
             self._run(commands.make_unlock_command(self.binary, self._flags(json=False)),
                       timeout=self.repository.connect_timeout)
-            os.unlink(marker)
+            with contextlib.suppress(FileNotFoundError):  # another job of this agent removed it meanwhile
+                os.unlink(marker)
             log.info("removed the stale lock an earlier, stopped run left in %s", self.repository.name)
 
     # -- commands -----------------------------------------------------------------
@@ -315,21 +324,29 @@ class Restic:
                   timeout=self.repository.connect_timeout)
 
     def snapshots(
-        self, *, host: str | None = None, snapshot_ids: Sequence[str] = (), first_contact: bool = False
+        self, *, host: str | None = None, snapshot_ids: Sequence[str] = (), first_contact: bool = False,
+        beside_check: bool = False,
     ) -> list[Snapshot]:
         """List snapshots (optionally of one host, or these ids), oldest first.
 
-        ``first_contact``: this is the job's first command, bounded by the
+        ``first_contact``: among the job's first commands on the repository, bounded by the
         repository's ``connect_timeout`` so that an unreachable repository fails
-        promptly instead of being retried for many minutes.
+        promptly instead of being retried for many minutes (a stale lock an earlier,
+        stopped run left is removed first, unless ``beside_check``: the check does that).
+
+        ``beside_check``: list without a lock (``--no-lock``), beside this job's ``restic check``, which holds the
+        repository's exclusive lock while it runs -- a locked listing would wait for it. Listing only reads the
+        snapshot files: while the check holds the lock nothing changes them; before it has it, or while it waits
+        for another host's lock, a ``forget`` there may remove a snapshot file mid-listing (restic leaves it out,
+        as a locked listing a moment later would), and a ``tag`` there may show a snapshot's old and new copy (an
+        ``unrecorded_snapshot`` warning, never a pass).
         """
         timeout = self.repository.connect_timeout if first_contact else self.repository.stall_timeout
-        if first_contact:
-            self._remove_remembered_stale_lock()
+        if first_contact and not beside_check:
+            self.remove_remembered_stale_lock()
+        flags = self._flags(json=True) + (("--no-lock",) if beside_check else ())
         result = self._run_unlocking(
-            commands.make_snapshots_command(
-                self.binary, self._flags(json=True), host=host, snapshot_ids=snapshot_ids
-            ),
+            commands.make_snapshots_command(self.binary, flags, host=host, snapshot_ids=snapshot_ids),
             timeout=timeout,
         )
         return parse_snapshots(result.stdout)
@@ -428,7 +445,7 @@ class Restic:
     ) -> BackupRun:
         # The backup is often the job's first contact with the repository: it must
         # report progress within connect_timeout, then never stall for stall_timeout.
-        self._remove_remembered_stale_lock()
+        self.remove_remembered_stale_lock()
         stall = process.StallWatch(self.repository.stall_timeout, first_within=self.repository.connect_timeout)
         messages: list[BackupMessage] = []
         last_progress: list[tuple[int, int]] = [(-1, -1)]
@@ -576,19 +593,37 @@ class Restic:
             on_stdout_line=take,
         )
 
-    def check(self, read_data_subset: str | None) -> tuple[bool, tuple[str, ...]]:
+    def check(self, read_data_subset: str | None, *, first_contact: bool = False) -> tuple[bool, tuple[str, ...]]:
         """Run ``restic check``; return (no errors found, the lines that describe errors).
 
+        ``first_contact``: the job's first command on the repository (see :meth:`snapshots`): a stale lock an
+        earlier, stopped run left is removed first, and restic must say it opened and locked the repository
+        within its ``connect_timeout``; after that the check may take as long as it needs (reading data, it prints
+        nothing for long stretches). A check stopped on the way may leave its exclusive lock: it is removed (stale
+        locks only), or remembered for the next job when the repository cannot be reached.
         Raises :class:`ResticError` when the check could not run (unreachable, wrong password, …).
         """
         lines: list[str] = []
+        stall = None
+        if first_contact:
+            self.remove_remembered_stale_lock()
+            stall = process.StallWatch(math.inf, first_within=self.repository.connect_timeout)
+
+        def take(line: str) -> None:
+            lines.append(line)
+            if stall is not None and line.startswith(_CHECK_OPENED):
+                stall.progress()
+
         try:
             self._run_unlocking(
                 commands.make_check_command(self.binary, self._flags(json=False), read_data_subset),
-                on_stdout_line=lines.append,
+                stall=stall,
+                on_stdout_line=take,
                 on_stderr_line=lines.append,
             )
         except ResticError as error:
+            if error.exit_code is None:  # stopped here (stalled, interrupted), perhaps holding its lock
+                self._unlock_quietly()
             if error.outcome not in (ResticOutcome.FATAL, ResticOutcome.DAMAGED):
                 raise
             # restic ends a check that found damage with "repository contains errors"

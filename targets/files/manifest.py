@@ -31,8 +31,8 @@ _Item = TypeVar("_Item")
 _Result = TypeVar("_Result")
 # A file smaller than this is hashed on the walking thread; larger ones on the pool's (see map_by_size).
 _INLINE_BYTES = 256 << 10
-# Files hashed per task of the pool, unless they are large (a large file is a task of its own).
-_BATCH_FILES = 256
+# Bytes hashed per task of the pool (only files of _INLINE_BYTES or more go there: at most 16 a task); a file
+# larger than this is a task of its own.
 _BATCH_BYTES = 4 << 20
 # Streams are hashed a window at a time: this many entries, or this many bytes to read (whichever comes first).
 _WINDOW_FILES = 8192
@@ -347,12 +347,12 @@ def map_by_size(
 
 def in_batches(items: Sequence[_Item], size: Callable[[_Item], int]) -> list[list[_Item]]:
     """``items`` in order, grouped for a thread pool (a task per small file costs more than hashing it): at most
-    :data:`_BATCH_FILES` items or :data:`_BATCH_BYTES` a group; an item larger than that is a group of its own."""
+    :data:`_BATCH_BYTES` a group; an item larger than that is a group of its own."""
     groups: list[list[_Item]] = []
     group_bytes = 0
     for item in items:
         item_bytes = size(item)
-        if groups and len(groups[-1]) < _BATCH_FILES and group_bytes + item_bytes <= _BATCH_BYTES:
+        if groups and group_bytes + item_bytes <= _BATCH_BYTES:
             groups[-1].append(item)
             group_bytes += item_bytes
         else:

@@ -22,7 +22,7 @@ from agents.restic.runner import Restic, ResticError
 from policies.levels import Level
 from tests.support.components import S3Server, free_port
 from tests.support.configs import Workspace, write_files
-from tests.support.jobs import backup, doc
+from tests.support.jobs import backup, doc, verify
 
 
 def _files_in(directory: str) -> list[str]:
@@ -91,6 +91,12 @@ def test_unreachable_endpoint_fails_within_connect_timeout(workspace: Workspace)
     write_files(workspace.data, {"a": "1"})
     dead = S3Server(data_dir=os.path.join(workspace.root, "never-started"), port=free_port())
     path = workspace.write_config({"local": workspace.s3_repository(dead, "backups", "app01", connect_timeout=5)})
+    # A verification's first command is its check (the listing runs beside it): bounded the same way.
+    started = time.monotonic()
+    [verified] = verify(workspace.load(path), "documents")
+    assert time.monotonic() - started < 25
+    assert verified.verdict == "error" and verified.check is not None and verified.check.passed is None
+    assert [f.code for f in verified.findings] == ["could_not_verify"]  # said once, by the listing beside it
     started = time.monotonic()
     [record] = backup(workspace.load(path), "nightly", Level.FULL)
     assert time.monotonic() - started < 25
@@ -266,6 +272,44 @@ def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace
     assert changed[0].severity == "warning"
 
 
+def test_snapshots_are_listed_beside_a_check_that_holds_the_exclusive_lock(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A verification lists the snapshots while its own `restic check` holds the repository alone.
+    monkeypatch.setattr(runner, "LOCK_RETRY_WAITS", (0.2,))
+    monkeypatch.setattr(runner, "LOCK_RETRY_EVERY", 0.5)
+    path = workspace.write_config({"local": {**workspace.local_repository("local"), "lock_wait": 1}})
+    _init(workspace, path)
+    config = workspace.load(path)
+    [record] = backup(config, "nightly", Level.FULL)
+    assert record.snapshot is not None
+    repository = config.repositories["local"]
+    locks = os.path.join(repository.url, "locks")
+    for _ in range(10):  # a check of so small a repository may end before it is stopped
+        checker = subprocess.Popen([config.restic_binary, "check", "--read-data"], stdout=subprocess.PIPE,
+                                   env={**os.environ, **repository.restic_environment()})
+        assert checker.stdout is not None
+        # Its lock is whole once it says "load indexes" (restic ignores a lock file still being written).
+        while (line := checker.stdout.readline()) and not line.startswith(b"load indexes"):
+            pass
+        os.kill(checker.pid, signal.SIGSTOP)  # holding its exclusive lock for as long as the test needs
+        if line and _files_in(locks):
+            break
+        os.kill(checker.pid, signal.SIGCONT)
+        checker.communicate(timeout=60)
+    try:
+        assert _files_in(locks), "the check took no lock"
+        restic = Restic(config.restic_binary, repository)
+        with pytest.raises(ResticError) as locked:
+            restic.snapshots()
+        assert locked.value.outcome is ResticOutcome.LOCKED
+        assert [s.id for s in restic.snapshots(first_contact=True, beside_check=True)] == [record.snapshot.id]
+    finally:
+        os.kill(checker.pid, signal.SIGCONT)
+        checker.communicate(timeout=60)
+        assert checker.returncode == 0
+
+
 def test_a_command_waits_for_another_restics_lock_up_to_the_repositorys_lock_wait(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,12 +334,14 @@ def test_a_command_waits_for_another_restics_lock_up_to_the_repositorys_lock_wai
         with pytest.raises(ResticError) as impatient:
             Restic(config.restic_binary, repository).check(None)
         assert impatient.value.outcome is ResticOutcome.LOCKED and "lock_wait" in str(impatient.value)
-        patient = Restic(config.restic_binary, dataclasses.replace(repository, lock_wait=30))
-        release = threading.Timer(2.0, holder.stdin.close)
+        # As a verification's first command: each attempt must open the repository within connect_timeout, and
+        # waiting for the lock longer than that is no stall.
+        patient = Restic(config.restic_binary, dataclasses.replace(repository, lock_wait=30, connect_timeout=4))
+        release = threading.Timer(6.0, holder.stdin.close)
         release.start()
         started = time.monotonic()
-        assert patient.check(None) == (True, ())
-        assert time.monotonic() - started >= 1.5  # it waited for the lock rather than failing
+        assert patient.check(None, first_contact=True) == (True, ())
+        assert time.monotonic() - started >= 5.5  # it waited for the lock rather than failing
         release.join()
     finally:
         if not holder.stdin.closed:

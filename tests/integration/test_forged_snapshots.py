@@ -59,6 +59,7 @@ def test_a_snapshot_written_by_another_key_is_not_verified(workspace: Workspace)
     assert code == 1 and refused["verdict"] == "failed"
     assert ("unrecorded_snapshot", "error", forged.snapshot.id) in _findings(refused)
     assert refused["compared"]["files"] == 0  # type: ignore[index]  # it was never restored
+    assert refused["check"]["passed"] is True  # type: ignore[index]  # checked beside the listing all the same
 
     code, [latest] = _verify(honest_path, "--latest")
     assert code == 0, latest["findings"]

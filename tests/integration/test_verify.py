@@ -33,6 +33,8 @@ def _verify(path: str, *extra: str) -> tuple[int, dict[str, object]]:
          "--target", "documents", *which, "--json", *extra],
         capture_output=True, text=True, check=False,
     )
+    # The listing runs beside the verification's own check, never waiting for its exclusive lock.
+    assert "is locked" not in result.stderr, result.stderr
     [document] = json.loads(result.stdout)  # a files target: one record
     return result.returncode, document
 

@@ -219,16 +219,25 @@ def test_a_schema_memo_is_trusted_only_in_a_private_state_directory(
     checks = _count_schema_checks(monkeypatch)
     validate_config("agent.yaml", text, remembered=True)
     [memo] = (state / "checked").iterdir()
-    state.chmod(0o770)  # someone else could have planted it
-    validate_config("agent.yaml", text, remembered=True)
-    assert len(checks) == 2
-    state.chmod(0o700)
+    for writable_by_others in (state, state / "checked"):  # someone else could have planted it
+        writable_by_others.chmod(0o770)
+        validate_config("agent.yaml", text, remembered=True)
+        writable_by_others.chmod(0o700)
+    assert len(checks) == 3
     elsewhere = secrets_dir / "elsewhere"
     elsewhere.write_text("")
     memo.unlink()
     memo.symlink_to(elsewhere)
     validate_config("agent.yaml", text, remembered=True)
-    assert len(checks) == 3
+    assert len(checks) == 4
+
+
+def test_the_schema_memo_is_keyed_by_the_parsed_config_and_the_schema() -> None:
+    data = {"host": "app01", "state_dir": "/var/lib/drill-agent"}
+    schema = {"type": "object", "properties": {"host": {"type": "string"}}}
+    assert checked.schema_digest(data, schema) == checked.schema_digest(dict(reversed(data.items())), schema)
+    assert checked.schema_digest(data, schema) != checked.schema_digest(data, {**schema, "required": ["host"]})
+    assert checked.schema_digest(data, schema) != checked.schema_digest({**data, "host": "app02"}, schema)
 
 
 def test_a_config_that_fails_any_check_leaves_no_schema_memo(secrets_dir: pathlib.Path) -> None:

@@ -30,7 +30,8 @@ class StandInRestic:
             self.release.set()
         self.checks = 0
 
-    def check(self, subset: str) -> tuple[bool, tuple[str, ...]]:
+    def check(self, subset: str, *, first_contact: bool = False) -> tuple[bool, tuple[str, ...]]:
+        assert first_contact  # a verification's first command
         self.checks += 1
         self.release.wait(10)
         if self.fails:
