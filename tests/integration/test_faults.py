@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from agents.config.model import AgentConfig
 from agents.contract.records import AgentRecord
 from agents.restic import runner
 from agents.restic.exitcodes import ResticOutcome
@@ -272,15 +273,20 @@ def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace
     assert changed[0].severity == "warning"
 
 
-def test_snapshots_are_listed_beside_a_check_that_holds_the_exclusive_lock(
-    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A verification lists the snapshots while its own `restic check` holds the repository alone.
+def _impatient_repository(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> AgentConfig:
+    """A config whose local repository (made here) waits one second for a lock, retrying every fifth of one."""
     monkeypatch.setattr(runner, "LOCK_RETRY_WAITS", (0.2,))
     monkeypatch.setattr(runner, "LOCK_RETRY_EVERY", 0.5)
     path = workspace.write_config({"local": {**workspace.local_repository("local"), "lock_wait": 1}})
     _init(workspace, path)
-    config = workspace.load(path)
+    return workspace.load(path)
+
+
+def test_snapshots_are_listed_beside_a_check_that_holds_the_exclusive_lock(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A verification lists the snapshots while its own `restic check` holds the repository alone.
+    config = _impatient_repository(workspace, monkeypatch)
     [record] = backup(config, "nightly", Level.FULL)
     assert record.snapshot is not None
     repository = config.repositories["local"]
@@ -314,11 +320,7 @@ def test_a_command_waits_for_another_restics_lock_up_to_the_repositorys_lock_wai
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A backup from a pipe that stays open holds its (shared) lock; `restic check` needs the repository alone.
-    monkeypatch.setattr(runner, "LOCK_RETRY_WAITS", (0.2,))
-    monkeypatch.setattr(runner, "LOCK_RETRY_EVERY", 0.5)
-    path = workspace.write_config({"local": {**workspace.local_repository("local"), "lock_wait": 1}})
-    _init(workspace, path)
-    config = workspace.load(path)
+    config = _impatient_repository(workspace, monkeypatch)
     repository = config.repositories["local"]
     locks = os.path.join(repository.url, "locks")
     holder = subprocess.Popen([config.restic_binary, "backup", "-q", "--stdin", "--stdin-filename", "held"],
