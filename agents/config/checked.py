@@ -51,11 +51,13 @@ def _checking_code() -> list[str]:
     verdict: drill's checks and every module of the validator library (an upgrade replaces them)."""
     files = [configfile.__file__]
     found = importlib.util.find_spec("jsonschema")  # found without importing it: that is the point
+    identities = []
     if found is not None and found.origin is not None:
         package = os.path.dirname(found.origin)
         with os.scandir(package) as entries:
             files += sorted(entry.path for entry in entries if entry.name.endswith(".py"))
-    identities = []
+    else:
+        identities.append("jsonschema: not found")
     for path in files:
         try:
             status = os.stat(path)
@@ -63,7 +65,7 @@ def _checking_code() -> list[str]:
             identities.append(f"{path}: missing")
             continue
         identities.append(f"{path}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}:{status.st_ctime_ns}")
-    return identities or ["jsonschema: not found"]
+    return identities
 
 
 def passed_before(state_dir: object, digest: str) -> bool:
