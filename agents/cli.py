@@ -153,7 +153,7 @@ def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
             "base": backup.base,
             "job_id": backup.job_id,
             "manifest_path": backup.manifest_path,
-            "manifest_digest": backup.manifest_digest,
+            "manifest_digest": backup.manifest_digest or None,  # a dump's: in its record, not its tags
             "tree": backup.tree,
             "copied_from": backup.original,
             "manifest_snapshot_id": backup.manifest_snapshot_id,
@@ -186,7 +186,7 @@ def cmd_snapshots(args: argparse.Namespace, config: AgentConfig) -> int:
         for row, what in zip(rows, whats, strict=True):
             print(
                 f"{row['repository']:12} {row['snapshot_id'][:8]:10} {row['time'][:19]:20} {row['policy']:10} "
-                f"{what:{width}} {row['level']:12} {(row['base'] or '-')[:8]:10} {row['manifest_digest'][:19]}"
+                f"{what:{width}} {row['level']:12} {(row['base'] or '-')[:8]:10} {(row['manifest_digest'] or '-')[:19]}"
             )
     return EXIT_JOB_FAILED if failed else EXIT_OK
 

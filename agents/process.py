@@ -156,6 +156,13 @@ class StallWatch:
             self._last = time.monotonic()
             self._progressed = False
 
+    def expect_progress_within(self, seconds: float) -> None:
+        """From now on, progress is due within ``seconds`` (a child that waited on purpose now has work to do)."""
+        with self._lock:
+            self.seconds = seconds
+            self._last = time.monotonic()
+            self._progressed = True
+
     def stalled_for(self) -> float | None:
         """Seconds without progress beyond the limit in force, or None while within it."""
         with self._lock:

@@ -8,8 +8,11 @@ never be separated: ``restic copy``, ``forget`` and ``prune`` act on both at onc
 
 A database dump cannot hold a second file (``backup --stdin``): it is a pair of
 snapshots sharing ``drill.job`` -- the dump (``drill.part=dump``,
-``drill.database``) and its manifest (``drill.part=manifest``, ``drill.for=<dump
-id>``, ``drill.digest``). A dump without its manifest is not a complete backup.
+``drill.database``) and its manifest (``drill.part=manifest``), which names the
+dump's snapshot id inside (``snapshot_id``). A dump without its manifest is not a
+complete backup. The manifest's restic starts with the job, before the dump's id
+and the manifest's digest exist, so neither is a tag; manifests made before that
+carry them as ``drill.for=<dump id>`` and ``drill.digest``, and are still read.
 
 The agent keeps an index of the backups it made in ``state_dir/catalog/`` so that
 planning the next backup costs no restic call; whenever the index has nothing
@@ -66,19 +69,19 @@ class StoredBackup:
     time: datetime
     base: str | None
     manifest_path: str
-    manifest_digest: str
+    manifest_digest: str  # "" for a dump whose manifest snapshot does not carry it (the signed record does)
     tree: str | None = None
     original: str | None = None  # for a copy: the id of the snapshot it was copied from
     # A database dump: its manifest lives in a companion snapshot (``backup --stdin`` holds one file).
     database: str | None = None
     manifest_snapshot_id: str | None = None
     manifest_tree: str | None = None
-    manifest_for: str | None = None  # the dump snapshot id the manifest names (its ``drill.for``)
+    manifest_for: str | None = None  # the dump snapshot id the manifest's tag names (``drill.for``, older dumps)
     manifest_original: str | None = None  # for a copy: the id of the manifest snapshot it was copied from
 
-    @property
-    def manifest_names_this_dump(self) -> bool:
-        return self.manifest_for in (self.snapshot_id, self.original)
+    def names_this_dump(self, dump_id: str | None) -> bool:
+        """Whether ``dump_id`` (what the manifest names) is this backup's dump or the dump it was copied from."""
+        return dump_id is not None and dump_id in (self.snapshot_id, self.original)
 
     def as_point(self) -> BackupPoint:
         return BackupPoint(self.snapshot_id, self.time, self.level, usable=True)
@@ -136,9 +139,12 @@ def dump_backups(snapshots: Sequence[Snapshot], *, strict: bool = True) -> list[
     """Database dumps among ``snapshots``, each paired with its manifest snapshot.
 
     A dump whose manifest snapshot is missing is not a complete backup and is left out.
-    ``strict=False`` (verification) also pairs a dump with a manifest of the same
-    job that names another snapshot -- a dump written later with the same tags --
-    so that the verification can report it instead of not seeing it.
+    They pair by job. A manifest whose tag names its dump (``drill.for``, made by
+    agents before the tag was dropped) pairs only with that dump unless
+    ``strict=False`` (verification), which also pairs it with a dump of the same
+    job written later, so that the verification can report it instead of not
+    seeing it; for the others the verification compares the id the manifest names
+    inside (``dump_snapshot_mismatch``).
     """
     manifests: dict[str, Snapshot] = {}
     for snapshot in snapshots:
@@ -150,7 +156,8 @@ def dump_backups(snapshots: Sequence[Snapshot], *, strict: bool = True) -> list[
         manifest = manifests.get(job or "")
         if dump.tag_value(PREFIX + "part") != "dump" or manifest is None:
             continue
-        if strict and manifest.tag_value(PREFIX + "for") not in (dump.id, dump.original):
+        named = manifest.tag_value(PREFIX + "for")
+        if strict and named is not None and named not in (dump.id, dump.original):
             continue
         try:
             level = Level(dump.tag_value(PREFIX + "level") or "")
@@ -172,7 +179,7 @@ def dump_backups(snapshots: Sequence[Snapshot], *, strict: bool = True) -> list[
             database=dump.tag_value(PREFIX + "database"),
             manifest_snapshot_id=manifest.id,
             manifest_tree=manifest.tree,
-            manifest_for=manifest.tag_value(PREFIX + "for"),
+            manifest_for=named,
             manifest_original=manifest.original,
         ))
     return found

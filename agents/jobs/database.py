@@ -4,9 +4,9 @@ For each database: the engine opens the view the manifest is computed in
 (PostgreSQL: an exported snapshot; MySQL/MariaDB: a transaction started with the
 dump's while writes are held) → the dump tool's output is streamed into
 ``restic backup --stdin`` (digest computed as it streams) → meanwhile every table
-is checksummed in that view → the manifest is stored as a second snapshot tagged
-with the dump snapshot's id and the manifest's digest → replication and retention
-as for files. A dump is always complete; the level is recorded, it changes
+is checksummed in that view → the manifest (naming the dump snapshot's id) is
+stored as a second snapshot of the same job, by a restic started with the job and
+waiting for it → replication and retention as for files. A dump is always complete; the level is recorded, it changes
 nothing in the dump. The job is the same for every engine (``agents/engines``).
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import threading
 from typing import Any
 
@@ -24,7 +23,7 @@ from agents.contract.records import BackupTarget, DumpManifestInfo, LevelInfo, R
 from agents.engines import engine_for
 from agents.engines.base import Capture, DatabaseEngine
 from agents.jobs import catalog
-from agents.jobs.dumpstream import DumpFailed, StreamedDump, stream_dump
+from agents.jobs.dumpstream import DumpFailed, PendingStdinBackup, StreamedDump, stream_dump
 from agents.jobs.replication import apply_retention, replicate
 from agents.journal import Journal
 from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record, new_backup_draft
@@ -96,6 +95,16 @@ def _backup_database(
 ) -> bool:
     restic = open_repository(config, policy.repository)
     record.details.restic = ResticInfo(version=str(restic.version))
+    # The manifest's restic starts now and waits: its key derivation overlaps the dump instead of following it.
+    with PendingStdinBackup(restic, filename=f"{database}.manifest.json", host=config.host,
+                            tags=_manifest_tags(record, policy, target, database)) as pending:
+        return _dump_and_store(config, policy, target, engine, database, state, record, restic, pending)
+
+
+def _dump_and_store(
+    config: AgentConfig, policy: PolicyConfig, target: TargetConfig, engine: DatabaseEngine, database: str,
+    state: StateDir, record: RecordDraft[BackupDraft], restic: Restic, pending: PendingStdinBackup,
+) -> bool:
     streamed: dict[str, Any] = {}
     try:
         with engine.capture(target, database, state) as capture:
@@ -104,7 +113,7 @@ def _backup_database(
                 record.add("dump_tool_too_old", "error", problem, database)
                 return False
             tables = _dump_and_checksum(config, capture, restic, engine.dump_filename(database),
-                                        _dump_tags(record, policy, target, database), streamed, record)
+                                        _dump_tags(record, policy, target, database), streamed, record, pending)
             label = capture.label
     except DatabaseUnavailable as error:
         record.add("database_unavailable", "error", f"database {database!r}: {error}", database)
@@ -137,7 +146,7 @@ def _backup_database(
         "non_transactional": list(tables.non_transactional),
         "dump": {"filename": engine.dump_filename(database)},
     }
-    if not _store_manifest(config, policy, target, database, restic, streamed["dump"], manifest, record):
+    if not _store_manifest(config, restic, pending, streamed["dump"], manifest, record):
         return False
     _replicate_and_retain(config, policy, restic, target.name, record)
     return True
@@ -145,14 +154,15 @@ def _backup_database(
 
 def _dump_and_checksum(
     config: AgentConfig, capture: Capture, restic: Restic, filename: str, tags: list[str], streamed: dict[str, Any],
-    record: RecordDraft[BackupDraft],
+    record: RecordDraft[BackupDraft], pending: PendingStdinBackup,
 ) -> TableManifest:
     """Stream the dump into restic in a thread while the tables are checksummed in the same view."""
     argv, env = capture.dump_command()
 
     def dump() -> None:
         try:
-            streamed["dump"] = stream_dump(argv, env, restic, filename=filename, host=config.host, tags=tags)
+            streamed["dump"] = stream_dump(argv, env, restic, filename=filename, host=config.host, tags=tags,
+                                           waiting=[pending])
         except BaseException as error:
             streamed["error"] = error
 
@@ -184,9 +194,20 @@ def _record_dump_failure(failure: BaseException, database: str, record: RecordDr
     raise failure
 
 
+def _manifest_tags(record: RecordDraft[BackupDraft], policy: PolicyConfig, target: TargetConfig,
+                   database: str) -> list[str]:
+    # Only what is known when the job starts (its restic starts then): the dump snapshot's id and the manifest's
+    # digest are inside the manifest and in the signed record.
+    return [
+        catalog.tag("job", record.job_id), catalog.tag("policy", policy.name), catalog.tag("target", target.name),
+        catalog.tag("level", record.details.level.requested.value), catalog.tag("database", database),
+        catalog.tag("part", "manifest"),
+    ]
+
+
 def _store_manifest(
-    config: AgentConfig, policy: PolicyConfig, target: TargetConfig, database: str, restic: Restic,
-    dumped: StreamedDump, manifest: dict[str, Any], record: RecordDraft[BackupDraft],
+    config: AgentConfig, restic: Restic, pending: PendingStdinBackup, dumped: StreamedDump, manifest: dict[str, Any],
+    record: RecordDraft[BackupDraft],
 ) -> bool:
     """Store the manifest beside the dump; on failure forget the dump (it must not look complete)."""
     dump_id, dump_tree, dump_time = restic.identify(dumped.run)
@@ -194,19 +215,12 @@ def _store_manifest(
     manifest["dump"].update(digest=dumped.digest, bytes=dumped.size)
     data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     digest = hashing.digest_bytes("sha256", data)
-    tags = [catalog.tag("job", record.job_id), catalog.tag("policy", policy.name), catalog.tag("target", target.name),
-            catalog.tag("level", manifest["level"]), catalog.tag("database", database),
-            catalog.tag("part", "manifest"), catalog.tag("for", dump_id), catalog.tag("digest", digest)]
-    with tempfile.TemporaryFile() as stream:
-        stream.write(data)
-        stream.seek(0)
-        try:
-            stored = restic.backup_stdin(stream, filename=f"{database}.manifest.json", host=config.host, tags=tags)
-            manifest_id = restic.identify(stored)[0]
-        except ResticError as error:
-            record.add("manifest_store_failed", "error", error.describe())
-            restic.forget_quietly([dump_id])
-            return False
+    try:
+        manifest_id = restic.identify(pending.store(data))[0]
+    except ResticError as error:
+        record.add("manifest_store_failed", "error", error.describe())
+        restic.forget_quietly([dump_id])
+        return False
     StateDir(config.state_dir).save_manifest(dump_id, data)
     tables = manifest["tables"]
     record.details.snapshot = SnapshotRef(id=dump_id, time=dump_time, tree=dump_tree)

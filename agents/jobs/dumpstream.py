@@ -11,10 +11,14 @@ disk. The order of the ending is what makes it safe:
   short stream from a complete one, and restic 0.18 answers SIGINT by saving
   what it has read as a snapshot. Then the repository is searched for a snapshot
   carrying this job's tags; any found is forgotten.
+
+:class:`PendingStdinBackup` is the same ending for a small file whose content
+is known only later (a dump's manifest): its restic starts early and waits.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -73,6 +77,7 @@ def stream_dump(
     host: str,
     tags: Sequence[str],
     algorithm: str = "sha256",
+    waiting: Sequence[PendingStdinBackup] = (),
 ) -> StreamedDump:
     """Run ``dump_argv`` and store its stdout as ``filename`` in a new snapshot.
 
@@ -80,6 +85,9 @@ def stream_dump(
     :class:`DumpFailed` when the dump did not complete (no usable snapshot is
     left), :class:`ResticError` when restic failed, ``FileNotFoundError`` when the
     dump tool is missing.
+
+    ``waiting``: restics of the same job waiting to store what follows the dump
+    (:class:`PendingStdinBackup`), abandoned when the dump failed.
     """
     # Hard: whether the dump fails or the agent is stopped, restic is killed, never interrupted.
     stop_restic = process.Cancellation(parent=process.CANCELLATION, hard=True)
@@ -139,8 +147,89 @@ def stream_dump(
         return StreamedDump(run, hashing.finish(algorithm, hasher), size)
     if isinstance(outcome.get("error"), ResticError) and broken:
         raise outcome["error"]  # type: ignore[misc]
+    for pending in waiting:
+        pending.abandon()  # its lock would keep `forget`, which needs the repository alone, waiting for lock_wait
     left = _forget_truncated(restic, host, tags)
     reason = "interrupted" if process.CANCELLATION.is_cancelled else (
         f"exited with {code}" if code >= 0 else f"was killed by signal {-code}"
     )
     raise DumpFailed(f"{dump_argv[0]} {reason} after {size} bytes", dump_stderr, left)
+
+
+class PendingStdinBackup:
+    """A ``restic backup --stdin`` started before its content exists, so that restic's start overlaps other work.
+
+    Every restic command spends its first half second or more deriving the repository's key and loading its index
+    before it reads anything. A database backup has its manifest only when the dump and the checksums end: its
+    restic, started with the job, is by then waiting on its stdin, and storing the manifest costs only the writing.
+
+    :meth:`store` writes the content and ends the stream: restic makes the snapshot. :meth:`abandon` (also on
+    leaving the ``with`` block without storing) kills restic while its stdin is open: no snapshot. Should the agent
+    itself be killed, restic sees an empty stream end and stores it; that snapshot carries the killed job's
+    ``drill.job`` tag, no record vouches for it, and the next job forgets it (``agents/jobs/leftovers.py``).
+
+    While it waits, restic must have opened the repository within ``connect_timeout`` (its first status line) and
+    is then never taken for stalled; once the content is written, it must progress within ``stall_timeout``.
+    """
+
+    def __init__(self, restic: Restic, *, filename: str, host: str, tags: Sequence[str]) -> None:
+        """Start restic; returns at once. Failures (restic missing, repository unreachable) surface in
+        :meth:`store`."""
+        self._restic = restic
+        # Hard: restic is killed, never interrupted (restic 0.18 saves what it has read on SIGINT).
+        self._stop = process.Cancellation(parent=process.CANCELLATION, hard=True)
+        self._stall = process.StallWatch(math.inf, first_within=restic.repository.connect_timeout)
+        self._outcome: dict[str, object] = {}
+        self._done = False
+        self._ending = threading.Lock()  # the dump's thread may abandon it while the job's thread ends it
+        read_end, self._write_end = os.pipe()
+        self._saver = threading.Thread(target=self._save, args=(read_end, filename, host, tuple(tags)),
+                                       name="restic-pending", daemon=True)
+        self._saver.start()
+
+    def _save(self, read_end: int, filename: str, host: str, tags: tuple[str, ...]) -> None:
+        with os.fdopen(read_end, "rb") as stream:
+            try:
+                self._outcome["run"] = self._restic.backup_stdin(
+                    stream, filename=filename, host=host, tags=tags, cancellation=self._stop, stall=self._stall)
+            except BaseException as error:
+                self._outcome["error"] = error
+
+    def __enter__(self) -> PendingStdinBackup:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.abandon()
+
+    def store(self, data: bytes) -> BackupRun:
+        """Write ``data`` as the file's whole content and wait for the snapshot (id short on restic 0.14).
+
+        Raises :class:`ResticError` when restic failed, before or after the content was written. Only once.
+        """
+        with self._ending:
+            if self._done:
+                raise RuntimeError("this pending backup was already stored or abandoned")
+            self._done = True
+        self._stall.expect_progress_within(self._restic.repository.stall_timeout)
+        try:
+            _write_all(self._write_end, memoryview(data))
+        except BrokenPipeError:
+            pass  # restic ended before reading: its own error is below
+        finally:
+            os.close(self._write_end)
+        self._saver.join()
+        if "error" in self._outcome:
+            raise self._outcome["error"]  # type: ignore[misc]
+        run = self._outcome["run"]
+        assert isinstance(run, BackupRun)
+        return run
+
+    def abandon(self) -> None:
+        """Kill restic before its stream ends (no snapshot); nothing once stored or abandoned."""
+        with self._ending:
+            if self._done:
+                return
+            self._done = True
+        self._stop.cancel("its content will not be written")
+        self._saver.join()
+        os.close(self._write_end)

@@ -167,9 +167,14 @@ def _read_manifest(
     if method not in engine.checksum_methods and not engine.digest_only(database):
         raise CouldNotVerify(f"the manifest's tables were checksummed as {method[:200]!r}, which this agent cannot "
                              "recompute (a newer agent made it?)")
-    if not backup.manifest_names_this_dump:
+    # The dump the manifest names inside; older manifest snapshots also name it in a tag (both must agree).
+    inside = manifest.get("snapshot_id")
+    named = [str(inside)[:64] if isinstance(inside, str) else None]
+    named += [backup.manifest_for] if backup.manifest_for is not None else []
+    wrong = next((i for i in named if not backup.names_this_dump(i)), "")
+    if wrong != "":
         record.add("dump_snapshot_mismatch", "error",
-                   f"the manifest was made for dump snapshot {backup.manifest_for}, but this job's dump is "
+                   f"the manifest was made for dump snapshot {wrong or '(none named)'}, but this job's dump is "
                    f"{backup.snapshot_id}: the dump was written again after the backup", backup.snapshot_id)
     dump = manifest.get("dump")
     dump = dump if isinstance(dump, dict) else {}

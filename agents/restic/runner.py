@@ -413,16 +413,19 @@ class Restic:
         host: str,
         tags: Sequence[str],
         cancellation: process.Cancellation = process.CANCELLATION,
+        stall: process.StallWatch | None = None,
     ) -> BackupRun:
         """Store ``stream`` as one file ``filename`` in a new snapshot (id short on restic 0.14).
 
-        Cancelling ``cancellation`` before the stream ends stops restic without a snapshot.
+        Cancelling ``cancellation`` before the stream ends stops restic without a snapshot. ``stall``: how restic's
+        progress is watched, for a stream that may pause on purpose (default: it must report within the
+        repository's ``connect_timeout``, then never stall for ``stall_timeout``).
         """
         moment, time_flag = self._snapshot_time()
         argv = commands.make_backup_stdin_command(
             self.binary, self._flags(json=True), filename=filename, host=host, tags=tags, time=time_flag,
         )
-        return self._backup(argv, stdin=stream, cancellation=cancellation, time=moment)
+        return self._backup(argv, stdin=stream, cancellation=cancellation, time=moment, stall=stall)
 
     def _snapshot_time(self) -> tuple[datetime | None, str | None]:
         """The time to give a new snapshot and restic's ``--time`` value for it, where restic would not tell it
@@ -442,11 +445,13 @@ class Restic:
         on_item: Callable[[BackupItem], None] | None = None,
         cancellation: process.Cancellation = process.CANCELLATION,
         time: datetime | None = None,
+        stall: process.StallWatch | None = None,
     ) -> BackupRun:
         # The backup is often the job's first contact with the repository: it must
         # report progress within connect_timeout, then never stall for stall_timeout.
         self.remove_remembered_stale_lock()
-        stall = process.StallWatch(self.repository.stall_timeout, first_within=self.repository.connect_timeout)
+        if stall is None:
+            stall = process.StallWatch(self.repository.stall_timeout, first_within=self.repository.connect_timeout)
         messages: list[BackupMessage] = []
         last_progress: list[tuple[int, int]] = [(-1, -1)]
 

@@ -17,6 +17,7 @@ import pytest
 
 from agents.config.model import AgentConfig
 from agents.contract.records import AgentRecord
+from agents.jobs.dumpstream import PendingStdinBackup
 from agents.restic import runner
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.runner import Restic, ResticError
@@ -349,3 +350,26 @@ def test_a_command_waits_for_another_restics_lock_up_to_the_repositorys_lock_wai
         if not holder.stdin.closed:
             holder.stdin.close()
         assert holder.wait(timeout=60) == 0
+
+
+def test_a_restic_started_before_its_content_waits_past_connect_timeout_and_stores_nothing_when_abandoned(
+    workspace: Workspace,
+) -> None:
+    # A dump's manifest: its restic starts with the job and waits on stdin while the dump runs.
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    _init(workspace, path)
+    repository = dataclasses.replace(workspace.load(path).repositories["local"], connect_timeout=2)
+    restic = Restic(workspace.load(path).restic_binary, repository)
+    tags = ["drill.job=pending", "drill.part=manifest"]
+    with PendingStdinBackup(restic, filename="app.manifest.json", host="vm", tags=tags):
+        time.sleep(1.0)  # restic has opened the repository and waits
+    assert restic.snapshots() == []
+    assert _files_in(os.path.join(repository.url, "locks")) == []  # killed, and its lock removed
+    with PendingStdinBackup(restic, filename="app.manifest.json", host="vm", tags=tags) as pending:
+        time.sleep(3.0)  # longer than connect_timeout: a wait on purpose is no stall
+        snapshot_id = restic.identify(pending.store(b'{"tables":[]}'))[0]
+    [stored] = restic.snapshots()
+    assert stored.id == snapshot_id and set(tags) <= set(stored.tags) and stored.paths == ("/app.manifest.json",)
+    assert restic.dump(snapshot_id, "/app.manifest.json") == b'{"tables":[]}'
+    with pytest.raises(RuntimeError):
+        pending.store(b"twice")
