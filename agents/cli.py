@@ -161,6 +161,14 @@ def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _manifest_column(row: dict[str, Any]) -> str:
+    """The manifest's digest; for a dump whose manifest snapshot does not carry it (it is in the signed record),
+    where the manifest is."""
+    if row["manifest_digest"]:
+        return str(row["manifest_digest"])[:19]
+    return f"in {str(row['manifest_snapshot_id'])[:8]}" if row["manifest_snapshot_id"] else "-"
+
+
 def cmd_snapshots(args: argparse.Namespace, config: AgentConfig) -> int:
     names = [args.repository] if args.repository else list(config.repositories)
     for name in names:
@@ -186,7 +194,7 @@ def cmd_snapshots(args: argparse.Namespace, config: AgentConfig) -> int:
         for row, what in zip(rows, whats, strict=True):
             print(
                 f"{row['repository']:12} {row['snapshot_id'][:8]:10} {row['time'][:19]:20} {row['policy']:10} "
-                f"{what:{width}} {row['level']:12} {(row['base'] or '-')[:8]:10} {(row['manifest_digest'] or '-')[:19]}"
+                f"{what:{width}} {row['level']:12} {(row['base'] or '-')[:8]:10} {_manifest_column(row)}"
             )
     return EXIT_JOB_FAILED if failed else EXIT_OK
 
