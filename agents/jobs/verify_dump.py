@@ -1,9 +1,9 @@
 """Verifying a database dump: load it into a scratch database and recompute every table's checksum there.
 
 Given a dump, its manifest snapshot and the target's kind (which names the
-engine -- never guessed from the manifest): start the scratch database (while
-the repository check runs; restic is asked for nothing before it passed) →
-read the manifest and check its
+engine -- never guessed from the manifest): start the scratch database and
+read the manifest snapshot's file without a lock (while the repository check
+runs; nothing is used or restored before it passed) → check the manifest's
 digest and that it is that engine's → check that it names this dump → stream
 the dump out of restic into the loader of a throwaway instance (or a scratch
 server's new database), hashing it → compare the stream's digest with the
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,13 +48,51 @@ from agents.scratch.account import ScratchUnusable
 from agents.state import StateDir
 from targets.tables import DatabaseUnavailable, TableManifest, compare_tables
 
+log = logging.getLogger(__name__)
+
+
+class _ManifestReadBesideCheck:
+    """The manifest snapshot's file, read without a lock while the check runs and the scratch database starts.
+
+    Only a success is used: a failure here may be a ``prune`` elsewhere before the check took its lock, so the
+    manifest is then read again, with a lock, after the check (and that failure is the one reported). What was
+    read is judged exactly as a locked read would be (size and digest against the signed record).
+    """
+
+    def __init__(self, restic: Restic, backup: StoredBackup, limit: int) -> None:
+        self._stop = process.Cancellation(parent=process.CANCELLATION)
+        self._data: bytes | None = None
+        self._thread = threading.Thread(target=self._read, args=(restic, backup, limit), name="manifest-read",
+                                        daemon=True)
+        self._thread.start()
+
+    def _read(self, restic: Restic, backup: StoredBackup, limit: int) -> None:
+        assert backup.manifest_snapshot_id is not None
+        try:
+            self._data = restic.dump(backup.manifest_snapshot_id, backup.manifest_path, limit=limit,
+                                     beside_check=True, cancellation=self._stop)
+        except (DrillError, OSError) as error:
+            log.info("the manifest could not be read beside the check (%s); it is read again after it", error)
+
+    def result(self) -> bytes | None:
+        """What was read, or None (read it again)."""
+        self._thread.join()
+        return self._data
+
+    def drop(self) -> None:
+        """Stop the read if it still runs (the check failed, or the job ended) and wait for it."""
+        self._stop.cancel("its manifest is no longer needed")
+        self._thread.join()
+
 
 def _load_manifest(
-    restic: Restic, backup: StoredBackup, vouching: BackupRecord, record: RecordDraft[VerifyDraft]
+    restic: Restic, backup: StoredBackup, vouching: BackupRecord, record: RecordDraft[VerifyDraft],
+    read_beside_check: bytes | None,
 ) -> dict[str, Any] | None:
     assert backup.manifest_snapshot_id is not None
     try:
-        data = restic.dump(backup.manifest_snapshot_id, backup.manifest_path, limit=manifest_limit(vouching))
+        data = read_beside_check if read_beside_check is not None else restic.dump(
+            backup.manifest_snapshot_id, backup.manifest_path, limit=manifest_limit(vouching))
     except DumpTooLarge as too_large:
         check_manifest_size(too_large.size, vouching, record)
         return None
@@ -89,9 +129,9 @@ def verify_dump_backup(
 ) -> None:
     """Verify one dump of a ``kind`` target; add a finding for every difference.
 
-    The scratch database starts while the repository is checked; ``repository_sound`` waits for the check, before
-    restic is asked for anything (the check holds the repository's exclusive lock) and nothing is restored unless
-    it passed. Raises :class:`CouldNotVerify`.
+    The scratch database starts and the manifest is read without a lock while the repository is checked;
+    ``repository_sound`` waits for the check (which holds the repository's exclusive lock), and nothing read is
+    used, nothing restored, unless it passed. Raises :class:`CouldNotVerify`.
     """
     try:
         engine = engine_for(kind)
@@ -100,8 +140,21 @@ def verify_dump_backup(
     database = backup.database or ""
     record.details.database = database
     record.details.compared = Compared(tables=0, rows=0)
+    early = _ManifestReadBesideCheck(restic, backup, manifest_limit(vouching))
+    try:
+        _verify_dump(config, engine, kind, restic, backup, vouching, scratch, state, record, repository_sound, early)
+    finally:
+        early.drop()
+
+
+def _verify_dump(
+    config: AgentConfig, engine: DatabaseEngine, kind: str, restic: Restic, backup: StoredBackup,
+    vouching: BackupRecord, scratch: str, state: StateDir, record: RecordDraft[VerifyDraft],
+    repository_sound: Callable[[], bool], early: _ManifestReadBesideCheck,
+) -> None:
+    database = backup.database or ""
     if engine.digest_only(database):
-        dump = _read_manifest(engine, kind, restic, backup, vouching, record) if repository_sound() else None
+        dump = _read_manifest(engine, kind, restic, backup, vouching, record, early) if repository_sound() else None
         if dump is None:
             return
         with record.phase("restore"):
@@ -118,7 +171,8 @@ def verify_dump_backup(
             with record.phase("scratch_start"):
                 target = stack.enter_context(engine.restore_target(config.scratch, scratch, database, state))
             record.details.scratch = record.details.scratch.model_copy(update={"where": target.where})
-            dump = _read_manifest(engine, kind, restic, backup, vouching, record) if repository_sound() else None
+            dump = _read_manifest(engine, kind, restic, backup, vouching, record, early) if repository_sound() \
+                else None
             if dump is None:
                 return
             problem = target.checksum_problem(dump.method)
@@ -150,12 +204,12 @@ def verify_dump_backup(
 
 def _read_manifest(
     engine: DatabaseEngine, kind: str, restic: Restic, backup: StoredBackup, vouching: BackupRecord,
-    record: RecordDraft[VerifyDraft],
+    record: RecordDraft[VerifyDraft], early: _ManifestReadBesideCheck,
 ) -> _DumpToVerify | None:
     """The manifest, read and checked against the record and the engine; None (with findings) when it cannot be
     used. Raises :class:`CouldNotVerify` when it cannot be read, or names a checksum this agent cannot compute."""
     database = backup.database or ""
-    manifest = _load_manifest(restic, backup, vouching, record)
+    manifest = _load_manifest(restic, backup, vouching, record, early.result())
     if manifest is None:
         return None
     if manifest.get("schema") != engine.manifest_schema:

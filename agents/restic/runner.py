@@ -545,18 +545,25 @@ class Restic:
                 with open(marker, "w", encoding="utf-8") as handle:
                     handle.write("a restic run was stopped while the repository was unreachable\n")
 
-    def dump(self, snapshot_id: str, path: str, *, limit: int = 1 << 30) -> bytes:
+    def dump(
+        self, snapshot_id: str, path: str, *, limit: int = 1 << 30, beside_check: bool = False,
+        cancellation: process.Cancellation = process.CANCELLATION,
+    ) -> bytes:
         """Return the content of one small file of a snapshot (a manifest), binary safe.
 
         The file goes through a temporary file and is read into memory only when it is at most ``limit`` bytes
         (else :class:`DumpTooLarge`). restic prints no progress while dumping, so the whole dump is bounded by
-        ``stall_timeout``; large files are restored, not dumped.
+        ``stall_timeout``; large files are restored, not dumped. ``beside_check``: without a lock (``--no-lock``),
+        beside this job's ``restic check``; data a ``prune`` elsewhere removes meanwhile makes it fail, so the caller
+        reads again with a lock before it takes a failure for damage.
         """
+        flags = self._flags(json=False) + (("--no-lock",) if beside_check else ())
         with tempfile.TemporaryFile(dir=self.temp_dir) as out:
             self._run_unlocking(  # restic takes its lock before it writes a byte: a retry appends nothing
-                commands.make_dump_command(self.binary, self._flags(json=False), snapshot_id, path),
+                commands.make_dump_command(self.binary, flags, snapshot_id, path),
                 timeout=self.repository.stall_timeout,
                 stdout_to=out,
+                cancellation=cancellation,
             )
             size = out.tell()
             if size > limit:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from agents.restic.runner import Restic
+from agents.restic.exitcodes import ResticOutcome
+from agents.restic.runner import Restic, ResticError
 from policies.levels import Level
 from targets.mysql import checksum as my_checksum
 from targets.mysql import snapshot as my_snapshot
@@ -292,3 +293,32 @@ def test_a_mariadb_row_longer_than_max_allowed_packet_is_summed_with_its_columns
             assert documents_after.rows == 2 and documents_after.checksum != documents_before.checksum
         finally:
             admin.close()
+
+
+def test_a_dumps_manifest_is_read_beside_the_check_and_again_with_its_lock_when_that_failed(
+    workspace_once: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A prune elsewhere, before the check took its lock, can remove what a lockless read reads; it cannot be
+    # produced on demand, so the lockless read's failure is injected. It must cost a second read, not a finding.
+    reads: list[bool] = []
+    failing = [False]
+    real_dump = Restic.dump
+
+    def dump(self: Restic, snapshot_id: str, path: str, **options: Any) -> bytes:
+        reads.append(bool(options.get("beside_check")))
+        if options.get("beside_check") and failing[0]:
+            raise ResticError(ResticOutcome.FATAL, "restic dump failed: pack not found (injected)")
+        return real_dump(self, snapshot_id, path, **options)
+
+    with throwaway_database(rows=200) as db:
+        config = workspace_once.load(_config(workspace_once, db, "postgres", {"directory": scratch_dir}))
+        monkeypatch.setattr(Restic, "dump", dump)
+        [record] = verify(config, "app", database=db.name)
+        assert record.verdict == "passed", record.findings
+        assert reads == [True]  # beside the check only: no second, locked read
+        failing[0] = True
+        reads.clear()
+        [record] = verify(config, "app", database=db.name)
+        assert record.verdict == "passed" and "repository_damaged" not in codes(record), record.findings
+        assert reads == [True, False]
+        assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
