@@ -157,11 +157,13 @@ class StallWatch:
             self._progressed = False
 
     def expect_progress_within(self, seconds: float) -> None:
-        """From now on, progress is due within ``seconds`` (a child that waited on purpose now has work to do)."""
+        """From now on, progress is due within ``seconds`` (a child that waited on purpose now has work to do).
+
+        A child that has not reported yet still owes its first report within ``first_within`` of its start."""
         with self._lock:
             self.seconds = seconds
-            self._last = time.monotonic()
-            self._progressed = True
+            if self._progressed:
+                self._last = time.monotonic()
 
     def stalled_for(self) -> float | None:
         """Seconds without progress beyond the limit in force, or None while within it."""

@@ -215,8 +215,12 @@ class PendingStdinBackup:
             _write_all(self._write_end, memoryview(data))
         except BrokenPipeError:
             pass  # restic ended before reading: its own error is below
-        finally:
+        except BaseException:
+            self._stop.cancel("its content could not be written whole")  # killed before the stream ends
+            self._saver.join()
             os.close(self._write_end)
+            raise
+        os.close(self._write_end)
         self._saver.join()
         if "error" in self._outcome:
             raise self._outcome["error"]  # type: ignore[misc]

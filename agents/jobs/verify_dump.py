@@ -62,6 +62,7 @@ class _ManifestReadBesideCheck:
     def __init__(self, restic: Restic, backup: StoredBackup, limit: int) -> None:
         self._stop = process.Cancellation(parent=process.CANCELLATION)
         self._data: bytes | None = None
+        self._too_large: DumpTooLarge | None = None
         self._thread = threading.Thread(target=self._read, args=(restic, backup, limit), name="manifest-read",
                                         daemon=True)
         self._thread.start()
@@ -71,12 +72,17 @@ class _ManifestReadBesideCheck:
         try:
             self._data = restic.dump(backup.manifest_snapshot_id, backup.manifest_path, limit=limit,
                                      beside_check=True, cancellation=self._stop)
+        except DumpTooLarge as too_large:
+            self._too_large = too_large  # its size is the content's, however it is read: not read again
         except (DrillError, OSError) as error:
             log.info("the manifest could not be read beside the check (%s); it is read again after it", error)
 
     def result(self) -> bytes | None:
-        """What was read, or None (read it again)."""
+        """What was read, or None (read it again). Raises :class:`DumpTooLarge` when the file is larger than the
+        record vouched for."""
         self._thread.join()
+        if self._too_large is not None:
+            raise self._too_large
         return self._data
 
     def drop(self) -> None:
@@ -87,12 +93,13 @@ class _ManifestReadBesideCheck:
 
 def _load_manifest(
     restic: Restic, backup: StoredBackup, vouching: BackupRecord, record: RecordDraft[VerifyDraft],
-    read_beside_check: bytes | None,
+    early: _ManifestReadBesideCheck,
 ) -> dict[str, Any] | None:
     assert backup.manifest_snapshot_id is not None
     try:
-        data = read_beside_check if read_beside_check is not None else restic.dump(
-            backup.manifest_snapshot_id, backup.manifest_path, limit=manifest_limit(vouching))
+        data = early.result()
+        if data is None:
+            data = restic.dump(backup.manifest_snapshot_id, backup.manifest_path, limit=manifest_limit(vouching))
     except DumpTooLarge as too_large:
         check_manifest_size(too_large.size, vouching, record)
         return None
@@ -209,7 +216,7 @@ def _read_manifest(
     """The manifest, read and checked against the record and the engine; None (with findings) when it cannot be
     used. Raises :class:`CouldNotVerify` when it cannot be read, or names a checksum this agent cannot compute."""
     database = backup.database or ""
-    manifest = _load_manifest(restic, backup, vouching, record, early.result())
+    manifest = _load_manifest(restic, backup, vouching, record, early)
     if manifest is None:
         return None
     if manifest.get("schema") != engine.manifest_schema:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import sys
 import threading
@@ -103,6 +104,22 @@ def test_stall_watch_stops_a_child_that_makes_no_progress() -> None:
         process.run_process(_python("import time; print('hello', flush=True); time.sleep(30)"), env={},
                             stall=stall, on_stdout_line=lambda _line: None)
     assert caught.value.why == "stalled"
+
+
+def test_a_stall_watch_told_to_expect_progress_keeps_the_first_report_due() -> None:
+    # A restic that waited on purpose is given stall_timeout once it has work; one that never reported (it could
+    # not open the repository) still owes its first report within first_within of its start.
+    waited = process.StallWatch(math.inf, first_within=0.2)
+    waited.progress()
+    time.sleep(0.3)
+    waited.expect_progress_within(0.2)
+    assert waited.stalled_for() is None  # the clock restarts
+    time.sleep(0.3)
+    assert waited.stalled_for() == 0.2
+    silent = process.StallWatch(math.inf, first_within=0.2)
+    silent.expect_progress_within(60)
+    time.sleep(0.3)
+    assert silent.stalled_for() == 0.2
 
 
 def test_cancellation_interrupts_with_sigint_first() -> None:
