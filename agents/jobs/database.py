@@ -6,8 +6,9 @@ dump's while writes are held) → the dump tool's output is streamed into
 ``restic backup --stdin`` (digest computed as it streams) → meanwhile every table
 is checksummed in that view → the manifest (naming the dump snapshot's id) is
 stored as a second snapshot of the same job, by a restic started with the job and
-waiting for it → replication and retention as for files. A dump is always complete; the level is recorded, it changes
-nothing in the dump. The job is the same for every engine (``agents/engines``).
+waiting for it → replication and retention as for files. A dump is always
+complete; the level is recorded, it changes nothing in the dump. The job is the
+same for every engine (``agents/engines``).
 """
 
 from __future__ import annotations

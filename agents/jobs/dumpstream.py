@@ -165,8 +165,8 @@ class PendingStdinBackup:
 
     :meth:`store` writes the content and ends the stream: restic makes the snapshot. :meth:`abandon` (also on
     leaving the ``with`` block without storing) kills restic while its stdin is open: no snapshot. Should the agent
-    itself be killed, restic sees an empty stream end and stores it; that snapshot carries the killed job's
-    ``drill.job`` tag, no record vouches for it, and the next job forgets it (``agents/jobs/leftovers.py``).
+    itself be killed, restic sees an empty stream end (0.18 stores it, 0.14 refuses); such a snapshot carries the
+    killed job's ``drill.job`` tag, no record vouches for it, the next job forgets it (``agents/jobs/leftovers.py``).
 
     While it waits, restic must have opened the repository within ``connect_timeout`` (its first status line) and
     is then never taken for stalled; once the content is written, it must progress within ``stall_timeout``.

@@ -3,7 +3,8 @@
 A killed backup leaves its journal note, its staged manifest and list of paths, perhaps a snapshot no record
 vouches for and a repository lock; a killed verification leaves its scratch directory (its sandboxed instance
 dies with it). The next job clears all of it. SIGTERM during a verification exits 130, like every interruption.
-These involve restic only as it is stopped, so they run with the distro restic alone.
+These involve restic only as it is stopped, so they run with the distro restic alone -- except the killed database
+backup, whose leftovers differ by version.
 """
 
 from __future__ import annotations
@@ -81,6 +82,42 @@ def test_a_killed_backup_is_undone_by_the_next_job(workspace_once: Workspace) ->
                            env={**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
                                 "RESTIC_PASSWORD_FILE": workspace.password_file}, check=True)
     assert locks.stdout.strip() == ""
+
+
+def test_a_killed_database_backup_is_undone_before_the_next_jobs_retention(workspace: Workspace) -> None:
+    # Killed mid-dump, the agent leaves two restics whose stdin ends: the dump's stores what it read, and the
+    # manifest's -- waiting since the job began -- stores an empty file on 0.18 (0.14 refuses an empty stream).
+    # Both carry the killed job's tag; the next job forgets them before anything counts them. Both versions.
+    with throwaway_database(rows=300_000) as db:
+        password_file = os.path.join(workspace.root, "pg.pw")
+        with open(password_file, "w") as handle:
+            handle.write(db.password + "\n")
+        spec = {"kind": "postgres", "user": db.role, "password_file": password_file, "databases": [db.name],
+                "globals": False}
+        path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"app": spec},
+                                      policies={"nightly": {"targets": ["app"], "repository": "local",
+                                                            "retention": {"full": 1}}})
+        config = workspace.load(path)
+        restic = Restic(config.restic_binary, config.repositories["local"])
+        restic.init()
+        agent = _agent("backup", "--config", path, "--policy", "nightly", "--level", "full", "--quiet")
+
+        def both_running() -> bool:
+            lines = _cmdlines().values()
+            return any(f"{db.name}.manifest.json" in line for line in lines) and any(
+                "pg_dump" in line and db.name in line for line in lines)
+
+        _wait_for(both_running, 60, "the dump and the manifest's restic to run")
+        orphans = [pid for pid, line in _cmdlines().items() if "restic" in line and db.name in line]
+        assert len(orphans) == 2
+        agent.kill()
+        agent.wait()
+        _wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in orphans), 120, "the orphans to end")
+        [again] = backup(config, "nightly", Level.FULL)
+        assert again.outcome == "success", again.findings
+        assert {s.tag_value("drill.job") for s in restic.snapshots()} == {again.job.id}
+        # Nothing of the killed job was left to count: retention kept the new backup and had nothing to forget.
+        assert again.retention["local"].forgotten == [] and again.retention["local"].kept == 1
 
 
 def test_a_killed_verification_leaves_no_instance_and_its_scratch_is_reaped(
