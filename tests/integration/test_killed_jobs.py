@@ -24,7 +24,7 @@ from agents.jobs.catalog import collect_backups
 from agents.restic.runner import Restic
 from policies.levels import Level
 from tests.support.configs import Workspace
-from tests.support.databases import throwaway_database
+from tests.support.databases import ThrowawayDatabase, throwaway_database
 from tests.support.engines import instances_left
 from tests.support.jobs import backup
 
@@ -85,20 +85,26 @@ def test_a_killed_backup_is_undone_by_the_next_job(workspace_once: Workspace) ->
     assert locks.stdout.strip() == ""
 
 
+def _postgres_config(workspace: Workspace, db: ThrowawayDatabase, *, scratch: str | None = None,
+                     **policy: object) -> str:
+    """A config backing up ``db`` (policy ``nightly`` into ``local``, with ``policy``'s extra settings); its path."""
+    password_file = os.path.join(workspace.root, "pg.pw")
+    with open(password_file, "w") as handle:
+        handle.write(db.password + "\n")
+    spec = {"kind": "postgres", "user": db.role, "password_file": password_file, "databases": [db.name],
+            "globals": False}
+    return workspace.write_config({"local": workspace.local_repository("local")}, targets={"app": spec},
+                                  policies={"nightly": {"targets": ["app"], "repository": "local", **policy}},
+                                  scratch={"directory": scratch} if scratch else None)
+
+
 def test_a_killed_database_backup_is_undone_before_the_next_jobs_retention(workspace: Workspace) -> None:
     # Killed mid-dump, the agent leaves two restics whose stdin ends: the dump's, and the manifest's, waiting since
     # the job began. Whether either stores a snapshot is a race (each dies of SIGPIPE at its next status line), so
     # what they may leave -- a truncated dump and a manifest under the killed job's tags, which pair as a backup --
     # is written where they did not. The next job must forget both before its retention counts them.
     with throwaway_database(rows=300_000) as db:
-        password_file = os.path.join(workspace.root, "pg.pw")
-        with open(password_file, "w") as handle:
-            handle.write(db.password + "\n")
-        spec = {"kind": "postgres", "user": db.role, "password_file": password_file, "databases": [db.name],
-                "globals": False}
-        path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"app": spec},
-                                      policies={"nightly": {"targets": ["app"], "repository": "local",
-                                                            "retention": {"full": 1}}})
+        path = _postgres_config(workspace, db, retention={"full": 1})
         config = workspace.load(path)
         restic = Restic(config.restic_binary, config.repositories["local"])
         restic.init()
@@ -137,14 +143,7 @@ def test_a_killed_verification_leaves_no_instance_and_its_scratch_is_reaped(
 ) -> None:
     workspace = workspace_once
     with throwaway_database(rows=300_000) as db:
-        password_file = os.path.join(workspace.root, "pg.pw")
-        with open(password_file, "w") as handle:
-            handle.write(db.password + "\n")
-        spec = {"kind": "postgres", "user": db.role, "password_file": password_file, "databases": [db.name],
-                "globals": False}
-        path = workspace.write_config({"local": workspace.local_repository("local")}, targets={"app": spec},
-                                      policies={"nightly": {"targets": ["app"], "repository": "local"}},
-                                      scratch={"directory": scratch_dir})
+        path = _postgres_config(workspace, db, scratch=scratch_dir)
         config = workspace.load(path)
         Restic(config.restic_binary, config.repositories["local"]).init()
         backup(config, "nightly", Level.FULL)
