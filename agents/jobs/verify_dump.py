@@ -230,13 +230,13 @@ def _read_manifest(
                              "recompute (a newer agent made it?)")
     # The dump the manifest names inside; older manifest snapshots also name it in a tag (both must agree).
     inside = manifest.get("snapshot_id")
-    named = [str(inside)[:64] if isinstance(inside, str) else None]
+    named = [inside if isinstance(inside, str) else None]
     named += [backup.manifest_for] if backup.manifest_for is not None else []
-    wrong = next((i for i in named if not backup.names_this_dump(i)), "")
-    if wrong != "":
+    wrong = [i for i in named if not backup.names_this_dump(i)]
+    if wrong:
         record.add("dump_snapshot_mismatch", "error",
-                   f"the manifest was made for dump snapshot {wrong or '(none named)'}, but this job's dump is "
-                   f"{backup.snapshot_id}: the dump was written again after the backup", backup.snapshot_id)
+                   f"the manifest was made for dump snapshot {(wrong[0] or '(none named)')[:64]}, but this job's "
+                   f"dump is {backup.snapshot_id}: the dump was written again after the backup", backup.snapshot_id)
     dump = manifest.get("dump")
     dump = dump if isinstance(dump, dict) else {}
     name = str(dump.get("filename") or engine.dump_filename(database))
