@@ -90,14 +90,7 @@ class LocalAgent:
 
     def waiting(self) -> list[WaitingRecord]:
         """The records waiting for the coordinator, oldest first (unreadable files too: the ledger refuses them)."""
-        found = []
-        for path in self._outbox().list():
-            try:
-                envelope = read_envelope(path)
-            except (OSError, ValueError) as error:
-                envelope = {"unreadable": str(error)}
-            found.append(WaitingRecord(path, envelope))
-        return found
+        return [WaitingRecord(path, envelope) for path, envelope in self._outbox().read_waiting()]
 
     def delivered(self, record: WaitingRecord) -> None:
         """The coordinator has the record in its ledger: it waits no more."""

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC
 
 from agents.contract import signing
@@ -59,6 +60,21 @@ class Outbox:
             for name in os.listdir(folder)
             if name.endswith(".json") and not name.startswith(".")
         )
+
+    def read_waiting(self) -> Iterator[tuple[str, object]]:
+        """Each waiting record's path and JSON, oldest first; an unreadable file as ``{"unreadable": why}``.
+
+        A file gone between the listing and its reading was taken by another
+        ingest and is left out: it waits no more, and it is not unreadable.
+        """
+        for path in self.list():
+            try:
+                envelope = read_envelope(path)
+            except FileNotFoundError:
+                continue
+            except (OSError, signing.MalformedEnvelope) as error:
+                envelope = {"unreadable": str(error)}
+            yield path, envelope
 
     def mark_sent(self, path: str) -> None:
         """Move a record the coordinator has taken out of the waiting list (again: a no-op)."""

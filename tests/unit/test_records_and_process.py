@@ -72,6 +72,26 @@ def test_outbox_writes_are_complete_files(tmp_path: pathlib.Path) -> None:
     assert not [p for p in (tmp_path / "outbox").iterdir() if p.name.startswith(".")]
 
 
+def test_a_record_taken_by_another_ingest_after_the_listing_is_not_read_as_unreadable(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two ingests at once: one lists the outbox, the other moves a record to sent/ before the first reads it.
+    outbox = _outbox(tmp_path)
+    draft = _draft()
+    draft.outcome = "success"
+    with job_record(outbox, draft):
+        pass
+    [kept] = outbox.list()
+    (tmp_path / "outbox" / "broken.json").write_text("{not json")
+    taken = str(tmp_path / "outbox" / "taken-meanwhile.json")
+    listed = [kept, str(tmp_path / "outbox" / "broken.json"), taken]
+    monkeypatch.setattr(outbox, "list", lambda: listed)
+    found = list(outbox.read_waiting())
+    assert [path for path, _ in found] == listed[:2]
+    assert found[0][1] == json.loads(pathlib.Path(kept).read_text())
+    assert "is not JSON" in found[1][1]["unreadable"]  # type: ignore[index]
+
+
 def test_policy_lock_refuses_a_second_run(tmp_path: pathlib.Path) -> None:
     state = StateDir(str(tmp_path))
     with state.policy_lock("nightly"), pytest.raises(PolicyBusy), state.policy_lock("nightly"):
