@@ -101,7 +101,11 @@ class RecordDraft(Generic[D]):
         try:
             yield
         finally:
-            self.phases[name] = round(self.phases.get(name, 0.0) + time.monotonic() - started, 3)
+            self.add_phase(name, time.monotonic() - started)
+
+    def add_phase(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` to the phase ``name`` (work timed elsewhere, e.g. in a thread beside the check)."""
+        self.phases[name] = round(self.phases.get(name, 0.0) + seconds, 3)
 
     def written(self) -> SignedRecord:
         """The signed record :func:`job_record` wrote. Raises ``OSError`` when it could not be written."""

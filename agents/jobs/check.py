@@ -70,9 +70,10 @@ class BackgroundCheck:
     """:func:`run_check_part` in a thread, started at once, timed as the ``check`` phase of ``timed``;
     :meth:`outcome` waits for it.
 
-    A verification lists the snapshots (``--no-lock``) and starts its throwaway database instance (seconds) while
-    restic checks: nothing is restored before the outcome is known (the check holds the repository's exclusive
-    lock: any other locking restic command would fail as locked until it ends).
+    A verification lists the snapshots, restores a files snapshot or reads a dump's manifest (each ``--no-lock``)
+    and starts its throwaway database instance (seconds) while restic checks: the check holds the repository's
+    exclusive lock (any other locking restic command would fail as locked until it ends), and nothing read beside
+    it is used before its outcome is known (:mod:`agents.jobs.beside_check`).
     """
 
     def __init__(self, restic: Restic, state: StateDir, repository: str, parts: int,

@@ -3,10 +3,10 @@
 Steps, each timed in the record: ``restic check`` (structure, plus a rotating
 ``--read-data-subset n/N`` so every pack is read within N verifications; in the
 background while the snapshots are listed, without a lock, to find the backups,
-and while a throwaway database instance starts and a dump's manifest is read
-(also without a lock; used only once the check passed), but nothing is restored
-before it passed; its result is in every record, also when nothing could be chosen)
-→ for each backup, a fresh scratch
+and while a files snapshot is restored, a throwaway database instance starts and
+a dump's manifest is read -- also without a lock, and used only once the check
+passed (``beside_check``); its result is in every record, also when nothing
+could be chosen) → for each backup, a fresh scratch
 directory → restore and compare (files: ``verify_files``; database dumps:
 ``verify_dump``, through the target kind's engine) → remove the scratch
 directory, pass or fail. One record

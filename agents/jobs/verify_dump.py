@@ -3,7 +3,7 @@
 Given a dump, its manifest snapshot and the target's kind (which names the
 engine -- never guessed from the manifest): start the scratch database and
 read the manifest snapshot's file without a lock (while the repository check
-runs; nothing is used or restored before it passed) → check the manifest's
+runs; nothing is used or loaded before it passed) → check the manifest's
 digest and that it is that engine's → check that it names this dump → stream
 the dump out of restic into the loader of a throwaway instance (or a scratch
 server's new database), hashing it → compare the stream's digest with the
@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from agents.contract.errors import DrillError
 from agents.contract.records import BackupRecord, Compared, DumpCheck
 from agents.engines import engine_for
 from agents.engines.base import DatabaseEngine, RestoreTarget
+from agents.jobs.beside_check import BesideCheck
 from agents.jobs.catalog import StoredBackup
 from agents.jobs.restorestream import StreamedRestore, stream_restore
 from agents.jobs.verify_common import (
@@ -51,54 +51,25 @@ from targets.tables import DatabaseUnavailable, TableManifest, compare_tables
 log = logging.getLogger(__name__)
 
 
-class _ManifestReadBesideCheck:
-    """The manifest snapshot's file, read without a lock while the check runs and the scratch database starts.
-
-    Only a success is used: a failure here may be a ``prune`` elsewhere before the check took its lock, so the
-    manifest is then read again, with a lock, after the check (and that failure is the one reported). What was
-    read is judged exactly as a locked read would be (size and digest against the signed record).
-    """
-
-    def __init__(self, restic: Restic, backup: StoredBackup, limit: int) -> None:
-        self._stop = process.Cancellation(parent=process.CANCELLATION)
-        self._data: bytes | None = None
-        self._too_large: DumpTooLarge | None = None
-        self._thread = threading.Thread(target=self._read, args=(restic, backup, limit), name="manifest-read",
-                                        daemon=True)
-        self._thread.start()
-
-    def _read(self, restic: Restic, backup: StoredBackup, limit: int) -> None:
-        assert backup.manifest_snapshot_id is not None
-        try:
-            self._data = restic.dump(backup.manifest_snapshot_id, backup.manifest_path, limit=limit,
-                                     beside_check=True, cancellation=self._stop)
-        except DumpTooLarge as too_large:
-            self._too_large = too_large  # its size is the content's, however it is read: not read again
-        except (DrillError, OSError) as error:
-            log.info("the manifest could not be read beside the check (%s); it is read again after it", error)
-
-    def result(self) -> bytes | None:
-        """What was read, or None (read it again). Raises :class:`DumpTooLarge` when the file is larger than the
-        record vouched for."""
-        self._thread.join()
-        if self._too_large is not None:
-            raise self._too_large
-        return self._data
-
-    def drop(self) -> None:
-        """Stop the read if it still runs (the check failed, or the job ended) and wait for it."""
-        self._stop.cancel("its manifest is no longer needed")
-        self._thread.join()
+def _read_manifest_beside_check(restic: Restic, backup: StoredBackup, limit: int) -> BesideCheck[bytes]:
+    """The manifest snapshot's file, read without a lock while the check runs and the scratch database starts
+    (see :mod:`agents.jobs.beside_check`). A manifest larger than the record vouched for is refused from this read:
+    its size is the content's, however it is read."""
+    manifest_snapshot = backup.manifest_snapshot_id
+    assert manifest_snapshot is not None
+    return BesideCheck("manifest read", lambda stop: restic.dump(
+        manifest_snapshot, backup.manifest_path, limit=limit, beside_check=True, cancellation=stop),
+        final=(DumpTooLarge,))
 
 
 def _load_manifest(
     restic: Restic, backup: StoredBackup, vouching: BackupRecord, record: RecordDraft[VerifyDraft],
-    early: _ManifestReadBesideCheck,
+    early: BesideCheck[bytes],
 ) -> dict[str, Any] | None:
     assert backup.manifest_snapshot_id is not None
     try:
-        data = early.result()
-        if data is None:
+        read, data = early.result()
+        if not read or data is None:
             data = restic.dump(backup.manifest_snapshot_id, backup.manifest_path, limit=manifest_limit(vouching))
     except DumpTooLarge as too_large:
         check_manifest_size(too_large.size, vouching, record)
@@ -138,7 +109,7 @@ def verify_dump_backup(
 
     The scratch database starts and the manifest is read without a lock while the repository is checked;
     ``repository_sound`` waits for the check (which holds the repository's exclusive lock), and nothing read is
-    used, nothing restored, unless it passed. Raises :class:`CouldNotVerify`.
+    used, nothing loaded, unless it passed. Raises :class:`CouldNotVerify`.
     """
     try:
         engine = engine_for(kind)
@@ -147,7 +118,7 @@ def verify_dump_backup(
     database = backup.database or ""
     record.details.database = database
     record.details.compared = Compared(tables=0, rows=0)
-    early = _ManifestReadBesideCheck(restic, backup, manifest_limit(vouching))
+    early = _read_manifest_beside_check(restic, backup, manifest_limit(vouching))
     try:
         _verify_dump(config, engine, kind, restic, backup, vouching, scratch, state, record, repository_sound, early)
     finally:
@@ -157,7 +128,7 @@ def verify_dump_backup(
 def _verify_dump(
     config: AgentConfig, engine: DatabaseEngine, kind: str, restic: Restic, backup: StoredBackup,
     vouching: BackupRecord, scratch: str, state: StateDir, record: RecordDraft[VerifyDraft],
-    repository_sound: Callable[[], bool], early: _ManifestReadBesideCheck,
+    repository_sound: Callable[[], bool], early: BesideCheck[bytes],
 ) -> None:
     database = backup.database or ""
     if engine.digest_only(database):
@@ -211,7 +182,7 @@ def _verify_dump(
 
 def _read_manifest(
     engine: DatabaseEngine, kind: str, restic: Restic, backup: StoredBackup, vouching: BackupRecord,
-    record: RecordDraft[VerifyDraft], early: _ManifestReadBesideCheck,
+    record: RecordDraft[VerifyDraft], early: BesideCheck[bytes],
 ) -> _DumpToVerify | None:
     """The manifest, read and checked against the record and the engine; None (with findings) when it cannot be
     used. Raises :class:`CouldNotVerify` when it cannot be read, or names a checksum this agent cannot compute."""

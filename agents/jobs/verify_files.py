@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+import shutil
 
 from agents.contract.records import BackupRecord, Compared, Severity
+from agents.jobs.beside_check import BesideCheck
 from agents.jobs.catalog import StoredBackup
 from agents.jobs.verify_common import (
+    CheckGate,
     CouldNotVerify,
     check_manifest_digest,
     check_manifest_size,
@@ -24,23 +26,54 @@ from targets.files.verify import compare_restored, compare_stream
 
 def verify_files_backup(
     restic: Restic, backup: StoredBackup, vouching: BackupRecord, scratch: str, record: RecordDraft[VerifyDraft],
-    repository_sound: Callable[[], bool],
+    repository_sound: CheckGate,
 ) -> None:
     """Restore ``backup`` under ``scratch`` and add a finding for every difference from its manifest.
 
-    ``repository_sound`` waits for the repository check (nothing is restored unless it passed). Raises
-    :class:`CouldNotVerify` when the check or the restore could not be done.
+    While the repository is still being checked, the snapshot is restored beside the check without a lock
+    (:mod:`agents.jobs.beside_check`); ``repository_sound`` waits for the check, and nothing restored is compared
+    unless it passed (a restore beside a failed check is stopped and left to the scratch directory's removal).
+    Raises :class:`CouldNotVerify` when the check or the restore could not be done.
     """
-    if not repository_sound():
-        return
-    scratch = os.path.join(scratch, "files")  # beside the scratch directory's own bookkeeping
+    early = None
+    if not repository_sound.known:
+        beside = os.path.join(scratch, "files")
+        early = BesideCheck("restore", lambda stop: restic.restore(backup.snapshot_id, beside, beside_check=True,
+                                                                   cancellation=stop))
+    try:
+        if not repository_sound():
+            return
+        restored = _restored(restic, backup, scratch, record, early)
+    finally:
+        if early is not None:
+            early.drop()
+    if restored is not None:
+        _compare(backup, vouching, restored, record)
+
+
+def _restored(restic: Restic, backup: StoredBackup, scratch: str, record: RecordDraft[VerifyDraft],
+              early: BesideCheck[None] | None) -> str | None:
+    """Where the snapshot was restored: beside the check, or now, with a lock, when that did not succeed; None
+    (with ``repository_damaged``) when restic found stored data bad. Raises :class:`CouldNotVerify`."""
+    if early is not None:
+        succeeded, _ = early.result()
+        record.add_phase("restore", early.seconds)
+        if succeeded:
+            return os.path.join(scratch, "files")
+        shutil.rmtree(os.path.join(scratch, "files"), ignore_errors=True)  # what it left, before restoring again
+    directory = os.path.join(scratch, "files" if early is None else "files-locked")
     with record.phase("restore"):
         try:
-            restic.restore(backup.snapshot_id, scratch)
+            restic.restore(backup.snapshot_id, directory)
         except ResticError as error:
             if note_damage(error, record):
-                return
+                return None
             raise CouldNotVerify(f"restore failed: {error.describe()}") from error
+    return directory
+
+
+def _compare(backup: StoredBackup, vouching: BackupRecord, scratch: str, record: RecordDraft[VerifyDraft]) -> None:
+    """Check the restored manifest against the record vouching for it, then every restored file against it."""
     manifest_file = os.path.join(scratch, backup.manifest_path.lstrip("/"))
     try:
         fd = os.open(manifest_file, os.O_RDONLY | os.O_NOFOLLOW)

@@ -584,13 +584,18 @@ class Restic:
             stdout_to=out,
         )
 
-    def restore(self, snapshot_id: str, target_dir: str) -> None:
+    def restore(self, snapshot_id: str, target_dir: str, *, beside_check: bool = False,
+                cancellation: process.Cancellation = process.CANCELLATION) -> None:
         """Restore a whole snapshot under ``target_dir``.
 
         restic 0.14 prints no progress without a terminal, so a restore is bounded
         by the repository's ``stall_timeout`` only from 0.16 on (JSON status).
+        ``beside_check``: without a lock (``--no-lock``), beside this job's ``restic check``; data a ``prune``
+        elsewhere removes meanwhile makes it fail, so the caller restores again with a lock before it takes a
+        failure for damage (:mod:`agents.jobs.beside_check`).
         """
         stall = process.StallWatch(self.repository.stall_timeout) if self.version.has_json_restore else None
+        flags = self._flags(json=self.version.has_json_restore) + (("--no-lock",) if beside_check else ())
 
         def take(line: str) -> None:
             if stall is not None and '"status"' in line:
@@ -599,10 +604,10 @@ class Restic:
         # A check of the same repository (another job of this scratch host) holds an exclusive lock for a while:
         # wait for it as any other command does, rather than fail the verification.
         self._run_unlocking(
-            commands.make_restore_command(self.binary, self._flags(json=self.version.has_json_restore),
-                                          snapshot_id, target_dir),
+            commands.make_restore_command(self.binary, flags, snapshot_id, target_dir),
             stall=stall,
             on_stdout_line=take,
+            cancellation=cancellation,
         )
 
     def check(self, read_data_subset: str | None, *, first_contact: bool = False) -> tuple[bool, tuple[str, ...]]:

@@ -17,13 +17,14 @@ import pytest
 from agents.contract import signing
 from agents.keys import KeyStore
 from agents.outbox import read_envelope
-from agents.restic.runner import Restic
+from agents.restic.exitcodes import ResticOutcome
+from agents.restic.runner import Restic, ResticError
 from policies.levels import Level
 from targets.files import manifest_store
 from tests.support.components import S3Server
 from tests.support.configs import Workspace, write_files
 from tests.support.forgery import vouch_for
-from tests.support.jobs import backup, doc
+from tests.support.jobs import backup, codes, doc, verify
 
 
 def _verify(path: str, *extra: str) -> tuple[int, dict[str, object]]:
@@ -138,6 +139,74 @@ def test_a_file_changed_in_a_snapshot_with_the_same_tags_is_caught(workspace: Wo
     assert code == 1
     assert [(f["code"], f["subject"]) for f in document["findings"]] == [  # type: ignore[attr-defined]
         ("content_mismatch", victim)]
+
+
+def _slow_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check takes a second longer, so the restore surely starts while it runs (a small repository's check
+    may otherwise end before the listing beside it)."""
+    real_check = Restic.check
+
+    def check(self: Restic, *args: Any, **options: Any) -> tuple[bool, tuple[str, ...]]:
+        time.sleep(1)
+        return real_check(self, *args, **options)
+
+    monkeypatch.setattr(Restic, "check", check)
+
+
+def test_the_restore_runs_beside_the_check_and_again_with_its_lock_when_that_failed(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A prune elsewhere, before the check took its lock, can remove what a lockless restore reads; it cannot be
+    # produced on demand, so the failure is injected -- after restic restored everything, so what it left is there.
+    config = workspace.load(_backed_up(workspace))
+    _slow_check(monkeypatch)
+    restores: list[bool] = []
+    failing = [False]
+    real_restore = Restic.restore
+
+    def restore(self: Restic, snapshot_id: str, target_dir: str, **options: Any) -> None:
+        restores.append(bool(options.get("beside_check")))
+        real_restore(self, snapshot_id, target_dir, **options)
+        if options.get("beside_check") and failing[0]:
+            raise ResticError(ResticOutcome.FATAL, "restic restore failed: pack not found (injected)")
+
+    monkeypatch.setattr(Restic, "restore", restore)
+    [record] = verify(config, "documents")
+    assert record.verdict == "passed" and record.compared.files == 40, record.findings
+    assert restores == [True]  # beside the check only
+    assert record.timings.phases["restore"] > 0 and record.timings.phases["check"] >= 1
+    failing[0] = True
+    restores.clear()
+    [record] = verify(config, "documents")
+    assert record.verdict == "passed" and record.compared.files == 40, record.findings
+    assert "repository_damaged" not in codes(record)  # a lockless restore's failure is never reported
+    assert restores == [True, False]
+    assert os.listdir(os.path.join(workspace.state_dir, "scratch")) == []
+
+
+def test_a_restore_beside_a_check_that_fails_is_stopped_and_nothing_is_compared(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = workspace.load(_backed_up(workspace))
+    packs = sorted(glob.glob(os.path.join(workspace.root, "repo-local", "data", "*", "*")), key=os.path.getsize)
+    _flip_a_byte(packs[-1])
+    stopped: list[float] = []
+
+    def restore(self: Restic, snapshot_id: str, target_dir: str, **options: Any) -> None:
+        # A restore slower than the check: still running when the check fails.
+        cancellation = options["cancellation"]
+        started = time.monotonic()
+        if cancellation.wait(60):
+            stopped.append(time.monotonic() - started)
+            raise ResticError(ResticOutcome.INTERRUPTED, "restic restore was stopped")
+        raise AssertionError("the restore beside a failed check was never stopped")
+
+    monkeypatch.setattr(Restic, "restore", restore)
+    [record] = verify(config, "documents", read_data_parts=1)
+    assert record.verdict == "failed" and "repository_damaged" in codes(record), record.findings
+    assert record.compared.files == 0  # nothing restored beside a failed check is compared
+    assert len(stopped) == 1 and stopped[0] < 30
+    assert os.listdir(os.path.join(workspace.state_dir, "scratch")) == []
 
 
 def test_a_deleted_pack_is_caught(workspace: Workspace) -> None:
