@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -49,6 +50,38 @@ class Anchors:
             if record is not None and _names(record, backup):
                 return record
         return None
+
+    def newest_files_snapshot(self, host: str, target: str, repository: str) -> str | None:
+        """The id in ``repository`` of the newest recorded backup of files target ``target`` of ``host``: the
+        snapshot's own id when it was taken there, its copy's when the record says it was copied there; None when
+        no record says. A guess made before the repository is listed: only the listing decides what is verified."""
+        newest: BackupRecord | None = None
+        for record in self.records.values():
+            if (record.host != host or record.target.name != target or record.target.database is not None
+                    or _id_in(record, repository) is None):
+                continue
+            if newest is None or _time(record) > _time(newest):
+                newest = record
+        return None if newest is None else _id_in(newest, repository)
+
+
+def _time(record: BackupRecord) -> datetime:
+    assert record.snapshot is not None  # anchors all name a snapshot (``_usable``)
+    return record.snapshot.time
+
+
+def _id_in(record: BackupRecord, repository: str) -> str | None:
+    """The id ``record``'s snapshot has in ``repository``, as far as the record knows."""
+    if record.snapshot is None:
+        return None
+    if record.repository.name == repository:
+        return record.snapshot.id
+    for replication in record.replication:
+        if replication.repository == repository:
+            for copied in replication.copied:
+                if copied.source_snapshot_id == record.snapshot.id and copied.copy_snapshot_id:
+                    return copied.copy_snapshot_id
+    return None
 
 
 def _names(record: BackupRecord, backup: StoredBackup) -> bool:

@@ -6,7 +6,8 @@ background while the snapshots are listed, without a lock, to find the backups,
 and while a files snapshot is restored, a throwaway database instance starts and
 a dump's manifest is read -- also without a lock, and used only once the check
 passed (``beside_check``); its result is in every record, also when nothing
-could be chosen) → for each backup, a fresh scratch
+could be chosen; the newest files backup the records name is restored beside
+the listing too, used only if the listing chose it) → for each backup, a fresh scratch
 directory → restore and compare (files: ``verify_files``; database dumps:
 ``verify_dump``, through the target kind's engine) → remove the scratch
 directory, pass or fail. One record
@@ -23,7 +24,9 @@ repository password wrote them; a given snapshot no record names fails with
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -45,7 +48,7 @@ from agents.jobs.anchors import Anchors, collect_anchors
 from agents.jobs.check import DRILL_CHECKS, BackgroundCheck
 from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.verify_common import CheckGate, CouldNotVerify
-from agents.jobs.verify_files import verify_files_backup
+from agents.jobs.verify_files import RestoreAhead, restore_ahead, verify_files_backup
 from agents.records import RecordDraft, VerifyDraft, job_record
 from agents.repositories import open_outbox, open_record_store, open_repository
 from agents.restic.runner import Restic, ResticError
@@ -159,11 +162,13 @@ def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRec
                                                        job.drill_id, timed=first)
             _note_shared(first, ran_by, job)
             try:
-                selection = _select(restic, job, backup_host, anchors, first)
-                if selection.chosen:
-                    _verify_one(config, restic, selection.chosen[0], check, kind, state, first)
-                else:
-                    _settle_with_nothing_restored(check, first)
+                with contextlib.ExitStack() as ahead_stack:
+                    ahead = _restore_ahead(restic, job, kind, backup_host, anchors, first, ahead_stack)
+                    selection = _select(restic, job, backup_host, anchors, first)
+                    if selection.chosen:
+                        _verify_one(config, restic, selection.chosen[0], check, kind, state, first, ahead)
+                    else:
+                        _settle_with_nothing_restored(check, first)
             finally:
                 check.wait()  # no restic check is left running behind the job, whatever happened
     records = [first.written()]
@@ -175,6 +180,18 @@ def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRec
             _verify_one(config, restic, chosen, check, kind, state, draft)
         records.append(draft.written())
     return records
+
+
+def _restore_ahead(restic: Restic, job: VerifyJob, kind: str, backup_host: str, anchors: Anchors,
+                   first: RecordDraft[VerifyDraft], stack: contextlib.ExitStack) -> RestoreAhead | None:
+    """For the newest backup of a files target, the restore of the snapshot the records say is newest, started
+    before the listing (:func:`~agents.jobs.verify_files.restore_ahead`); None for anything else."""
+    if kind != "files" or job.snapshot != LATEST or job.database is not None:
+        return None
+    guess = anchors.newest_files_snapshot(backup_host, job.target, job.repository)
+    if guess is None:
+        return None
+    return restore_ahead(restic, guess, first.details.scratch.directory, stack)
 
 
 def _select(restic: Restic, job: VerifyJob, backup_host: str, anchors: Anchors,
@@ -232,7 +249,7 @@ def _keys(job: VerifyJob) -> dict[str, Ed25519PublicKey]:
 
 def _verify_one(
     config: AgentConfig, restic: Restic, chosen: Chosen, check: BackgroundCheck, kind: str,
-    state: StateDir, record: RecordDraft[VerifyDraft],
+    state: StateDir, record: RecordDraft[VerifyDraft], ahead: RestoreAhead | None = None,
 ) -> None:
     gate = CheckGate(check, record)  # asked before anything is restored
     verdict: Verdict = "error"
@@ -244,7 +261,7 @@ def _verify_one(
                 database=backup.database, manifest_snapshot_id=backup.manifest_snapshot_id)
             # Once the check is known to have failed, no scratch instance is started for nothing.
             if not gate.known or gate():
-                _in_scratch(config, restic, chosen, kind, state, record, gate)
+                _in_scratch(config, restic, chosen, kind, state, record, gate, ahead)
         finally:
             gate.settle()  # the check's result is in every record, also when the scratch failed first
         verdict = "failed" if record.has_errors else "passed"
@@ -258,8 +275,14 @@ def _verify_one(
 
 def _in_scratch(
     config: AgentConfig, restic: Restic, chosen: Chosen, kind: str, state: StateDir,
-    record: RecordDraft[VerifyDraft], repository_sound: CheckGate,
+    record: RecordDraft[VerifyDraft], repository_sound: CheckGate, ahead: RestoreAhead | None = None,
 ) -> None:
+    if ahead is not None and ahead.snapshot_id == chosen.backup.snapshot_id:
+        verify_files_backup(restic, chosen.backup, chosen.record, ahead.scratch, record, repository_sound, ahead.work)
+        return
+    if ahead is not None:  # the listing chose another snapshot than the records' newest: that restore is not used
+        ahead.work.drop()
+        shutil.rmtree(os.path.join(ahead.scratch, "files"), ignore_errors=True)
     parent = record.details.scratch.directory
     reap(parent)  # what verifications that died left behind
     try:

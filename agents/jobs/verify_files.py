@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
+from dataclasses import dataclass
 
 from agents.contract.records import BackupRecord, Compared, Severity
 from agents.jobs.beside_check import BesideCheck
@@ -19,24 +21,60 @@ from agents.jobs.verify_common import (
 )
 from agents.records import RecordDraft, VerifyDraft
 from agents.restic.runner import Restic, ResticError
+from agents.scratch.account import ScratchUnusable
+from agents.scratch.reaper import reap, scratch_directory
 from targets.files.manifest import ManifestError
 from targets.files.manifest_store import MAGIC, ManifestReader, parse_manifest
 from targets.files.verify import compare_restored, compare_stream
 
 
+@dataclass(frozen=True)
+class RestoreAhead:
+    """A snapshot being restored before the listing chose it, beside the check, in a scratch directory of its own."""
+
+    snapshot_id: str
+    scratch: str
+    work: BesideCheck[None]
+
+
+def restore_ahead(restic: Restic, snapshot_id: str, parent: str, stack: contextlib.ExitStack) -> RestoreAhead | None:
+    """Start restoring ``snapshot_id`` into a new scratch directory under ``parent`` (held and removed by
+    ``stack``, the work stopped first), without a lock, at once.
+
+    A verification lists the repository to choose what it verifies, and the listing's half second of key
+    derivation stood before every restore. The newest recorded backup (``Anchors.newest_files_snapshot``) is
+    almost always what the listing chooses, so its restore can start beside the listing and the check; it is used
+    only when the listing chose that very snapshot (a restic snapshot id is the hash of the snapshot, tree
+    included) and the check passed, and otherwise dropped. None when no scratch directory could be made (the
+    verification proper then says why).
+    """
+    reap(parent)  # what verifications that died left behind
+    try:
+        scratch = stack.enter_context(scratch_directory(parent))
+    except ScratchUnusable:
+        return None
+    target = os.path.join(scratch, "files")
+    work = BesideCheck("restore", lambda stop: restic.restore(snapshot_id, target, beside_check=True,
+                                                              cancellation=stop))
+    stack.callback(work.drop)  # stopped before its directory is removed
+    return RestoreAhead(snapshot_id, scratch, work)
+
+
 def verify_files_backup(
     restic: Restic, backup: StoredBackup, vouching: BackupRecord, scratch: str, record: RecordDraft[VerifyDraft],
-    repository_sound: CheckGate,
+    repository_sound: CheckGate, ahead: BesideCheck[None] | None = None,
 ) -> None:
     """Restore ``backup`` under ``scratch`` and add a finding for every difference from its manifest.
 
     While the repository is still being checked, the snapshot is restored beside the check without a lock
-    (:mod:`agents.jobs.beside_check`); ``repository_sound`` waits for the check, and nothing restored is compared
-    unless it passed (a restore beside a failed check is stopped and left to the scratch directory's removal).
-    Raises :class:`CouldNotVerify` when the check or the restore could not be done.
+    (:mod:`agents.jobs.beside_check`) -- or it already is: ``ahead``, the restore of this very snapshot into
+    ``scratch``/files started before the listing (:func:`restore_ahead`). ``repository_sound`` waits for the
+    check, and nothing restored is compared unless it passed (a restore beside a failed check is stopped and left
+    to the scratch directory's removal). Raises :class:`CouldNotVerify` when the check or the restore could not
+    be done.
     """
-    early = None
-    if not repository_sound.known:
+    early = ahead
+    if early is None and not repository_sound.known:
         beside = os.path.join(scratch, "files")
         early = BesideCheck("restore", lambda stop: restic.restore(backup.snapshot_id, beside, beside_check=True,
                                                                    cancellation=stop))

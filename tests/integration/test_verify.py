@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from agents.contract import signing
+from agents.jobs.anchors import Anchors, collect_anchors
 from agents.keys import KeyStore
 from agents.outbox import read_envelope
+from agents.repositories import open_record_store
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.runner import Restic, ResticError
 from policies.levels import Level
@@ -206,6 +208,46 @@ def test_a_restore_beside_a_check_that_fails_is_stopped_and_nothing_is_compared(
     assert record.verdict == "failed" and "repository_damaged" in codes(record), record.findings
     assert record.compared.files == 0  # nothing restored beside a failed check is compared
     assert len(stopped) == 1 and stopped[0] < 30
+    assert os.listdir(os.path.join(workspace.state_dir, "scratch")) == []
+
+
+def test_the_newest_recorded_snapshot_is_restored_beside_the_listing_and_used_only_if_the_listing_chose_it(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = workspace.load(_backed_up(workspace))
+    write_files(workspace.data, {"d0/f0.bin": b"changed"})
+    [second] = backup(config, "nightly", Level.INCREMENTAL)
+    assert second.outcome == "success" and second.snapshot is not None
+    events: list[tuple[str, str, float]] = []
+    real_snapshots, real_restore = Restic.snapshots, Restic.restore
+
+    def snapshots(self: Restic, *args: Any, **options: Any) -> Any:
+        time.sleep(1)  # a listing slower than restic's start: the restore surely starts while it runs
+        listing = real_snapshots(self, *args, **options)
+        events.append(("listed", "", time.monotonic()))
+        return listing
+
+    def restore(self: Restic, snapshot_id: str, target_dir: str, **options: Any) -> None:
+        events.append(("restore", snapshot_id, time.monotonic()))
+        real_restore(self, snapshot_id, target_dir, **options)
+
+    monkeypatch.setattr(Restic, "snapshots", snapshots)
+    monkeypatch.setattr(Restic, "restore", restore)
+    [record] = verify(config, "documents")
+    assert record.verdict == "passed" and record.compared.files == 40, record.findings
+    assert [e[0] for e in events] == ["restore", "listed"]  # one restore, begun before the listing ended
+    newest = second.snapshot.id
+    assert record.snapshot is not None and record.snapshot.id == events[0][1] == newest
+
+    # When the records' newest is not what the listing chose, that restore is not used. A real listing never
+    # disagrees with the records on this (their snapshot is in it), so the wrong guess is injected.
+    [first_backup] = set(collect_anchors(open_record_store(config))[0].records) - {newest}
+    monkeypatch.setattr(Anchors, "newest_files_snapshot", lambda *_: first_backup)
+    events.clear()
+    [record] = verify(config, "documents")
+    assert record.verdict == "passed" and record.compared.files == 40, record.findings
+    assert record.snapshot is not None and record.snapshot.id == newest
+    assert [(e[0], e[1]) for e in events if e[0] == "restore"] == [("restore", first_backup), ("restore", newest)]
     assert os.listdir(os.path.join(workspace.state_dir, "scratch")) == []
 
 
