@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 from agents import process
 from agents.config.model import AgentConfig, load_config
+from agents.contract import signing
+from agents.contract.documents import DocumentError
 from agents.contract.inventory import Inventory, PolicyInfo, RepositoryInfo, TargetInfo
 from agents.contract.jobs import Job
 from agents.contract.records import SignedRecord
 from agents.execute import execute
 from agents.keys import KeyStore
-from agents.outbox import Outbox, read_envelope
+from agents.outbox import Outbox
 from agents.repositories import open_keys, open_outbox, open_repository
 from agents.restic.messages import BackupStatus
 
@@ -101,7 +103,18 @@ class LocalAgent:
         self._outbox().set_aside(record.path, reason)
 
 
-def waiting_records(state_dir: str) -> list[SignedRecord]:
-    """The records waiting in the outbox of the agent whose state is ``state_dir``, unverified (for display)."""
+def waiting_records(state_dir: str) -> tuple[list[SignedRecord], list[tuple[str, str]]]:
+    """The records waiting in the outbox of the agent whose state is ``state_dir``, unverified (for display), and
+    the files among them that cannot be read as records: (path, why) each -- the coordinator will refuse them."""
     outbox = Outbox(state_dir, KeyStore(state_dir))  # the key is only read when something is signed
-    return [SignedRecord.read_unverified(read_envelope(path), path) for path in outbox.list()]
+    records: list[SignedRecord] = []
+    unreadable: list[tuple[str, str]] = []
+    for path, envelope in outbox.read_waiting():
+        if isinstance(envelope, dict) and set(envelope) == {"unreadable"}:  # not JSON, or not readable at all
+            unreadable.append((path, str(envelope["unreadable"])))
+            continue
+        try:
+            records.append(SignedRecord.read_unverified(envelope, path))
+        except (DocumentError, signing.SignatureError) as error:
+            unreadable.append((path, str(error)))
+    return records, unreadable

@@ -78,13 +78,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    records = api.waiting_records(args.state_dir)
+    records, unreadable = api.waiting_records(args.state_dir)
     if args.json:
         _dump([to_json_document(r.record) for r in records])
     else:
         for record in records:
             print(record.path)
-    return EXIT_OK
+    for path, why in unreadable:
+        print(f"drillctl outbox: {path} is not a readable record ({why}); the coordinator will refuse it",
+              file=sys.stderr)
+    return EXIT_FAILED if unreadable else EXIT_OK
 
 
 def _load(args: argparse.Namespace) -> DrillConfig:
@@ -321,9 +324,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="drill-demo", help="working directory of the demo (default ./drill-demo)")
     p.add_argument("--restic", help="restic binary (default: $DRILL_RESTIC or restic on PATH)")
     p.add_argument("--json", action="store_true", help="print the result records as JSON")
-    p = sub.add_parser("outbox", help="list the result records waiting in an agent's outbox")
-    p.add_argument("--state-dir", required=True)
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("outbox", help="list the result records waiting in an agent's outbox",
+                       description="List the signed result records waiting in an agent's outbox (signatures are "
+                                   "not checked here: the coordinator checks them when it ingests). A file there "
+                                   "that is not a readable record is named on stderr, and the exit code is 1.")
+    p.add_argument("--state-dir", required=True, help="the agent's state directory (state_dir in its config)")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
 
     def with_config(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
         p.add_argument("--config", "-c", required=True, help="drill config (systems, objectives, ledger)")

@@ -1,18 +1,22 @@
 """The verify job: restore backups into scratch and compare them with the manifests taken at backup time.
 
-Steps, each timed in the record: ``restic check`` (structure, plus a rotating
-``--read-data-subset n/N`` so every pack is read within N verifications; in the
-background while the snapshots are listed, without a lock, to find the backups,
-and while a files snapshot is restored, a throwaway database instance starts and
-a dump's manifest is read -- also without a lock, and used only once the check
-passed (``beside_check``); its result is in every record, also when nothing
-could be chosen; the newest files backup the records name is restored beside
-the listing too, used only if the listing chose it) → for each backup, a fresh scratch
-directory → restore and compare (files: ``verify_files``; database dumps:
-``verify_dump``, through the target kind's engine) → remove the scratch
-directory, pass or fail. One record
-per backup verified; verdict ``passed`` (no failure finding), ``failed``
-(findings), or ``error`` (could not verify -- never a pass).
+Steps, each timed in the record:
+
+1. ``restic check`` starts, in the background (structure, plus a rotating
+   ``--read-data-subset n/N`` so every pack is read within N verifications);
+   its result is in every record, also when nothing could be chosen.
+2. Beside it, without a lock (``beside_check``): the snapshots are listed to
+   find the backups; the newest files backup the records name is restored at
+   once (``restore_ahead``), used only if the listing chose that snapshot.
+3. For each backup chosen, in a fresh scratch directory: a files snapshot is
+   restored (beside the check when it still runs), or a throwaway database
+   instance starts and the dump's manifest is read; nothing of it is used
+   unless the check passed. Then restore (what is not restored yet) and
+   compare (files: ``verify_files``; database dumps: ``verify_dump``, through
+   the target kind's engine); the scratch directory is removed, pass or fail.
+
+One record per backup verified; verdict ``passed`` (no failure finding),
+``failed`` (findings), or ``error`` (could not verify -- never a pass).
 
 Only snapshots a signed backup record names are verified (``anchors.py``):
 ``snapshot: latest`` is the newest *recorded* backup (of each database of a
@@ -163,11 +167,12 @@ def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRec
             _note_shared(first, ran_by, job)
             try:
                 with contextlib.ExitStack() as ahead_stack:
-                    ahead = _restore_ahead(restic, job, kind, backup_host, anchors, first, ahead_stack)
+                    ahead = _restore_ahead(restic, job, kind, backup_host, anchors, check, first, ahead_stack)
                     selection = _select(restic, job, backup_host, anchors, first)
                     if selection.chosen:
                         _verify_one(config, restic, selection.chosen[0], check, kind, state, first, ahead)
                     else:
+                        ahead_stack.close()  # stopped and removed now, not after a whole check
                         _settle_with_nothing_restored(check, first)
             finally:
                 check.wait()  # no restic check is left running behind the job, whatever happened
@@ -183,10 +188,12 @@ def run_verify(config: AgentConfig, job: VerifyJob, kind: str) -> list[SignedRec
 
 
 def _restore_ahead(restic: Restic, job: VerifyJob, kind: str, backup_host: str, anchors: Anchors,
-                   first: RecordDraft[VerifyDraft], stack: contextlib.ExitStack) -> RestoreAhead | None:
+                   check: BackgroundCheck, first: RecordDraft[VerifyDraft],
+                   stack: contextlib.ExitStack) -> RestoreAhead | None:
     """For the newest backup of a files target, the restore of the snapshot the records say is newest, started
-    before the listing (:func:`~agents.jobs.verify_files.restore_ahead`); None for anything else."""
-    if kind != "files" or job.snapshot != LATEST or job.database is not None:
+    before the listing (:func:`~agents.jobs.verify_files.restore_ahead`); None for anything else, and when the
+    check has ended already (a drill's shared check): a restore without a lock is only taken beside one."""
+    if kind != "files" or job.snapshot != LATEST or job.database is not None or check.done:
         return None
     guess = anchors.newest_files_snapshot(backup_host, job.target, job.repository)
     if guess is None:

@@ -45,13 +45,13 @@ def restore_ahead(restic: Restic, snapshot_id: str, parent: str, stack: contextl
     derivation stood before every restore. The newest recorded backup (``Anchors.newest_files_snapshot``) is
     almost always what the listing chooses, so its restore can start beside the listing and the check; it is used
     only when the listing chose that very snapshot (a restic snapshot id is the hash of the snapshot, tree
-    included) and the check passed, and otherwise dropped. None when no scratch directory could be made (the
-    verification proper then says why).
+    included) and the check passed, and otherwise dropped. None when no scratch directory could be made: the
+    verification proper then tries again and says why.
     """
-    reap(parent)  # what verifications that died left behind
     try:
+        reap(parent)  # what verifications that died left behind
         scratch = stack.enter_context(scratch_directory(parent))
-    except ScratchUnusable:
+    except (ScratchUnusable, OSError):
         return None
     target = os.path.join(scratch, "files")
     work = BesideCheck("restore", lambda stop: restic.restore(snapshot_id, target, beside_check=True,

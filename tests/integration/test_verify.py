@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from agents.contract import signing
+from agents.contract.jobs import LATEST
 from agents.jobs.anchors import Anchors, collect_anchors
 from agents.keys import KeyStore
 from agents.outbox import read_envelope
@@ -143,16 +144,18 @@ def test_a_file_changed_in_a_snapshot_with_the_same_tags_is_caught(workspace: Wo
         ("content_mismatch", victim)]
 
 
-def _slow_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The check takes a second longer, so the restore surely starts while it runs (a small repository's check
-    may otherwise end before the listing beside it)."""
+def _check_after_a_restore_started(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The check waits (up to 30 s) until the returned event is set -- by a test's restore, as it starts -- so
+    that restore surely runs beside the check (a small repository's check may otherwise end before it starts)."""
+    restore_started = threading.Event()
     real_check = Restic.check
 
     def check(self: Restic, *args: Any, **options: Any) -> tuple[bool, tuple[str, ...]]:
-        time.sleep(1)
+        restore_started.wait(30)
         return real_check(self, *args, **options)
 
     monkeypatch.setattr(Restic, "check", check)
+    return restore_started
 
 
 def test_the_restore_runs_beside_the_check_and_again_with_its_lock_when_that_failed(
@@ -161,13 +164,14 @@ def test_the_restore_runs_beside_the_check_and_again_with_its_lock_when_that_fai
     # A prune elsewhere, before the check took its lock, can remove what a lockless restore reads; it cannot be
     # produced on demand, so the failure is injected -- after restic restored everything, so what it left is there.
     config = workspace.load(_backed_up(workspace))
-    _slow_check(monkeypatch)
+    restore_started = _check_after_a_restore_started(monkeypatch)
     restores: list[bool] = []
     failing = [False]
     real_restore = Restic.restore
 
     def restore(self: Restic, snapshot_id: str, target_dir: str, **options: Any) -> None:
         restores.append(bool(options.get("beside_check")))
+        restore_started.set()
         real_restore(self, snapshot_id, target_dir, **options)
         if options.get("beside_check") and failing[0]:
             raise ResticError(ResticOutcome.FATAL, "restic restore failed: pack not found (injected)")
@@ -176,13 +180,17 @@ def test_the_restore_runs_beside_the_check_and_again_with_its_lock_when_that_fai
     [record] = verify(config, "documents")
     assert record.verdict == "passed" and record.compared.files == 40, record.findings
     assert restores == [True]  # beside the check only
-    assert record.timings.phases["restore"] > 0 and record.timings.phases["check"] >= 1
+    assert record.timings.phases["restore"] > 0 and record.timings.phases["check"] > 0
+    assert record.snapshot is not None
     failing[0] = True
-    restores.clear()
-    [record] = verify(config, "documents")
-    assert record.verdict == "passed" and record.compared.files == 40, record.findings
-    assert "repository_damaged" not in codes(record)  # a lockless restore's failure is never reported
-    assert restores == [True, False]
+    # The newest backup (restored before the listing ended) and one asked for by id (restored once it was chosen).
+    for snapshot in (LATEST, record.snapshot.id):
+        restores.clear()
+        restore_started.clear()
+        [again] = verify(config, "documents", snapshot=snapshot)
+        assert again.verdict == "passed" and again.compared.files == 40, again.findings
+        assert "repository_damaged" not in codes(again)  # a lockless restore's failure is never reported
+        assert restores == [True, False]
     assert os.listdir(os.path.join(workspace.state_dir, "scratch")) == []
 
 
@@ -192,10 +200,13 @@ def test_a_restore_beside_a_check_that_fails_is_stopped_and_nothing_is_compared(
     config = workspace.load(_backed_up(workspace))
     packs = sorted(glob.glob(os.path.join(workspace.root, "repo-local", "data", "*", "*")), key=os.path.getsize)
     _flip_a_byte(packs[-1])
+    restore_started = _check_after_a_restore_started(monkeypatch)
     stopped: list[float] = []
 
     def restore(self: Restic, snapshot_id: str, target_dir: str, **options: Any) -> None:
         # A restore slower than the check: still running when the check fails.
+        assert options.get("beside_check")
+        restore_started.set()
         cancellation = options["cancellation"]
         started = time.monotonic()
         if cancellation.wait(60):
@@ -204,11 +215,16 @@ def test_a_restore_beside_a_check_that_fails_is_stopped_and_nothing_is_compared(
         raise AssertionError("the restore beside a failed check was never stopped")
 
     monkeypatch.setattr(Restic, "restore", restore)
-    [record] = verify(config, "documents", read_data_parts=1)
-    assert record.verdict == "failed" and "repository_damaged" in codes(record), record.findings
-    assert record.compared.files == 0  # nothing restored beside a failed check is compared
-    assert len(stopped) == 1 and stopped[0] < 30
-    assert os.listdir(os.path.join(workspace.state_dir, "scratch")) == []
+    [snapshot_id] = collect_anchors(open_record_store(config))[0].records
+    # The newest backup (restored before the listing ended) and one asked for by id (restored once it was chosen).
+    for snapshot in (LATEST, snapshot_id):
+        stopped.clear()
+        restore_started.clear()
+        [record] = verify(config, "documents", snapshot=snapshot, read_data_parts=1)
+        assert record.verdict == "failed" and "repository_damaged" in codes(record), record.findings
+        assert record.compared.files == 0  # nothing restored beside a failed check is compared
+        assert len(stopped) == 1 and stopped[0] < 30
+        assert os.listdir(os.path.join(workspace.state_dir, "scratch")) == []
 
 
 def test_the_newest_recorded_snapshot_is_restored_beside_the_listing_and_used_only_if_the_listing_chose_it(
@@ -218,36 +234,44 @@ def test_the_newest_recorded_snapshot_is_restored_beside_the_listing_and_used_on
     write_files(workspace.data, {"d0/f0.bin": b"changed"})
     [second] = backup(config, "nightly", Level.INCREMENTAL)
     assert second.outcome == "success" and second.snapshot is not None
-    events: list[tuple[str, str, float]] = []
+    newest = second.snapshot.id
+    events: list[tuple[str, str]] = []
     real_snapshots, real_restore = Restic.snapshots, Restic.restore
 
     def snapshots(self: Restic, *args: Any, **options: Any) -> Any:
         time.sleep(1)  # a listing slower than restic's start: the restore surely starts while it runs
         listing = real_snapshots(self, *args, **options)
-        events.append(("listed", "", time.monotonic()))
+        events.append(("listed", ""))
         return listing
 
+    wrong_guess: list[str] = []
+
     def restore(self: Restic, snapshot_id: str, target_dir: str, **options: Any) -> None:
-        events.append(("restore", snapshot_id, time.monotonic()))
+        events.append(("restore", snapshot_id))
+        if snapshot_id in wrong_guess:  # still restoring when the listing chose another snapshot
+            if options["cancellation"].wait(60):
+                events.append(("stopped", snapshot_id))
+                raise ResticError(ResticOutcome.INTERRUPTED, "restic restore was stopped")
+            raise AssertionError("the restore of a snapshot the listing did not choose was never stopped")
         real_restore(self, snapshot_id, target_dir, **options)
 
     monkeypatch.setattr(Restic, "snapshots", snapshots)
     monkeypatch.setattr(Restic, "restore", restore)
     [record] = verify(config, "documents")
     assert record.verdict == "passed" and record.compared.files == 40, record.findings
-    assert [e[0] for e in events] == ["restore", "listed"]  # one restore, begun before the listing ended
-    newest = second.snapshot.id
-    assert record.snapshot is not None and record.snapshot.id == events[0][1] == newest
+    assert record.snapshot is not None and record.snapshot.id == newest
+    assert events == [("restore", newest), ("listed", "")]  # one restore, begun before the listing ended
 
-    # When the records' newest is not what the listing chose, that restore is not used. A real listing never
-    # disagrees with the records on this (their snapshot is in it), so the wrong guess is injected.
+    # When the records' newest is not what the listing chose, that restore is stopped and not used. A real
+    # listing never disagrees with the records on this (their snapshot is in it), so the wrong guess is injected.
     [first_backup] = set(collect_anchors(open_record_store(config))[0].records) - {newest}
+    wrong_guess.append(first_backup)
     monkeypatch.setattr(Anchors, "newest_files_snapshot", lambda *_: first_backup)
     events.clear()
     [record] = verify(config, "documents")
     assert record.verdict == "passed" and record.compared.files == 40, record.findings
     assert record.snapshot is not None and record.snapshot.id == newest
-    assert [(e[0], e[1]) for e in events if e[0] == "restore"] == [("restore", first_backup), ("restore", newest)]
+    assert events == [("restore", first_backup), ("listed", ""), ("stopped", first_backup), ("restore", newest)]
     assert os.listdir(os.path.join(workspace.state_dir, "scratch")) == []
 
 

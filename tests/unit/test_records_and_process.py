@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from agents import process
+from agents import api, process
 from agents.cli import _print_record
 from agents.contract.records import BackupTarget, RepositoryRef, SignedRecord, parse_record
 from agents.keys import KeyStore
@@ -90,6 +90,21 @@ def test_a_record_taken_by_another_ingest_after_the_listing_is_not_read_as_unrea
     assert [path for path, _ in found] == listed[:2]
     assert found[0][1] == json.loads(pathlib.Path(kept).read_text())
     assert "is not JSON" in found[1][1]["unreadable"]  # type: ignore[index]
+
+
+def test_the_outbox_listing_names_what_is_not_a_readable_record_and_shows_the_rest(tmp_path: pathlib.Path) -> None:
+    outbox = _outbox(tmp_path)
+    draft = _draft()
+    draft.outcome = "success"
+    with job_record(outbox, draft):
+        pass
+    [kept] = outbox.list()
+    (tmp_path / "outbox" / "broken.json").write_text("{not json")
+    (tmp_path / "outbox" / "no-envelope.json").write_text('{"payload": 1}')
+    records, unreadable = api.waiting_records(str(tmp_path))
+    assert [r.path for r in records] == [kept] and records[0].record.kind == "backup"
+    assert sorted((pathlib.Path(path).name, "JSON" in why or "lacks" in why) for path, why in unreadable) == [
+        ("broken.json", True), ("no-envelope.json", True)]
 
 
 def test_policy_lock_refuses_a_second_run(tmp_path: pathlib.Path) -> None:
