@@ -8,6 +8,7 @@ network in the fleet: an :class:`~agents.contract.inventory.Inventory`, a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -90,9 +91,11 @@ class LocalAgent:
     def _outbox(self) -> Outbox:
         return open_outbox(self._config)
 
-    def waiting(self) -> list[WaitingRecord]:
-        """The records waiting for the coordinator, oldest first (unreadable files too: the ledger refuses them)."""
-        return [WaitingRecord(path, envelope) for path, envelope in self._outbox().read_waiting()]
+    def waiting(self, limit: int | None = None) -> list[WaitingRecord]:
+        """The records waiting for the coordinator, oldest first (unreadable files too: the ledger refuses them);
+        the oldest ``limit`` only, when given -- the rest are not read."""
+        return [WaitingRecord(path, envelope) for path, envelope in
+                itertools.islice(self._outbox().read_waiting(), limit)]
 
     def delivered(self, record: WaitingRecord) -> None:
         """The coordinator has the record in its ledger: it waits no more."""

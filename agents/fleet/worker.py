@@ -67,7 +67,7 @@ class Worker:
         delivered = 0
         while True:
             with self.lock:  # job threads add records meanwhile; one pusher at a time keeps the order
-                waiting = self.agent.waiting()[:BATCH]
+                waiting = self.agent.waiting(limit=BATCH)  # a long backlog is read a batch at a time
                 if not waiting:
                     return delivered
                 raw = self.link.post("/v1/records", {"records": [w.envelope for w in waiting]})

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from agents import api, process
+from agents import outbox as outbox_module
 from agents.cli import _print_record
 from agents.contract.records import BackupTarget, RepositoryRef, SignedRecord, parse_record
 from agents.keys import KeyStore
@@ -90,6 +91,25 @@ def test_a_record_taken_by_another_ingest_after_the_listing_is_not_read_as_unrea
     assert [path for path, _ in found] == listed[:2]
     assert found[0][1] == json.loads(pathlib.Path(kept).read_text())
     assert "is not JSON" in found[1][1]["unreadable"]  # type: ignore[index]
+
+
+def test_an_agent_reads_only_the_oldest_batch_of_a_long_backlog(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outbox = _outbox(tmp_path)
+    for _ in range(3):
+        draft = _draft()
+        draft.outcome = "success"
+        with job_record(outbox, draft):
+            pass
+    read: list[str] = []
+    real_read = outbox_module.read_envelope
+    monkeypatch.setattr(outbox_module, "read_envelope", lambda path: read.append(path) or real_read(path))
+    agent = api.LocalAgent.__new__(api.LocalAgent)
+    monkeypatch.setattr(agent, "_outbox", lambda: outbox)
+    waiting = agent.waiting(limit=2)
+    assert [w.path for w in waiting] == outbox.list()[:2] == read  # the third is not even read
+    assert len(agent.waiting()) == 3
 
 
 def test_the_outbox_listing_names_what_is_not_a_readable_record_and_shows_the_rest(tmp_path: pathlib.Path) -> None:
