@@ -213,6 +213,7 @@ def run_process(
     cancellation: Cancellation = CANCELLATION,
     cwd: str | None = None,
     stdout_to: IO[bytes] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` to completion and return its exit code and output.
 
@@ -220,7 +221,9 @@ def run_process(
     decides what it inherits; secrets go in files or the environment, never argv).
     stdout is collected unless ``on_stdout_line`` consumes it line by line or
     ``stdout_to`` (a binary file) receives it unchanged; stderr
-    is always passed to ``on_stderr_line`` if given and its tail kept.
+    is always passed to ``on_stderr_line`` if given and its tail kept. ``on_start`` is given the child's pid
+    as soon as it runs (to note it where a reaper finds it should this process die); if it raises, the child is
+    killed and the error raised.
 
     Returns: a :class:`ProcessResult`; a non-zero exit code is *not* an exception
     here -- the caller's exit-code table decides what it means.
@@ -257,6 +260,13 @@ def run_process(
         # the agent decides how its children stop.
         start_new_session=True,
     )
+    if on_start is not None:
+        try:
+            on_start(child.pid)
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
     assert child.stderr is not None
     pumps = [threading.Thread(target=_pump, args=(child.stderr, take_stderr), daemon=True)]
     if child.stdout is not None:

@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agents.contract.records import BackupRecord, Compared, Severity
@@ -22,7 +23,7 @@ from agents.jobs.verify_common import (
 from agents.records import RecordDraft, VerifyDraft
 from agents.restic.runner import Restic, ResticError
 from agents.scratch.account import ScratchUnusable
-from agents.scratch.reaper import reap, scratch_directory
+from agents.scratch.reaper import note_process, reap, scratch_directory
 from targets.files.manifest import ManifestError
 from targets.files.manifest_store import MAGIC, ManifestReader, parse_manifest
 from targets.files.verify import compare_restored, compare_stream
@@ -55,9 +56,15 @@ def restore_ahead(restic: Restic, snapshot_id: str, parent: str, stack: contextl
         return None
     target = os.path.join(scratch, "files")
     work = BesideCheck("restore", lambda stop: restic.restore(snapshot_id, target, beside_check=True,
-                                                              cancellation=stop))
+                                                              cancellation=stop, on_start=_noted_in(scratch)))
     stack.callback(work.drop)  # stopped before its directory is removed
     return RestoreAhead(snapshot_id, scratch, work)
+
+
+def _noted_in(scratch: str) -> Callable[[int], None]:
+    """Note each restic restoring into ``scratch`` there: restic runs in its own session, so if this process is
+    killed it would go on writing a snapshot into a directory the reaper removes (and create it again)."""
+    return lambda pid: note_process(scratch, pid)
 
 
 def verify_files_backup(
@@ -77,7 +84,7 @@ def verify_files_backup(
     if early is None and not repository_sound.known:
         beside = os.path.join(scratch, "files")
         early = BesideCheck("restore", lambda stop: restic.restore(backup.snapshot_id, beside, beside_check=True,
-                                                                   cancellation=stop))
+                                                                   cancellation=stop, on_start=_noted_in(scratch)))
     try:
         if not repository_sound():
             return
@@ -102,11 +109,13 @@ def _restored(restic: Restic, backup: StoredBackup, scratch: str, record: Record
     directory = os.path.join(scratch, "files" if early is None else "files-locked")
     with record.phase("restore"):
         try:
-            restic.restore(backup.snapshot_id, directory)
+            restic.restore(backup.snapshot_id, directory, on_start=_noted_in(scratch))
         except ResticError as error:
             if note_damage(error, record):
                 return None
             raise CouldNotVerify(f"restore failed: {error.describe()}") from error
+        except OSError as error:  # restic missing, or its pid could not be noted in the scratch directory
+            raise CouldNotVerify(f"restore failed: {error}") from error
     return directory
 
 

@@ -202,6 +202,7 @@ class Restic:
         on_stderr_line: process.LineCallback | None = None,
         stdout_to: IO[bytes] | None = None,
         cancellation: process.Cancellation = process.CANCELLATION,
+        on_start: Callable[[int], None] | None = None,
     ) -> tuple[process.ProcessResult, ResticOutcome]:
         try:
             result = process.run_process(
@@ -214,6 +215,7 @@ class Restic:
                 on_stderr_line=on_stderr_line,
                 stdout_to=stdout_to,
                 cancellation=cancellation,
+                on_start=on_start,
             )
         except process.ProcessStopped as stopped:
             if stopped.why == "cancelled":
@@ -585,8 +587,9 @@ class Restic:
         )
 
     def restore(self, snapshot_id: str, target_dir: str, *, beside_check: bool = False,
-                cancellation: process.Cancellation = process.CANCELLATION) -> None:
-        """Restore a whole snapshot under ``target_dir``.
+                cancellation: process.Cancellation = process.CANCELLATION,
+                on_start: Callable[[int], None] | None = None) -> None:
+        """Restore a whole snapshot under ``target_dir``; ``on_start`` is given each restic's pid as it starts.
 
         restic 0.14 prints no progress without a terminal, so a restore is bounded
         by the repository's ``stall_timeout`` only from 0.16 on (JSON status).
@@ -608,6 +611,7 @@ class Restic:
             stall=stall,
             on_stdout_line=take,
             cancellation=cancellation,
+            on_start=on_start,
         )
 
     def check(self, read_data_subset: str | None, *, first_contact: bool = False) -> tuple[bool, tuple[str, ...]]:

@@ -1,8 +1,9 @@
 """Claiming a scratch directory for one verification, and reaping the ones whose verification died.
 
 A verification holds an ``flock`` on its scratch directory's ``.owner`` file
-for as long as it runs, and notes every sandboxed process it starts there
-(``.processes``: pid and start time). The kernel releases the lock when the
+for as long as it runs, and notes every process it starts there -- sandboxed
+servers, and the ``restic restore`` writing into it (``.processes``: pid and
+start time). The kernel releases the lock when the
 process dies, however it dies (kill -9 included), so a directory whose lock can
 be taken belongs to nobody: its noted processes that still run (the same
 processes: pid and start time match) are killed and the directory is removed.

@@ -16,6 +16,7 @@ import pytest
 
 from agents.contract import signing
 from agents.contract.jobs import LATEST
+from agents.jobs import verify_files
 from agents.jobs.anchors import Anchors, collect_anchors
 from agents.keys import KeyStore
 from agents.outbox import read_envelope
@@ -176,10 +177,22 @@ def test_the_restore_runs_beside_the_check_and_again_with_its_lock_when_that_fai
         if options.get("beside_check") and failing[0]:
             raise ResticError(ResticOutcome.FATAL, "restic restore failed: pack not found (injected)")
 
+    noted: list[str] = []
+    real_note = verify_files.note_process
+    scratch_parent = os.path.join(workspace.state_dir, "scratch")
+
+    def note_process(directory: str, pid: int) -> None:
+        real_note(directory, pid)
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:  # restic's command, while it runs
+            argv = cmdline.read().split(b"\0")
+        noted.append("restore" if b"restore" in argv and os.path.dirname(directory) == scratch_parent else str(argv))
+
+    monkeypatch.setattr(verify_files, "note_process", note_process)
     monkeypatch.setattr(Restic, "restore", restore)
     [record] = verify(config, "documents")
     assert record.verdict == "passed" and record.compared.files == 40, record.findings
     assert restores == [True]  # beside the check only
+    assert noted == ["restore"]  # where the reaper kills it should this process die mid-restore
     assert record.timings.phases["restore"] > 0 and record.timings.phases["check"] > 0
     assert record.snapshot is not None
     failing[0] = True
@@ -191,6 +204,7 @@ def test_the_restore_runs_beside_the_check_and_again_with_its_lock_when_that_fai
         assert again.verdict == "passed" and again.compared.files == 40, again.findings
         assert "repository_damaged" not in codes(again)  # a lockless restore's failure is never reported
         assert restores == [True, False]
+        assert noted[-2:] == ["restore", "restore"]
     assert os.listdir(os.path.join(workspace.state_dir, "scratch")) == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import sys
 import threading
@@ -143,6 +144,24 @@ def test_process_collects_output_and_exit_code() -> None:
     result = process.run_process(_python("import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"),
                                  env={"PATH": "/usr/bin"})
     assert (result.returncode, result.stdout, result.stderr_tail) == (3, "out", ("err",))
+
+
+def test_the_child_s_pid_is_given_as_it_starts_and_a_failing_note_stops_it() -> None:
+    noted: list[int] = []
+    result = process.run_process(_python("import os; print(os.getpid())"), env={"PATH": "/usr/bin"},
+                                 on_start=noted.append)
+    assert noted == [int(result.stdout)]
+
+    def cannot_note(pid: int) -> None:
+        noted.append(pid)
+        raise OSError("no space left on device")
+
+    started = time.monotonic()
+    with pytest.raises(OSError, match="no space"):
+        process.run_process(_python("import time; time.sleep(30)"), env={"PATH": "/usr/bin"}, on_start=cannot_note)
+    assert time.monotonic() - started < 10
+    with pytest.raises(ProcessLookupError):
+        os.kill(noted[-1], 0)  # killed and reaped, not left running
 
 
 def test_timeout_stops_the_child() -> None:
