@@ -34,6 +34,15 @@ def _outbox(path: pathlib.Path) -> Outbox:
     return Outbox(str(path), KeyStore(str(path)))
 
 
+def _successful_job(outbox: Outbox) -> RecordDraft[BackupDraft]:
+    """A job that succeeded, its record written to ``outbox``."""
+    draft = _draft()
+    draft.outcome = "success"
+    with job_record(outbox, draft):
+        pass
+    return draft
+
+
 def test_outcome_is_success_only_without_error_findings() -> None:
     draft = _draft()
     assert decide_outcome(draft, complete=True) == "success"
@@ -60,11 +69,7 @@ def test_a_job_that_raises_still_writes_a_failed_record(tmp_path: pathlib.Path) 
 
 def test_outbox_writes_are_complete_files(tmp_path: pathlib.Path) -> None:
     outbox = _outbox(tmp_path)
-    draft = _draft()
-    draft.outcome = "success"
-    with job_record(outbox, draft):
-        pass
-    signed = draft.written()
+    signed = _successful_job(outbox).written()
     assert signed.path is not None and outbox.list() == [signed.path]
     assert RecordStore(outbox).read(signed.path).record.policy == "p"  # type: ignore[union-attr]
     envelope = json.loads(pathlib.Path(signed.path).read_text())
@@ -79,10 +84,7 @@ def test_a_record_taken_by_another_ingest_after_the_listing_is_not_read_as_unrea
 ) -> None:
     # Two ingests at once: one lists the outbox, the other moves a record to sent/ before the first reads it.
     outbox = _outbox(tmp_path)
-    draft = _draft()
-    draft.outcome = "success"
-    with job_record(outbox, draft):
-        pass
+    _successful_job(outbox)
     [kept] = outbox.list()
     (tmp_path / "outbox" / "broken.json").write_text("{not json")
     taken = str(tmp_path / "outbox" / "taken-meanwhile.json")
@@ -99,10 +101,7 @@ def test_an_agent_reads_only_the_oldest_batch_of_a_long_backlog(
 ) -> None:
     outbox = _outbox(tmp_path)
     for _ in range(3):
-        draft = _draft()
-        draft.outcome = "success"
-        with job_record(outbox, draft):
-            pass
+        _successful_job(outbox)
     read: list[str] = []
     real_read = outbox_module.read_envelope
     monkeypatch.setattr(outbox_module, "read_envelope", lambda path: read.append(path) or real_read(path))
@@ -115,10 +114,7 @@ def test_an_agent_reads_only_the_oldest_batch_of_a_long_backlog(
 
 def test_the_outbox_listing_names_what_is_not_a_readable_record_and_shows_the_rest(tmp_path: pathlib.Path) -> None:
     outbox = _outbox(tmp_path)
-    draft = _draft()
-    draft.outcome = "success"
-    with job_record(outbox, draft):
-        pass
+    _successful_job(outbox)
     [kept] = outbox.list()
     (tmp_path / "outbox" / "broken.json").write_text("{not json")
     (tmp_path / "outbox" / "no-envelope.json").write_text('{"payload": 1}')
