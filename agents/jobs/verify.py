@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -288,8 +287,7 @@ def _in_scratch(
         verify_files_backup(restic, chosen.backup, chosen.record, ahead.scratch, record, repository_sound, ahead.work)
         return
     if ahead is not None:  # the listing chose another snapshot than the records' newest: that restore is not used
-        ahead.work.drop()
-        shutil.rmtree(os.path.join(ahead.scratch, "files"), ignore_errors=True)
+        ahead.abandon()
     parent = record.details.scratch.directory
     reap(parent)  # what verifications that died left behind
     try:

@@ -28,6 +28,8 @@ from targets.files.manifest import ManifestError
 from targets.files.manifest_store import MAGIC, ManifestReader, parse_manifest
 from targets.files.verify import compare_restored, compare_stream
 
+FIRST_RESTORE = "files"  # under the scratch directory: where a snapshot is first restored (beside the check or not)
+
 
 @dataclass(frozen=True)
 class RestoreAhead:
@@ -36,6 +38,11 @@ class RestoreAhead:
     snapshot_id: str
     scratch: str
     work: BesideCheck[None]
+
+    def abandon(self) -> None:
+        """The listing chose another snapshot: stop this restore and remove what it wrote."""
+        self.work.drop()
+        shutil.rmtree(os.path.join(self.scratch, FIRST_RESTORE), ignore_errors=True)
 
 
 def restore_ahead(restic: Restic, snapshot_id: str, parent: str, stack: contextlib.ExitStack) -> RestoreAhead | None:
@@ -54,11 +61,16 @@ def restore_ahead(restic: Restic, snapshot_id: str, parent: str, stack: contextl
         scratch = stack.enter_context(scratch_directory(parent))
     except (ScratchUnusable, OSError):
         return None
-    target = os.path.join(scratch, "files")
-    work = BesideCheck("restore", lambda stop: restic.restore(snapshot_id, target, beside_check=True,
-                                                              cancellation=stop, on_start=_noted_in(scratch)))
+    work = _restore_beside_check(restic, snapshot_id, scratch)
     stack.callback(work.drop)  # stopped before its directory is removed
     return RestoreAhead(snapshot_id, scratch, work)
+
+
+def _restore_beside_check(restic: Restic, snapshot_id: str, scratch: str) -> BesideCheck[None]:
+    """Restore ``snapshot_id`` into ``scratch``/files without a lock, started at once in a thread."""
+    target = os.path.join(scratch, FIRST_RESTORE)
+    return BesideCheck("restore", lambda stop: restic.restore(snapshot_id, target, beside_check=True,
+                                                              cancellation=stop, on_start=_noted_in(scratch)))
 
 
 def _noted_in(scratch: str) -> Callable[[int], None]:
@@ -82,9 +94,7 @@ def verify_files_backup(
     """
     early = ahead
     if early is None and not repository_sound.known:
-        beside = os.path.join(scratch, "files")
-        early = BesideCheck("restore", lambda stop: restic.restore(backup.snapshot_id, beside, beside_check=True,
-                                                                   cancellation=stop, on_start=_noted_in(scratch)))
+        early = _restore_beside_check(restic, backup.snapshot_id, scratch)
     try:
         if not repository_sound():
             return
@@ -104,9 +114,9 @@ def _restored(restic: Restic, backup: StoredBackup, scratch: str, record: Record
         succeeded, _ = early.result()
         record.add_phase("restore", early.seconds)
         if succeeded:
-            return os.path.join(scratch, "files")
-        shutil.rmtree(os.path.join(scratch, "files"), ignore_errors=True)  # what it left, before restoring again
-    directory = os.path.join(scratch, "files" if early is None else "files-locked")
+            return os.path.join(scratch, FIRST_RESTORE)
+        shutil.rmtree(os.path.join(scratch, FIRST_RESTORE), ignore_errors=True)  # what it left, before restoring again
+    directory = os.path.join(scratch, FIRST_RESTORE if early is None else "files-locked")
     with record.phase("restore"):
         try:
             restic.restore(backup.snapshot_id, directory, on_start=_noted_in(scratch))
