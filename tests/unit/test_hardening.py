@@ -99,14 +99,22 @@ def test_special_files_and_over_long_paths_are_named_not_fatal(tmp_path: pathlib
 
 def test_a_restored_symlink_directory_never_leads_the_comparison_outside(tmp_path: pathlib.Path) -> None:
     restored = tmp_path / "restored"
-    (restored / "srv").mkdir(parents=True)
+    (restored / "srv" / "data").mkdir(parents=True)
+    (restored / "srv" / "data" / "ok").write_bytes(b"ok")
     os.symlink("/etc", restored / "srv" / "conf")  # a snapshot may hold any symlink
-    manifest = fm.FilesManifest("sha256", "h", "p", "t", "j", "full", ["/srv"], [],
-                                entries=[fm.FileEntry("/srv/conf/hostname", "file", 1, 0o644, 1, 1, 1, "sha256:0")])
+    os.symlink("data", restored / "srv" / "alias")  # one that stays inside leads nowhere it should not
+    ok = fm.hash_file(str(restored / "srv" / "data" / "ok"), "sha256")[0]
+    mtime = (restored / "srv" / "data" / "ok").stat().st_mtime_ns
+    manifest = fm.FilesManifest("sha256", "h", "p", "t", "j", "full", ["/srv"], [], entries=[
+        fm.FileEntry("/srv/alias/ok", "file", 2, 0o644, mtime, 1, 1, ok),
+        fm.FileEntry("/srv/conf/hostname", "file", 1, 0o644, 1, 1, 1, "sha256:0"),
+        fm.FileEntry("/srv/conf/passwd", "file", 1, 0o644, 1, 1, 1, "sha256:0"),  # its directory's answer kept
+        fm.FileEntry("/srv/data/ok", "file", 2, 0o644, mtime, 1, 1, ok)])
+    os.chmod(restored / "srv" / "data" / "ok", 0o644)
     comparison = compare_restored(manifest, str(restored))
     assert [(d.code, d.path) for d in comparison.differences if d.code != "unexpected"] == [
-        ("unsafe_path", "/srv/conf/hostname")]
-    assert comparison.files_compared == 0  # /etc/hostname was never read
+        ("unsafe_path", "/srv/conf/hostname"), ("unsafe_path", "/srv/conf/passwd")]
+    assert comparison.files_compared == 2  # nothing under /etc was read; the two inside were
 
 
 V14, V18 = ResticVersion(0, 14, 0), ResticVersion(0, 18, 0)
