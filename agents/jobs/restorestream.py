@@ -10,6 +10,7 @@ side could not take it".
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -36,81 +37,108 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[written:]
 
 
-def stream_restore(
-    restic: Restic,
-    snapshot_id: str,
-    path: str,
-    loader: tuple[tuple[str, ...], Mapping[str, str]] | None,
-    *,
-    algorithm: str = "sha256",
-    timeout: float | None = None,
-) -> StreamedRestore:
-    """Stream ``path`` of ``snapshot_id`` into ``loader`` (argv, env), or only hash it when None.
+class DumpStream:
+    """``restic dump`` of one stored file into a pipe, started before anything reads it.
 
-    Returns the stream's digest and size and the loader's exit code and stderr
-    tail. Raises :class:`ResticError` when restic could not deliver the file,
-    ``FileNotFoundError`` when the loader is missing, :class:`process.ProcessStopped`
-    when the loader timed out or the job was cancelled.
+    restic derives its key, loads the index and finds the file meanwhile (a second or so, most of it CPU), then
+    waits on the full pipe: a verification starts it while its throwaway database is still starting. Nothing is
+    owed while nobody reads (no stall is counted); :meth:`into` reads it -- once -- and :meth:`abandon` stops it
+    unread.
     """
-    stall = process.StallWatch(restic.repository.stall_timeout)
-    dump_read, dump_write = os.pipe()
-    load_read, load_write = (os.pipe() if loader is not None else (-1, -1))
-    outcome: dict[str, object] = {}
 
-    def dump() -> None:
-        with os.fdopen(dump_write, "wb") as out:
-            try:
-                restic.dump_to(snapshot_id, path, out, stall)
-            except BaseException as error:
-                outcome["restic"] = error
+    def __init__(self, restic: Restic, snapshot_id: str, path: str) -> None:
+        self._stall_timeout = restic.repository.stall_timeout
+        self._stall = process.StallWatch(math.inf)
+        self._stop = process.Cancellation(parent=process.CANCELLATION)
+        self._read, write = os.pipe()
+        self._raised: BaseException | None = None
+        self._taken = False
 
-    def load() -> None:
-        assert loader is not None
-        with os.fdopen(load_read, "rb") as stdin:
-            try:
-                outcome["loader"] = process.run_process(loader[0], env=loader[1], stdin=stdin, timeout=timeout)
-            except BaseException as error:
-                outcome["loader_error"] = error
-
-    threads = [threading.Thread(target=dump, name="restic-dump", daemon=True)]
-    if loader is not None:
-        threads.append(threading.Thread(target=load, name="loader", daemon=True))
-    for thread in threads:
-        thread.start()
-    hasher = hashing.new_hasher(algorithm)
-    size = 0
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    loader_open = loader is not None
-    with os.fdopen(dump_read, "rb") as source:
-        while True:
-            n = source.readinto(buffer)
-            if not n:
-                break
-            stall.progress()
-            hasher.update(view[:n])
-            size += n
-            if loader_open:
+        def dump() -> None:
+            with os.fdopen(write, "wb") as out:
                 try:
-                    _write_all(load_write, view[:n])
-                except BrokenPipeError:
-                    loader_open = False  # the loader gave up; keep hashing to judge the stored dump
-    if loader is not None:
-        os.close(load_write)
-    for thread in threads:
-        thread.join()
-    if "restic" in outcome:
-        error = outcome["restic"]
-        assert isinstance(error, BaseException)
-        raise error
-    if "loader_error" in outcome:
-        error = outcome["loader_error"]
-        assert isinstance(error, BaseException)
-        raise error
-    result = outcome.get("loader")
-    digest = hashing.finish(algorithm, hasher)
-    if result is None:
-        return StreamedRestore(digest, size, None, ())
-    assert isinstance(result, process.ProcessResult)
-    return StreamedRestore(digest, size, result.returncode, result.stderr_tail)
+                    restic.dump_to(snapshot_id, path, out, self._stall, cancellation=self._stop)
+                except BaseException as error:  # raised by into(), in the caller's thread
+                    self._raised = error
+
+        self._thread = threading.Thread(target=dump, name="restic-dump", daemon=True)
+        self._thread.start()
+
+    def into(
+        self,
+        loader: tuple[tuple[str, ...], Mapping[str, str]] | None,
+        *,
+        algorithm: str = "sha256",
+        timeout: float | None = None,
+    ) -> StreamedRestore:
+        """Stream the file into ``loader`` (argv, env), or only hash it when None.
+
+        Returns the stream's digest and size and the loader's exit code and stderr
+        tail. Raises :class:`ResticError` when restic could not deliver the file,
+        ``FileNotFoundError`` when the loader is missing, :class:`process.ProcessStopped`
+        when the loader timed out or the job was cancelled.
+        """
+        assert not self._taken, "a dump stream is read once"
+        self._taken = True
+        self._stall.expect_progress_within(self._stall_timeout)
+        self._stall.restart()  # from now on it is read: bytes are due
+        load_read, load_write = (os.pipe() if loader is not None else (-1, -1))
+        outcome: dict[str, object] = {}
+
+        def load() -> None:
+            assert loader is not None
+            with os.fdopen(load_read, "rb") as stdin:
+                try:
+                    outcome["loader"] = process.run_process(loader[0], env=loader[1], stdin=stdin, timeout=timeout)
+                except BaseException as error:
+                    outcome["loader_error"] = error
+
+        loading = threading.Thread(target=load, name="loader", daemon=True) if loader is not None else None
+        if loading is not None:
+            loading.start()
+        hasher = hashing.new_hasher(algorithm)
+        size = 0
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        loader_open = loader is not None
+        with os.fdopen(self._read, "rb") as source:
+            while True:
+                n = source.readinto(buffer)
+                if not n:
+                    break
+                self._stall.progress()
+                hasher.update(view[:n])
+                size += n
+                if loader_open:
+                    try:
+                        _write_all(load_write, view[:n])
+                    except BrokenPipeError:
+                        loader_open = False  # the loader gave up; keep hashing to judge the stored dump
+        if loader is not None:
+            os.close(load_write)
+        self._thread.join()
+        if loading is not None:
+            loading.join()
+        if self._raised is not None:
+            raise self._raised
+        if "loader_error" in outcome:
+            error = outcome["loader_error"]
+            assert isinstance(error, BaseException)
+            raise error
+        result = outcome.get("loader")
+        digest = hashing.finish(algorithm, hasher)
+        if result is None:
+            return StreamedRestore(digest, size, None, ())
+        assert isinstance(result, process.ProcessResult)
+        return StreamedRestore(digest, size, result.returncode, result.stderr_tail)
+
+    def abandon(self) -> None:
+        """Stop the dump unread (the verification ended before it was loaded) and wait for it; nothing once
+        :meth:`into` took it."""
+        if self._taken:
+            return
+        self._taken = True
+        self._stop.cancel("the dump is no longer needed")
+        os.close(self._read)  # a restic already writing gets a broken pipe
+        self._thread.join()
 

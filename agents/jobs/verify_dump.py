@@ -1,12 +1,13 @@
 """Verifying a database dump: load it into a scratch database and recompute every table's checksum there.
 
 Given a dump, its manifest snapshot and the target's kind (which names the
-engine -- never guessed from the manifest): start the scratch database and
-read the manifest snapshot's file without a lock (while the repository check
-runs; nothing is used or loaded before it passed) → check the manifest's
-digest and that it is that engine's → check that it names this dump → stream
-the dump out of restic into the loader of a throwaway instance (or a scratch
-server's new database), hashing it → compare the stream's digest with the
+engine -- never guessed from the manifest): start the scratch database (in a
+thread) and read the manifest snapshot's file without a lock (while the
+repository check runs; nothing is used or loaded before it passed) → check the
+manifest's digest and that it is that engine's → check that it names this dump
+→ start restic's dump of it (its key and index while the scratch database may
+still be starting) → stream the dump into the loader of a throwaway instance
+(or a scratch server's new database), hashing it → compare the stream's digest with the
 manifest's → recompute the schema digest and each table's row count and
 checksum exactly as at backup time → a finding for every difference. A
 pseudo-database the engine verifies by digest only (PostgreSQL's ``@globals``)
@@ -34,7 +35,8 @@ from agents.engines import engine_for
 from agents.engines.base import DatabaseEngine, RestoreTarget
 from agents.jobs.beside_check import BesideCheck
 from agents.jobs.catalog import StoredBackup
-from agents.jobs.restorestream import StreamedRestore, stream_restore
+from agents.jobs.restorestream import DumpStream, StreamedRestore
+from agents.jobs.starting import Starting
 from agents.jobs.verify_common import (
     CouldNotVerify,
     check_manifest_digest,
@@ -146,18 +148,24 @@ def _verify_dump(
         return
     try:
         with contextlib.ExitStack() as stack:
-            with record.phase("scratch_start"):
-                target = stack.enter_context(engine.restore_target(config.scratch, scratch, database, state))
-            record.details.scratch = record.details.scratch.model_copy(update={"where": target.where})
+            # The scratch database starts in a thread while the check ends and the manifest is read; restic's
+            # dump starts as soon as the manifest names the file, and waits for the loader.
+            starting = Starting(engine.restore_target(config.scratch, scratch, database, state), "scratch")
+            stack.callback(lambda: record.add_phase("scratch_start", starting.seconds))
+            stack.callback(starting.close)
             dump = _read_manifest(engine, kind, restic, backup, vouching, record, early) if repository_sound() \
                 else None
             if dump is None:
                 return
+            stream = _dump_stream(restic, backup, dump.filename)
+            stack.callback(stream.abandon)  # stopped unread when the scratch database did not start
+            target = starting.result()
+            record.details.scratch = record.details.scratch.model_copy(update={"where": target.where})
             problem = target.checksum_problem(dump.method)
             if problem is not None:
                 raise CouldNotVerify(f"the scratch database cannot recompute this manifest: {problem}")
             with record.phase("restore"):
-                streamed = _stream(restic, backup, dump.filename, target, record)
+                streamed = _load(stream, target, record)
             intact = _check_stream(streamed, dump.digest, record)
             if _tried_to_escape(engine.escape_markers, streamed.loader_stderr, target.server_log(), record):
                 return
@@ -264,8 +272,21 @@ class _Damaged(Exception):
 
 def _stream(restic: Restic, backup: StoredBackup, filename: str, target: RestoreTarget | None,
             record: RecordDraft[VerifyDraft]) -> StreamedRestore:
+    return _load(_dump_stream(restic, backup, filename), target, record)
+
+
+def _dump_stream(restic: Restic, backup: StoredBackup, filename: str) -> DumpStream:
     try:
-        return stream_restore(restic, backup.snapshot_id, filename, target.load_command() if target else None)
+        return DumpStream(restic, backup.snapshot_id, filename)
+    except OSError as error:  # no pipe to be had
+        raise CouldNotVerify(f"restic's dump could not be started: {error}") from error
+
+
+def _load(stream: DumpStream, target: RestoreTarget | None, record: RecordDraft[VerifyDraft]) -> StreamedRestore:
+    """The dump streamed into ``target``'s loader (or only hashed when None); raises :class:`_Damaged` (with
+    the finding added) when restic found stored data bad, else :class:`CouldNotVerify` when it could not run."""
+    try:
+        return stream.into(target.load_command() if target else None)
     except ResticError as error:
         if note_damage(error, record):
             raise _Damaged from error

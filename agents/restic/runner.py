@@ -573,7 +573,8 @@ class Restic:
             out.seek(0)
             return out.read()
 
-    def dump_to(self, snapshot_id: str, path: str, out: IO[bytes], stall: process.StallWatch) -> None:
+    def dump_to(self, snapshot_id: str, path: str, out: IO[bytes], stall: process.StallWatch, *,
+                cancellation: process.Cancellation = process.CANCELLATION) -> None:
         """Write one file of a snapshot (a database dump) to ``out`` as restic reads it.
 
         restic prints no progress while dumping: the caller reports progress to
@@ -584,6 +585,7 @@ class Restic:
             commands.make_dump_command(self.binary, self._flags(json=False), snapshot_id, path),
             stall=stall,
             stdout_to=out,
+            cancellation=cancellation,
         )
 
     def restore(self, snapshot_id: str, target_dir: str, *, beside_check: bool = False,

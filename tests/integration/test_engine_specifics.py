@@ -10,13 +10,18 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from agents.engines.base import RestoreTarget
+from agents.engines.postgres import PostgresEngine
+from agents.jobs.restorestream import DumpStream
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.runner import Restic, ResticError
+from agents.scratch.account import ScratchUnusable
 from policies.levels import Level
 from targets.mysql import checksum as my_checksum
 from targets.mysql import snapshot as my_snapshot
@@ -321,4 +326,47 @@ def test_a_dumps_manifest_is_read_beside_the_check_and_again_with_its_lock_when_
         [record] = verify(config, "app", database=db.name)
         assert record.verdict == "passed" and "repository_damaged" not in codes(record), record.findings
         assert reads == [True, False]
+        assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
+
+
+def test_the_dumps_restic_starts_while_the_scratch_database_starts_and_stops_when_that_fails(
+    workspace_once: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # restic derives its key and loads the index (a second or so) while the throwaway cluster starts; were it
+    # started only once the cluster is up, the cluster's start below would wait in vain and fail the job.
+    dumps: list[DumpStream] = []
+    dump_started = threading.Event()
+    real_init = DumpStream.__init__
+
+    def init(self: DumpStream, *args: Any) -> None:
+        real_init(self, *args)
+        dumps.append(self)
+        dump_started.set()
+
+    real_target = PostgresEngine.restore_target
+    failing = [False]
+
+    @contextlib.contextmanager
+    def restore_target(self: PostgresEngine, *args: Any) -> Iterator[RestoreTarget]:
+        if not dump_started.wait(30):
+            raise ScratchUnusable("the dump's restic did not start while the scratch database started")
+        if failing[0]:
+            raise ScratchUnusable("no room for a throwaway cluster (injected)")
+        with real_target(self, *args) as target:
+            yield target
+
+    monkeypatch.setattr(DumpStream, "__init__", init)
+    monkeypatch.setattr(PostgresEngine, "restore_target", restore_target)
+    with throwaway_database(rows=200) as db:
+        config = workspace_once.load(_config(workspace_once, db, "postgres", {"directory": scratch_dir}))
+        [record] = verify(config, "app", database=db.name)
+        assert record.verdict == "passed" and (record.compared.rows or 0) > 0, record.findings
+        assert {"scratch_start", "restore", "compare"} <= set(record.timings.phases)
+        # When the scratch database cannot start, the dump already running is stopped, unread.
+        failing[0] = True
+        dump_started.clear()
+        [record] = verify(config, "app", database=db.name)
+        assert record.verdict == "error" and "no room for a throwaway cluster" in record.findings[0].message
+        stopped = dumps[-1]
+        assert not stopped._thread.is_alive() and "the dump is no longer needed" in str(stopped._raised)
         assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []

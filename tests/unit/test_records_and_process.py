@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import pathlib
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,6 +18,7 @@ from agents import api, process
 from agents import outbox as outbox_module
 from agents.cli import _print_record
 from agents.contract.records import BackupTarget, RepositoryRef, SignedRecord, parse_record
+from agents.jobs.starting import Starting
 from agents.keys import KeyStore
 from agents.outbox import Outbox, RecordStore
 from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record
@@ -190,6 +193,52 @@ def test_a_stall_watch_told_to_expect_progress_keeps_the_first_report_due() -> N
     silent.expect_progress_within(60)
     time.sleep(0.3)
     assert silent.stalled_for() == 0.2
+
+
+def test_a_context_entered_in_a_thread_is_exited_by_that_thread_which_lives_until_then() -> None:
+    # A sandboxed server dies with the thread that started it (--die-with-parent): that thread must outlive it.
+    events: list[tuple[str, int]] = []
+    release = threading.Event()
+
+    @contextlib.contextmanager
+    def server() -> Iterator[str]:
+        events.append(("entered", threading.get_ident()))
+        release.wait(5)
+        yield "ready"
+        events.append(("exited", threading.get_ident()))
+
+    starting = Starting(server(), "server")
+    events.append(("caller goes on", threading.get_ident()))
+    release.set()
+    assert starting.result() == "ready"
+    assert starting._thread.is_alive()  # holding what it started
+    starting.close()
+    assert [e for e, _ in events if e != "caller goes on"] == ["entered", "exited"]
+    by = {e: thread for e, thread in events}
+    assert by["entered"] == by["exited"] != by["caller goes on"]
+    assert starting.seconds > 0
+
+
+def test_a_failed_start_is_raised_by_result_and_a_failed_exit_by_close() -> None:
+    @contextlib.contextmanager
+    def failing_start() -> Iterator[None]:
+        raise OSError("no room")
+        yield
+
+    starting: Starting[None] = Starting(failing_start(), "failing")
+    with pytest.raises(OSError, match="no room"):
+        starting.result()
+    starting.close()  # nothing was entered: nothing to exit
+
+    @contextlib.contextmanager
+    def failing_stop() -> Iterator[None]:
+        yield
+        raise RuntimeError("could not stop")
+
+    starting = Starting(failing_stop(), "stopping")
+    starting.result()
+    with pytest.raises(RuntimeError, match="could not stop"):
+        starting.close()
 
 
 def test_cancellation_interrupts_with_sigint_first() -> None:
