@@ -47,6 +47,7 @@ class DumpStream:
     """
 
     def __init__(self, restic: Restic, snapshot_id: str, path: str) -> None:
+        """Start restic. Raises ``OSError`` when no pipe can be had, ``RuntimeError`` when no thread."""
         self._stall_timeout = restic.repository.stall_timeout
         self._stall = process.StallWatch(math.inf)
         self._stop = process.Cancellation(parent=process.CANCELLATION)
@@ -62,7 +63,12 @@ class DumpStream:
                     self._raised = error
 
         self._thread = threading.Thread(target=dump, name="restic-dump", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            os.close(self._read)
+            os.close(write)
+            raise
 
     def into(
         self,
@@ -76,16 +82,19 @@ class DumpStream:
         Returns the stream's digest and size and the loader's exit code and stderr
         tail. Raises :class:`ResticError` when restic could not deliver the file,
         ``FileNotFoundError`` when the loader is missing, :class:`process.ProcessStopped`
-        when the loader timed out or the job was cancelled.
+        when the loader timed out or the job was cancelled. Whatever happens, restic and the loader have ended
+        when it returns or raises.
         """
         assert not self._taken, "a dump stream is read once"
         self._taken = True
-        self._stall.expect_progress_within(self._stall_timeout)
         self._stall.restart()  # from now on it is read: bytes are due
-        load_read, load_write = (os.pipe() if loader is not None else (-1, -1))
+        self._stall.expect_progress_within(self._stall_timeout)
+        source = os.fdopen(self._read, "rb")  # closed below, whatever happens: restic gets a broken pipe
         outcome: dict[str, object] = {}
+        load_write = -1
+        loading: threading.Thread | None = None
 
-        def load() -> None:
+        def load(load_read: int) -> None:
             assert loader is not None
             with os.fdopen(load_read, "rb") as stdin:
                 try:
@@ -93,19 +102,22 @@ class DumpStream:
                 except BaseException as error:
                     outcome["loader_error"] = error
 
-        loading = threading.Thread(target=load, name="loader", daemon=True) if loader is not None else None
-        if loading is not None:
-            loading.start()
         hasher = hashing.new_hasher(algorithm)
         size = 0
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
-        loader_open = loader is not None
-        with os.fdopen(self._read, "rb") as source:
-            while True:
-                n = source.readinto(buffer)
-                if not n:
-                    break
+        try:
+            if loader is not None:
+                load_read, load_write = os.pipe()
+                loading = threading.Thread(target=load, args=(load_read,), name="loader", daemon=True)
+                try:
+                    loading.start()
+                except BaseException:
+                    loading = None
+                    os.close(load_read)
+                    raise
+            buffer = bytearray(CHUNK)
+            view = memoryview(buffer)
+            loader_open = loading is not None
+            while n := source.readinto(buffer):
                 self._stall.progress()
                 hasher.update(view[:n])
                 size += n
@@ -114,11 +126,13 @@ class DumpStream:
                         _write_all(load_write, view[:n])
                     except BrokenPipeError:
                         loader_open = False  # the loader gave up; keep hashing to judge the stored dump
-        if loader is not None:
-            os.close(load_write)
-        self._thread.join()
-        if loading is not None:
-            loading.join()
+        finally:
+            if load_write >= 0:
+                os.close(load_write)  # the loader's end of input, also when the stream broke off
+            source.close()
+            self._thread.join()
+            if loading is not None:
+                loading.join()
         if self._raised is not None:
             raise self._raised
         if "loader_error" in outcome:
@@ -141,4 +155,3 @@ class DumpStream:
         self._stop.cancel("the dump is no longer needed")
         os.close(self._read)  # a restic already writing gets a broken pipe
         self._thread.join()
-

@@ -9,9 +9,12 @@ scratch database's start need not stand in line before all of that.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -32,6 +35,7 @@ class Starting(Generic[T]):
         self._exit_raised: BaseException | None = None
         self._started = threading.Event()
         self._closing = threading.Event()
+        self._asked = False  # whether result() was called: a failed start nobody asked about is logged
         self.seconds = 0.0  # how long entering took
         self._thread = threading.Thread(target=self._hold, name=f"starting-{name}", daemon=True)
         self._thread.start()
@@ -55,6 +59,7 @@ class Starting(Generic[T]):
     def result(self) -> T:
         """Wait for the start; what entering gave. Raises what entering raised."""
         self._started.wait()
+        self._asked = True
         if self._enter_raised is not None:
             raise self._enter_raised
         return self._value  # type: ignore[return-value]
@@ -64,6 +69,8 @@ class Starting(Generic[T]):
         Raises what exiting raised."""
         self._closing.set()
         self._thread.join()
+        if self._enter_raised is not None and not self._asked:
+            log.info("%s did not start (no longer needed): %s", self._thread.name, self._enter_raised)
         raised, self._exit_raised = self._exit_raised, None
         if raised is not None:
             raise raised

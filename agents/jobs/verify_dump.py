@@ -165,7 +165,7 @@ def _verify_dump(
             if problem is not None:
                 raise CouldNotVerify(f"the scratch database cannot recompute this manifest: {problem}")
             with record.phase("restore"):
-                streamed = _load(stream, target, record)
+                streamed = _load(stream, target, record, config.scratch.load_timeout)
             intact = _check_stream(streamed, dump.digest, record)
             if _tried_to_escape(engine.escape_markers, streamed.loader_stderr, target.server_log(), record):
                 return
@@ -278,15 +278,17 @@ def _stream(restic: Restic, backup: StoredBackup, filename: str, target: Restore
 def _dump_stream(restic: Restic, backup: StoredBackup, filename: str) -> DumpStream:
     try:
         return DumpStream(restic, backup.snapshot_id, filename)
-    except OSError as error:  # no pipe to be had
+    except (OSError, RuntimeError) as error:  # no pipe or no thread to be had
         raise CouldNotVerify(f"restic's dump could not be started: {error}") from error
 
 
-def _load(stream: DumpStream, target: RestoreTarget | None, record: RecordDraft[VerifyDraft]) -> StreamedRestore:
-    """The dump streamed into ``target``'s loader (or only hashed when None); raises :class:`_Damaged` (with
-    the finding added) when restic found stored data bad, else :class:`CouldNotVerify` when it could not run."""
+def _load(stream: DumpStream, target: RestoreTarget | None, record: RecordDraft[VerifyDraft],
+          timeout: float | None = None) -> StreamedRestore:
+    """The dump streamed into ``target``'s loader (or only hashed when None), which may run ``timeout`` seconds;
+    raises :class:`_Damaged` (with the finding added) when restic found stored data bad, else
+    :class:`CouldNotVerify` when it could not run."""
     try:
-        return stream.into(target.load_command() if target else None)
+        return stream.into(target.load_command() if target else None, timeout=timeout)
     except ResticError as error:
         if note_damage(error, record):
             raise _Damaged from error
@@ -294,6 +296,9 @@ def _load(stream: DumpStream, target: RestoreTarget | None, record: RecordDraft[
     except FileNotFoundError as error:
         raise CouldNotVerify(f"{error.filename} is not installed") from error
     except process.ProcessStopped as error:
+        if error.why == "timeout" and timeout is not None:
+            raise CouldNotVerify(f"loading the dump took longer than scratch.load_timeout ({timeout:.0f} s) and was "
+                                 "stopped: a dump can stall its loader on purpose") from error
         raise CouldNotVerify(f"loading the dump stopped: {error.detail}") from error
 
 

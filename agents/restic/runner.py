@@ -265,7 +265,9 @@ class Restic:
                 log.warning("repository %s is locked; removing stale locks and retrying in %.0fs",
                             self.repository.name, wait)
                 self.unlock()
-                if process.CANCELLATION.wait(wait):
+                cancellation = kwargs.get("cancellation", process.CANCELLATION)
+                assert isinstance(cancellation, process.Cancellation)
+                if cancellation.wait(wait):  # this command's own, which the agent's stop cancels too
                     raise
                 if isinstance(stall := kwargs.get("stall"), process.StallWatch):
                     stall.restart()  # the next attempt must open the repository within connect_timeout again

@@ -54,6 +54,18 @@ SCHEMA: dict[str, Any] = {
             ),
             "examples": ["/srv/drill-scratch"],
         },
+        "load_timeout": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 7 * 24 * 3600,
+            "description": (
+                "Longest a dump may take to load into the scratch database, in seconds (default 21600, six hours). "
+                "A dump is the tenant's: one can stall its loader on purpose (a statement that sleeps), and a "
+                "drill waits for every verification. Past this the load is stopped and the verification could "
+                "not run."
+            ),
+            "examples": [21600],
+        },
         "postgres": {
             "type": "object",
             "description": "How PostgreSQL dumps are restored.",
@@ -124,9 +136,13 @@ class MysqlScratch:
     server: ScratchServer | None = None
 
 
+DEFAULT_LOAD_TIMEOUT = 6 * 3600
+
+
 @dataclass(frozen=True)
 class ScratchConfig:
     directory: str | None = None  # None: state_dir/scratch
+    load_timeout: float = DEFAULT_LOAD_TIMEOUT  # seconds a dump's loader may run
     postgres: PostgresScratch = field(default_factory=lambda: PostgresScratch(default_postgres_bin_dir()))
     mysql: MysqlScratch = field(default_factory=MysqlScratch)
 
@@ -159,6 +175,7 @@ def make_scratch_config(raw: Mapping[str, Any] | None) -> ScratchConfig:
     client = my.get("client") or ("mariadb" if shutil.which("mariadb") or not shutil.which("mysql") else "mysql")
     return ScratchConfig(
         directory=raw.get("directory"),
+        load_timeout=float(raw.get("load_timeout", DEFAULT_LOAD_TIMEOUT)),
         postgres=PostgresScratch(pg.get("bin_dir") or default_postgres_bin_dir(), pg.get("run_as", "drill-sandbox"),
                                  _server(pg.get("server"))),
         mysql=MysqlScratch(my.get("install_db", "mariadb-install-db"), my.get("daemon", "mariadbd"), client,

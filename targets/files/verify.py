@@ -79,8 +79,11 @@ def _compare_entry(entry: FileEntry, root: str, algorithm: str,
                           "out of the scratch directory: not followed"), 0, 0
     try:
         st = os.lstat(where)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not there, or a directory above it restored as a file
         return Difference("missing", entry.path, "in the manifest, not in the restored snapshot"), 0, 0
+    except OSError as error:  # a directory above it is a symlink that cannot be followed (a loop)
+        return Difference("unsafe_path", entry.path, f"cannot be reached in the restored snapshot: {error.strerror}"), \
+            0, 0
     kind = "dir" if stat.S_ISDIR(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode) else (
         "file" if stat.S_ISREG(st.st_mode) else "other")
     if kind != entry.type:

@@ -9,8 +9,10 @@ verification is not PASSED: ``dump_tried_to_escape`` names what the dump tried.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
+import time
 
 from agents.config.model import AgentConfig
 from agents.restic.runner import Restic
@@ -88,4 +90,25 @@ def test_a_postgres_function_running_a_program_as_superuser_is_contained_and_nam
     [said] = [f.message for f in record.findings if f.code == "dump_tried_to_escape"]
     assert "could not execute command" in said and outside in said
     assert not os.path.exists(outside), "the dump's program ran on the verify host"
+    assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
+
+
+def test_a_dump_that_stalls_its_loader_is_stopped_after_the_load_timeout(
+    workspace_once: Workspace, scratch_dir: str
+) -> None:
+    # A drill waits for every verification: a dump that sleeps in its loader must not hold it forever.
+    workspace = workspace_once
+    with throwaway_mysql_database(rows=5) as db:
+        config = _config(workspace, db, "mysql", scratch_dir)
+        [honest] = backup(config, "nightly", Level.FULL)
+        assert honest.outcome == "success", honest.findings
+        vouch_for(config, rewrite_dump(config, db.name, b"SELECT SLEEP(600);\n"), database=db.name)
+        config = dataclasses.replace(config, scratch=dataclasses.replace(config.scratch, load_timeout=3))
+        started = time.monotonic()
+        [record] = verify(config, "app")
+    assert time.monotonic() - started < 120
+    # (a rewritten dump is also not the one its manifest names: dump_snapshot_mismatch, a failure)
+    assert record.verdict == "failed" and "could_not_verify" in codes(record), record.findings
+    [said] = [f.message for f in record.findings if f.code == "could_not_verify"]
+    assert "scratch.load_timeout (3 s)" in said
     assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []

@@ -117,6 +117,19 @@ def test_a_restored_symlink_directory_never_leads_the_comparison_outside(tmp_pat
     assert comparison.files_compared == 2  # nothing under /etc was read; the two inside were
 
 
+def test_a_restored_file_or_symlink_loop_above_an_entry_is_a_finding_not_a_crash(tmp_path: pathlib.Path) -> None:
+    restored = tmp_path / "restored"
+    (restored / "srv").mkdir(parents=True)
+    (restored / "srv" / "was-a-dir").write_bytes(b"")  # the manifest's directory restored as a file
+    os.symlink("loop", restored / "srv" / "loop")  # a symlink to itself
+    manifest = fm.FilesManifest("sha256", "h", "p", "t", "j", "full", ["/srv"], [], entries=[
+        fm.FileEntry("/srv/loop/f", "file", 1, 0o644, 1, 1, 1, "sha256:0"),
+        fm.FileEntry("/srv/was-a-dir/f", "file", 1, 0o644, 1, 1, 1, "sha256:0")])
+    comparison = compare_restored(manifest, str(restored))
+    assert [(d.code, d.path) for d in comparison.differences if d.code != "unexpected"] == [
+        ("unsafe_path", "/srv/loop/f"), ("missing", "/srv/was-a-dir/f")]
+
+
 V14, V18 = ResticVersion(0, 14, 0), ResticVersion(0, 18, 0)
 
 
