@@ -28,7 +28,7 @@ from typing import Protocol
 from agents.scratch.config import ScratchConfig
 from agents.state import StateDir
 from targets.registry import TargetConfig
-from targets.tables import TableManifest
+from targets.tables import DatabaseUnavailable, TableManifest
 
 Command = tuple[tuple[str, ...], dict[str, str]]  # argv and the child's whole environment
 
@@ -54,6 +54,16 @@ class Capture(Protocol):
         ``DatabaseUnavailable``."""
 
 
+class ChecksumsTookTooLong(DatabaseUnavailable):
+    """The restored database's checksums were stopped when their time ran out (a tenant's tables can be made slow
+    to read on purpose)."""
+
+    def __init__(self, seconds: float, detail: str) -> None:
+        super().__init__(f"the checksums were stopped after {seconds:.0f} s (the server said: {detail})")
+        self.seconds = seconds
+        self.detail = detail  # how the stopped statement ended, in the server's or the driver's words
+
+
 class RestoreTarget(Protocol):
     """An empty database to load one dump into, and how to read it back."""
 
@@ -64,10 +74,12 @@ class RestoreTarget(Protocol):
     def load_command(self) -> Command:
         """The loader reading the dump on stdin."""
 
-    def checksums(self, method: str, columns_digested: Collection[str] = ()) -> TableManifest:
+    def checksums(self, method: str, columns_digested: Collection[str] = (),
+                  timeout: float | None = None) -> TableManifest:
         """The restored database's manifest, computed as at backup time by the manifest's ``method`` (under the
         original names); ``columns_digested``: the tables the manifest says were summed with each column digested
-        first. Raises ``DatabaseUnavailable``."""
+        first. Raises :class:`ChecksumsTookTooLong` when the server was stopped after ``timeout`` seconds (None:
+        no limit), else ``DatabaseUnavailable``."""
 
     def checksum_problem(self, method: str) -> str | None:
         """Why this database cannot recompute checksums by ``method`` (a function the server lacks), or None; asked

@@ -31,7 +31,8 @@ from typing import Any
 import pymysql
 
 from agents import process
-from agents.engines.base import Capture, Command, RestoreTarget
+from agents.engines.base import Capture, ChecksumsTookTooLong, Command, RestoreTarget
+from agents.engines.overtime import stop_after
 from agents.scratch.account import InstanceAccount, ScratchUnusable, check_socket_path
 from agents.scratch.config import MysqlScratch, ScratchConfig
 from agents.scratch.logs import explain_tool_failure, first_problem_line, last_line, read_tail
@@ -136,19 +137,28 @@ class MysqlRestoreTarget:
         return pymysql.connect(**self.connect_args, database=database, autocommit=True, connect_timeout=10,
                                charset="utf8mb4")
 
-    def checksums(self, method: str, columns_digested: Collection[str] = ()) -> TableManifest:
-        """The restored tables' checksums by ``method``, two connections sharing the work (nothing else writes).
+    def checksums(self, method: str, columns_digested: Collection[str] = (),
+                  timeout: float | None = None) -> TableManifest:
+        """The restored tables' checksums by ``method``, two connections sharing the work (nothing else writes),
+        both killed after ``timeout`` seconds.
 
-        Raises :class:`DatabaseUnavailable`, also when the server lacks a function the method needs.
+        Raises :class:`ChecksumsTookTooLong`, else :class:`DatabaseUnavailable`, also when the server lacks a
+        function the method needs.
         """
         connections: list[Any] = []
         try:
             for _ in range(CHECKSUM_CONNECTIONS):
                 connections.append(self.connect(self.database))
-            cursors = [connection.cursor() for connection in connections]
-            for cursor in cursors:
-                cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            found = my_snapshot.compute_checksums(cursors, self.database, method, columns_digested)
+            with stop_after(timeout, lambda: self._kill(connections), "checksums") as overtime:
+                try:
+                    cursors = [connection.cursor() for connection in connections]
+                    for cursor in cursors:
+                        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    found = my_snapshot.compute_checksums(cursors, self.database, method, columns_digested)
+                except (pymysql.MySQLError, DatabaseUnavailable) as error:
+                    if overtime.fired:
+                        raise ChecksumsTookTooLong(timeout or 0, str(error)) from error
+                    raise
         except pymysql.MySQLError as error:
             raise DatabaseUnavailable(str(error)) from error
         finally:
@@ -158,6 +168,19 @@ class MysqlRestoreTarget:
         tables = tuple(TableChecksum(self.original, t.name, t.rows, t.checksum, t.columns_digested)
                        for t in found.tables)
         return TableManifest(found.schema_digest, tables, found.non_transactional, method=method)
+
+
+    def _kill(self, connections: list[Any]) -> None:
+        """End ``connections`` from a new one (a killed connection runs no next statement either). Raises
+        ``pymysql.MySQLError``."""
+        killer = self.connect()
+        try:
+            with killer.cursor() as cursor:
+                for connection in connections:
+                    with contextlib.suppress(pymysql.MySQLError):  # gone already
+                        cursor.execute(f"KILL CONNECTION {int(connection.thread_id())}")
+        finally:
+            killer.close()
 
 
 @functools.lru_cache(maxsize=8)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import psycopg
 
 from agents import process
-from agents.engines.base import Capture, Command, RestoreTarget
+from agents.engines.base import Capture, ChecksumsTookTooLong, Command, RestoreTarget
+from agents.engines.overtime import stop_after
 from agents.scratch.account import InstanceAccount, ScratchUnusable, check_socket_path
 from agents.scratch.config import PostgresScratch, ScratchConfig
 from agents.scratch.logs import explain_tool_failure, first_problem_line, last_line, read_tail
@@ -161,18 +162,26 @@ class PostgresRestoreTarget:
         return psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password,
                                dbname=database, autocommit=True, connect_timeout=10)
 
-    def checksums(self, method: str, columns_digested: Collection[str] = ()) -> TableManifest:
-        """The restored tables' checksums (PostgreSQL has one ``method``). Raises :class:`DatabaseUnavailable`."""
+    def checksums(self, method: str, columns_digested: Collection[str] = (),
+                  timeout: float | None = None) -> TableManifest:
+        """The restored tables' checksums (PostgreSQL has one ``method``), the server's work cancelled after
+        ``timeout`` seconds. Raises :class:`ChecksumsTookTooLong`, else :class:`DatabaseUnavailable`."""
         if method not in pg_checksum.METHODS:
             raise DatabaseUnavailable(f"no such PostgreSQL checksum method: {method[:80]!r}")
         if columns_digested:  # PostgreSQL sums every row whole; a manifest that says otherwise was not made here
             raise DatabaseUnavailable("the manifest says tables were summed with their columns digested, which "
                                       "PostgreSQL checksums never are")
         try:
-            with self.connect(self.database) as connection:
-                pg_snapshot.begin_canonical_snapshot(connection)
-                return TableManifest(pg_snapshot.compute_schema_digest(connection),
-                                     tuple(pg_snapshot.compute_table_checksums(connection)), method=method)
+            with (self.connect(self.database) as connection,
+                  stop_after(timeout, connection.cancel, "checksums") as overtime):
+                try:
+                    pg_snapshot.begin_canonical_snapshot(connection)
+                    return TableManifest(pg_snapshot.compute_schema_digest(connection),
+                                         tuple(pg_snapshot.compute_table_checksums(connection)), method=method)
+                except (psycopg.Error, DatabaseUnavailable) as error:
+                    if overtime.fired:
+                        raise ChecksumsTookTooLong(timeout or 0, _first_line(error)) from error
+                    raise
         except psycopg.Error as error:
             raise DatabaseUnavailable(_first_line(error)) from error
 

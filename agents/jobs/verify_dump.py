@@ -32,7 +32,7 @@ from agents.config.model import AgentConfig
 from agents.contract.errors import DrillError
 from agents.contract.records import BackupRecord, Compared, DumpCheck
 from agents.engines import engine_for
-from agents.engines.base import DatabaseEngine, RestoreTarget
+from agents.engines.base import ChecksumsTookTooLong, DatabaseEngine, RestoreTarget
 from agents.jobs.beside_check import BesideCheck
 from agents.jobs.catalog import StoredBackup
 from agents.jobs.restorestream import DumpStream, StreamedRestore
@@ -178,11 +178,15 @@ def _verify_dump(
                 record.add("restore_failed", "error", f"the altered dump could not be loaded: {said}")
                 return
             with record.phase("compare"):
-                restored = target.checksums(dump.method, dump.columns_digested)
+                restored = target.checksums(dump.method, dump.columns_digested, config.scratch.checksum_timeout)
     except _Damaged:
         return
     except ScratchUnusable as error:
         raise CouldNotVerify(f"no scratch database: {error}") from error
+    except ChecksumsTookTooLong as error:
+        raise CouldNotVerify(f"recomputing the checksums in the restored database took longer than "
+                             f"scratch.checksum_timeout ({error.seconds:.0f} s) and was stopped (a tenant's tables "
+                             f"can be made slow to read on purpose); the server said: {error.detail}") from error
     except DatabaseUnavailable as error:
         raise CouldNotVerify(f"the restored database could not be read: {error}") from error
     _compare(dump.manifest, restored, record)

@@ -66,6 +66,17 @@ SCHEMA: dict[str, Any] = {
             ),
             "examples": [21600],
         },
+        "checksum_timeout": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 7 * 24 * 3600,
+            "description": (
+                "Longest the restored database's checksums may take, in seconds (default 21600, six hours). A "
+                "tenant's tables can be made slow to read on purpose (a MariaDB virtual column that builds "
+                "megabytes a row). Past this the server is told to stop and the verification could not run."
+            ),
+            "examples": [21600],
+        },
         "postgres": {
             "type": "object",
             "description": "How PostgreSQL dumps are restored.",
@@ -137,12 +148,14 @@ class MysqlScratch:
 
 
 DEFAULT_LOAD_TIMEOUT = 6 * 3600
+DEFAULT_CHECKSUM_TIMEOUT = 6 * 3600
 
 
 @dataclass(frozen=True)
 class ScratchConfig:
     directory: str | None = None  # None: state_dir/scratch
     load_timeout: float = DEFAULT_LOAD_TIMEOUT  # seconds a dump's loader may run
+    checksum_timeout: float = DEFAULT_CHECKSUM_TIMEOUT  # seconds the restored database's checksums may take
     postgres: PostgresScratch = field(default_factory=lambda: PostgresScratch(default_postgres_bin_dir()))
     mysql: MysqlScratch = field(default_factory=MysqlScratch)
 
@@ -176,6 +189,7 @@ def make_scratch_config(raw: Mapping[str, Any] | None) -> ScratchConfig:
     return ScratchConfig(
         directory=raw.get("directory"),
         load_timeout=float(raw.get("load_timeout", DEFAULT_LOAD_TIMEOUT)),
+        checksum_timeout=float(raw.get("checksum_timeout", DEFAULT_CHECKSUM_TIMEOUT)),
         postgres=PostgresScratch(pg.get("bin_dir") or default_postgres_bin_dir(), pg.get("run_as", "drill-sandbox"),
                                  _server(pg.get("server"))),
         mysql=MysqlScratch(my.get("install_db", "mariadb-install-db"), my.get("daemon", "mariadbd"), client,

@@ -12,19 +12,21 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from agents.engines.base import RestoreTarget
-from agents.engines.postgres import PostgresEngine
+from agents.engines.base import ChecksumsTookTooLong, RestoreTarget
+from agents.engines.postgres import PostgresEngine, PostgresRestoreTarget
 from agents.jobs.restorestream import DumpStream
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.runner import Restic, ResticError
 from agents.scratch.account import ScratchUnusable
+from agents.scratch.sandbox import Sandbox
 from policies.levels import Level
 from targets.mysql import checksum as my_checksum
 from targets.mysql import snapshot as my_snapshot
+from targets.postgres import checksum as pg_checksum
 from targets.tables import DatabaseUnavailable
 from tests.support.configs import Workspace
 from tests.support.databases import (
@@ -149,6 +151,22 @@ def test_a_mariadb_scratch_server_gets_a_new_database_that_is_dropped(
             cursor.execute("SHOW DATABASES LIKE 'drill\\\\_verify\\\\_%'")
             assert cursor.fetchall() == ()
         admin.close()  # type: ignore[attr-defined]
+
+
+def test_postgres_checksums_past_their_time_are_cancelled_on_the_server() -> None:
+    # The restored database is a scratch server's here (the machine's PostgreSQL); what a verification does with the
+    # stop (could_not_verify naming scratch.checksum_timeout) is tested on MariaDB in test_hostile_restores.
+    with throwaway_database(rows=10) as db:
+        with admin_connection(db.name) as admin:  # ≈ 200 MB of row text: a second or more to sum
+            admin.execute("CREATE TABLE wide AS SELECT g AS id, repeat(md5(g::text), 150) AS body "
+                          "FROM generate_series(1, 40000) g")
+        target = PostgresRestoreTarget("127.0.0.1", 5432, "postgres", None, db.name, "scratch server 127.0.0.1",
+                                       "pg_restore", cast(Sandbox, None))
+        with pytest.raises(ChecksumsTookTooLong) as stopped:
+            target.checksums(pg_checksum.METHOD, timeout=0.05)
+        assert "canceling statement due to user request" in stopped.value.detail
+        whole = target.checksums(pg_checksum.METHOD, timeout=60)  # time enough: the same sums, whole
+        assert {t.name: t.rows for t in whole.tables}["wide"] == 40000
 
 
 def test_a_pg_dump_older_than_the_server_is_refused(workspace: Workspace) -> None:

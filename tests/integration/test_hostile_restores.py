@@ -112,3 +112,27 @@ def test_a_dump_that_stalls_its_loader_is_stopped_after_the_load_timeout(
     [said] = [f.message for f in record.findings if f.code == "could_not_verify"]
     assert "scratch.load_timeout (3 s)" in said
     assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
+
+
+def test_tables_made_slow_to_read_are_stopped_after_the_checksum_timeout(
+    workspace_once: Workspace, scratch_dir: str
+) -> None:
+    # A virtual column that builds 6 MB a row loads at once but takes minutes to checksum; the server is told to
+    # stop (KILL), not merely stopped waiting for.
+    workspace = workspace_once
+    heavy = (b"CREATE TABLE heavy (id INT PRIMARY KEY, v LONGTEXT AS (REPEAT(SHA2(id, 512), 50000)) VIRTUAL);\n"
+             b"INSERT INTO heavy (id) SELECT seq FROM seq_1_to_20000;\n")
+    with throwaway_mysql_database(rows=5) as db:
+        config = _config(workspace, db, "mysql", scratch_dir)
+        [honest] = backup(config, "nightly", Level.FULL)
+        assert honest.outcome == "success", honest.findings
+        vouch_for(config, rewrite_dump(config, db.name, heavy), database=db.name)
+        config = dataclasses.replace(config, scratch=dataclasses.replace(config.scratch, checksum_timeout=2))
+        started = time.monotonic()
+        [record] = verify(config, "app")
+    assert time.monotonic() - started < 60
+    assert record.verdict == "failed" and "could_not_verify" in codes(record), record.findings
+    [said] = [f.message for f in record.findings if f.code == "could_not_verify"]
+    assert "scratch.checksum_timeout (2 s)" in said and "Lost connection" in said, said
+    assert 2 <= record.timings.phases["compare"] < 30
+    assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []

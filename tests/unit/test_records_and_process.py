@@ -18,6 +18,7 @@ from agents import api, process
 from agents import outbox as outbox_module
 from agents.cli import _print_record
 from agents.contract.records import BackupTarget, RepositoryRef, SignedRecord, parse_record
+from agents.engines.overtime import stop_after
 from agents.jobs.starting import Starting
 from agents.keys import KeyStore
 from agents.outbox import Outbox, RecordStore
@@ -239,6 +240,30 @@ def test_a_failed_start_is_raised_by_result_and_a_failed_exit_by_close() -> None
     starting.result()
     with pytest.raises(RuntimeError, match="could not stop"):
         starting.close()
+
+
+def test_overtime_stops_again_until_the_block_ends_and_never_before_its_time() -> None:
+    calls: list[float] = []
+
+    def stop() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise OSError("the first stop fails")  # logged; the next one tries again
+
+    started = time.monotonic()
+    with stop_after(0.05, stop, "test") as overtime:
+        time.sleep(0.4)  # a stop landing between two statements stops nothing: it must come again
+    assert overtime.fired and len(calls) >= 3
+    assert calls[0] - started >= 0.05
+    count = len(calls)
+    time.sleep(0.1)
+    assert len(calls) == count  # the watch ended with the block
+
+    with stop_after(5, stop, "test") as quick:
+        pass
+    with stop_after(None, stop, "test") as unlimited:
+        time.sleep(0.05)
+    assert not quick.fired and not unlimited.fired and len(calls) == count
 
 
 def test_cancellation_interrupts_with_sigint_first() -> None:
