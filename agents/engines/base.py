@@ -71,8 +71,9 @@ class RestoreTarget(Protocol):
     def where(self) -> str:
         """For the record: ``throwaway instance`` or ``scratch server HOST``."""
 
-    def load_command(self) -> Command:
-        """The loader reading the dump on stdin."""
+    def load_command(self, tables: int) -> Command:
+        """The loader reading the dump on stdin; ``tables``: how many the manifest lists (a loader may take a small
+        schema in one transaction)."""
 
     def checksums(self, method: str, columns_digested: Collection[str] = (),
                   timeout: float | None = None) -> TableManifest:

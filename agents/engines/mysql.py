@@ -128,7 +128,7 @@ class MysqlRestoreTarget:
     def server_log(self) -> str:
         return read_tail(self.log_file) if self.log_file else ""
 
-    def load_command(self) -> Command:
+    def load_command(self, tables: int) -> Command:
         argv = commands.make_load_command(self.client, database=self.database, socket=self.socket,
                                           defaults_file=self.defaults_file, sandbox=client_has_sandbox(self.client))
         return self.sandbox.wrap(argv, network=self.network), _tool_environment()

@@ -142,6 +142,7 @@ class PostgresRestoreTarget:
     network: bool = False  # the loader needs the network (a scratch server)
     passfile: str | None = None
     log_file: str | None = None  # a throwaway cluster's server log
+    throwaway: bool = False  # a cluster of our own, started with commands.THROWAWAY_SETTINGS
 
     def checksum_problem(self, method: str) -> str | None:
         return None if method in pg_checksum.METHODS else f"no such PostgreSQL checksum method: {method[:80]!r}"
@@ -152,9 +153,12 @@ class PostgresRestoreTarget:
     def server_log(self) -> str:
         return read_tail(self.log_file) if self.log_file else ""
 
-    def load_command(self) -> Command:
+    def load_command(self, tables: int) -> Command:
+        # One transaction only in a throwaway cluster: its lock table is sized for it (a scratch server's is not
+        # ours to know), and its wal_level=minimal then skips the WAL of the tables' data.
+        single = self.throwaway and tables <= commands.SINGLE_TRANSACTION_TABLES
         argv = commands.make_pg_restore_command(self.pg_restore, host=self.host, port=self.port, user=self.user,
-                                                database=self.database)
+                                                database=self.database, single_transaction=single)
         env = {"PGPASSFILE": self.passfile} if self.passfile else {}
         return self.sandbox.wrap(argv, network=self.network), process.inherited_environment(env)
 
@@ -240,7 +244,7 @@ def throwaway_cluster(settings: PostgresScratch, scratch_dir: str, database: str
     note_process(scratch_dir, server.pid)
     try:
         target = PostgresRestoreTarget(root, SOCKET_PORT, "postgres", None, database, "throwaway instance",
-                                       settings.tool("pg_restore"), sandbox, log_file=log_file)
+                                       settings.tool("pg_restore"), sandbox, log_file=log_file, throwaway=True)
         _wait_until_accepting(target, server, log_file)
         try:
             with target.connect("postgres") as connection:

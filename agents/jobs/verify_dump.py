@@ -32,7 +32,7 @@ from agents.config.model import AgentConfig
 from agents.contract.errors import DrillError
 from agents.contract.records import BackupRecord, Compared, DumpCheck
 from agents.engines import engine_for
-from agents.engines.base import ChecksumsTookTooLong, DatabaseEngine, RestoreTarget
+from agents.engines.base import ChecksumsTookTooLong, Command, DatabaseEngine
 from agents.jobs.beside_check import BesideCheck
 from agents.jobs.catalog import StoredBackup
 from agents.jobs.restorestream import DumpStream, StreamedRestore
@@ -101,6 +101,7 @@ class _DumpToVerify:
     digest: str  # the dump's digest at backup time
     method: str  # how its tables were checksummed
     columns_digested: frozenset[str]  # tables summed with each column digested first (rows over max_allowed_packet)
+    tables: int  # how many tables the manifest lists
 
 
 def verify_dump_backup(
@@ -139,7 +140,7 @@ def _verify_dump(
             return
         with record.phase("restore"):
             try:
-                streamed = _stream(restic, backup, dump.filename, None, record)
+                streamed = _stream(restic, backup, dump.filename, record)
             except _Damaged:
                 return
         _check_stream(streamed, dump.digest, record)
@@ -165,7 +166,7 @@ def _verify_dump(
             if problem is not None:
                 raise CouldNotVerify(f"the scratch database cannot recompute this manifest: {problem}")
             with record.phase("restore"):
-                streamed = _load(stream, target, record, config.scratch.load_timeout)
+                streamed = _load(stream, target.load_command(dump.tables), record, config.scratch.load_timeout)
             intact = _check_stream(streamed, dump.digest, record)
             if _tried_to_escape(engine.escape_markers, streamed.loader_stderr, target.server_log(), record):
                 return
@@ -228,7 +229,7 @@ def _read_manifest(
         return None
     tables = [t for t in manifest["tables"] if isinstance(t, dict)]
     digested = frozenset(str(t.get("name")) for t in tables if t.get("columns_digested") is True)
-    return _DumpToVerify(manifest, "/" + name, str(dump.get("digest", "")), method, digested)
+    return _DumpToVerify(manifest, "/" + name, str(dump.get("digest", "")), method, digested, len(tables))
 
 
 def _tried_to_escape(markers: tuple[str, ...], loader_stderr: tuple[str, ...], server_log: str,
@@ -274,9 +275,8 @@ class _Damaged(Exception):
     """restic could not deliver the dump because stored data is bad (the finding is in the record)."""
 
 
-def _stream(restic: Restic, backup: StoredBackup, filename: str, target: RestoreTarget | None,
-            record: RecordDraft[VerifyDraft]) -> StreamedRestore:
-    return _load(_dump_stream(restic, backup, filename), target, record)
+def _stream(restic: Restic, backup: StoredBackup, filename: str, record: RecordDraft[VerifyDraft]) -> StreamedRestore:
+    return _load(_dump_stream(restic, backup, filename), None, record)
 
 
 def _dump_stream(restic: Restic, backup: StoredBackup, filename: str) -> DumpStream:
@@ -286,13 +286,13 @@ def _dump_stream(restic: Restic, backup: StoredBackup, filename: str) -> DumpStr
         raise CouldNotVerify(f"restic's dump could not be started: {error}") from error
 
 
-def _load(stream: DumpStream, target: RestoreTarget | None, record: RecordDraft[VerifyDraft],
+def _load(stream: DumpStream, loader: Command | None, record: RecordDraft[VerifyDraft],
           timeout: float | None = None) -> StreamedRestore:
-    """The dump streamed into ``target``'s loader (or only hashed when None), which may run ``timeout`` seconds;
+    """The dump streamed into ``loader`` (or only hashed when None), which may run ``timeout`` seconds;
     raises :class:`_Damaged` (with the finding added) when restic found stored data bad, else
     :class:`CouldNotVerify` when it could not run."""
     try:
-        return stream.into(target.load_command() if target else None, timeout=timeout)
+        return stream.into(loader, timeout=timeout)
     except ResticError as error:
         if note_damage(error, record):
             raise _Damaged from error

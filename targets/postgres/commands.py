@@ -47,11 +47,22 @@ def make_initdb_command(bin_dir: str, data_dir: str, superuser: str) -> tuple[st
             "--locale=C.UTF-8", "--no-sync", "--no-instructions")
 
 
+# A throwaway cluster loads one dump and is thrown away: no durability, no WAL for a table loaded in the transaction
+# that created it (wal_level=minimal; the loader takes a small schema in one transaction), more memory for building
+# its indexes, and room in the lock table for that one transaction (1,024 × about 110 backends: ≈ 110,000 locks).
+THROWAWAY_SETTINGS = ("fsync=off", "full_page_writes=off", "wal_level=minimal", "max_wal_senders=0",
+                      "maintenance_work_mem=128MB", "max_locks_per_transaction=1024")
+# At most this many tables (by the manifest) are loaded in one transaction: each holds its locks (table, TOAST,
+# indexes, sequences) until the commit, ≈ 20 at most for an ordinary table, well inside the lock table above.
+SINGLE_TRANSACTION_TABLES = 2000
+
+
 def make_server_command(bin_dir: str, data_dir: str, socket_dir: str, port: int, log_dir: str) -> tuple[str, ...]:
     """Run the cluster in the foreground on its unix socket in ``socket_dir`` only (no TCP), logging to
-    ``log_dir/server.log``, without durability (it is thrown away)."""
+    ``log_dir/server.log``, with :data:`THROWAWAY_SETTINGS` (it is thrown away)."""
+    settings = [arg for setting in THROWAWAY_SETTINGS for arg in ("-c", setting)]
     return (f"{bin_dir}/postgres", "-D", data_dir, "-k", socket_dir, "-p", str(port), "-c", "listen_addresses=",
-            "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "logging_collector=on",
+            *settings, "-c", "logging_collector=on",
             "-c", f"log_directory={log_dir}", "-c", "log_filename=server.log", "-c", "log_rotation_size=0")
 
 
@@ -69,13 +80,17 @@ def make_pg_ctl_stop_command(bin_dir: str, data_dir: str) -> tuple[str, ...]:
 
 
 def make_pg_restore_command(
-    binary: str, *, host: str, port: int, user: str | None, database: str
+    binary: str, *, host: str, port: int, user: str | None, database: str, single_transaction: bool = False
 ) -> tuple[str, ...]:
     """Restore a custom-format dump read from stdin into the existing ``database``.
 
-    Without owners and privileges: the scratch side has none of production's roles.
+    Without owners and privileges: the scratch side has none of production's roles. ``single_transaction``: in one
+    transaction, stopping at the first error (a throwaway cluster's, whose ``wal_level=minimal`` then writes no WAL
+    for the tables' data).
     """
     argv = [binary, "--no-owner", "--no-privileges", "--no-password", "--host", host, "--port", str(port)]
+    if single_transaction:
+        argv.append("--single-transaction")
     if user:
         argv += ["--username", user]
     argv += ["--dbname", database]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+from typing import cast
 
 from agents.config.model import validate_config
+from agents.engines.postgres import PostgresRestoreTarget
+from agents.scratch.sandbox import Sandbox
 from targets.postgres import checksum, commands
 
 
@@ -56,3 +59,21 @@ def test_pgpass_line_escapes_colons_and_backslashes() -> None:
     from targets.postgres.commands import make_pgpass_line
 
     assert make_pgpass_line("/run/pg", 5432, None, "a:b\\c") == "/run/pg:5432:*:*:a\\:b\\\\c\n"
+
+
+def test_a_throwaway_cluster_loads_a_small_schema_in_one_transaction_and_a_scratch_server_never() -> None:
+    class Unconfined:
+        def wrap(self, argv: tuple[str, ...], network: bool = False) -> tuple[str, ...]:
+            return argv
+
+    def loader(throwaway: bool, tables: int) -> tuple[str, ...]:
+        target = PostgresRestoreTarget("/scratch/pg", 5432, "postgres", None, "app", "here", "pg_restore",
+                                       cast(Sandbox, Unconfined()), throwaway=throwaway)
+        return target.load_command(tables)[0]
+
+    assert "--single-transaction" in loader(True, commands.SINGLE_TRANSACTION_TABLES)
+    assert "--single-transaction" not in loader(True, commands.SINGLE_TRANSACTION_TABLES + 1)  # its locks
+    assert "--single-transaction" not in loader(False, 3)  # a scratch server's lock table is not ours to size
+    server = commands.make_server_command("/usr/lib/postgresql/15/bin", "/d", "/s", 5432, "/l")
+    # without WAL senders, as wal_level=minimal requires (else the cluster does not start)
+    assert {"wal_level=minimal", "max_wal_senders=0", "fsync=off"} <= set(server)
