@@ -23,6 +23,7 @@ import contextlib
 import functools
 import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -133,9 +134,10 @@ class MysqlRestoreTarget:
                                           defaults_file=self.defaults_file, sandbox=client_has_sandbox(self.client))
         return self.sandbox.wrap(argv, network=self.network), _tool_environment()
 
-    def connect(self, database: str | None = None) -> Any:
+    def connect(self, database: str | None = None, *, io_timeout: float | None = None) -> Any:
+        """A connection; ``io_timeout``: seconds a read or write on it may wait (None: no limit)."""
         return pymysql.connect(**self.connect_args, database=database, autocommit=True, connect_timeout=10,
-                               charset="utf8mb4")
+                               read_timeout=io_timeout, write_timeout=io_timeout, charset="utf8mb4")
 
     def checksums(self, method: str, columns_digested: Collection[str] = (),
                   timeout: float | None = None) -> TableManifest:
@@ -149,7 +151,12 @@ class MysqlRestoreTarget:
         try:
             for _ in range(CHECKSUM_CONNECTIONS):
                 connections.append(self.connect(self.database))
-            with stop_after(timeout, lambda: self._kill(connections), "checksums") as overtime:
+            # The connection that kills them is opened now: the dump ran as root and may have lowered
+            # max_connections so that none could be opened when the time is up.
+            stopper = _Stopper(self.connect(io_timeout=10), connections[:]) if timeout is not None else None
+            if stopper is not None:
+                connections.append(stopper.killer)
+            with stop_after(timeout, stopper or (lambda: None), "checksums") as overtime:
                 try:
                     cursors = [connection.cursor() for connection in connections]
                     for cursor in cursors:
@@ -170,17 +177,45 @@ class MysqlRestoreTarget:
         return TableManifest(found.schema_digest, tables, found.non_transactional, method=method)
 
 
-    def _kill(self, connections: list[Any]) -> None:
-        """End ``connections`` from a new one (a killed connection runs no next statement either). Raises
-        ``pymysql.MySQLError``."""
-        killer = self.connect()
+_NO_SUCH_THREAD = 1094  # "Unknown thread id"
+
+
+class _Stopper:
+    """Ends checksum connections whose time ran out: ``KILL CONNECTION`` (a killed connection runs no next
+    statement either) through ``killer``, opened beforehand; when that fails, or the server has not ended them
+    after :data:`CUT_AFTER` tries, their sockets are shut on our side, so the reads waiting on them end."""
+
+    CUT_AFTER = 10
+
+    def __init__(self, killer: Any, connections: list[Any]) -> None:
+        self.killer = killer
+        self.connections = connections
+        self.tries = 0
+
+    def __call__(self) -> None:
+        """Raises ``pymysql.MySQLError`` when the KILL could not be sent (the sockets are shut first)."""
+        self.tries += 1
         try:
-            with killer.cursor() as cursor:
-                for connection in connections:
-                    with contextlib.suppress(pymysql.MySQLError):  # gone already
+            with self.killer.cursor() as cursor:
+                for connection in self.connections:
+                    try:
                         cursor.execute(f"KILL CONNECTION {int(connection.thread_id())}")
-        finally:
-            killer.close()
+                    except pymysql.MySQLError as error:
+                        if not error.args or error.args[0] != _NO_SUCH_THREAD:  # else: ended already
+                            raise
+        except pymysql.MySQLError:
+            self._cut()
+            raise
+        if self.tries > self.CUT_AFTER:
+            self._cut()
+
+    def _cut(self) -> None:
+        for connection in self.connections:
+            # pymysql has no public way to end a read another thread waits in; shutting the socket does.
+            sock = getattr(connection, "_sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 @functools.lru_cache(maxsize=8)

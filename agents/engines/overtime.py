@@ -17,6 +17,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 
+from targets.tables import DatabaseUnavailable
+
 log = logging.getLogger(__name__)
 
 REPEAT_EVERY = 1.0  # seconds between two stops once the time is up (less for a shorter limit)
@@ -36,8 +38,9 @@ def stop_after(seconds: float | None, stop: Callable[[], None], what: str = "wor
     block ends.
 
     Given ``stop``, which asks the server to end what the block waits on (called from another thread; what it
-    raises is logged, not raised: the next repetition tries again). Yields an :class:`Overtime` whose ``fired``
-    says afterwards whether ``stop`` was called; the block decides what a failure means from it.
+    raises is logged, not raised: the next repetition tries again; it should not block for long, as the block's end
+    waits for it). Yields an :class:`Overtime` whose ``fired`` says afterwards whether ``stop`` was called; the
+    block decides what a failure means from it. Raises ``DatabaseUnavailable`` when no thread can be had to watch.
     """
     overtime = Overtime(seconds)
     if seconds is None:
@@ -51,16 +54,22 @@ def stop_after(seconds: float | None, stop: Callable[[], None], what: str = "wor
         if done.wait(seconds):
             return
         overtime.fired = True
+        failures = 0
         while True:
             try:
                 stop()
             except Exception as error:  # a failed stop is retried; the block is still waited on
-                log.warning("could not stop the %s after %.0f s: %s", what, seconds, error)
+                failures += 1
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                        "could not stop the %s after %.0f s (try %d): %s", what, seconds, failures, error)
             if done.wait(every):
                 return
 
     watcher = threading.Thread(target=watch, name=f"overtime {what}", daemon=True)
-    watcher.start()
+    try:
+        watcher.start()
+    except RuntimeError as error:  # no thread to be had: the work may not run without its limit
+        raise DatabaseUnavailable(f"no thread to watch the {what}' time limit: {error}") from error
     try:
         yield overtime
     finally:

@@ -177,7 +177,7 @@ class PostgresRestoreTarget:
                                       "PostgreSQL checksums never are")
         try:
             with (self.connect(self.database) as connection,
-                  stop_after(timeout, connection.cancel, "checksums") as overtime):
+                  stop_after(timeout, lambda: connection.cancel_safe(timeout=10), "checksums") as overtime):
                 try:
                     pg_snapshot.begin_canonical_snapshot(connection)
                     return TableManifest(pg_snapshot.compute_schema_digest(connection),

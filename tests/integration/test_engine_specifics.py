@@ -388,3 +388,27 @@ def test_the_dumps_restic_starts_while_the_scratch_database_starts_and_stops_whe
         stopped = dumps[-1]
         assert not stopped._thread.is_alive() and "the dump is no longer needed" in str(stopped._raised)
         assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
+
+
+def test_a_throwaway_cluster_loads_a_dump_in_one_transaction_without_wal(
+    workspace_once: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaders: list[tuple[str, ...]] = []
+    wal_levels: list[object] = []
+    real_load_command = PostgresRestoreTarget.load_command
+
+    def load_command(self: PostgresRestoreTarget, tables: int) -> tuple[tuple[str, ...], dict[str, str]]:
+        with self.connect(self.database) as connection:
+            wal_levels.append(connection.execute("SHOW wal_level").fetchone())
+        command = real_load_command(self, tables)
+        loaders.append(command[0])
+        return command
+
+    monkeypatch.setattr(PostgresRestoreTarget, "load_command", load_command)
+    with throwaway_database(rows=200) as db:
+        config = workspace_once.load(_config(workspace_once, db, "postgres", {"directory": scratch_dir}))
+        [record] = verify(config, "app", database=db.name)
+    assert record.verdict == "passed" and (record.compared.tables or 0) == 2, record.findings
+    assert wal_levels == [("minimal",)]  # the cluster runs with the settings that make one transaction pay
+    [loader] = loaders
+    assert "--single-transaction" in loader
