@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -412,3 +413,30 @@ def test_a_throwaway_cluster_loads_a_dump_in_one_transaction_without_wal(
     assert wal_levels == [("minimal",)]  # the cluster runs with the settings that make one transaction pay
     [loader] = loaders
     assert "--single-transaction" in loader
+
+
+def test_a_mariadb_statement_that_cannot_be_killed_is_cut_off_on_the_agents_side() -> None:
+    # The fault a real server will not produce on demand: a KILL that cannot be sent (here: the killer's own
+    # connection is gone). The statement's socket is shut, so the thread waiting on it ends at once.
+    import pymysql
+
+    from agents.engines.mysql import _Stopper
+
+    sleeper: Any = mysql_admin()
+    killer: Any = mysql_admin()
+    killer.close()
+    ended: list[BaseException] = []
+
+    def wait_on_the_server() -> None:
+        try:
+            sleeper.cursor().execute("SELECT SLEEP(20)")
+        except pymysql.MySQLError as error:
+            ended.append(error)
+
+    waiting = threading.Thread(target=wait_on_the_server)
+    waiting.start()
+    time.sleep(0.3)
+    with pytest.raises(pymysql.MySQLError):
+        _Stopper(killer, [sleeper])()
+    waiting.join(5)
+    assert not waiting.is_alive() and len(ended) == 1
