@@ -147,16 +147,17 @@ class MysqlRestoreTarget:
         Raises :class:`ChecksumsTookTooLong`, else :class:`DatabaseUnavailable`, also when the server lacks a
         function the method needs.
         """
-        connections: list[Any] = []
+        connections: list[Any] = []  # the checksums' own
+        killer: Any = None  # the one that kills them when their time is up; never given work
         try:
             for _ in range(CHECKSUM_CONNECTIONS):
                 connections.append(self.connect(self.database))
-            # The connection that kills them is opened now: the dump ran as root and may have lowered
-            # max_connections so that none could be opened when the time is up.
-            stopper = _Stopper(self.connect(io_timeout=10), connections[:]) if timeout is not None else None
-            if stopper is not None:
-                connections.append(stopper.killer)
-            with stop_after(timeout, stopper or (lambda: None), "checksums") as overtime:
+            # The killer is opened now: the dump ran as root and may have limited root's connections
+            # (ALTER USER ... MAX_USER_CONNECTIONS) so that none could be opened when the time is up.
+            if timeout is not None:
+                killer = self.connect(io_timeout=10)
+            stop = _Stopper(killer, connections) if killer is not None else (lambda: None)
+            with stop_after(timeout, stop, "checksums") as overtime:
                 try:
                     cursors = [connection.cursor() for connection in connections]
                     for cursor in cursors:
@@ -169,7 +170,7 @@ class MysqlRestoreTarget:
         except pymysql.MySQLError as error:
             raise DatabaseUnavailable(str(error)) from error
         finally:
-            for connection in connections:
+            for connection in (*connections, *([killer] if killer is not None else [])):
                 with contextlib.suppress(pymysql.MySQLError):
                     connection.close()
         tables = tuple(TableChecksum(self.original, t.name, t.rows, t.checksum, t.columns_digested)

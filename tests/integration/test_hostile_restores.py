@@ -121,9 +121,10 @@ def test_tables_made_slow_to_read_are_stopped_after_the_checksum_timeout(
     # stop (KILL), not merely stopped waiting for. The dump, loaded as root, also leaves root no more connections
     # than the checksums' two and the one that kills them: that one must have been opened beforehand.
     workspace = workspace_once
-    heavy = (b"CREATE TABLE heavy (id INT PRIMARY KEY, v LONGTEXT AS (REPEAT(SHA2(id, 512), 50000)) VIRTUAL);\n"
-             b"INSERT INTO heavy (id) SELECT seq FROM seq_1_to_20000;\n"
-             b"ALTER USER root@localhost WITH MAX_USER_CONNECTIONS 3;\n")
+    heavy = b"".join(
+        b"CREATE TABLE heavy%d (id INT PRIMARY KEY, v LONGTEXT AS (REPEAT(SHA2(id, 512), 50000)) VIRTUAL);\n"
+        b"INSERT INTO heavy%d (id) SELECT seq FROM seq_1_to_20000;\n" % (n, n) for n in (1, 2))  # both connections busy
+    heavy += b"ALTER USER root@localhost WITH MAX_USER_CONNECTIONS 3;\n"
     with throwaway_mysql_database(rows=5) as db:
         config = _config(workspace, db, "mysql", scratch_dir)
         [honest] = backup(config, "nightly", Level.FULL)
