@@ -15,6 +15,7 @@ import secrets
 import time
 
 from agents.config.model import AgentConfig
+from agents.contract.records import VerifyRecord
 from agents.restic.runner import Restic
 from policies.levels import Level
 from tests.support.configs import Workspace
@@ -93,25 +94,32 @@ def test_a_postgres_function_running_a_program_as_superuser_is_contained_and_nam
     assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
 
 
-def test_a_dump_that_stalls_its_loader_is_stopped_after_the_load_timeout(
-    workspace_once: Workspace, scratch_dir: str
-) -> None:
-    # A drill waits for every verification: a dump that sleeps in its loader must not hold it forever.
-    workspace = workspace_once
+def _verify_past_a_limit(workspace: Workspace, scratch_dir: str, hostile: bytes,
+                         **limits: float) -> tuple[VerifyRecord, float, str]:
+    """Back up a small MariaDB database honestly, vouch for ``hostile`` as its dump and verify it with the scratch
+    ``limits``; the record, the seconds the verification took and its could_not_verify message."""
     with throwaway_mysql_database(rows=5) as db:
         config = _config(workspace, db, "mysql", scratch_dir)
         [honest] = backup(config, "nightly", Level.FULL)
         assert honest.outcome == "success", honest.findings
-        vouch_for(config, rewrite_dump(config, db.name, b"SELECT SLEEP(600);\n"), database=db.name)
-        config = dataclasses.replace(config, scratch=dataclasses.replace(config.scratch, load_timeout=3))
+        vouch_for(config, rewrite_dump(config, db.name, hostile), database=db.name)
+        config = dataclasses.replace(config, scratch=dataclasses.replace(config.scratch, **limits))
         started = time.monotonic()
         [record] = verify(config, "app")
-    assert time.monotonic() - started < 120
     # (a rewritten dump is also not the one its manifest names: dump_snapshot_mismatch, a failure)
     assert record.verdict == "failed" and "could_not_verify" in codes(record), record.findings
     [said] = [f.message for f in record.findings if f.code == "could_not_verify"]
-    assert "scratch.load_timeout (3 s)" in said
     assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
+    return record, time.monotonic() - started, said
+
+
+def test_a_dump_that_stalls_its_loader_is_stopped_after_the_load_timeout(
+    workspace_once: Workspace, scratch_dir: str
+) -> None:
+    # A drill waits for every verification: a dump that sleeps in its loader must not hold it forever.
+    _, seconds, said = _verify_past_a_limit(workspace_once, scratch_dir, b"SELECT SLEEP(600);\n", load_timeout=3)
+    assert seconds < 120
+    assert "scratch.load_timeout (3 s)" in said
 
 
 def test_tables_made_slow_to_read_are_stopped_after_the_checksum_timeout(
@@ -120,23 +128,12 @@ def test_tables_made_slow_to_read_are_stopped_after_the_checksum_timeout(
     # A virtual column that builds 6 MB a row loads at once but takes minutes to checksum; the server is told to
     # stop (KILL), not merely stopped waiting for. The dump, loaded as root, also leaves root no more connections
     # than the checksums' two and the one that kills them: that one must have been opened beforehand.
-    workspace = workspace_once
     heavy = b"".join(
         b"CREATE TABLE heavy%d (id INT PRIMARY KEY, v LONGTEXT AS (REPEAT(SHA2(id, 512), 50000)) VIRTUAL);\n"
         b"INSERT INTO heavy%d (id) SELECT seq FROM seq_1_to_20000;\n" % (n, n) for n in (1, 2))  # both connections busy
     heavy += b"ALTER USER root@localhost WITH MAX_USER_CONNECTIONS 3;\n"
-    with throwaway_mysql_database(rows=5) as db:
-        config = _config(workspace, db, "mysql", scratch_dir)
-        [honest] = backup(config, "nightly", Level.FULL)
-        assert honest.outcome == "success", honest.findings
-        vouch_for(config, rewrite_dump(config, db.name, heavy), database=db.name)
-        config = dataclasses.replace(config, scratch=dataclasses.replace(config.scratch, checksum_timeout=2))
-        started = time.monotonic()
-        [record] = verify(config, "app")
-    assert time.monotonic() - started < 60
-    assert record.verdict == "failed" and "could_not_verify" in codes(record), record.findings
-    [said] = [f.message for f in record.findings if f.code == "could_not_verify"]
+    record, seconds, said = _verify_past_a_limit(workspace_once, scratch_dir, heavy, checksum_timeout=2)
+    assert seconds < 60
     assert "scratch.checksum_timeout (2 s)" in said, said
     assert "Lost connection" in said or "gone away" in said, said  # killed by the server, not by a limit of ours
     assert 2 <= record.timings.phases["compare"] < 30
-    assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
