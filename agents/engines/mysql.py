@@ -32,7 +32,7 @@ from typing import Any
 import pymysql
 
 from agents import process
-from agents.engines.base import Capture, ChecksumsTookTooLong, Command, RestoreTarget
+from agents.engines.base import Capture, Command, RestoreTarget
 from agents.engines.overtime import stop_after
 from agents.scratch.account import InstanceAccount, ScratchUnusable, check_socket_path
 from agents.scratch.config import MysqlScratch, ScratchConfig
@@ -157,16 +157,11 @@ class MysqlRestoreTarget:
             if timeout is not None:
                 killer = self.connect(io_timeout=10)
             stop = _Stopper(killer, connections) if killer is not None else (lambda: None)
-            with stop_after(timeout, stop, "checksums") as overtime:
-                try:
-                    cursors = [connection.cursor() for connection in connections]
-                    for cursor in cursors:
-                        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                    found = my_snapshot.compute_checksums(cursors, self.database, method, columns_digested)
-                except (pymysql.MySQLError, DatabaseUnavailable) as error:
-                    if overtime.fired:
-                        raise ChecksumsTookTooLong(timeout or 0, str(error)) from error
-                    raise
+            with stop_after(timeout, stop, "checksums"):
+                cursors = [connection.cursor() for connection in connections]
+                for cursor in cursors:
+                    cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                found = my_snapshot.compute_checksums(cursors, self.database, method, columns_digested)
         except pymysql.MySQLError as error:
             raise DatabaseUnavailable(str(error)) from error
         finally:

@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 
+from agents.engines.base import ChecksumsTookTooLong
 from targets.tables import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -33,19 +34,22 @@ class Overtime:
 
 
 @contextlib.contextmanager
-def stop_after(seconds: float | None, stop: Callable[[], None], what: str = "work") -> Iterator[Overtime]:
+def stop_after(seconds: float | None, stop: Callable[[], None], what: str = "work",
+               describe: Callable[[BaseException], str] = str) -> Iterator[Overtime]:
     """Call ``stop`` once ``seconds`` have passed in the block (None: never), and again every moment until the
     block ends.
 
     Given ``stop``, which asks the server to end what the block waits on (called from another thread; what it
     raises is logged, not raised: the next repetition tries again; it should not block for long, as the block's end
-    waits for it). Yields an :class:`Overtime` whose ``fired`` says afterwards whether ``stop`` was called; the
-    block decides what a failure means from it. Raises ``DatabaseUnavailable`` when no thread can be had to watch.
+    waits for it). Yields an :class:`Overtime` whose ``fired`` says whether ``stop`` was called. An error the block
+    raises after that is the stop's doing: it comes out as :class:`ChecksumsTookTooLong`, ``describe(error)`` its
+    detail. Raises ``DatabaseUnavailable`` when no thread can be had to watch.
     """
     overtime = Overtime(seconds)
     if seconds is None:
         yield overtime
         return
+    limit = seconds
     done = threading.Event()
     every = min(REPEAT_EVERY, max(seconds / 4, 0.01))
 
@@ -72,6 +76,10 @@ def stop_after(seconds: float | None, stop: Callable[[], None], what: str = "wor
         raise DatabaseUnavailable(f"no thread to watch the {what}' time limit: {error}") from error
     try:
         yield overtime
+    except Exception as error:
+        if overtime.fired:
+            raise ChecksumsTookTooLong(limit, describe(error)) from error
+        raise
     finally:
         done.set()
         watcher.join()

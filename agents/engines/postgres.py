@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import psycopg
 
 from agents import process
-from agents.engines.base import Capture, ChecksumsTookTooLong, Command, RestoreTarget
+from agents.engines.base import Capture, Command, RestoreTarget
 from agents.engines.overtime import stop_after
 from agents.scratch.account import InstanceAccount, ScratchUnusable, check_socket_path
 from agents.scratch.config import PostgresScratch, ScratchConfig
@@ -177,15 +177,10 @@ class PostgresRestoreTarget:
                                       "PostgreSQL checksums never are")
         try:
             with (self.connect(self.database) as connection,
-                  stop_after(timeout, lambda: connection.cancel_safe(timeout=10), "checksums") as overtime):
-                try:
-                    pg_snapshot.begin_canonical_snapshot(connection)
-                    return TableManifest(pg_snapshot.compute_schema_digest(connection),
-                                         tuple(pg_snapshot.compute_table_checksums(connection)), method=method)
-                except (psycopg.Error, DatabaseUnavailable) as error:
-                    if overtime.fired:
-                        raise ChecksumsTookTooLong(timeout or 0, _first_line(error)) from error
-                    raise
+                  stop_after(timeout, lambda: connection.cancel_safe(timeout=10), "checksums", _first_line)):
+                pg_snapshot.begin_canonical_snapshot(connection)
+                return TableManifest(pg_snapshot.compute_schema_digest(connection),
+                                     tuple(pg_snapshot.compute_table_checksums(connection)), method=method)
         except psycopg.Error as error:
             raise DatabaseUnavailable(_first_line(error)) from error
 

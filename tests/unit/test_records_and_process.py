@@ -18,6 +18,7 @@ from agents import api, process
 from agents import outbox as outbox_module
 from agents.cli import _print_record
 from agents.contract.records import BackupTarget, RepositoryRef, SignedRecord, parse_record
+from agents.engines.base import ChecksumsTookTooLong
 from agents.engines.overtime import stop_after
 from agents.jobs.starting import Starting
 from agents.keys import KeyStore
@@ -264,6 +265,13 @@ def test_overtime_stops_again_until_the_block_ends_and_never_before_its_time() -
     with stop_after(None, stop, "test") as unlimited:
         time.sleep(0.05)
     assert not quick.fired and not unlimited.fired and len(calls) == count
+
+    # What fails once the stop was sent is the stop's doing; before, it is itself.
+    with pytest.raises(ChecksumsTookTooLong, match="canceled"), stop_after(0.01, lambda: None, "test"):
+        time.sleep(0.1)
+        raise OSError("canceled by the server")
+    with pytest.raises(OSError, match="no such table"), stop_after(5, lambda: None, "test"):
+        raise OSError("no such table")
 
 
 def test_cancellation_interrupts_with_sigint_first() -> None:
