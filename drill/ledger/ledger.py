@@ -190,10 +190,12 @@ class Ledger:
         self.algorithm = coordinator.digest
         self.checkpoint_log = checkpoint_log
         existing = self.store.query("SELECT value FROM ledger_meta WHERE name = %s", ("digest",))
-        if existing and existing[0][0] != self.algorithm:
+        if not existing:  # a new ledger; another coordinator process may be opening it this very moment
+            self.store.execute("INSERT INTO ledger_meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                               ("digest", self.algorithm))
+            existing = self.store.query("SELECT value FROM ledger_meta WHERE name = %s", ("digest",))
+        if existing[0][0] != self.algorithm:
             raise Refused("digest_mismatch", f"this ledger hashes with {existing[0][0]}, not {self.algorithm}")
-        if not existing:
-            self.store.execute("INSERT INTO ledger_meta (name, value) VALUES (%s, %s)", ("digest", self.algorithm))
         if verify:
             self.check_newest_checkpoint()
         self.add_key(signing.public_pem(coordinator.public), owner, "coordinator")
