@@ -6,18 +6,23 @@ from __future__ import annotations
 from agents.config.model import AgentConfig
 from agents.keys import KeyStore
 from agents.outbox import Outbox, RecordStore
+from agents.restic.agentkey import with_agent_key
 from agents.restic.runner import Restic
 from agents.state import StateDir
 
 
 def open_repository(config: AgentConfig, name: str) -> Restic:
-    """restic for repository ``name`` of ``config``, with the agent's cache and stale-lock markers.
+    """restic for repository ``name`` of ``config``, with the agent's cache and stale-lock markers, opened with
+    the agent's own key where it can have one (:mod:`agents.restic.agentkey`).
 
     Raises ``KeyError`` for an unknown name and ``UnsupportedResticVersion`` for a
     missing or too old restic.
     """
     state = StateDir(config.state_dir)
-    return Restic(config.restic_binary, config.repositories[name], state.restic_cache, state.lock_markers,
+    repository = config.repositories[name]
+    if config.agent_keys:
+        repository = with_agent_key(repository, state, config.host)
+    return Restic(config.restic_binary, repository, state.restic_cache, state.lock_markers,
                   state.sub("tmp"), rclone_binary=config.rclone_binary)
 
 

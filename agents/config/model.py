@@ -78,6 +78,7 @@ class AgentConfig:
     evidence_digest: str = "sha256"
     role: str = "agent"
     fleet: FleetSettings = field(default_factory=FleetSettings)
+    agent_keys: bool = True  # restic.agent_keys: open local repositories with a key of the agent's own
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -244,6 +245,7 @@ def validate_config(source: str, text: str, *, remembered: bool = False) -> Agen
         state_dir=data["state_dir"],
         restic_binary=(data.get("restic") or {}).get("binary") or default_binary(),
         rclone_binary=(data.get("restic") or {}).get("rclone_binary") or "rclone",
+        agent_keys=(data.get("restic") or {}).get("agent_keys", True),
         repositories=repositories,
         sites=sites,
         targets={name: make_target_config(name, spec) for name, spec in data.get("targets", {}).items()},

@@ -184,6 +184,17 @@ CONFIG_SCHEMA: dict[str, Any] = {
                     ),
                     "examples": ["/usr/bin/rclone"],
                 },
+                "agent_keys": {
+                    "type": "boolean",
+                    "description": (
+                        "Add a key of the agent's own to each local repository (a random 256-bit password kept in "
+                        "the state directory, cheap scrypt parameters: each restic command then starts in "
+                        "milliseconds instead of half a second of key derivation; the configured password and "
+                        "its key are unchanged; 'restic key list' shows it as user drill-agent); false: every "
+                        "command opens the repository with the configured password. Default: true."
+                    ),
+                    "examples": [True],
+                },
             },
             "examples": [{"binary": "/usr/bin/restic"}],
         },

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class Repository:
     stall_timeout: float = 300.0
     # How long a command waits for another restic's lock on the repository before it fails as locked.
     lock_wait: float = 600.0
+    # The key restic tries first (``RESTIC_KEY_HINT``): the agent's own, opened by ``password_file``.
+    key_hint: str | None = None
 
     @property
     def local_path(self) -> str | None:
@@ -41,4 +43,11 @@ class Repository:
             env[f"{prefix}PASSWORD_FILE"] = self.password_file
         if self.password_command is not None:
             env[f"{prefix}PASSWORD_COMMAND"] = self.password_command
+        if self.key_hint is not None:
+            env[f"{prefix}KEY_HINT"] = self.key_hint
         return env
+
+    def opened_with(self, password_file: str, key_hint: str) -> Repository:
+        """The same repository, opened with another key: the one named ``key_hint``, whose password is in
+        ``password_file``."""
+        return replace(self, password_file=password_file, password_command=None, key_hint=key_hint)
