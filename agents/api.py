@@ -22,7 +22,7 @@ from agents.contract.records import SignedRecord
 from agents.execute import execute
 from agents.keys import KeyStore
 from agents.outbox import Outbox
-from agents.repositories import open_keys, open_outbox, open_repository
+from agents.repositories import init_repository, open_keys, open_outbox
 from agents.restic.messages import BackupStatus
 
 Progress = Callable[[str, BackupStatus], None]
@@ -82,7 +82,7 @@ class LocalAgent:
 
     def init_repositories(self) -> dict[str, bool]:
         """Create every repository of the config; whether each was new. Raises ``ResticError``."""
-        return {name: open_repository(self._config, name).init() for name in self._config.repositories}
+        return {name: init_repository(self._config, name)[0] for name in self._config.repositories}
 
     def public_key_pem(self) -> str:
         """The agent's public key (its key pair is created on first use)."""

@@ -33,7 +33,7 @@ from agents.contract.records import (
 )
 from agents.execute import execute
 from agents.jobs import catalog
-from agents.repositories import open_keys, open_repository
+from agents.repositories import init_repository, open_keys, open_repository
 from agents.restic.messages import BackupStatus
 from agents.restic.runner import ResticError
 from agents.state import PolicyBusy
@@ -208,10 +208,11 @@ def cmd_init(args: argparse.Namespace, config: AgentConfig) -> int:
     failed = False
     for name, repository in config.repositories.items():
         try:
-            created = open_repository(config, name).init()
-            results.append({"repository": name, "created": created})
+            created, agent_key = init_repository(config, name)
+            results.append({"repository": name, "created": created, "agent_key": agent_key})
             if not args.json:
-                print(f"{name}: {'initialised' if created else 'already initialised'} ({repository.url})")
+                print(f"{name}: {'initialised' if created else 'already initialised'} ({repository.url}); "
+                      + (f"the agent's own key: {agent_key[:8]}" if agent_key else "opened with its password"))
         except ResticError as error:
             failed = True
             results.append({"repository": name, "error": error.describe()})

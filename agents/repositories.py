@@ -26,6 +26,14 @@ def open_repository(config: AgentConfig, name: str) -> Restic:
                   state.sub("tmp"), rclone_binary=config.rclone_binary)
 
 
+def init_repository(config: AgentConfig, name: str) -> tuple[bool, str | None]:
+    """Create repository ``name`` of ``config`` unless it exists, and make the agent's own key to it now rather
+    than at the first job. Returns whether it was created and the agent key's id (None: opened with the
+    configured password). Raises ``ResticError``."""
+    created = open_repository(config, name).init()
+    return created, open_repository(config, name).repository.key_hint
+
+
 def open_keys(config: AgentConfig) -> KeyStore:
     return KeyStore(config.state_dir, config.evidence_digest)
 

@@ -67,6 +67,7 @@ SALT_BYTES = 64  # restic refuses other salt lengths
 # The most a key file found in the repository may make scrypt use: restic's own are ≈ 32-60 MiB; a planted key
 # file with enormous parameters is skipped, not computed.
 MAX_SCRYPT_MEMORY = 256 << 20
+MAX_SCRYPT_WORK = 1 << 26  # N·r·p: restic calibrates to half a second within 60 MiB (here 2^21), so 32 times that
 MAX_KEY_FILES = 20  # restic tries no more than this many keys either
 MAX_KEYS_BEFORE_OURS = 10  # a repository shared by many agents: see _add_key
 RETRY_AFTER = 3600.0  # seconds before a key that could not be used is tried again (each try costs a scrypt)
@@ -79,7 +80,8 @@ class KeyFileError(ValueError):
 
 def _derive(password: bytes, salt: bytes, n: int, r: int, p: int) -> tuple[bytes, bytes, bytes]:
     """scrypt's 64 bytes, split as restic does: AES key, MAC k, MAC r."""
-    if n < 2 or n & (n - 1) or r < 1 or p < 1 or 128 * r * (n + p + 2) > MAX_SCRYPT_MEMORY:
+    if (n < 2 or n & (n - 1) or r < 1 or p < 1 or 128 * r * (n + p + 2) > MAX_SCRYPT_MEMORY
+            or n * r * p > MAX_SCRYPT_WORK):
         raise KeyFileError(f"scrypt parameters N={n} r={r} p={p} are not ones restic makes")
     derived = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=MAX_SCRYPT_MEMORY + (1 << 20), dklen=64)
     return derived[:32], derived[32:48], derived[48:]
@@ -146,7 +148,7 @@ def with_agent_key(repository: Repository, state: StateDir, host: str) -> Reposi
         key = _agent_key(repository, state, host)
     except (OSError, KeyFileError) as error:
         log.warning("repository %r is opened with its configured password (no key of the agent's own: %s)",
-                 repository.name, error)
+                    repository.name, error)
         return repository
     if key is None:
         return repository

@@ -25,7 +25,7 @@ from xml.etree import ElementTree
 from agents.restic.repository import Repository
 
 MAX_LISTING_BYTES = 4 << 20  # a listing of a keys/ folder: a few hundred bytes a key
-TIMEOUT = 15.0  # seconds for one request: a key folder that does not answer is not worth waiting for
+TIMEOUT = 15.0  # the most one request waits: a key folder that does not answer is not worth waiting for
 
 
 class KeyFolderError(OSError):
@@ -60,7 +60,8 @@ def key_folder(repository: Repository) -> KeyFolder | None:
         return LocalKeyFolder(os.path.join(folder, "keys"))
     if repository.url.startswith("s3:") and "AWS_ACCESS_KEY_ID" in repository.env \
             and "AWS_SECRET_ACCESS_KEY" in repository.env:
-        return S3KeyFolder.for_url(repository.url, repository.env)
+        # Half the repository's connect_timeout at most: restic's own first contact must still fail within it.
+        return S3KeyFolder.for_url(repository.url, repository.env, timeout=min(TIMEOUT, repository.connect_timeout / 2))
     return None
 
 
@@ -100,8 +101,10 @@ class LocalKeyFolder:
 class S3KeyFolder:
     """``keys/`` of a repository on S3, through signed HTTP requests (a PUT is whole by S3's own rule)."""
 
-    def __init__(self, endpoint: str, bucket: str, prefix: str, env: Mapping[str, str]) -> None:
+    def __init__(self, endpoint: str, bucket: str, prefix: str, env: Mapping[str, str],
+                 timeout: float = TIMEOUT) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self.timeout = timeout
         self.bucket = bucket
         self.folder = f"{prefix}/keys/" if prefix else "keys/"
         self._access = env["AWS_ACCESS_KEY_ID"]
@@ -110,7 +113,7 @@ class S3KeyFolder:
         self._region = env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-east-1"
 
     @classmethod
-    def for_url(cls, url: str, env: Mapping[str, str]) -> S3KeyFolder | None:
+    def for_url(cls, url: str, env: Mapping[str, str], timeout: float = TIMEOUT) -> S3KeyFolder | None:
         """The key folder of restic S3 URL ``url`` (``s3:https://host/bucket/prefix``; without a scheme, https);
         None when it names no bucket."""
         location = url.removeprefix("s3:")
@@ -120,7 +123,7 @@ class S3KeyFolder:
         bucket, _, prefix = parts.path.strip("/").partition("/")
         if not parts.netloc or not bucket or parts.scheme not in ("http", "https"):
             return None
-        return cls(f"{parts.scheme}://{parts.netloc}", bucket, prefix.strip("/"), env)
+        return cls(f"{parts.scheme}://{parts.netloc}", bucket, prefix.strip("/"), env, timeout)
 
     def names(self) -> list[str]:
         body = self._request("GET", "", {"list-type": "2", "prefix": self.folder, "max-keys": "1000"},
@@ -157,7 +160,7 @@ class S3KeyFolder:
         request = urllib.request.Request(  # noqa: S310 (the scheme is http or https: for_url)
             url, data=body if method == "PUT" else None, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310 (http/https only)
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (http/https only)
                 return bytes(response.read(limit + 1)[:limit]) if limit else b""
         except urllib.error.HTTPError as error:
             said = error.read(2000).decode("utf-8", "replace") if method != "HEAD" else ""

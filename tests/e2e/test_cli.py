@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -60,10 +61,12 @@ def test_init_backup_snapshots(workspace: Workspace) -> None:
     first = _run("drill-agent", "init", "--config", path, "--json")
     assert first.returncode == 0
     initialised = json.loads(first.stdout)
-    assert initialised["repositories"] == [{"repository": "local", "created": True}]
+    [repository] = initialised["repositories"]
+    assert repository["repository"] == "local" and repository["created"] is True
+    assert re.fullmatch(r"[0-9a-f]{64}", repository["agent_key"])  # made at init, not at the first job
     assert initialised["signing_key"]["created"] is True
     again = json.loads(_run("drill-agent", "init", "--config", path, "--json").stdout)
-    assert again["repositories"][0]["created"] is False
+    assert again["repositories"] == [{"repository": "local", "created": False, "agent_key": repository["agent_key"]}]
     assert again["signing_key"] == {"keyid": initialised["signing_key"]["keyid"], "created": False}
 
     backup = _run("drill-agent", "backup", "--config", path, "--policy", "nightly", "--level", "full", "--json")

@@ -37,6 +37,7 @@ def test_a_key_file_altered_in_one_bit_does_not_open() -> None:
 @pytest.mark.parametrize(("change", "says"), [
     ({"N": 1 << 30}, "not ones restic makes"),  # a planted key file asking for 128 GiB: refused, not computed
     ({"N": 1000}, "not ones restic makes"),  # not a power of two
+    ({"N": 1024, "r": 8, "p": 1 << 14}, "not ones restic makes"),  # little memory, minutes of work
     ({"kdf": "argon2"}, "not scrypt"),
     ({"salt": "not base64!"}, "not a restic key file"),
     ({"data": ""}, "too short"),
