@@ -78,7 +78,7 @@ class AgentConfig:
     evidence_digest: str = "sha256"
     role: str = "agent"
     fleet: FleetSettings = field(default_factory=FleetSettings)
-    agent_keys: bool = True  # restic.agent_keys: open local repositories with a key of the agent's own
+    agent_keys: bool = True  # restic.agent_keys: open repositories with a key of the agent's own (agentkey.py)
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @property

@@ -187,7 +187,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "agent_keys": {
                     "type": "boolean",
                     "description": (
-                        "Add a key of the agent's own to each local repository (a random 256-bit password kept in "
+                        "Add a key of the agent's own to each local or S3 repository (a random 256-bit password in "
                         "the state directory, cheap scrypt parameters: each restic command then starts in "
                         "milliseconds instead of half a second of key derivation; the configured password and "
                         "its key are unchanged; 'restic key list' shows it as user drill-agent); false: every "

@@ -27,6 +27,14 @@ configured password opens) is opened with the configured password as before --
 a slower job, never a failed one. Making the key costs one scrypt with the
 repository's own parameters, once.
 
+The configured password stays the one that matters. The agent's key is used
+only while the configured password is known to open a key of the repository:
+whenever the password file or the key it opened changes, it is proven again
+(one scrypt), so a stale password file fails the jobs at once. When the key it
+opens is another than before (the operator rotated theirs), the agent's key is
+replaced too and the old one removed: a copy of the agent's old password opens
+nothing after a rotation.
+
 restic's formats (``doc/design.rst``, "Keys, Encryption and MAC"): a key file
 is JSON naming the KDF and its parameters, a 64-byte salt, and ``data``: the
 master key's JSON sealed with the derived user key -- IV (16 bytes), AES-256-CTR
@@ -40,12 +48,13 @@ import base64
 import binascii
 import contextlib
 import datetime
+import errno
 import fcntl
 import hashlib
-import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -54,7 +63,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from agents.restic.keyfolders import KeyFolder, LocalKeyFolder, key_folder
+from agents.restic.keyfolders import KeyFolder, key_folder
 from agents.restic.repository import Repository
 from agents.state import StateDir, write_atomically
 
@@ -67,23 +76,34 @@ SALT_BYTES = 64  # restic refuses other salt lengths
 # The most a key file found in the repository may make scrypt use: restic's own are ≈ 32-60 MiB; a planted key
 # file with enormous parameters is skipped, not computed.
 MAX_SCRYPT_MEMORY = 256 << 20
-MAX_SCRYPT_WORK = 1 << 26  # N·r·p: restic calibrates to half a second within 60 MiB (here 2^21), so 32 times that
+MAX_SCRYPT_WORK = 1 << 24  # N·r·p of one key: restic calibrates to half a second (2^21 here): 8 times that
+MAX_TOTAL_WORK = 1 << 25  # N·r·p of all the keys tried for one open
 MAX_KEY_FILES = 20  # restic tries no more than this many keys either
 MAX_KEYS_BEFORE_OURS = 10  # a repository shared by many agents: see _add_key
 RETRY_AFTER = 3600.0  # seconds before a key that could not be used is tried again (each try costs a scrypt)
 MAX_KEY_FILE_BYTES = 64 << 10
+MAX_PASSWORD_BYTES = 64 << 10
+LOCK_WAIT = 30.0  # seconds a job waits for another that is making the key, then goes without
 
 
 class KeyFileError(ValueError):
     """A key file that cannot be opened with the password (or is not a restic key file)."""
 
 
+def _acceptable(n: int, r: int, p: int) -> bool:
+    """Whether scrypt parameters are ones restic could have made: anything else is refused without computing."""
+    return (n >= 2 and not n & (n - 1) and r >= 1 and p >= 1 and 128 * r * (n + p + 2) <= MAX_SCRYPT_MEMORY
+            and n * r * p <= MAX_SCRYPT_WORK)
+
+
 def _derive(password: bytes, salt: bytes, n: int, r: int, p: int) -> tuple[bytes, bytes, bytes]:
     """scrypt's 64 bytes, split as restic does: AES key, MAC k, MAC r."""
-    if (n < 2 or n & (n - 1) or r < 1 or p < 1 or 128 * r * (n + p + 2) > MAX_SCRYPT_MEMORY
-            or n * r * p > MAX_SCRYPT_WORK):
+    if not _acceptable(n, r, p):
         raise KeyFileError(f"scrypt parameters N={n} r={r} p={p} are not ones restic makes")
-    derived = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=MAX_SCRYPT_MEMORY + (1 << 20), dklen=64)
+    try:
+        derived = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=MAX_SCRYPT_MEMORY + (1 << 20), dklen=64)
+    except ValueError as error:  # parameters OpenSSL refuses (N ≥ 2^(16·r)), which Go's scrypt would take
+        raise KeyFileError(f"scrypt parameters N={n} r={r} p={p}: {error}") from error
     return derived[:32], derived[32:48], derived[48:]
 
 
@@ -100,14 +120,15 @@ def open_key_file(document: bytes, password: bytes) -> bytes:
     ``password`` does not open it or it is not a restic scrypt key file."""
     try:
         key = json.loads(document)
-        if key.get("kdf") != "scrypt":
-            raise KeyFileError(f"key derivation {str(key.get('kdf'))[:40]!r}, not scrypt")
+        kdf = key.get("kdf")
         salt, data = base64.b64decode(key["salt"], validate=True), base64.b64decode(key["data"], validate=True)
         n, r, p = (int(key[name]) for name in ("N", "r", "p"))
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as error:
-        raise KeyFileError(f"not a restic key file: {error}") from error
-    if len(data) < 32:
-        raise KeyFileError("not a restic key file: its data is too short")
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, RecursionError) as error:
+        raise KeyFileError(f"not a restic key file: {type(error).__name__}") from error
+    if kdf != "scrypt":
+        raise KeyFileError(f"key derivation {str(kdf)[:40]!r}, not scrypt")
+    if len(data) < 32 or len(salt) != SALT_BYTES:
+        raise KeyFileError("not a restic key file: its data is too short or its salt not 64 bytes")
     aes_key, k, r_key = _derive(password, salt, n, r, p)
     nonce, ciphertext, tag = data[:16], data[16:-16], data[-16:]
     if not secrets.compare_digest(_mac(ciphertext, nonce, k, r_key), tag):
@@ -143,12 +164,13 @@ class AgentKey:
 
 def with_agent_key(repository: Repository, state: StateDir, host: str) -> Repository:
     """``repository`` opened with the agent's own key (made now when there is none, or it was removed), or as
-    configured when it cannot have one (see the module's docstring); never raises for a key it cannot make."""
+    configured when it cannot have one (see the module's docstring). Never raises: whatever goes wrong here
+    (a key folder that answers nonsense, a planted key file, a bug) leaves a slower job, not a failed one."""
     try:
         key = _agent_key(repository, state, host)
-    except (OSError, KeyFileError) as error:
-        log.warning("repository %r is opened with its configured password (no key of the agent's own: %s)",
-                    repository.name, error)
+    except Exception as error:
+        log.warning("repository %r is opened with its configured password (no key of the agent's own: %s: %s)",
+                    repository.name, type(error).__name__, error)
         return repository
     if key is None:
         return repository
@@ -156,101 +178,145 @@ def with_agent_key(repository: Repository, state: StateDir, host: str) -> Reposi
 
 
 def _agent_key(repository: Repository, state: StateDir, host: str) -> AgentKey | None:
+    """The agent's usable key to ``repository``; None when it has none and is not to make one now (another
+    backend, a password command, no repository there yet, another job busy making it, or a failure within the
+    hour). Raises what reading and writing the key folder raise."""
     folder = key_folder(repository)
     if folder is None or repository.password_file is None or repository.password_command is not None:
         return None
-    if isinstance(folder, LocalKeyFolder) and not os.path.isdir(folder.path):
-        return None  # not initialised yet: restic says so, with the configured password
     with open(repository.password_file, "rb") as handle:
         # As restic reads it: the whole file, a UTF-8 byte-order mark and surrounding white space removed.
-        password = handle.read(MAX_KEY_FILE_BYTES).removeprefix(b"\xef\xbb\xbf").strip()
+        password = handle.read(MAX_PASSWORD_BYTES).removeprefix(b"\xef\xbb\xbf").strip()
         seen = _seen(repository, os.fstat(handle.fileno()))
-    with _locked(state, repository.name) as (note_path, password_path):
-        note = _read_note(note_path)
+    with _locked(state, repository.name) as files:
+        if files is None:
+            return None  # another job of this agent is making the key right now: this one goes without
+        note = _read_note(files.note)
         until = note.get("until") if note is not None else None
         if note is not None and note.get("declined") == seen and isinstance(until, float) and until > time.time():
             return None  # it could not be used a moment ago (logged then); tried again an hour later
         try:
-            return _usable_key(repository, folder, password, note, note_path, password_path, host)
-        except (OSError, KeyFileError):
+            return _usable_key(repository, folder, password, seen, note, files, host)
+        except Exception:
             declined = {**(note or {}), "declined": seen, "until": time.time() + RETRY_AFTER}  # the key's id kept
-            write_atomically(note_path, json.dumps(declined).encode())
+            write_atomically(files.note, json.dumps(declined).encode())
             raise
 
 
-def _usable_key(repository: Repository, folder: KeyFolder, password: bytes, note: dict[str, object] | None,
-                note_path: str, password_path: str, host: str) -> AgentKey:
-    """The agent's key as the note says, when nothing changed since; else the configured password proven
-    again, and the key kept or made anew. Raises ``OSError`` and :class:`KeyFileError`."""
-    own = _read_secret(password_path)
-    if (note is not None and own is not None and note.get("url") == repository.url
-            and secrets.compare_digest(str(note.get("password_mac")), _password_mac(own, password))
-            and folder.holds(str(note.get("opened_by"))) and folder.holds(str(note.get("key_id")))):
-        return AgentKey(str(note["key_id"]), password_path)
-    # Something changed (or there is no key yet): the configured password must open a key of the
-    # repository again before the agent's own key is used -- a password file that went stale (the
-    # operator's key changed, the file mistyped) must fail the jobs now, not on the day the agent's state
-    # is lost with its host and only the configured password is left.
-    master, opened_by = _master_key(folder, password)
-    if note is not None and own is not None and note.get("url") == repository.url \
-            and _opens(folder, str(note.get("key_id")), own):
-        key_id = str(note["key_id"])
-    else:
+def _usable_key(repository: Repository, folder: KeyFolder, password: bytes, seen: str,
+                note: dict[str, object] | None, files: _StateFiles, host: str) -> AgentKey | None:
+    """The agent's key as the note says, when nothing changed since; else the configured password proven again
+    and the key kept -- or, when there is none or the operator's key changed, a new one made and the old one
+    removed. None when the repository has no key yet (not initialised). Raises ``OSError`` and
+    :class:`KeyFileError`."""
+    key_id = str(note.get("key_id")) if note is not None and note.get("url") == repository.url else None
+    own = _read_secret(files.password(key_id)) if key_id is not None else None
+    opened_before = str(note.get("opened_by")) if note is not None else None
+    if (note is not None and key_id is not None and own is not None and note.get("seen") == seen
+            and folder.holds(str(opened_before)) and folder.holds(key_id)):
+        return AgentKey(key_id, files.password(key_id))
+    # Something changed (or there is no key yet): the configured password must open a key of the repository
+    # again before the agent's own key is used -- a password file that went stale (the operator's key changed,
+    # the file mistyped) must fail the jobs now, not on the day the agent's state is lost with its host and only
+    # the configured password is left.
+    names = folder.names()
+    if not names:
+        return None  # no repository there yet: restic says so, with the configured password
+    master, opened_by = _master_key(folder, names, password, first=opened_before)
+    keep = (key_id is not None and own is not None and opened_by == opened_before
+            and _opens(folder, key_id, own))
+    if not keep:
+        # No key yet, or the operator's key changed (a rotation): a key made under the old one is not kept.
         own = secrets.token_hex(32).encode()
-        key_id = _add_key(folder, master, own, password_path, host)
+        key_id = _add_key(folder, names, master, own, files, host)
         log.info("made the agent's own key %s in repository %r", key_id[:8], repository.name)
-    write_atomically(note_path, json.dumps({"url": repository.url, "key_id": key_id, "opened_by": opened_by,
-                                            "password_mac": _password_mac(own, password)}).encode())
-    return AgentKey(key_id, password_path)
+    assert key_id is not None
+    write_atomically(files.note, json.dumps({"url": repository.url, "key_id": key_id, "opened_by": opened_by,
+                                             "seen": seen}).encode())
+    if not keep:
+        _remove_others(folder, files, key_id)
+    return AgentKey(key_id, files.password(key_id))
 
 
 def _opens(folder: KeyFolder, key_id: str, own: bytes) -> bool:
-    """Whether the agent's password ``own`` opens key ``key_id`` (there, and still the agent's)."""
+    """Whether the agent's password ``own`` opens key ``key_id``: False when the key is gone or is not the one
+    it opens; raises ``OSError`` when the folder could not say (a key is not given up for a failed request)."""
     try:
         open_key_file(folder.read(key_id, MAX_KEY_FILE_BYTES), own)
-    except (OSError, KeyFileError):
+    except KeyFileError:
         return False
+    except OSError as error:
+        if error.errno in (errno.ENOENT, 404):
+            return False
+        raise
     return True
 
 
 def _seen(repository: Repository, password_file: os.stat_result) -> str:
-    """What a decline is remembered for: the repository's URL and the configured password file's version."""
+    """Which configured password the note is about: the repository's URL and the password file's version (its
+    inode, time of change and size). Nothing is kept a password could be guessed from."""
     return f"{repository.url} {password_file.st_ino} {password_file.st_mtime_ns} {password_file.st_size}"
 
 
-def _add_key(folder: KeyFolder, master: bytes, own: bytes, password_path: str, host: str) -> str:
-    """Seal ``master`` with password ``own`` (kept at ``password_path`` first) into a new key file in ``folder``;
-    its id. Refused when the repository holds many keys already: restic tries at most 20 keys for a password
-    given without a key hint, so an operator's key must not be pushed out of reach by agents' keys."""
-    if len(folder.names()) >= MAX_KEYS_BEFORE_OURS:
+def _add_key(folder: KeyFolder, names: list[str], master: bytes, own: bytes, files: _StateFiles,
+             host: str) -> str:
+    """Seal ``master`` with password ``own`` (kept in the state first) into a new key file in ``folder``; its id.
+    Refused when the repository holds many keys already: restic tries at most 20 keys for a password given
+    without a key hint, so an operator's key must not be pushed out of reach by agents' keys."""
+    if len(names) >= MAX_KEYS_BEFORE_OURS:
         raise KeyFileError(f"the repository holds {MAX_KEYS_BEFORE_OURS} or more keys already (restic tries at "
                            "most 20 without a key hint): the agent adds none of its own")
     document = seal_key_file(master, own, host)
     key_id = hashlib.sha256(document).hexdigest()  # a key file's name is its content's hash, as every file's
-    write_atomically(password_path, own)
+    write_atomically(files.password(key_id), own)  # first: a key in the repository nobody can open is litter
     folder.write(key_id, document)
     return key_id
 
 
-def _password_mac(own: bytes, configured: bytes) -> str:
-    """What the note keeps of the configured password: a MAC keyed with the agent key's own password, so that a
-    change of the file is seen without keeping anything a password could be guessed from."""
-    return hmac.new(own, configured, hashlib.sha256).hexdigest()
-
-
-def _master_key(folder: KeyFolder, password: bytes) -> tuple[bytes, str]:
-    """The master key and the id of the first key file in ``folder`` the configured password opens."""
-    tried = []
-    for name in folder.names()[:MAX_KEY_FILES]:
+def _remove_others(folder: KeyFolder, files: _StateFiles, keep: str) -> None:
+    """Remove the agent's other keys to this repository (an older one, or one a crash left unnamed), from the
+    repository and from the state; what cannot be removed now is logged and tried again at the next new key."""
+    for key_id in files.other_keys(keep):
         try:
-            return open_key_file(folder.read(name, MAX_KEY_FILE_BYTES), password), name
-        except (OSError, KeyFileError) as error:
+            folder.remove(key_id)
+            os.unlink(files.password(key_id))
+        except OSError as error:
+            log.warning("the agent's old key %s could not be removed yet: %s", key_id[:8], error)
+
+
+def _master_key(folder: KeyFolder, names: list[str], password: bytes, first: str | None) -> tuple[bytes, str]:
+    """The master key and the id of the first key file in ``folder`` the configured password opens (``first``,
+    the one it opened last time, tried first). Raises :class:`KeyFileError` when it opens none, or when the key
+    files ask for more scrypt work in all than restic would ever calibrate (planted ones)."""
+    order = sorted(names[:MAX_KEY_FILES], key=lambda name: name != first)
+    tried = []
+    work = 0
+    for name in order:
+        try:
+            document = folder.read(name, MAX_KEY_FILE_BYTES)
+            work += _work(document)
+            if work > MAX_TOTAL_WORK:
+                tried.append(f"{name[:8]}: not tried (the key files before it asked for enough work)")
+                break
+            return open_key_file(document, password), name
+        except KeyFileError as error:
             tried.append(f"{name[:8]}: {error}")
     raise KeyFileError("the configured password opens none of the repository's key files (" + "; ".join(tried)
                        + ")")
 
 
+def _work(document: bytes) -> int:
+    """The scrypt work (N·r·p) opening a key file costs; 0 when it is refused without computing."""
+    try:
+        key = json.loads(document)
+        n, r, p = int(key["N"]), int(key["r"]), int(key["p"])
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return 0
+    return n * r * p if _acceptable(n, r, p) else 0
+
+
 def _read_secret(path: str) -> bytes | None:
+    """The agent key's password kept at ``path``; None when there is none."""
     try:
         with open(path, "rb") as handle:
             return handle.read(4096) or None
@@ -259,22 +325,54 @@ def _read_secret(path: str) -> bytes | None:
 
 
 def _read_note(path: str) -> dict[str, object] | None:
+    """The note at ``path`` (which key, opened after which key and password file, or a decline); None when there
+    is none or it is unreadable (then the configured password is proven again)."""
     try:
         with open(path, "rb") as handle:
             note = json.loads(handle.read(4096))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return note if isinstance(note, dict) else None
 
 
+@dataclass(frozen=True)
+class _StateFiles:
+    """Where the state keeps one repository's agent key: ``NAME.json`` (the note), ``NAME.KEYID.password``."""
+
+    folder: str
+    name: str
+
+    @property
+    def note(self) -> str:
+        return os.path.join(self.folder, f"{self.name}.json")
+
+    def password(self, key_id: str) -> str:
+        return os.path.join(self.folder, f"{self.name}.{key_id}.password")
+
+    def other_keys(self, keep: str) -> list[str]:
+        """The ids of the other keys whose passwords the state holds for this repository."""
+        found = (re.fullmatch(rf"{re.escape(self.name)}\.([0-9a-f]{{64}})\.password", entry)
+                 for entry in sorted(os.listdir(self.folder)))
+        return [match.group(1) for match in found if match is not None and match.group(1) != keep]
+
+
 @contextlib.contextmanager
-def _locked(state: StateDir, name: str) -> Iterator[tuple[str, str]]:
-    """The note and password paths of repository ``name``'s agent key, under a lock: two jobs starting at once
-    make one key, not two."""
-    folder = state.sub("repository-keys")
-    fd = os.open(os.path.join(folder, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+def _locked(state: StateDir, name: str) -> Iterator[_StateFiles | None]:
+    """Repository ``name``'s key files in the state, under a lock (two jobs starting at once make one key, not
+    two); None when another process held the lock for ``LOCK_WAIT`` seconds."""
+    files = _StateFiles(state.sub("repository-keys"), name)
+    fd = os.open(os.path.join(files.folder, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield os.path.join(folder, f"{name}.json"), os.path.join(folder, f"{name}.password")
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    yield None
+                    return
+                time.sleep(0.05)
+        yield files
     finally:
         os.close(fd)

@@ -13,8 +13,11 @@ import contextlib
 import datetime
 import hashlib
 import hmac
+import http.client
 import os
+import re
 import secrets
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +27,7 @@ from xml.etree import ElementTree
 
 from agents.restic.repository import Repository
 
+KEY_ID = re.compile(r"[0-9a-f]{64}")  # a key file's name, as restic parses it; anything else is not read
 MAX_LISTING_BYTES = 4 << 20  # a listing of a keys/ folder: a few hundred bytes a key
 TIMEOUT = 15.0  # the most one request waits: a key folder that does not answer is not worth waiting for
 
@@ -36,7 +40,8 @@ class KeyFolder(Protocol):
     """A repository's ``keys/`` folder."""
 
     def names(self) -> list[str]:
-        """The key files' names (restic's key ids)."""
+        """The key files' names (restic's key ids; nothing else in the folder), sorted; [] when there is no
+        folder (no repository yet)."""
         ...
 
     def read(self, name: str, limit: int) -> bytes:
@@ -51,6 +56,10 @@ class KeyFolder(Protocol):
         """Store key file ``name`` whole (never half of it)."""
         ...
 
+    def remove(self, name: str) -> None:
+        """Remove key file ``name`` (gone already is fine)."""
+        ...
+
 
 def key_folder(repository: Repository) -> KeyFolder | None:
     """The key folder of ``repository`` when the agent can reach it itself (local, or ``s3:`` with an access key
@@ -60,8 +69,9 @@ def key_folder(repository: Repository) -> KeyFolder | None:
         return LocalKeyFolder(os.path.join(folder, "keys"))
     if repository.url.startswith("s3:") and "AWS_ACCESS_KEY_ID" in repository.env \
             and "AWS_SECRET_ACCESS_KEY" in repository.env:
-        # Half the repository's connect_timeout at most: restic's own first contact must still fail within it.
-        return S3KeyFolder.for_url(repository.url, repository.env, timeout=min(TIMEOUT, repository.connect_timeout / 2))
+        # All its requests within the repository's connect_timeout (at most TIMEOUT): an S3 endpoint that does
+        # not answer delays the job by that much before restic meets it in its turn.
+        return S3KeyFolder.for_url(repository.url, repository.env, budget=min(TIMEOUT, repository.connect_timeout))
     return None
 
 
@@ -72,7 +82,10 @@ class LocalKeyFolder:
         self.path = path
 
     def names(self) -> list[str]:
-        return sorted(os.listdir(self.path))
+        try:
+            return sorted(name for name in os.listdir(self.path) if KEY_ID.fullmatch(name))
+        except FileNotFoundError:
+            return []
 
     def read(self, name: str, limit: int) -> bytes:
         with open(os.path.join(self.path, name), "rb") as handle:
@@ -82,10 +95,16 @@ class LocalKeyFolder:
         return os.path.isfile(os.path.join(self.path, name))
 
     def write(self, name: str, data: bytes) -> None:
-        """Written as restic's local backend writes its files: a temporary name, synced, renamed; read-only."""
+        """Written as restic's local backend writes its files: a temporary name, synced, renamed, the folder
+        synced; read-only, and readable by the group when the repository's ``config`` is (a repository shared
+        by a group must stay openable by its other members)."""
         path = os.path.join(self.path, name)
+        try:
+            mode = os.stat(os.path.join(os.path.dirname(self.path), "config")).st_mode & 0o440
+        except OSError:
+            mode = 0o400
         temporary = f"{path}.tmp-{secrets.token_hex(4)}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode or 0o400)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -96,24 +115,34 @@ class LocalKeyFolder:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+        folder = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.path, name))
 
 
 class S3KeyFolder:
     """``keys/`` of a repository on S3, through signed HTTP requests (a PUT is whole by S3's own rule)."""
 
     def __init__(self, endpoint: str, bucket: str, prefix: str, env: Mapping[str, str],
-                 timeout: float = TIMEOUT) -> None:
+                 budget: float = TIMEOUT) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self.timeout = timeout
+        self.deadline = time.monotonic() + budget  # for all its requests together
         self.bucket = bucket
         self.folder = f"{prefix}/keys/" if prefix else "keys/"
         self._access = env["AWS_ACCESS_KEY_ID"]
         self._secret = env["AWS_SECRET_ACCESS_KEY"]
         self._token = env.get("AWS_SESSION_TOKEN")
-        self._region = env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-east-1"
+        self._region = (env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or _aws_region(self.endpoint)
+                        or "us-east-1")
 
     @classmethod
-    def for_url(cls, url: str, env: Mapping[str, str], timeout: float = TIMEOUT) -> S3KeyFolder | None:
+    def for_url(cls, url: str, env: Mapping[str, str], budget: float = TIMEOUT) -> S3KeyFolder | None:
         """The key folder of restic S3 URL ``url`` (``s3:https://host/bucket/prefix``; without a scheme, https);
         None when it names no bucket."""
         location = url.removeprefix("s3:")
@@ -123,17 +152,23 @@ class S3KeyFolder:
         bucket, _, prefix = parts.path.strip("/").partition("/")
         if not parts.netloc or not bucket or parts.scheme not in ("http", "https"):
             return None
-        return cls(f"{parts.scheme}://{parts.netloc}", bucket, prefix.strip("/"), env, timeout)
+        return cls(f"{parts.scheme}://{parts.netloc}", bucket, prefix.strip("/"), env, budget)
 
     def names(self) -> list[str]:
-        body = self._request("GET", "", {"list-type": "2", "prefix": self.folder, "max-keys": "1000"},
-                             limit=MAX_LISTING_BYTES)
+        try:
+            body = self._request("GET", "", {"list-type": "2", "prefix": self.folder, "max-keys": "1000"},
+                                 limit=MAX_LISTING_BYTES)
+        except KeyFolderError as error:
+            if error.errno == 404:  # no bucket yet: no repository yet
+                return []
+            raise
         try:
             root = ElementTree.fromstring(body)  # noqa: S314 (the store's answer, size-bounded; expat limits expansion)
         except ElementTree.ParseError as error:
             raise KeyFolderError(f"the S3 listing of {self.folder} is not XML: {error}") from error
         names = [element.text or "" for element in root.iter() if element.tag.endswith("}Key") or element.tag == "Key"]
-        return sorted(n.removeprefix(self.folder) for n in names if n.startswith(self.folder))
+        return sorted(n.removeprefix(self.folder) for n in names
+                      if n.startswith(self.folder) and KEY_ID.fullmatch(n.removeprefix(self.folder)))
 
     def read(self, name: str, limit: int) -> bytes:
         return self._request("GET", self.folder + name, limit=limit)
@@ -150,6 +185,9 @@ class S3KeyFolder:
     def write(self, name: str, data: bytes) -> None:
         self._request("PUT", self.folder + name, body=data, limit=1 << 16)
 
+    def remove(self, name: str) -> None:
+        self._request("DELETE", self.folder + name, limit=1 << 16)  # S3 answers 204 for a key that is gone too
+
     def _request(self, method: str, key: str, query: dict[str, str] | None = None, body: bytes = b"",
                  limit: int = 0) -> bytes:
         path = "/" + urllib.parse.quote(f"{self.bucket}/{key}" if key else self.bucket, safe="/-_.~")
@@ -159,14 +197,20 @@ class S3KeyFolder:
         url = self.endpoint + path + (f"?{canonical_query}" if canonical_query else "")
         request = urllib.request.Request(  # noqa: S310 (the scheme is http or https: for_url)
             url, data=body if method == "PUT" else None, method=method, headers=headers)
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise KeyFolderError(f"S3 at {self.endpoint} took too long to answer")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (http/https only)
+            with _OPENER.open(request, timeout=remaining) as response:
                 return bytes(response.read(limit + 1)[:limit]) if limit else b""
         except urllib.error.HTTPError as error:
-            said = error.read(2000).decode("utf-8", "replace") if method != "HEAD" else ""
+            try:
+                said = error.read(2000).decode("utf-8", "replace") if method != "HEAD" else ""
+            except (OSError, http.client.HTTPException):
+                said = ""
             raise KeyFolderError(error.code, f"S3 answered {error.code} to {method} {key or self.bucket}: "
                                  f"{_s3_message(said)}") from error
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
+        except (OSError, http.client.HTTPException, ValueError) as error:  # ValueError: a URL http.client refuses
             raise KeyFolderError(f"S3 at {self.endpoint} could not be reached: {error}") from error
 
     def _signed_headers(self, method: str, path: str, canonical_query: str, body: bytes) -> dict[str, str]:
@@ -190,6 +234,22 @@ class S3KeyFolder:
         headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={self._access}/{scope}, SignedHeaders={signed}, "
                                     f"Signature={signature}")
         return headers
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error here: urllib would send the signed headers (the session token) to the new host."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _aws_region(endpoint: str) -> str | None:
+    """The region an AWS endpoint's host name names (``s3.eu-west-1.amazonaws.com``, ``s3-eu-west-1…``)."""
+    found = re.fullmatch(r"s3[.-]([a-z0-9-]+)\.amazonaws\.com(:\d+)?", urllib.parse.urlsplit(endpoint).netloc)
+    return found.group(1) if found else None
 
 
 def _s3_message(body: str) -> str:
