@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from agents.restic.keyfolders import KeyFolder, key_folder
+from agents.restic.keyfolders import KEY_ID, KeyFolder, key_folder
 from agents.restic.repository import Repository
 from agents.state import StateDir, write_atomically
 
@@ -181,16 +181,17 @@ def _agent_key(repository: Repository, state: StateDir, host: str) -> AgentKey |
     """The agent's usable key to ``repository``; None when it has none and is not to make one now (another
     backend, a password command, no repository there yet, another job busy making it, or a failure within the
     hour). Raises what reading and writing the key folder raise."""
-    folder = key_folder(repository)
-    if folder is None or repository.password_file is None or repository.password_command is not None:
+    if key_folder(repository) is None or repository.password_file is None or repository.password_command is not None:
         return None
     with open(repository.password_file, "rb") as handle:
+        seen = _seen(repository, os.fstat(handle.fileno()))  # before the read: an edit in between is a change
         # As restic reads it: the whole file, a UTF-8 byte-order mark and surrounding white space removed.
         password = handle.read(MAX_PASSWORD_BYTES).removeprefix(b"\xef\xbb\xbf").strip()
-        seen = _seen(repository, os.fstat(handle.fileno()))
     with _locked(state, repository.name) as files:
         if files is None:
             return None  # another job of this agent is making the key right now: this one goes without
+        folder = key_folder(repository)  # here: an S3 folder's time budget starts after the wait for the lock
+        assert folder is not None
         note = _read_note(files.note)
         until = note.get("until") if note is not None else None
         if note is not None and note.get("declined") == seen and isinstance(until, float) and until > time.time():
@@ -209,7 +210,8 @@ def _usable_key(repository: Repository, folder: KeyFolder, password: bytes, seen
     and the key kept -- or, when there is none or the operator's key changed, a new one made and the old one
     removed. None when the repository has no key yet (not initialised). Raises ``OSError`` and
     :class:`KeyFileError`."""
-    key_id = str(note.get("key_id")) if note is not None and note.get("url") == repository.url else None
+    named = note.get("key_id") if note is not None and note.get("url") == repository.url else None
+    key_id = named if isinstance(named, str) and KEY_ID.fullmatch(named) else None
     own = _read_secret(files.password(key_id)) if key_id is not None else None
     opened_before = str(note.get("opened_by")) if note is not None else None
     if (note is not None and key_id is not None and own is not None and note.get("seen") == seen
@@ -226,15 +228,17 @@ def _usable_key(repository: Repository, folder: KeyFolder, password: bytes, seen
     keep = (key_id is not None and own is not None and opened_by == opened_before
             and _opens(folder, key_id, own))
     if not keep:
-        # No key yet, or the operator's key changed (a rotation): a key made under the old one is not kept.
+        # No key yet, or the operator's key changed (a rotation): a key made under the old one is removed first
+        # (a job still running on it fails its next command; a leaked copy of its password must open nothing),
+        # whether or not a new one can be made.
+        _remove_others(folder, files, keep=None)
         own = secrets.token_hex(32).encode()
-        key_id = _add_key(folder, names, master, own, files, host)
+        key_id = _add_key(folder, master, own, files, host)
         log.info("made the agent's own key %s in repository %r", key_id[:8], repository.name)
     assert key_id is not None
     write_atomically(files.note, json.dumps({"url": repository.url, "key_id": key_id, "opened_by": opened_by,
                                              "seen": seen}).encode())
-    if not keep:
-        _remove_others(folder, files, key_id)
+    _remove_others(folder, files, keep=key_id)  # what a crash or a failed removal left behind
     return AgentKey(key_id, files.password(key_id))
 
 
@@ -254,34 +258,51 @@ def _opens(folder: KeyFolder, key_id: str, own: bytes) -> bool:
 
 def _seen(repository: Repository, password_file: os.stat_result) -> str:
     """Which configured password the note is about: the repository's URL and the password file's version (its
-    inode, time of change and size). Nothing is kept a password could be guessed from."""
-    return f"{repository.url} {password_file.st_ino} {password_file.st_mtime_ns} {password_file.st_size}"
+    device, inode, time of last change -- which no one can set back -- and size). Nothing is kept a password could
+    be guessed from."""
+    return (f"{repository.url} {password_file.st_dev} {password_file.st_ino} {password_file.st_ctime_ns} "
+            f"{password_file.st_size}")
 
 
-def _add_key(folder: KeyFolder, names: list[str], master: bytes, own: bytes, files: _StateFiles,
-             host: str) -> str:
+def _add_key(folder: KeyFolder, master: bytes, own: bytes, files: _StateFiles, host: str) -> str:
     """Seal ``master`` with password ``own`` (kept in the state first) into a new key file in ``folder``; its id.
     Refused when the repository holds many keys already: restic tries at most 20 keys for a password given
     without a key hint, so an operator's key must not be pushed out of reach by agents' keys."""
-    if len(names) >= MAX_KEYS_BEFORE_OURS:
+    if len(folder.names()) >= MAX_KEYS_BEFORE_OURS:
         raise KeyFileError(f"the repository holds {MAX_KEYS_BEFORE_OURS} or more keys already (restic tries at "
                            "most 20 without a key hint): the agent adds none of its own")
     document = seal_key_file(master, own, host)
     key_id = hashlib.sha256(document).hexdigest()  # a key file's name is its content's hash, as every file's
     write_atomically(files.password(key_id), own)  # first: a key in the repository nobody can open is litter
+    _sync_folder(files.folder)
     folder.write(key_id, document)
     return key_id
 
 
-def _remove_others(folder: KeyFolder, files: _StateFiles, keep: str) -> None:
-    """Remove the agent's other keys to this repository (an older one, or one a crash left unnamed), from the
-    repository and from the state; what cannot be removed now is logged and tried again at the next new key."""
-    for key_id in files.other_keys(keep):
+def _remove_others(folder: KeyFolder, files: _StateFiles, keep: str | None) -> None:
+    """Remove the agent's keys to this repository but ``keep`` (an older one, or one a crash left unnamed), from
+    the repository and then from the state; what cannot be removed now is logged and tried again the next time the
+    configured password is proven."""
+    try:
+        others = files.other_keys(keep)
+    except OSError as error:
+        log.warning("the agent's old keys could not be listed: %s", error)
+        return
+    for key_id in others:
         try:
             folder.remove(key_id)
             os.unlink(files.password(key_id))
         except OSError as error:
             log.warning("the agent's old key %s could not be removed yet: %s", key_id[:8], error)
+
+
+def _sync_folder(path: str) -> None:
+    """Make a rename in folder ``path`` durable: the key's password must outlive a crash that its key survives."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _master_key(folder: KeyFolder, names: list[str], password: bytes, first: str | None) -> tuple[bytes, str]:
@@ -316,21 +337,23 @@ def _work(document: bytes) -> int:
 
 
 def _read_secret(path: str) -> bytes | None:
-    """The agent key's password kept at ``path``; None when there is none."""
+    """The agent key's password kept at ``path``; None when there is none. Raises ``OSError`` when it cannot be
+    read (a key is not replaced for that)."""
     try:
         with open(path, "rb") as handle:
             return handle.read(4096) or None
-    except OSError:
+    except FileNotFoundError:
         return None
 
 
 def _read_note(path: str) -> dict[str, object] | None:
     """The note at ``path`` (which key, opened after which key and password file, or a decline); None when there
-    is none or it is unreadable (then the configured password is proven again)."""
+    is none or it is not JSON (then the configured password is proven again). Raises ``OSError`` when it cannot
+    be read."""
     try:
         with open(path, "rb") as handle:
             note = json.loads(handle.read(4096))
-    except (OSError, ValueError, RecursionError):
+    except (FileNotFoundError, ValueError, RecursionError):
         return None
     return note if isinstance(note, dict) else None
 
@@ -349,8 +372,8 @@ class _StateFiles:
     def password(self, key_id: str) -> str:
         return os.path.join(self.folder, f"{self.name}.{key_id}.password")
 
-    def other_keys(self, keep: str) -> list[str]:
-        """The ids of the other keys whose passwords the state holds for this repository."""
+    def other_keys(self, keep: str | None) -> list[str]:
+        """The ids of the keys but ``keep`` whose passwords the state holds for this repository."""
         found = (re.fullmatch(rf"{re.escape(self.name)}\.([0-9a-f]{{64}})\.password", entry)
                  for entry in sorted(os.listdir(self.folder)))
         return [match.group(1) for match in found if match is not None and match.group(1) != keep]

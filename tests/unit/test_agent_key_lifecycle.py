@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,11 @@ class _Repo:
         self.operator = key_id
         return key_id
 
+    def touch_password(self) -> None:
+        """The same password, a new version of its file (restic strips the white space added)."""
+        with open(self.password_file, "a") as handle:
+            handle.write("\n")
+
     def repository(self) -> Repository:
         return Repository(name="local", url=str(self.path), password_file=str(self.password_file))
 
@@ -85,6 +91,22 @@ def test_after_the_operators_key_rotated_the_agents_key_is_replaced(repo: _Repo)
     assert remaining == [f"local.{after.key_hint}.password"]
 
 
+def test_a_rotation_removes_the_old_key_even_when_no_new_one_can_be_made(repo: _Repo,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    before = repo.opened().key_hint
+    monkeypatch.setattr(agentkey, "MAX_KEYS_BEFORE_OURS", 1)  # a repository that takes no more keys
+    repo.rotate()
+    assert repo.opened().key_hint is None
+    assert before not in repo.keys.names()
+
+
+def test_a_group_readable_repository_gets_a_group_readable_key(tmp_path: Path) -> None:
+    repo = _Repo(tmp_path)
+    os.chmod(repo.path / "config", 0o440)
+    opened = repo.opened()
+    assert oct(os.stat(repo.path / "keys" / str(opened.key_hint)).st_mode & 0o777) == "0o440"
+
+
 def test_a_stale_configured_password_is_not_hidden_by_the_agents_key(repo: _Repo) -> None:
     assert repo.opened().key_hint is not None
     repo.password_file.write_text("mistyped\n")
@@ -92,13 +114,30 @@ def test_a_stale_configured_password_is_not_hidden_by_the_agents_key(repo: _Repo
     assert opened.key_hint is None and opened.password_file == str(repo.password_file)
 
 
-def test_planted_key_files_are_skipped(repo: _Repo) -> None:
-    nested = b"[" * 100_000  # a JSON parser's recursion limit
-    heavy = json.dumps({"kdf": "scrypt", "N": 1 << 20, "r": 8, "p": 16, "salt": "", "data": ""}).encode()
-    for document in (nested, heavy, b"\x00" * 10):
-        repo.keys.write(hashlib.sha256(document).hexdigest(), document)
-    (repo.path / "keys" / "not-a-key-id").write_bytes(nested)
+def _planted(repo: _Repo, number: int, document: bytes) -> None:
+    """A key file named to sort before any real key id: read before the operator's."""
+    repo.keys.write(f"{number:064x}", document)
+
+
+def test_planted_key_files_are_skipped_without_computing(repo: _Repo) -> None:
+    valid = json.loads(seal_key_file(MASTER, b"someone else", "elsewhere"))
+    _planted(repo, 1, b"[" * 100_000)  # deeper than a JSON parser's recursion limit
+    _planted(repo, 2, json.dumps({**valid, "N": 1 << 20, "r": 8, "p": 1}).encode())  # 1 GiB of memory
+    _planted(repo, 3, json.dumps({**valid, "N": 1 << 14, "r": 8, "p": 1 << 10}).encode())  # minutes of work
+    _planted(repo, 4, b"\x00" * 10)
+    (repo.path / "keys" / "0-not-a-key-id").write_bytes(b"[" * 100_000)
+    started = time.monotonic()
     assert repo.opened().key_hint is not None
+    assert time.monotonic() - started < 5  # none of them was computed
+
+
+def test_key_files_asking_for_too_much_work_in_all_are_not_all_tried(repo: _Repo,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agentkey, "MAX_TOTAL_WORK", agentkey.AGENT_N * agentkey.AGENT_R * 3 // 2)
+    for number in (1, 2):  # each within the limits of one key; the two together past the budget
+        _planted(repo, number, seal_key_file(MASTER, secrets.token_bytes(8), "elsewhere"))
+    opened = repo.opened()
+    assert opened.key_hint is None  # the operator's key was not reached: the configured password, as before
 
 
 def test_a_failed_read_does_not_give_up_the_key(repo: _Repo, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,14 +145,13 @@ def test_a_failed_read_does_not_give_up_the_key(repo: _Repo, monkeypatch: pytest
     assert made is not None
     flaky = _FlakyFolder(str(repo.path / "keys"), made)
     monkeypatch.setattr(agentkey, "key_folder", lambda repository: flaky)
-    repo.password_file.write_text(repo.password_file.read_text())  # a new version of the file: proven again
+    monkeypatch.setattr(agentkey, "RETRY_AFTER", 0.0)  # each open tries again
+    repo.touch_password()  # a new version of the file: proven again
     assert repo.opened().key_hint is None  # the agent key's read failed: this job goes with the password
     assert made in repo.keys.names()
-    monkeypatch.setattr(agentkey, "RETRY_AFTER", 0.0)
-    repo.password_file.write_text(repo.password_file.read_text())
     assert repo.opened().key_hint is None  # still failing: declined again, the key still kept
+    assert made in repo.keys.names()
     flaky.failing = False
-    repo.password_file.write_text(repo.password_file.read_text())
     assert repo.opened().key_hint == made
 
 
