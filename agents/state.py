@@ -118,8 +118,9 @@ class StateDir:
         write_atomically(self._schedule_file, json.dumps(data, indent=2, sort_keys=True).encode())
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or the new file, never half of one."""
+def write_atomically(path: str, data: bytes, *, mode: int = 0o600, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` (``mode``) so that a crash leaves the old or the new file, never half of one;
+    ``durable``: the folder synced too, so that the new name itself survives a crash."""
     directory = os.path.dirname(path) or "."
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
@@ -127,8 +128,16 @@ def write_atomically(path: str, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+            if mode != 0o600:  # mkstemp's
+                os.fchmod(handle.fileno(), mode)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    if durable:
+        folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)

@@ -273,8 +273,8 @@ def _add_key(folder: KeyFolder, master: bytes, own: bytes, files: _StateFiles, h
                            "most 20 without a key hint): the agent adds none of its own")
     document = seal_key_file(master, own, host)
     key_id = hashlib.sha256(document).hexdigest()  # a key file's name is its content's hash, as every file's
-    write_atomically(files.password(key_id), own)  # first: a key in the repository nobody can open is litter
-    _sync_folder(files.folder)
+    # First, and durably: a key in the repository whose password a crash lost is litter nobody can remove.
+    write_atomically(files.password(key_id), own, durable=True)
     folder.write(key_id, document)
     return key_id
 
@@ -294,15 +294,6 @@ def _remove_others(folder: KeyFolder, files: _StateFiles, keep: str | None) -> N
             os.unlink(files.password(key_id))
         except OSError as error:
             log.warning("the agent's old key %s could not be removed yet: %s", key_id[:8], error)
-
-
-def _sync_folder(path: str) -> None:
-    """Make a rename in folder ``path`` durable: the key's password must outlive a crash that its key survives."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _master_key(folder: KeyFolder, names: list[str], password: bytes, first: str | None) -> tuple[bytes, str]:

@@ -16,7 +16,6 @@ import hmac
 import http.client
 import os
 import re
-import secrets
 import time
 import urllib.error
 import urllib.parse
@@ -26,6 +25,7 @@ from typing import Protocol
 from xml.etree import ElementTree
 
 from agents.restic.repository import Repository
+from agents.state import write_atomically
 
 KEY_ID = re.compile(r"[0-9a-f]{64}")  # a key file's name, as restic parses it; anything else is not read
 MAX_LISTING_BYTES = 4 << 20  # a listing of a keys/ folder: a few hundred bytes a key
@@ -98,28 +98,11 @@ class LocalKeyFolder:
         """Written as restic's local backend writes its files: a temporary name, synced, renamed, the folder
         synced; read-only, and readable by the group when the repository's ``config`` is (a repository shared
         by a group must stay openable by its other members)."""
-        path = os.path.join(self.path, name)
         try:
             mode = os.stat(os.path.join(os.path.dirname(self.path), "config")).st_mode & 0o440
         except OSError:
             mode = 0o400
-        temporary = f"{path}.tmp-{secrets.token_hex(4)}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode or 0o400)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        folder = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        write_atomically(os.path.join(self.path, name), data, mode=mode or 0o400, durable=True)
 
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
