@@ -300,7 +300,7 @@ def _master_key(folder: KeyFolder, names: list[str], password: bytes, first: str
     """The master key and the id of the first key file in ``folder`` the configured password opens (``first``,
     the one it opened last time, tried first). Raises :class:`KeyFileError` when it opens none, or when the key
     files ask for more scrypt work in all than restic would ever calibrate (planted ones)."""
-    order = sorted(names[:MAX_KEY_FILES], key=lambda name: name != first)
+    order = sorted(names, key=lambda name: name != first)[:MAX_KEY_FILES]  # the one it opened last time first
     tried = []
     work = 0
     for name in order:

@@ -29,7 +29,7 @@ from agents.state import write_atomically
 
 KEY_ID = re.compile(r"[0-9a-f]{64}")  # a key file's name, as restic parses it; anything else is not read
 MAX_LISTING_BYTES = 4 << 20  # a listing of a keys/ folder: a few hundred bytes a key
-TIMEOUT = 15.0  # the most one request waits: a key folder that does not answer is not worth waiting for
+TIMEOUT = 15.0  # the most all of one open's requests take: a key folder that does not answer is not worth more
 
 
 class KeyFolderError(OSError):
