@@ -39,6 +39,7 @@ from agents.scratch.config import MysqlScratch, ScratchConfig
 from agents.scratch.logs import explain_tool_failure, first_problem_line, last_line, read_tail
 from agents.scratch.reaper import note_process
 from agents.scratch.sandbox import Sandbox
+from agents.scratch.templates import make_data_dir
 from agents.secretfiles import private_file, read_password
 from agents.state import StateDir
 from targets.mysql import checksum, commands
@@ -49,6 +50,9 @@ from targets.registry import TargetConfig
 from targets.tables import DatabaseUnavailable, TableChecksum, TableManifest
 
 START_TIMEOUT = 60.0
+# How often a starting throwaway server is asked whether it accepts connections: it takes a tenth of a second or
+# less from a template, and each try is a connect to a unix socket.
+START_POLL = 0.02
 CHECKSUM_CONNECTIONS = 2  # a restored database is summed on both cores of a small scratch host
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
@@ -242,11 +246,13 @@ def _log_tail(path: str) -> str:
 
 
 @contextlib.contextmanager
-def throwaway_instance(settings: MysqlScratch, scratch_dir: str, database: str) -> Iterator[MysqlRestoreTarget]:
+def throwaway_instance(settings: MysqlScratch, scratch_dir: str, database: str,
+                       templates: str | None = None) -> Iterator[MysqlRestoreTarget]:
     """A new server under ``scratch_dir`` with an empty ``database``, in the sandbox; killed on exit.
 
-    The installer (an empty data directory: no tenant data) runs in the sandbox with a shell, the server and the
-    client that load the tenant's dump in it without one. Raises :class:`ScratchUnusable` when it cannot be set up.
+    The installer (an empty data directory: no tenant data) runs in the sandbox with a shell -- or its output, kept
+    in ``templates`` the first time, is copied (:mod:`agents.scratch.templates`); the server and the client that
+    load the tenant's dump run in it without one. Raises :class:`ScratchUnusable` when it cannot be set up.
     """
     account = InstanceAccount.resolve(settings.run_as)
     root = os.path.join(scratch_dir, "my")
@@ -256,15 +262,19 @@ def throwaway_instance(settings: MysqlScratch, scratch_dir: str, database: str) 
     sandbox = Sandbox.prepare(account, root, os.path.join(scratch_dir, "etc"))
     data_dir = os.path.join(root, "data")
     log_file = os.path.join(root, "server.log")
-    try:
-        installed = process.run_process(
-            sandbox.wrap(commands.make_install_db_command(settings.install_db, data_dir), with_shell=True),
-            env=process.inherited_environment({}), timeout=300)
-    except FileNotFoundError as exc:
-        raise ScratchUnusable(f"{exc.filename} is not installed (apt-get install bubblewrap)") from exc
-    if installed.returncode != 0:
-        said = explain_tool_failure([*installed.stderr_tail, *installed.stdout.splitlines()[-20:]])
-        raise ScratchUnusable(f"{settings.install_db} failed (exit {installed.returncode}): {said}")
+    installer = commands.make_install_db_command(settings.install_db, data_dir)
+
+    def install() -> None:
+        try:
+            installed = process.run_process(sandbox.wrap(installer, with_shell=True),
+                                            env=process.inherited_environment({}), timeout=300)
+        except FileNotFoundError as exc:
+            raise ScratchUnusable(f"{exc.filename} is not installed (apt-get install bubblewrap)") from exc
+        if installed.returncode != 0:
+            said = explain_tool_failure([*installed.stderr_tail, *installed.stdout.splitlines()[-20:]])
+            raise ScratchUnusable(f"{settings.install_db} failed (exit {installed.returncode}): {said}")
+
+    make_data_dir(templates, "mysql", installer, data_dir, [settings.install_db, settings.daemon], account, install)
     argv = sandbox.wrap(commands.make_server_command(settings.daemon, data_dir, socket,
                                                      os.path.join(root, "server.pid"), log_file))
     server = process.start_process(argv, env=process.inherited_environment({}))
@@ -289,7 +299,7 @@ def _wait_until_accepting(target: MysqlRestoreTarget, server: process.StartedPro
         with contextlib.suppress(pymysql.MySQLError):
             target.connect().close()
             return
-        time.sleep(0.1)
+        time.sleep(START_POLL)
     raise ScratchUnusable(f"the throwaway server did not accept connections within {START_TIMEOUT:.0f}s")
 
 
@@ -366,7 +376,7 @@ class MysqlEngine:
                        state: StateDir) -> contextlib.AbstractContextManager[RestoreTarget]:
         if scratch.mysql.server is not None:
             return scratch_server_database(scratch.mysql, directory, database)
-        return throwaway_instance(scratch.mysql, directory, database)
+        return throwaway_instance(scratch.mysql, directory, database, state.sub("instance-templates"))
 
     # What the client says when the dump holds a client command (\\!, system, source ...): --sandbox refuses it.
     escape_markers = ("Not allowed in the sandbox mode",)

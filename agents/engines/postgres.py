@@ -33,6 +33,7 @@ from agents.scratch.config import PostgresScratch, ScratchConfig
 from agents.scratch.logs import explain_tool_failure, first_problem_line, last_line, read_tail
 from agents.scratch.reaper import note_process
 from agents.scratch.sandbox import Sandbox
+from agents.scratch.templates import make_data_dir
 from agents.secretfiles import private_file, read_password
 from agents.state import StateDir
 from targets.postgres import checksum as pg_checksum
@@ -47,6 +48,9 @@ from targets.tables import DatabaseUnavailable, TableManifest
 GLOBALS = "@globals"
 SOCKET_PORT = 5432  # names the socket file only: the throwaway cluster listens on no TCP port
 START_TIMEOUT = 60
+# How often a starting throwaway server is asked whether it accepts connections: it takes a tenth of a second or
+# less from a template, and each try is a connect to a unix socket.
+START_POLL = 0.02
 
 
 def _target(target: TargetConfig) -> PostgresTargetConfig:
@@ -210,16 +214,18 @@ def _wait_until_accepting(target: PostgresRestoreTarget, server: process.Started
             target.connect("postgres").close()
             return
         except psycopg.Error:
-            time.sleep(0.1)
+            time.sleep(START_POLL)
     raise ScratchUnusable(f"the throwaway cluster did not accept connections within {START_TIMEOUT:.0f}s")
 
 
 @contextlib.contextmanager
-def throwaway_cluster(settings: PostgresScratch, scratch_dir: str, database: str) -> Iterator[PostgresRestoreTarget]:
+def throwaway_cluster(settings: PostgresScratch, scratch_dir: str, database: str,
+                      templates: str | None = None) -> Iterator[PostgresRestoreTarget]:
     """A new cluster under ``scratch_dir`` with an empty ``database``, in the sandbox; killed on exit.
 
-    ``initdb`` (an empty cluster: no tenant data) runs in the sandbox with a shell; the server, which loads the
-    tenant's dump, in the sandbox without one. Raises :class:`ScratchUnusable` when it cannot be set up
+    ``initdb`` (an empty cluster: no tenant data) runs in the sandbox with a shell -- or its output, kept in
+    ``templates`` the first time, is copied (:mod:`agents.scratch.templates`); the server, which loads the
+    tenant's dump, runs in the sandbox without one. Raises :class:`ScratchUnusable` when it cannot be set up
     (missing binaries, a disk full, an account that may not run tenant data ...).
     """
     account = InstanceAccount.resolve(settings.run_as)
@@ -230,7 +236,8 @@ def throwaway_cluster(settings: PostgresScratch, scratch_dir: str, database: str
     data_dir = os.path.join(root, "data")
     log_file = os.path.join(root, "server.log")
     initdb = commands.make_initdb_command(settings.bin_dir, data_dir, "postgres")
-    _run(sandbox.wrap(initdb, with_shell=True), "initdb", 300)
+    make_data_dir(templates, "postgres", initdb, data_dir, [initdb[0], settings.tool("postgres")], account,
+                  lambda: _run(sandbox.wrap(initdb, with_shell=True), "initdb", 300))
     argv = sandbox.wrap(commands.make_server_command(settings.bin_dir, data_dir, root, SOCKET_PORT, root))
     try:
         server = process.start_process(argv, env=process.inherited_environment({}))
@@ -334,7 +341,7 @@ class PostgresEngine:
                        state: StateDir) -> contextlib.AbstractContextManager[RestoreTarget]:
         if scratch.postgres.server is not None:
             return scratch_server_database(scratch.postgres, directory)
-        return throwaway_cluster(scratch.postgres, directory, database)
+        return throwaway_cluster(scratch.postgres, directory, database, state.sub("instance-templates"))
 
     # What the server or the loader says when the dump tried to run a program: the sandbox has none to run.
     escape_markers = ("could not execute command", "TO PROGRAM", "FROM PROGRAM")
