@@ -236,7 +236,7 @@ def throwaway_cluster(settings: PostgresScratch, scratch_dir: str, database: str
     data_dir = os.path.join(root, "data")
     log_file = os.path.join(root, "server.log")
     initdb = commands.make_initdb_command(settings.bin_dir, data_dir, "postgres")
-    make_data_dir(templates, "postgres", initdb, data_dir, [initdb[0], settings.tool("postgres")], account,
+    make_data_dir(templates, "postgres", initdb, data_dir, [initdb[0], settings.tool("postgres")], sandbox,
                   lambda: _run(sandbox.wrap(initdb, with_shell=True), "initdb", 300))
     argv = sandbox.wrap(commands.make_server_command(settings.bin_dir, data_dir, root, SOCKET_PORT, root))
     try:

@@ -22,7 +22,7 @@ from agents.engines.postgres import PostgresEngine, PostgresRestoreTarget
 from agents.jobs.restorestream import DumpStream
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.runner import Restic, ResticError
-from agents.scratch.account import InstanceAccount, ScratchUnusable
+from agents.scratch.account import ScratchUnusable
 from agents.scratch.sandbox import Sandbox
 from agents.scratch.templates import InstanceTemplate
 from policies.levels import Level
@@ -448,22 +448,22 @@ def test_throwaway_instances_after_the_first_are_copies_of_the_installers_empty_
     workspace_once: Workspace, scratch_dir: str, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     workspace = workspace_once
-    copies: list[bool] = []
-    real_copy_to = InstanceTemplate.copy_to
+    unpacked: list[bool] = []
+    real_unpack = InstanceTemplate.unpack
 
-    def copy_to(self: InstanceTemplate, data_dir: str, account: InstanceAccount) -> bool:
-        copies.append(real_copy_to(self, data_dir, account))
-        return copies[-1]
+    def unpack(self: InstanceTemplate, data_dir: str, sandbox: Sandbox) -> bool:
+        unpacked.append(real_unpack(self, data_dir, sandbox))
+        return unpacked[-1]
 
-    monkeypatch.setattr(InstanceTemplate, "copy_to", copy_to)
+    monkeypatch.setattr(InstanceTemplate, "unpack", unpack)
     databases = throwaway_database if kind == "postgres" else throwaway_mysql_database
     with databases(rows=100) as db:
         config = workspace.load(_config(workspace, db, kind, {"directory": scratch_dir}))
         records = [record for _ in range(2) for record in verify(config, "app", database=db.name)]
     assert [r.verdict for r in records] == ["passed", "passed"], [r.findings for r in records]
-    assert copies == [False, True]  # the installer ran for the first instance only
+    assert unpacked == [False, True]  # the installer ran for the first instance only
     assert records[1].compared.rows == records[0].compared.rows and (records[1].compared.rows or 0) >= 100
     templates = os.path.join(config.state_dir, "instance-templates")
     [template] = os.listdir(templates)
-    assert template.startswith(f"{kind}-") and os.stat(os.path.join(templates, template)).st_mode & 0o077 == 0
+    assert template.startswith(f"{kind}-") and os.stat(os.path.join(templates, template)).st_mode & 0o777 == 0o600
     assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
