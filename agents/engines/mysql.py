@@ -274,7 +274,8 @@ def throwaway_instance(settings: MysqlScratch, scratch_dir: str, database: str,
             said = explain_tool_failure([*installed.stderr_tail, *installed.stdout.splitlines()[-20:]])
             raise ScratchUnusable(f"{settings.install_db} failed (exit {installed.returncode}): {said}")
 
-    make_data_dir(templates, "mysql", installer, data_dir, [settings.install_db, settings.daemon], sandbox, install)
+    make_data_dir(templates, "mysql", installer, data_dir, [settings.install_db, settings.daemon],
+                  ("mysql", "ibdata1"), sandbox, install)
     argv = sandbox.wrap(commands.make_server_command(settings.daemon, data_dir, socket,
                                                      os.path.join(root, "server.pid"), log_file))
     server = process.start_process(argv, env=process.inherited_environment({}))

@@ -200,8 +200,13 @@ def _run(argv: tuple[str, ...], what: str, timeout: float) -> None:
         raise ScratchUnusable(f"{what} failed (exit {result.returncode}): {explain_tool_failure(result.stderr_tail)}")
 
 
+# What the server logs for each try to connect while it starts (the agent tries every START_POLL seconds): never the
+# reason it stopped.
+_STARTING_UP = "the database system is starting up"
+
+
 def _log_tail(path: str) -> str:
-    return first_problem_line(path, ("FATAL:", "PANIC:", "ERROR:")) or last_line(path)
+    return first_problem_line(path, ("FATAL:", "PANIC:", "ERROR:"), ignore=(_STARTING_UP,)) or last_line(path)
 
 
 def _wait_until_accepting(target: PostgresRestoreTarget, server: process.StartedProcess, log_file: str) -> None:
@@ -236,7 +241,8 @@ def throwaway_cluster(settings: PostgresScratch, scratch_dir: str, database: str
     data_dir = os.path.join(root, "data")
     log_file = os.path.join(root, "server.log")
     initdb = commands.make_initdb_command(settings.bin_dir, data_dir, "postgres")
-    make_data_dir(templates, "postgres", initdb, data_dir, [initdb[0], settings.tool("postgres")], sandbox,
+    make_data_dir(templates, "postgres", initdb, data_dir, [initdb[0], settings.tool("postgres")],
+                  ("PG_VERSION", "global/pg_control", "base"), sandbox,
                   lambda: _run(sandbox.wrap(initdb, with_shell=True), "initdb", 300))
     argv = sandbox.wrap(commands.make_server_command(settings.bin_dir, data_dir, root, SOCKET_PORT, root))
     try:

@@ -14,9 +14,11 @@ def _lines(path: str) -> list[str]:
     return []
 
 
-def first_problem_line(path: str, markers: Sequence[str]) -> str:
-    """The first line of the log at ``path`` holding one of ``markers`` (the cause comes first), or ''."""
-    line = next((line for line in _lines(path) if any(m in line for m in markers)), "")
+def first_problem_line(path: str, markers: Sequence[str], ignore: Sequence[str] = ()) -> str:
+    """The first line of the log at ``path`` holding one of ``markers`` (the cause comes first) and none of
+    ``ignore``, or ''."""
+    line = next((line for line in _lines(path)
+                 if any(m in line for m in markers) and not any(i in line for i in ignore)), "")
     return line[:MAX_LINE]
 
 

@@ -44,19 +44,20 @@ _DATA_DIR = "{data_dir}"
 
 def make_data_dir(
     folder: str | None, kind: str, installer: Sequence[str], data_dir: str, binaries: Sequence[str],
-    sandbox: Sandbox, run_installer: Callable[[], None],
+    markers: Sequence[str], sandbox: Sandbox, run_installer: Callable[[], None],
 ) -> bool:
     """Make ``data_dir`` (inside ``sandbox``'s directory): unpacked from the template of ``kind`` in ``folder``
     when there is one, else by ``run_installer`` (which runs ``installer``) and then packed as the template.
-    ``binaries``: the programs the template depends on (looked up on PATH when not absolute). ``folder`` None:
-    no template.
+    ``binaries``: the programs the template depends on (looked up on PATH when not absolute). ``markers``: paths
+    (relative to ``data_dir``) an installer's output always has, which an unpacked template must have too.
+    ``folder`` None: no template.
 
     Returns True when it was unpacked from a template. Raises what ``run_installer`` raises, and nothing else: a
     template only saves time, so any failure of its own (a bug included) is said in the log and the installer runs.
     """
     template = None
     try:
-        template = _template(folder, kind, installer, data_dir, binaries)
+        template = _template(folder, kind, installer, data_dir, binaries, markers)
         if template is not None and template.unpack(data_dir, sandbox):
             return True
     except Exception:
@@ -72,48 +73,63 @@ def make_data_dir(
     return False
 
 
-def _template(folder: str | None, kind: str, installer: Sequence[str], data_dir: str,
-              binaries: Sequence[str]) -> InstanceTemplate | None:
+def _template(folder: str | None, kind: str, installer: Sequence[str], data_dir: str, binaries: Sequence[str],
+              markers: Sequence[str]) -> InstanceTemplate | None:
     """The template for these, or None (no folder, a binary not found)."""
     if folder is None:
         return None
     found = [binary if os.path.isabs(binary) else shutil.which(binary) for binary in binaries]
     try:
         if all(found):
-            return InstanceTemplate(folder, kind, installer, data_dir, [path for path in found if path])
+            return InstanceTemplate(folder, kind, installer, data_dir, [path for path in found if path], markers)
     except OSError as error:
         log.info("no %s instance template (%s)", kind, error)
     return None
 
 
 class UnusableTemplate(Exception):
-    """A template archive that is not the agent's own, or that others may write."""
+    """A template archive that is not the agent's own, that others may write, or that unpacks to something an
+    installer never makes."""
+
+
+# What an installer also reads besides its binaries: initdb copies the system's locales into the new cluster's
+# collations, so a locale installed since (``locale-gen``) means a new template.
+SYSTEM_INPUTS = ("/usr/lib/locale", "/usr/lib/locale/locale-archive")
 
 
 class InstanceTemplate:
     """The template of one kind of instance (``kind``, e.g. ``postgres``) in ``folder``, made by ``installer``
-    (its argv, the data directory's path being ``data_dir``) with ``binaries`` (paths).
+    (its argv, the data directory's path being ``data_dir``) with ``binaries`` (paths); an unpacked one must hold
+    ``markers`` (paths relative to the data directory).
 
     Raises OSError when a binary cannot be found.
     """
 
-    def __init__(self, folder: str, kind: str, installer: Sequence[str], data_dir: str,
-                 binaries: Sequence[str]) -> None:
+    def __init__(self, folder: str, kind: str, installer: Sequence[str], data_dir: str, binaries: Sequence[str],
+                 markers: Sequence[str] = ()) -> None:
         self.folder = folder
         self.kind = kind
+        self.markers = tuple(markers)
         recipe = [arg.replace(data_dir, _DATA_DIR) for arg in installer]
-        identities = []
+        identities: list[object] = []
         for binary in binaries:
             st = os.stat(binary)
             identities.append([os.path.realpath(binary), st.st_size, st.st_mtime_ns, st.st_ino])
+        for path in SYSTEM_INPUTS:
+            try:
+                st = os.stat(path)
+                identities.append([path, st.st_size, st.st_mtime_ns, st.st_ino])
+            except OSError:
+                identities.append([path, None])
         key = json.dumps([FORMAT, kind, recipe, identities], separators=(",", ":")).encode()
         self.path = os.path.join(folder, f"{kind}-{hashlib.sha256(key).hexdigest()[:24]}.tar")
 
     def unpack(self, data_dir: str, sandbox: Sandbox) -> bool:
         """Make ``data_dir`` (which must not exist) from the template, in ``sandbox`` as its account.
 
-        Returns False when there is no template or it could not be used (said in the log; one that is not the
-        agent's own, or does not unpack, is removed); ``data_dir`` then does not exist.
+        Returns False when there is no template or it could not be used (said in the log); ``data_dir`` then does
+        not exist. One that is not the agent's own, does not unpack or lacks a marker is removed (this instance's
+        installer makes it again); one that failed for another reason (a full disk, a timeout) is kept.
         """
         try:
             handle = open(self.path, "rb", opener=_no_follow)  # noqa: SIM115 -- closed below, after tar read it
@@ -123,33 +139,45 @@ class InstanceTemplate:
             log.warning("cannot read the %s instance template %s (%s); running its installer", self.kind,
                         self.path, error)
             return False
+        unusable = False
         with handle:
             try:
                 _check_own(self.path, os.fstat(handle.fileno()))
                 sandbox.account.make_own_directory(data_dir)
                 # --preserve-permissions: the modes as the installer made them (PostgreSQL insists on 0700).
                 _run_tar(sandbox, _UNPACK, data_dir, stdin=handle)
+                missing = [marker for marker in self.markers if not os.path.lexists(os.path.join(data_dir, marker))]
+                if missing:
+                    raise UnusableTemplate(f"it unpacks without {', '.join(missing)}")
                 return True
-            except (OSError, UnusableTemplate, _TarFailed, process.ProcessStopped) as error:
-                log.warning("the %s instance template %s could not be used (%s); running its installer",
+            except (UnusableTemplate, _TarFailed) as error:
+                unusable = True
+                log.warning("the %s instance template %s is not usable (%s); running its installer", self.kind,
+                            self.path, error)
+            except (OSError, process.ProcessStopped) as error:
+                log.warning("the %s instance template %s could not be unpacked (%s); running its installer",
                             self.kind, self.path, error)
         shutil.rmtree(data_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)  # made again from this instance's installer
+        if unusable:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # made again from this instance's installer
         return False
 
     def keep(self, data_dir: str, sandbox: Sandbox) -> None:
         """Pack ``data_dir``, fresh from the installer (no server has run on it), as the template, in ``sandbox``
         as its account, unless there is one; remove the templates of this kind that older binaries made.
         Never raises: a template not kept is said in the log."""
-        if os.path.exists(self.path):
-            return
+        with contextlib.suppress(OSError, UnusableTemplate):
+            _check_own(self.path, os.lstat(self.path))
+            return  # one is there (a template that is not the agent's own plain file is replaced)
         partial = os.path.join(self.folder, f".partial-{os.path.basename(self.path)}-{os.getpid()}-{time.time_ns()}")
         try:
             os.makedirs(self.folder, mode=0o700, exist_ok=True)
             with open(partial, "xb", opener=_private) as handle:
                 _run_tar(sandbox, _PACK, data_dir, stdout=handle)
+                os.fsync(handle.fileno())  # a crash must not leave a template of zeros (which tar unpacks to nothing)
             os.rename(partial, self.path)
+            _sync_folder(self.folder)
         except (OSError, _TarFailed, process.ProcessStopped) as error:
             log.warning("could not keep the %s instance template (%s); the next instance runs its installer too",
                         self.kind, error)
@@ -180,10 +208,11 @@ class _TarFailed(Exception):
 # Packing an installer's fresh output (no tenant data: a shell is allowed, as for the installer). Its larger files are
 # mostly zeros, often preallocated (MariaDB's 96 MiB redo log holds 11 blocks that are not), which tar cannot tell
 # from data: each is first copied with its zeros as holes, so that the archive stores it as sparse (MariaDB's archive
-# 118 MB -> 7 MB) and unpacking writes only what is not zero. A file that cannot be copied so is packed whole.
-_SPARSE_COPY = ('for f; do cp --sparse=always --preserve=mode,timestamps "$f" "$f.sparse" && mv -f "$f.sparse" "$f"; '
-                'done')
-_PACK = ("sh", "-c", f'find "$1" -type f -size +1M -exec sh -c \'{_SPARSE_COPY}\' sparse {{}} + 2>/dev/null; '
+# 118 MB -> 7 MB) and unpacking writes only what is not zero. A file that cannot be copied so (a full disk) fails the
+# packing, leaving the file as it was: no template is kept.
+_SPARSE_COPY = ('for f; do cp --sparse=always --preserve=mode,timestamps "$f" "$f.sparse" && mv -f "$f.sparse" "$f" '
+                '|| { rm -f "$f.sparse"; exit 1; }; done')
+_PACK = ("sh", "-c", f'find "$1" -type f -size +1M -exec sh -c \'{_SPARSE_COPY}\' sparse {{}} + || exit 1; '
                      'exec tar --create --sparse --file=- --directory="$1" --numeric-owner .', "pack")
 # Unpacking, with no shell: the modes as the installer made them (PostgreSQL insists on 0700), owned by the account.
 _UNPACK = ("tar", "--extract", "--file=-", "--preserve-permissions", "--no-same-owner", "--directory")
@@ -210,7 +239,17 @@ def _check_own(path: str, st: os.stat_result) -> None:
 
 
 def _no_follow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW)
+    """Never through a symlink, and never waiting on a FIFO put in the archive's place (its type is checked
+    next)."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+
+
+def _sync_folder(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _private(path: str, flags: int) -> int:

@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -469,4 +470,12 @@ def test_throwaway_instances_after_the_first_are_copies_of_the_installers_empty_
     assert template.startswith(f"{kind}-") and archive.st_mode & 0o777 == 0o600
     # What the installer made is mostly zeros, stored as holes: MariaDB's 114 MB (its redo log) in under 10 MB.
     assert archive.st_size < (10 << 20 if kind == "mysql" else 35 << 20)
+    # Packed before any server ran on it: no tenant's data, no trace of a running server.
+    with tarfile.open(os.path.join(templates, template)) as packed:
+        names = {name.removeprefix("./") for name in packed.getnames()}
+    assert not {"postmaster.pid", "postmaster.opts", "mysqld.pid"} & names
+    if kind == "postgres":  # template1, template0 and postgres: what initdb makes, and no database of a dump
+        assert {n.split("/")[1] for n in names if n.startswith("base/") and n.count("/") >= 1} == {"1", "4", "5"}
+    else:
+        assert db.name not in {n.split("/")[0] for n in names}
     assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []

@@ -61,8 +61,8 @@ class _Place:
         data_dir = instance / "data"
         self.installer.data_dir = data_dir
         copied = make_data_dir(str(folder or self.templates) if folder != Path("none") else None, "postgres",
-                               ["initdb", "--pgdata", str(data_dir)], str(data_dir), [str(self.binary)], sandbox,
-                               self.installer)
+                               ["initdb", "--pgdata", str(data_dir)], str(data_dir), [str(self.binary)],
+                               ("PG_VERSION", "base/1"), sandbox, self.installer)
         return copied, data_dir
 
     def template(self) -> Path:
@@ -95,6 +95,8 @@ def test_the_installer_runs_once_and_later_instances_are_unpacked_with_the_same_
     assert (copied, place.installer.runs) == (True, 1)
     assert _tree(second) == _tree(first)
     assert second.lstat().st_uid == place.account.uid and stat.S_IMODE(second.lstat().st_mode) == 0o700
+    redo = (second / "redo.log").read_bytes()  # the preallocated file comes back with its bytes, zeros and all
+    assert redo == b"header" + bytes((8 << 20) - 6) and (second / "redo.log").stat().st_blocks * 512 < 1 << 20
 
 
 def test_a_new_binary_or_other_installer_arguments_make_a_new_template_and_the_old_one_goes(place):
@@ -114,7 +116,7 @@ def test_a_new_binary_or_other_installer_arguments_make_a_new_template_and_the_o
                                                                 "/x/data")
 
 
-@pytest.mark.parametrize("fault", ["group-writable", "another-owner", "not-an-archive"])
+@pytest.mark.parametrize("fault", ["group-writable", "another-owner", "not-an-archive", "empty", "a-symlink"])
 def test_a_template_that_is_not_the_agents_own_or_does_not_unpack_is_made_again_by_the_installer(place, fault):
     if fault == "another-owner" and os.geteuid() != 0:
         pytest.skip("only root can give a file away")  # CI runs the suite as root
@@ -124,14 +126,44 @@ def test_a_template_that_is_not_the_agents_own_or_does_not_unpack_is_made_again_
         os.chmod(archive, 0o620)
     elif fault == "another-owner":
         os.chown(archive, 65534, 65534)
+    elif fault == "empty":  # what a crash before the data reached the disk could leave: tar unpacks it to nothing
+        archive.write_bytes(bytes(10240))
+    elif fault == "a-symlink":  # not followed: neither read nor written through
+        archive.unlink()
+        archive.symlink_to(place.root / "elsewhere.tar")
     else:
         archive.write_bytes(b"not a tar archive" * 100)
 
     copied, data_dir = place.make()
     assert (copied, place.installer.runs) == (False, 2)
-    assert stat.S_IMODE(place.template().lstat().st_mode) == 0o600 and place.template().lstat().st_uid == os.geteuid()
+    kept = place.template().lstat()
+    assert stat.S_ISREG(kept.st_mode) and stat.S_IMODE(kept.st_mode) == 0o600 and kept.st_uid == os.geteuid()
     copied, again = place.make()  # made again from that installer's run, and used
     assert (copied, place.installer.runs) == (True, 2) and _tree(again) == _tree(data_dir)
+    assert not (place.root / "elsewhere.tar").exists()
+
+
+def test_a_template_that_could_not_be_unpacked_for_a_passing_reason_is_kept(place, monkeypatch):
+    # The fault real parts do not produce on demand: tar stopped (a full scratch disk, a timeout). Not the
+    # template's fault: it stays, and the next instance uses it.
+    from agents import process
+    from agents.scratch import templates
+
+    place.make()
+    kept = place.template().read_bytes()
+    real_run_tar = templates._run_tar
+
+    def stopped(sandbox, argv, data_dir, **streams):
+        if argv is templates._UNPACK:
+            raise process.ProcessStopped(argv, "timeout", "no result after 300s", ())
+        return real_run_tar(sandbox, argv, data_dir, **streams)
+
+    monkeypatch.setattr(templates, "_run_tar", stopped)
+    copied, data_dir = place.make()
+    assert (copied, place.installer.runs) == (False, 2) and (data_dir / "PG_VERSION").exists()
+    assert place.template().read_bytes() == kept
+    monkeypatch.undo()
+    assert place.make()[0] is True and place.installer.runs == 2
 
 
 def test_what_a_template_holds_lands_only_in_the_instances_own_directory(place, tmp_path):
@@ -144,8 +176,11 @@ def test_what_a_template_holds_lands_only_in_the_instances_own_directory(place, 
             member.size = 4
             archive.addfile(member, io.BytesIO(b"evil"))
     place.template().write_bytes(buffer.getvalue())
-    place.make()
+    copied, _ = place.make()
     assert not outside.exists()
+    # tar refuses such names itself (exit 2); the sandbox, which binds nothing but the instance's directory, would
+    # hold them anyway. Either way the archive is not used, and the installer runs.
+    assert (copied, place.installer.runs) == (False, 2)
 
 
 def test_a_failure_of_the_template_itself_runs_the_installer(place, monkeypatch):

@@ -77,3 +77,14 @@ def test_a_throwaway_cluster_loads_a_small_schema_in_one_transaction_and_a_scrat
     server = commands.make_server_command("/usr/lib/postgresql/15/bin", "/d", "/s", 5432, "/l")
     # without WAL senders, as wal_level=minimal requires (else the cluster does not start)
     assert {"wal_level=minimal", "max_wal_senders=0", "fsync=off"} <= set(server)
+
+
+def test_a_throwaway_cluster_that_stopped_at_start_is_explained_by_its_cause_not_by_the_agents_tries(tmp_path):
+    from agents.engines.postgres import _log_tail
+
+    log = tmp_path / "server.log"
+    log.write_text("LOG:  starting PostgreSQL 15\n"
+                   "FATAL:  the database system is starting up\n" * 3 +
+                   "FATAL:  could not map anonymous shared memory: Cannot allocate memory\n"
+                   "LOG:  database system is shut down\n")
+    assert _log_tail(str(log)) == "FATAL:  could not map anonymous shared memory: Cannot allocate memory"
