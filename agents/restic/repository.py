@@ -28,6 +28,9 @@ class Repository:
     lock_wait: float = 600.0
     # The key restic tries first (``RESTIC_KEY_HINT``): the agent's own, opened by ``password_file``.
     key_hint: str | None = None
+    # Opened with the agent's own key: the repository as configured, for when that key no longer opens it (an
+    # operator removed it, or a rotation by another job of this agent replaced it, while this job ran).
+    configured: Repository | None = field(default=None, repr=False, compare=False)
 
     @property
     def local_path(self) -> str | None:
@@ -50,4 +53,5 @@ class Repository:
     def opened_with(self, password_file: str, key_hint: str) -> Repository:
         """The same repository, opened with another key: the one named ``key_hint``, whose password is in
         ``password_file``."""
-        return replace(self, password_file=password_file, password_command=None, key_hint=key_hint)
+        return replace(self, password_file=password_file, password_command=None, key_hint=key_hint,
+                       configured=self.configured or self)

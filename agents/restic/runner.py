@@ -204,10 +204,11 @@ class Restic:
         cancellation: process.Cancellation = process.CANCELLATION,
         on_start: Callable[[int], None] | None = None,
     ) -> tuple[process.ProcessResult, ResticOutcome]:
+        opened_with = self.repository
         try:
             result = process.run_process(
                 argv,
-                env=self._env(extra_env, address),
+                env=self._env(extra_env, address or opened_with),
                 timeout=timeout,
                 stall=stall,
                 stdin=stdin,
@@ -229,6 +230,14 @@ class Restic:
                 stderr_tail=stopped.stderr_tail,
             ) from stopped
         outcome = classify_exit(result.returncode, self.version, result.stderr_tail)
+        # A command that read from a pipe or wrote to a file is not run twice (it may have); the others are.
+        if (outcome is ResticOutcome.WRONG_PASSWORD and address is None and self._fall_back(opened_with)
+                and stdin is None and stdout_to is None):
+            if stall is not None:
+                stall.restart()
+            return self._run(argv, extra_env=extra_env, ok=ok, timeout=timeout, stall=stall,
+                                 on_stdout_line=on_stdout_line, on_stderr_line=on_stderr_line,
+                                 cancellation=cancellation, on_start=on_start)
         if outcome not in ok:
             raise ResticError(
                 outcome,
@@ -239,6 +248,20 @@ class Restic:
                 stderr_tail=result.stderr_tail,
             )
         return result, outcome
+
+    def _fall_back(self, opened_with: Repository) -> bool:
+        """After restic found no key for the password it was given (in ``opened_with``): when that was the agent's
+        own key, go on with the configured password, for the rest of the job. True when it was: the caller runs the
+        command again if it read and wrote nothing (restic stops at the key, before any data), and a command fed
+        from a pipe or writing to a file fails its job (the next job has a key again)."""
+        configured = opened_with.configured
+        if configured is None:
+            return False
+        if self.repository is opened_with:  # once, however many commands ran on the key at that moment
+            log.warning("the agent's own key no longer opens repository %s (removed, or replaced after the "
+                        "operator's key changed); going on with the configured password", configured.name)
+            self.repository = configured
+        return True
 
     def _run_unlocking(self, argv: tuple[str, ...], **kwargs: object) -> process.ProcessResult:
         """Run; while the repository is locked, remove stale locks and try again (:func:`lock_retry_waits`), for

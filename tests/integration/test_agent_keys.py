@@ -91,6 +91,32 @@ def test_a_removed_agent_key_is_made_again(workspace: Workspace) -> None:
     assert [k["userName"] for k in _keys(config)].count("drill-agent") == 1
 
 
+def test_a_key_removed_while_a_job_runs_leaves_the_job_on_the_configured_password(
+    workspace: Workspace, caplog: pytest.LogCaptureFixture, tmp_path: object
+) -> None:
+    config = _initialised(workspace, workspace.local_repository("local"))
+    job = open_repository(config, "local")  # a job of this agent opens the repository with its key ...
+    repository = config.repositories["local"]
+    env = {"PATH": os.environ["PATH"], **repository.restic_environment()}
+    subprocess.run([config.restic_binary, "key", "remove", str(job.repository.key_hint), "--no-cache"], env=env,
+                   check=True, capture_output=True)  # ... and an operator removes that key meanwhile
+    assert job.snapshots() == []  # the command ran again with the configured password, not failed
+    assert job.repository.key_hint is None and job.repository.password_file == repository.password_file
+    assert caplog.text.count("no longer opens repository local") == 1
+
+    # A command fed from a pipe is not run twice (restic may have read from it): it fails, the next one goes on.
+    piped = open_repository(config, "local")
+    subprocess.run([config.restic_binary, "key", "remove", str(piped.repository.key_hint), "--no-cache"], env=env,
+                   check=True, capture_output=True)
+    with open(os.path.join(workspace.root, "dump.sql"), "wb+") as stream:
+        stream.write(b"a dump")
+        stream.seek(0)
+        with pytest.raises(ResticError) as failed:
+            piped.backup_stdin(stream, filename="/db.sql", host="testhost", tags=["t"])
+    assert failed.value.finding_code == "wrong_password"
+    assert piped.snapshots() == [] and piped.repository.key_hint is None
+
+
 def test_agent_keys_can_be_turned_off(workspace: Workspace) -> None:
     config = _initialised(workspace, workspace.local_repository("local"), agent_keys=False)
     assert open_repository(config, "local").repository.key_hint is None
