@@ -251,7 +251,7 @@ def throwaway_instance(settings: MysqlScratch, scratch_dir: str, database: str,
     """A new server under ``scratch_dir`` with an empty ``database``, in the sandbox; killed on exit.
 
     The installer (an empty data directory: no tenant data) runs in the sandbox with a shell -- or its output, kept
-    in ``templates`` the first time, is copied (:mod:`agents.scratch.templates`); the server and the client that
+    in ``templates`` the first time, is unpacked (:mod:`agents.scratch.templates`); the server and the client that
     load the tenant's dump run in it without one. Raises :class:`ScratchUnusable` when it cannot be set up.
     """
     account = InstanceAccount.resolve(settings.run_as)

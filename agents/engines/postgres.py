@@ -229,7 +229,7 @@ def throwaway_cluster(settings: PostgresScratch, scratch_dir: str, database: str
     """A new cluster under ``scratch_dir`` with an empty ``database``, in the sandbox; killed on exit.
 
     ``initdb`` (an empty cluster: no tenant data) runs in the sandbox with a shell -- or its output, kept in
-    ``templates`` the first time, is copied (:mod:`agents.scratch.templates`); the server, which loads the
+    ``templates`` the first time, is unpacked (:mod:`agents.scratch.templates`); the server, which loads the
     tenant's dump, runs in the sandbox without one. Raises :class:`ScratchUnusable` when it cannot be set up
     (missing binaries, a disk full, an account that may not run tenant data ...).
     """
