@@ -136,8 +136,13 @@ def write_atomically(path: str, data: bytes, *, mode: int = 0o600, durable: bool
             os.unlink(temporary)
         raise
     if durable:
-        folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        sync_folder(directory)
+
+
+def sync_folder(path: str) -> None:
+    """Make the names in folder ``path`` survive a crash (a file renamed or made there). Raises OSError."""
+    folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

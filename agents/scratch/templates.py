@@ -30,6 +30,7 @@ from typing import IO
 
 from agents import process
 from agents.scratch.sandbox import Sandbox
+from agents.state import sync_folder
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class InstanceTemplate:
                 _run_tar(sandbox, _PACK, data_dir, stdout=handle)
                 os.fsync(handle.fileno())  # a crash must not leave a template of zeros (which tar unpacks to nothing)
             os.rename(partial, self.path)
-            _sync_folder(self.folder)
+            sync_folder(self.folder)
         except (OSError, _TarFailed, process.ProcessStopped) as error:
             log.warning("could not keep the %s instance template (%s); the next instance runs its installer too",
                         self.kind, error)
@@ -242,14 +243,6 @@ def _no_follow(path: str, flags: int) -> int:
     """Never through a symlink, and never waiting on a FIFO put in the archive's place (its type is checked
     next)."""
     return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
-
-
-def _sync_folder(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _private(path: str, flags: int) -> int:
