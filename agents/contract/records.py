@@ -137,7 +137,8 @@ class SnapshotRef(Document):
 
 
 class FilesManifestInfo(Document):
-    """A files backup's manifest: it lives inside the snapshot at ``path``."""
+    """A files backup's manifest: the one file of its own snapshot ``snapshot_id``, at ``path`` (without
+    ``snapshot_id``: a backup of an earlier version, whose manifest lives inside the data's snapshot at ``path``)."""
 
     digest: Identifier
     path: str
@@ -150,6 +151,7 @@ class FilesManifestInfo(Document):
     reused_hashes: Count
     unreadable: Count = 0
     size: Count | None = None  # the manifest document's bytes: a verification reads no more
+    snapshot_id: Identifier | None = None
 
 
 class DumpManifestInfo(Document):

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents.contract import signing
 from agents.contract.documents import DocumentError
-from agents.contract.records import BackupRecord, DumpManifestInfo, SignedRecord
+from agents.contract.records import BackupRecord, SignedRecord
 from agents.jobs.catalog import StoredBackup
 from agents.outbox import RecordStore
 
@@ -92,9 +92,10 @@ def _names(record: BackupRecord, backup: StoredBackup) -> bool:
         return False
     if snapshot.tree and backup.tree and snapshot.tree != backup.tree:
         return False  # claims to be a copy of the recorded snapshot, but holds another tree
-    if isinstance(record.manifest, DumpManifestInfo):
-        return record.manifest.snapshot_id in _ids(backup.manifest_snapshot_id, backup.manifest_original)
-    return True
+    manifest = record.manifest
+    if manifest is not None and manifest.snapshot_id is not None:  # a dump's, or a files backup's since pairs
+        return manifest.snapshot_id in _ids(backup.manifest_snapshot_id, backup.manifest_original)
+    return backup.manifest_snapshot_id is None  # an earlier files backup: its manifest inside the data's snapshot
 
 
 def _usable(record: object) -> BackupRecord | None:

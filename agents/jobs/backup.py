@@ -1,12 +1,16 @@
 """The backup job: one target of one policy, at a level, into restic, with its manifest.
 
 Steps, each timed in the record: plan the level from the agent's index of its
-backups → select the files → hash them into the manifest (reusing the base's
-hashes for unchanged files) → one ``restic backup`` of the files *and* the
-manifest file, so they share one snapshot → re-stat the files that can have
-changed while restic read them (:mod:`agents.jobs.restat`) → replicate to the policy's other repositories and prove
-the copies → apply retention. Every step that fails becomes a finding; the
-record's outcome is ``success`` only if nothing went wrong.
+backups → scan what the target leaves out (``scan``) → ``restic backup`` of the
+target's roots with exactly that left out (``backup``), while beside it the agent
+walks, stats and hashes the files into the manifest, reusing the base's hashes for
+unchanged files (``hash``) → the manifest stored in a snapshot of its own
+(``manifest``; :mod:`agents.jobs.catalog`) → restic's account of what it stored
+proven against the manifest (:mod:`agents.jobs.snapshot_proof`) and the files that
+changed while the two read them named (:mod:`agents.jobs.restat`) → replicate to
+the policy's other repositories and prove the copies → apply retention. Every step
+that fails becomes a finding; the record's outcome is ``success`` only if nothing
+went wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,14 +31,14 @@ from agents.contract.records import BackupTarget, FilesManifestInfo, LevelInfo, 
 from agents.jobs import catalog, snapshot_proof
 from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.replication import apply_retention, replicate
-from agents.jobs.restat import ReadSinceBase
+from agents.jobs.restat import ReadSinceBase, file_system_clock
 from agents.journal import Journal
 from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record, new_backup_draft
 from agents.repositories import open_outbox, open_repository
 from agents.restic import excludes
 from agents.restic.exitcodes import ResticOutcome
-from agents.restic.messages import BackupStatus
-from agents.restic.runner import Restic, ResticError
+from agents.restic.messages import BackupItem, BackupStatus
+from agents.restic.runner import BackupRun, Restic, ResticError
 from agents.state import StateDir, write_atomically
 from policies.config import PolicyConfig
 from policies.due import level_for_day
@@ -41,7 +47,7 @@ from targets import hashing
 from targets.files import manifest as files_manifest
 from targets.files import manifest_store
 from targets.files.config import FilesTargetConfig
-from targets.files.select import Selection, walk, with_ancestors
+from targets.files.select import Selection, scan_exclusions, walk
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +205,7 @@ def _open_base(
     local = state.manifest_path(base.snapshot_id)
     if _file_digest(local) == base.manifest_digest:
         return manifest_store.base_entries(local)
-    data = restic.dump(base.snapshot_id, base.manifest_path)
+    data = restic.dump(base.manifest_snapshot_id or base.snapshot_id, base.manifest_path)
     if hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data) != base.manifest_digest:
         record.add(
             "base_manifest_mismatch",
@@ -227,8 +233,9 @@ def _backup_files(
     history: list[catalog.StoredBackup],
     record: RecordDraft[BackupDraft],
 ) -> catalog.StoredBackup | None:
-    """Walk and hash into the manifest, then back up the files and the manifest in one snapshot. None when no
-    snapshot was made."""
+    """restic backs up the target's roots while the agent walks and hashes them into the manifest beside it; then
+    the manifest is stored in a snapshot of its own and proven against restic's account of the data's. None when
+    no snapshot was made."""
     config, policy, state = context.config, context.policy, context.state
     record.details.level = LevelInfo(requested=decision.requested, effective=decision.level, reason=decision.reason)
     if decision.level is not decision.requested and not any(f.code == "level_upgraded" for f in record.findings):
@@ -236,17 +243,116 @@ def _backup_files(
     base = catalog.find_backup(history, decision.base.snapshot_id) if decision.base else None
     base_id = base.snapshot_id if base else None
     record.details.base_snapshot_id = base_id
+    manifest_path, exclude_file, stored_file = staged_paths(state, record.job_id)
+    with record.phase("scan"):
+        scan = scan_exclusions(target.paths, target.exclude, [config.state_dir])
+        base_entries = _open_base(state, restic, base, record) if decision.level is not Level.FULL else None
+        started_ns = file_system_clock(os.path.dirname(manifest_path), f"clock-{record.job_id}")
+    if not scan.roots:
+        _report_selection(scan, record)
+        record.add("nothing_to_back_up", "error", "none of the target's paths exists; no snapshot was made")
+        return None
+
+    def report(status: BackupStatus) -> None:
+        if context.progress is not None:
+            context.progress(target.name, status)
+
+    read_since_base = ReadSinceBase(incremental=base_entries is not None, started_ns=started_ns)
     manifest = files_manifest.FilesManifest(
         algorithm=target.hash, host=config.host, policy=policy.name, target=target.name, job_id=record.job_id,
         level=decision.level.value, roots=list(target.paths), exclude=list(target.exclude), base_snapshot_id=base_id,
     )
-    manifest_path, exclude_file, stored_file = staged_paths(state, record.job_id)
+    try:
+        with open(stored_file, "w+b") as spill:
+            os.chmod(stored_file, 0o600)
+            account = snapshot_proof.SnapshotAccount(scan.roots, frozenset(), spill,
+                                                     also=read_since_base.reported_by_restic)
+            data = _DataBackup(restic, record, scan.roots, excludes.make_exclusions(scan.excluded), exclude_file,
+                               host=config.host, parent=base_id, force=decision.level is Level.FULL,
+                               tags=catalog.make_files_tags(record.job_id, policy.name, target.name, decision.level,
+                                                            base_id),
+                               on_status=report, on_item=account.take)
+            try:
+                written = _write_manifest(manifest, manifest_path, target, [config.state_dir], base_entries,
+                                          read_since_base, record)
+            except BaseException:
+                data.stop("the manifest could not be written")
+                raise
+            return _store(context, restic, target, decision, base_id, data, written, account, read_since_base,
+                          manifest_path, record)
+    finally:
+        for staged in (manifest_path, stored_file):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+
+
+class _DataBackup:
+    """The ``restic backup`` of the target's roots, run in a thread while the agent makes the manifest."""
+
+    def __init__(self, restic: Restic, record: RecordDraft[BackupDraft], roots: list[str],
+                 exclusions: excludes.Exclusions, exclude_file: str, *, host: str, parent: str | None, force: bool,
+                 tags: list[str], on_status: Callable[[BackupStatus], None],
+                 on_item: Callable[[BackupItem], None]) -> None:
+        self._restic = restic
+        self._record = record
+        self._stop = process.Cancellation(parent=process.CANCELLATION)
+        self._outcome: dict[str, object] = {}
+
+        def run() -> None:
+            started = time.monotonic()
+            try:
+                self._outcome["run"] = restic.backup_files(
+                    roots, exclusions=exclusions, exclude_file=exclude_file, host=host, tags=tags, parent=parent,
+                    force=force, on_status=on_status, on_item=on_item, cancellation=self._stop)
+            except BaseException as error:
+                self._outcome["error"] = error
+            finally:
+                record.add_phase("backup", time.monotonic() - started)
+
+        self._thread = threading.Thread(target=run, name="restic-backup", daemon=True)
+        self._thread.start()
+
+    def result(self) -> BackupRun:
+        """Wait for restic. Raises what it raised (:class:`ResticError`)."""
+        self._thread.join()
+        error = self._outcome.get("error")
+        if isinstance(error, BaseException):
+            raise error
+        run = self._outcome["run"]
+        assert isinstance(run, BackupRun)
+        return run
+
+    def stop(self, reason: str) -> None:
+        """Stop restic and forget the snapshot it made if it had ended (it has no manifest)."""
+        self._stop.cancel(reason)
+        self._thread.join()
+        run = self._outcome.get("run")
+        if isinstance(run, BackupRun):
+            with contextlib.suppress(ResticError):
+                self._restic.forget_quietly([self._restic.identify(run)[0]])
+
+
+@dataclass
+class _Written:
+    """The manifest the agent wrote beside restic, and what its walk found."""
+
+    writer: manifest_store.ManifestWriter
+    listed: snapshot_proof.Fold
+    selection: Selection
+    counts: files_manifest.HashCounts
+    manifest: files_manifest.FilesManifest
+
+
+def _write_manifest(
+    manifest: files_manifest.FilesManifest, manifest_path: str, target: FilesTargetConfig, never: list[str],
+    base_entries: files_manifest.BaseEntries | None, read_since_base: ReadSinceBase, record: RecordDraft[BackupDraft],
+) -> _Written:
+    """Walk, stat and hash the target (reusing the base's hashes by stat) into the manifest file, folding its
+    side of the snapshot proof as it goes. A manifest that could not be written whole is removed."""
     selection = Selection()
     counts = files_manifest.HashCounts()
     with record.phase("hash"):
-        base_entries = _open_base(state, restic, base, record) if decision.level is not Level.FULL else None
-        read_since_base = ReadSinceBase(incremental=base_entries is not None)
-        found = walk(target.paths, target.exclude, [config.state_dir], selection)
+        found = walk(target.paths, target.exclude, never, selection)
         try:
             with open(manifest_path, "wb") as handle:
                 os.chmod(manifest_path, 0o600)
@@ -265,9 +371,14 @@ def _backup_files(
             os.unlink(manifest_path)  # a half-written manifest is nobody's base
             raise
     if isinstance(base_entries, manifest_store.BaseReader) and base_entries.failure:
-        record.add("base_manifest_mismatch", "warning", f"the manifest of base snapshot {base_id} could not be read "
-                   f"({base_entries.failure}); the files after that point were hashed again")
-    unreadable, totals, digest = manifest.unreadable, writer.totals, writer.digest
+        record.add("base_manifest_mismatch", "warning", f"the manifest of base snapshot "
+                   f"{manifest.base_snapshot_id} could not be read ({base_entries.failure}); the files after that "
+                   "point were hashed again")
+    return _Written(writer, listed, selection, counts, manifest)
+
+
+def _report_selection(selection: Selection, record: RecordDraft[BackupDraft]) -> None:
+    """Findings for what the walk (or the scan) could not take: missing roots, unreadable and special files."""
     for root in selection.missing_roots:
         record.add("source_missing", "error", f"source path {root} does not exist", root)
     for path, reason in selection.unreadable_dirs:
@@ -275,43 +386,38 @@ def _backup_files(
     for path, what in selection.skipped_special:
         record.add("special_file_skipped", "warning", f"{path} is a {what}: restic backs up no such file, so it is "
                    "not in the backup (it is named in the manifest)", path)
-    if not totals.entries:
-        os.unlink(manifest_path)
-        record.add("nothing_to_back_up", "error", "none of the target's paths exists; no snapshot was made")
-        return None
 
-    def report(status: BackupStatus) -> None:
-        if context.progress is not None:
-            context.progress(target.name, status)
 
-    unprovable = selection.unprovable | {u["path"] for u in unreadable}
-    stored_manifest = manifest_store.StoredEntries(manifest_path)
+def _store(
+    context: JobContext, restic: Restic, target: FilesTargetConfig, decision: LevelDecision, base_id: str | None,
+    data: _DataBackup, written: _Written, account: snapshot_proof.SnapshotAccount, read_since_base: ReadSinceBase,
+    manifest_path: str, record: RecordDraft[BackupDraft],
+) -> catalog.StoredBackup | None:
+    """Once restic ended: store the manifest in its own snapshot, prove the data's snapshot against it, name what
+    changed while they ran. None (the data's snapshot forgotten) when the manifest could not be stored."""
+    config, policy, state = context.config, context.policy, context.state
+    manifest_name = f"{target.name}.manifest"
+    run = data.result()
+    snapshot_id, tree, snapshot_time = restic.identify(run)
     try:
-        with record.phase("backup"), open(stored_file, "w+b") as spill:
-            os.chmod(stored_file, 0o600)
-            account = snapshot_proof.SnapshotAccount(selection.roots, with_ancestors(manifest_path), spill,
-                                                     also=read_since_base.reported_by_restic)
-            run = restic.backup_files(
-                [*selection.roots, manifest_path],
-                exclusions=excludes.make_exclusions(selection.excluded, keep=manifest_path),
-                exclude_file=exclude_file,
-                host=config.host,
-                tags=catalog.make_backup_tags(
-                    record.job_id, policy.name, target.name, decision.level, base_id, manifest_path, digest
-                ),
-                parent=base_id,
-                force=decision.level is Level.FULL,
-                on_status=report,
-                on_item=account.take,
-            )
-            snapshot_id, tree, snapshot_time = restic.identify(run)
-            proof = snapshot_proof.prove(account, stored_manifest, unprovable, expected=listed)
-        os.replace(manifest_path, state.manifest_path(snapshot_id))  # the next incremental's base, kept here
-        stored_manifest = manifest_store.StoredEntries(state.manifest_path(snapshot_id))
-    finally:
-        for staged in (manifest_path, stored_file):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(staged)
+        with record.phase("manifest"), open(manifest_path, "rb") as content:
+            # Killed, never interrupted: restic 0.18 would store what it had read of the stream.
+            stored = restic.backup_stdin(
+                content, filename=manifest_name, host=config.host,
+                tags=catalog.make_manifest_tags(record.job_id, policy.name, target.name, decision.level,
+                                                digest=written.writer.digest),
+                cancellation=process.Cancellation(parent=process.CANCELLATION, hard=True))
+            manifest_id = restic.identify(stored)[0]
+    except ResticError as error:
+        record.add("manifest_store_failed", "error", error.describe())
+        restic.forget_quietly([snapshot_id])
+        return None
+    unreadable, totals, digest = written.manifest.unreadable, written.writer.totals, written.writer.digest
+    _report_selection(written.selection, record)
+    unprovable = written.selection.unprovable | {u["path"] for u in unreadable}
+    os.replace(manifest_path, state.manifest_path(snapshot_id))  # the next incremental's base, kept here
+    stored_manifest = manifest_store.StoredEntries(state.manifest_path(snapshot_id))
+    proof = snapshot_proof.prove(account, stored_manifest, unprovable, expected=written.listed)
     record.details.snapshot = SnapshotRef(id=snapshot_id, time=snapshot_time, tree=tree)
     record.details.restic = ResticInfo(version=str(restic.version), summary=run.summary.as_record())
 
@@ -319,9 +425,9 @@ def _backup_files(
     named = {u["path"] for u in unreadable}
     for item in unreadable:
         record.add("unreadable", "error", f"{item['path']} could not be read: {item['error']}", item["path"])
-    for error in run.errors:
-        if error.item and error.item not in named:
-            record.add("unreadable", "error", f"restic could not read {error.item}: {error.message}", error.item)
+    for said in run.errors:
+        if said.item and said.item not in named:
+            record.add("unreadable", "error", f"restic could not read {said.item}: {said.message}", said.item)
     if run.partial and not (unreadable or run.errors):
         record.add("restic_partial", "error", "restic reported that some source data could not be read")
     changed = read_since_base.find_changed(stored_manifest)
@@ -335,13 +441,15 @@ def _backup_files(
     for path in changed:
         record.add("changed_during_backup", "warning", f"{path} changed while it was being backed up", path)
     record.details.changed_during_backup = sorted({*changed, *proof.appeared, *proof.vanished})
+    counts = written.counts
+    manifest_path_in_snapshot = "/" + manifest_name
     record.details.manifest = FilesManifestInfo(
-        digest=digest, path=manifest_path, algorithm=target.hash, files=totals.files, bytes=totals.bytes,
+        digest=digest, path=manifest_path_in_snapshot, algorithm=target.hash, files=totals.files, bytes=totals.bytes,
         entries=totals.entries, hashed_files=counts.hashed_files, hashed_bytes=counts.hashed_bytes,
-        reused_hashes=counts.reused, unreadable=len(unreadable), size=writer.size)
+        reused_hashes=counts.reused, unreadable=len(unreadable), size=written.writer.size, snapshot_id=manifest_id)
     log.info(
-        "%s/%s: %s snapshot %s, %d files, manifest %s",
-        policy.name, target.name, decision.level.value, snapshot_id[:12], totals.files, digest[:19],
+        "%s/%s: %s snapshot %s, %d files, manifest %s in %s",
+        policy.name, target.name, decision.level.value, snapshot_id[:12], totals.files, digest[:19], manifest_id[:12],
     )
     return catalog.StoredBackup(
         job_id=record.job_id,
@@ -352,7 +460,8 @@ def _backup_files(
         snapshot_id=snapshot_id,
         time=snapshot_time,
         base=base_id,
-        manifest_path=manifest_path,
+        manifest_path=manifest_path_in_snapshot,
         manifest_digest=digest,
         tree=tree,
+        manifest_snapshot_id=manifest_id,
     )

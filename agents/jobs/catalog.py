@@ -1,18 +1,25 @@
 """How drill's backups are laid out in a restic repository, and the agent's local index of them.
 
-A backup job makes **one** snapshot holding the target's data and, beside it, the
-manifest file (``drill.manifest=<path in the snapshot>``). Its tags say who and
-what: ``drill.job``, ``drill.policy``, ``drill.target``, ``drill.level``,
-``drill.base`` and the manifest's digest ``drill.digest``. Data and manifest can
-never be separated: ``restic copy``, ``forget`` and ``prune`` act on both at once.
+A backup is a pair of snapshots sharing ``drill.job``: the target's data and its manifest
+(``drill.part=manifest``, one file: ``backup --stdin``). Their tags say who and what:
+``drill.job``, ``drill.policy``, ``drill.target``, ``drill.level``, and on the data's
+snapshot ``drill.part`` and ``drill.base``. Data without its manifest is not a complete
+backup; every step that copies or forgets a backup acts on both (``StoredBackup.snapshot_ids``).
 
-A database dump cannot hold a second file (``backup --stdin``): it is a pair of
-snapshots sharing ``drill.job`` -- the dump (``drill.part=dump``,
-``drill.database``) and its manifest (``drill.part=manifest``), which names the
-dump's snapshot id inside (``snapshot_id``). A dump without its manifest is not a
-complete backup. The manifest's restic starts with the job, before the dump's id
-and the manifest's digest exist, so neither is a tag; manifests made before that
-carry them as ``drill.for=<dump id>`` and ``drill.digest``, and are still read.
+- A files backup's data snapshot (``drill.part=files``) holds the target's roots, as
+  restic users expect; restic walks them while the agent makes the manifest beside it
+  (``agents/jobs/backup.py``), so the manifest can only be stored after restic read the
+  files: in a snapshot of its own.
+- A database dump (``drill.part=dump``, ``drill.database``): the dump's manifest names
+  the dump's snapshot id inside (``snapshot_id``).
+
+The data's snapshot id is never a tag of the manifest's (its restic starts before restic
+ends with the data); a files manifest's snapshot carries the manifest's digest
+(``drill.digest``), a dump's does not (its restic starts with the job). The signed record
+holds both, and only the record is trusted. Read as well, from earlier versions:
+files backups of **one** snapshot holding the data and the manifest file
+(``drill.manifest=<path in the snapshot>``, ``drill.digest``), and dump manifests that carry
+``drill.for=<dump id>`` and ``drill.digest``.
 
 The agent keeps an index of the backups it made in ``state_dir/catalog/`` so that
 planning the next backup costs no restic call; whenever the index has nothing
@@ -42,23 +49,38 @@ def tag(key: str, value: str) -> str:
     return f"{PREFIX}{key}={value}"
 
 
-def make_backup_tags(
-    job_id: str, policy: str, target: str, level: Level, base: str | None, manifest_path: str, digest: str
-) -> list[str]:
+def make_files_tags(job_id: str, policy: str, target: str, level: Level, base: str | None) -> list[str]:
+    """The tags of a files backup's data snapshot."""
     return [
         tag("job", job_id),
         tag("policy", policy),
         tag("target", target),
         tag("level", level.value),
         tag("base", base or "none"),
-        tag("manifest", manifest_path),
-        tag("digest", digest),
+        tag("part", "files"),
+    ]
+
+
+def make_manifest_tags(
+    job_id: str, policy: str, target: str, level: Level, *, database: str | None = None, digest: str | None = None
+) -> list[str]:
+    """The tags of a backup's manifest snapshot: what is known when its restic starts, never the data's snapshot
+    id (the signed record holds it). A dump's starts with the job, before the manifest's ``digest`` exists."""
+    return [
+        tag("job", job_id),
+        tag("policy", policy),
+        tag("target", target),
+        tag("level", level.value),
+        *([tag("database", database)] if database is not None else []),
+        tag("part", "manifest"),
+        *([tag("digest", digest)] if digest is not None else []),
     ]
 
 
 @dataclass(frozen=True)
 class StoredBackup:
-    """One backup as the agent knows it: its snapshot and its manifest (inside it, or beside it for a dump)."""
+    """One backup as the agent knows it: its data's snapshot and its manifest (in a snapshot of its own, or inside
+    the data's snapshot for a files backup of an earlier version)."""
 
     job_id: str
     host: str
@@ -72,12 +94,17 @@ class StoredBackup:
     manifest_digest: str  # "" for a dump whose manifest snapshot does not carry it (the signed record does)
     tree: str | None = None
     original: str | None = None  # for a copy: the id of the snapshot it was copied from
-    # A database dump: its manifest lives in a companion snapshot (``backup --stdin`` holds one file).
-    database: str | None = None
+    database: str | None = None  # a database dump's
+    # The manifest's own snapshot (None: an earlier files backup's manifest inside the data's snapshot).
     manifest_snapshot_id: str | None = None
     manifest_tree: str | None = None
     manifest_for: str | None = None  # the dump snapshot id the manifest's tag names (``drill.for``, older dumps)
     manifest_original: str | None = None  # for a copy: the id of the manifest snapshot it was copied from
+
+    @property
+    def manifest_in_data(self) -> bool:
+        """Whether the manifest is a file inside the data's snapshot (files backups of earlier versions)."""
+        return self.manifest_snapshot_id is None
 
     def names_this_dump(self, dump_id: str | None) -> bool:
         """Whether ``dump_id`` (what the manifest names) is this backup's dump or the dump it was copied from."""
@@ -92,7 +119,7 @@ class StoredBackup:
         return (self.host, self.policy, self.target, self.database)
 
     def snapshot_ids(self) -> list[str]:
-        """Every snapshot of this backup: the data, and a dump's manifest snapshot."""
+        """Every snapshot of this backup: the data, and the manifest's."""
         return [self.snapshot_id] + ([self.manifest_snapshot_id] if self.manifest_snapshot_id else [])
 
     def to_json(self) -> dict[str, object]:
@@ -110,7 +137,7 @@ class StoredBackup:
 
 
 def backup_from_snapshot(snapshot: Snapshot) -> StoredBackup | None:
-    """The backup a snapshot holds, or None when it is not a complete drill backup."""
+    """The files backup of an earlier version that ``snapshot`` holds whole (data and manifest), or None."""
     values = {key: snapshot.tag_value(PREFIX + key) for key in
               ("job", "policy", "target", "level", "base", "manifest", "digest")}
     if any(v is None for v in values.values()):
@@ -135,10 +162,13 @@ def backup_from_snapshot(snapshot: Snapshot) -> StoredBackup | None:
     )
 
 
-def dump_backups(snapshots: Sequence[Snapshot], *, strict: bool = True) -> list[StoredBackup]:
-    """Database dumps among ``snapshots``, each paired with its manifest snapshot.
+_DATA_PARTS = ("files", "dump")
 
-    A dump whose manifest snapshot is missing is not a complete backup and is left out.
+
+def paired_backups(snapshots: Sequence[Snapshot], *, strict: bool = True) -> list[StoredBackup]:
+    """Files backups and database dumps among ``snapshots``, each data snapshot paired with its manifest snapshot.
+
+    A data snapshot whose manifest snapshot is missing is not a complete backup and is left out.
     They pair by job. A manifest whose tag names its dump (``drill.for``, made by
     agents before the tag was dropped) pairs only with that dump unless
     ``strict=False`` (verification), which also pairs it with a dump of the same
@@ -154,7 +184,8 @@ def dump_backups(snapshots: Sequence[Snapshot], *, strict: bool = True) -> list[
     for dump in snapshots:
         job = dump.tag_value(PREFIX + "job")
         manifest = manifests.get(job or "")
-        if dump.tag_value(PREFIX + "part") != "dump" or manifest is None:
+        part = dump.tag_value(PREFIX + "part")
+        if part not in _DATA_PARTS or manifest is None:
             continue
         named = manifest.tag_value(PREFIX + "for")
         if strict and named is not None and named not in (dump.id, dump.original):
@@ -171,18 +202,22 @@ def dump_backups(snapshots: Sequence[Snapshot], *, strict: bool = True) -> list[
             level=level,
             snapshot_id=dump.id,
             time=dump.time,
-            base=None,
+            base=_base(dump.tag_value(PREFIX + "base")) if part == "files" else None,
             manifest_path=manifest.paths[0] if manifest.paths else "",
             manifest_digest=manifest.tag_value(PREFIX + "digest") or "",
             tree=dump.tree,
             original=dump.original,
-            database=dump.tag_value(PREFIX + "database"),
+            database=dump.tag_value(PREFIX + "database") if part == "dump" else None,
             manifest_snapshot_id=manifest.id,
             manifest_tree=manifest.tree,
             manifest_for=named,
             manifest_original=manifest.original,
         ))
     return found
+
+
+def _base(tag: str | None) -> str | None:
+    return None if tag in (None, "none") else tag
 
 
 def collect_backups(
@@ -192,10 +227,10 @@ def collect_backups(
     """drill's backups among ``snapshots``, optionally of one host/policy/target; oldest first.
 
     Snapshots without drill's tags (made by hand or by another tool) are ignored;
-    ``strict``: see :func:`dump_backups`.
+    ``strict``: see :func:`paired_backups`.
     """
     every = list(snapshots)
-    candidates = [backup_from_snapshot(s) for s in every] + list(dump_backups(every, strict=strict))
+    candidates = [backup_from_snapshot(s) for s in every] + list(paired_backups(every, strict=strict))
     found = []
     for backup in candidates:
         if backup is None:

@@ -197,13 +197,8 @@ def _record_dump_failure(failure: BaseException, database: str, record: RecordDr
 
 def _manifest_tags(record: RecordDraft[BackupDraft], policy: PolicyConfig, target: TargetConfig,
                    database: str) -> list[str]:
-    # Only what is known when the job starts (its restic starts then): the dump snapshot's id and the manifest's
-    # digest are inside the manifest and in the signed record.
-    return [
-        catalog.tag("job", record.job_id), catalog.tag("policy", policy.name), catalog.tag("target", target.name),
-        catalog.tag("level", record.details.level.requested.value), catalog.tag("database", database),
-        catalog.tag("part", "manifest"),
-    ]
+    return catalog.make_manifest_tags(record.job_id, policy.name, target.name, record.details.level.requested,
+                                      database=database)
 
 
 def _store_manifest(

@@ -35,17 +35,12 @@ from agents.engines import engine_for
 from agents.engines.base import ChecksumsTookTooLong, Command, DatabaseEngine
 from agents.jobs.beside_check import BesideCheck
 from agents.jobs.catalog import StoredBackup
+from agents.jobs.manifest_read import read_beside_check, vouched_manifest
 from agents.jobs.restorestream import DumpStream, StreamedRestore
 from agents.jobs.starting import Starting
-from agents.jobs.verify_common import (
-    CouldNotVerify,
-    check_manifest_digest,
-    check_manifest_size,
-    manifest_limit,
-    note_damage,
-)
+from agents.jobs.verify_common import CouldNotVerify, note_damage
 from agents.records import RecordDraft, VerifyDraft
-from agents.restic.runner import DumpTooLarge, Restic, ResticError
+from agents.restic.runner import Restic, ResticError
 from agents.scratch.account import ScratchUnusable
 from agents.state import StateDir
 from targets.tables import DatabaseUnavailable, TableManifest, compare_tables
@@ -53,34 +48,13 @@ from targets.tables import DatabaseUnavailable, TableManifest, compare_tables
 log = logging.getLogger(__name__)
 
 
-def _read_manifest_beside_check(restic: Restic, backup: StoredBackup, limit: int) -> BesideCheck[bytes]:
-    """The manifest snapshot's file, read without a lock while the check runs and the scratch database starts
-    (see :mod:`agents.jobs.beside_check`). A manifest larger than the record vouched for is refused from this read:
-    its size is the content's, however it is read."""
-    manifest_snapshot = backup.manifest_snapshot_id
-    assert manifest_snapshot is not None
-    return BesideCheck("manifest read", lambda stop: restic.dump(
-        manifest_snapshot, backup.manifest_path, limit=limit, beside_check=True, cancellation=stop),
-        final=(DumpTooLarge,))
-
-
 def _load_manifest(
     restic: Restic, backup: StoredBackup, vouching: BackupRecord, record: RecordDraft[VerifyDraft],
     early: BesideCheck[bytes],
 ) -> dict[str, Any] | None:
-    assert backup.manifest_snapshot_id is not None
-    try:
-        read, data = early.result()
-        if not read or data is None:
-            data = restic.dump(backup.manifest_snapshot_id, backup.manifest_path, limit=manifest_limit(vouching))
-    except DumpTooLarge as too_large:
-        check_manifest_size(too_large.size, vouching, record)
-        return None
-    except ResticError as error:
-        if note_damage(error, record):
-            return None
-        raise CouldNotVerify(f"the manifest could not be read: {error.describe()}") from error
-    if not check_manifest_digest(data, vouching, record):
+    """The manifest the record vouched for, as JSON; None (with findings) when it is not one."""
+    data = vouched_manifest(restic, backup, vouching, record, early)
+    if data is None:
         return None
     try:
         manifest = json.loads(data)
@@ -121,7 +95,7 @@ def verify_dump_backup(
     database = backup.database or ""
     record.details.database = database
     record.details.compared = Compared(tables=0, rows=0)
-    early = _read_manifest_beside_check(restic, backup, manifest_limit(vouching))
+    early = read_beside_check(restic, backup, vouching)
     try:
         _verify_dump(config, engine, kind, restic, backup, vouching, scratch, state, record, repository_sound, early)
     finally:

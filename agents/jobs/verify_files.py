@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from agents.contract.records import BackupRecord, Compared, Severity
 from agents.jobs.beside_check import BesideCheck
 from agents.jobs.catalog import StoredBackup
+from agents.jobs.manifest_read import read_beside_check, vouched_manifest
 from agents.jobs.verify_common import (
     CheckGate,
     CouldNotVerify,
@@ -93,17 +94,26 @@ def verify_files_backup(
     be done.
     """
     early = ahead
+    manifest_read = None if backup.manifest_in_data else read_beside_check(restic, backup, vouching)
     if early is None and not repository_sound.known:
         early = _restore_beside_check(restic, backup.snapshot_id, scratch)
     try:
         if not repository_sound():
             return
         restored = _restored(restic, backup, scratch, record, early)
+        if restored is None:
+            return
+        if manifest_read is None:
+            data = _manifest_in_data(backup, vouching, restored, record)
+        else:
+            data = vouched_manifest(restic, backup, vouching, record, manifest_read)
     finally:
         if early is not None:
             early.drop()
-    if restored is not None:
-        _compare(backup, vouching, restored, record)
+        if manifest_read is not None:
+            manifest_read.drop()
+    if data is not None:
+        _compare(backup, vouching, data, restored, record)
 
 
 def _restored(restic: Restic, backup: StoredBackup, scratch: str, record: RecordDraft[VerifyDraft],
@@ -129,22 +139,30 @@ def _restored(restic: Restic, backup: StoredBackup, scratch: str, record: Record
     return directory
 
 
-def _compare(backup: StoredBackup, vouching: BackupRecord, scratch: str, record: RecordDraft[VerifyDraft]) -> None:
-    """Check the restored manifest against the record vouching for it, then every restored file against it."""
+def _manifest_in_data(backup: StoredBackup, vouching: BackupRecord, scratch: str,
+                      record: RecordDraft[VerifyDraft]) -> bytes | None:
+    """The manifest file restored with the data (files backups of earlier versions), if the record vouches for
+    it; None (with findings) when it does not or is not there."""
     manifest_file = os.path.join(scratch, backup.manifest_path.lstrip("/"))
     try:
         fd = os.open(manifest_file, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         record.add("manifest_missing", "error", f"the snapshot holds no manifest at {backup.manifest_path}")
-        return
+        return None
     with os.fdopen(fd, "rb") as handle:
         if not check_manifest_size(os.fstat(handle.fileno()).st_size, vouching, record):
-            return
+            return None
         data = handle.read(manifest_limit(vouching) + 1)
     if not check_manifest_digest(data, vouching, record):
-        return
+        return None
+    return data
+
+
+def _compare(backup: StoredBackup, vouching: BackupRecord, data: bytes, scratch: str,
+             record: RecordDraft[VerifyDraft]) -> None:
+    """Compare every restored file under ``scratch`` with the manifest ``data`` (checked against the record)."""
     changed = set(vouching.changed_during_backup)
-    ignore = {backup.manifest_path}
+    ignore = {backup.manifest_path} if backup.manifest_in_data else set()
     try:
         with record.phase("compare"):
             if data.startswith(MAGIC):  # streamed: memory does not grow with the number of files

@@ -401,9 +401,10 @@ class Restic:
         force: bool,
         on_status: Callable[[BackupStatus], None] | None = None,
         on_item: Callable[[BackupItem], None] | None = None,
+        cancellation: process.Cancellation = process.CANCELLATION,
     ) -> BackupRun:
         """Back up ``paths`` (absolute; restic walks them) leaving out ``exclusions``; the summary carries the
-        full snapshot id on 0.17+.
+        full snapshot id on 0.17+. Cancelling ``cancellation`` stops restic.
 
         ``exclude_file``: where the exclusions are written for restic (removed afterwards; the caller names it so
         that a killed job's file can be found). ``on_item`` receives every file and directory restic stores.
@@ -427,7 +428,7 @@ class Restic:
                 force=force,
                 time=time_flag,
             )
-            return self._backup(argv, on_status=on_status, on_item=on_item, time=moment)
+            return self._backup(argv, on_status=on_status, on_item=on_item, time=moment, cancellation=cancellation)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(exclude_file)

@@ -64,7 +64,10 @@ def test_full_differential_incremental_with_manifests_in_the_repository(workspac
     restic = Restic(config.restic_binary, config.repositories["local"])
     latest = backups[2]
     assert latest.snapshot_id == docs[2]["snapshot"]["id"]
-    stored = restic.dump(latest.snapshot_id, latest.manifest_path)
+    # The manifest is the one file of its own snapshot, which the record names; the data's snapshot lists the roots.
+    assert latest.manifest_snapshot_id == docs[2]["manifest"]["snapshot_id"] != latest.snapshot_id
+    assert latest.manifest_path == docs[2]["manifest"]["path"] == "/documents.manifest"
+    stored = restic.dump(latest.manifest_snapshot_id, latest.manifest_path)
     assert hashing.digest_bytes("sha256", stored) == docs[2]["manifest"]["digest"] == latest.manifest_digest
     manifest = parse_manifest(stored)
     assert manifest.job_id == docs[2]["job"]["id"]
@@ -77,10 +80,11 @@ def test_full_differential_incremental_with_manifests_in_the_repository(workspac
     ).stdout.splitlines()
     in_snapshot = {json.loads(line)["path"] for line in listed if '"struct_type":"node"' in line
                    and '"type":"file"' in line}
-    # The snapshot holds exactly the manifest's files, and the manifest itself.
-    assert in_snapshot == {comparable_path(e.path) for e in manifest.entries if e.type == "file"} | {
-        latest.manifest_path}
-    assert not os.path.exists(latest.manifest_path)  # the staging copy is gone
+    # The data's snapshot holds exactly the manifest's files, and its paths are the target's roots.
+    assert in_snapshot == {comparable_path(e.path) for e in manifest.entries if e.type == "file"}
+    [listing] = [s for s in restic.snapshots() if s.id == latest.snapshot_id]
+    assert listing.paths == (workspace.data,)
+    assert os.listdir(os.path.join(workspace.state_dir, "staging")) == []  # nothing staged is left
     # The outbox holds one record per job.
     assert len(os.listdir(os.path.join(workspace.state_dir, "outbox"))) == 3
 

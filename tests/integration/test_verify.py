@@ -10,18 +10,21 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
 
 from agents.contract import signing
 from agents.contract.jobs import LATEST
+from agents.jobs import backup as backup_job
 from agents.jobs import verify_files
 from agents.jobs.anchors import Anchors, collect_anchors
 from agents.keys import KeyStore
 from agents.outbox import read_envelope
 from agents.repositories import open_record_store
 from agents.restic.exitcodes import ResticOutcome
+from agents.restic.messages import Snapshot
 from agents.restic.runner import Restic, ResticError
 from policies.levels import Level
 from targets.files import manifest_store
@@ -118,22 +121,19 @@ def test_a_file_changed_in_a_snapshot_with_the_same_tags_is_caught(workspace: Wo
     path = _backed_up(workspace)
     config = workspace.load(path)
     restic = Restic(config.restic_binary, config.repositories["local"])
-    [original] = restic.snapshots()
-    manifest_path = original.tag_value("drill.manifest")
-    assert manifest_path is not None
-    # Someone writes a new snapshot with the same tags and manifest, but one file changed.
+    before = restic.snapshots()
+    [original] = [s for s in before if s.tag_value("drill.part") == "files"]
+    # Someone writes a new data snapshot with the same tags (so it pairs with the recorded manifest's snapshot),
+    # but one file changed.
     victim = os.path.join(workspace.data, "d0", "f0.bin")
     with open(victim, "r+b") as handle:
         handle.write(b"tampered")
-    with open(manifest_path, "wb") as handle:
-        handle.write(restic.dump(original.id, manifest_path))
     env = {**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
            "RESTIC_PASSWORD_FILE": workspace.password_file}
     tags = [arg for tag in original.tags for arg in ("--tag", tag)]
-    subprocess.run([config.restic_binary, "backup", "-q", "--host", original.hostname, *tags, workspace.data,
-                    manifest_path], env=env, check=True)
-    os.unlink(manifest_path)
-    [rewritten] = [s.id for s in restic.snapshots() if s.id != original.id]
+    subprocess.run([config.restic_binary, "backup", "-q", "--host", original.hostname, *tags, workspace.data],
+                   env=env, check=True)
+    [rewritten] = [s.id for s in restic.snapshots() if s.id not in {b.id for b in before}]
     code, document = _verify(path)  # no record names the rewritten snapshot: the recorded one is verified
     assert code == 0 and document["snapshot"]["id"] == original.id  # type: ignore[index]
     assert [(f["code"], f["subject"]) for f in document["findings"]] == [  # type: ignore[attr-defined]
@@ -371,27 +371,77 @@ def test_a_manifest_rewritten_in_the_repository_is_caught(workspace: Workspace) 
     path = _backed_up(workspace)
     config = workspace.load(path)
     restic = Restic(config.restic_binary, config.repositories["local"])
-    [original] = restic.snapshots()
-    manifest_path = original.tag_value("drill.manifest")
-    assert manifest_path is not None
-    stored = restic.dump(original.id, manifest_path)
-    # The same data and tags, but a manifest whose first hash was changed to match something else.
+    before = restic.snapshots()
+    [data, manifest] = sorted(before, key=lambda s: s.tag_value("drill.part") or "")  # "files", "manifest"
+    stored = restic.dump(manifest.id, manifest.paths[0])
+    # The same data and tags (under another job, so that they pair), but a manifest whose last hash was changed
+    # to match something else.
     altered = manifest_store.parse_manifest(stored)
     altered.entries[-1] = dataclasses.replace(altered.entries[-1], hash="blake3:" + "0" * 64)
-    with open(manifest_path, "wb") as handle:
-        handle.write(manifest_store.to_bytes(altered))
     env = {**os.environ, "RESTIC_REPOSITORY": config.repositories["local"].url,
            "RESTIC_PASSWORD_FILE": workspace.password_file}
-    tags = [arg for tag in original.tags for arg in ("--tag", tag)]
-    subprocess.run([config.restic_binary, "backup", "-q", "--host", original.hostname, *tags, workspace.data,
-                    manifest_path], env=env, check=True)
-    os.unlink(manifest_path)
-    [rewritten] = [s.id for s in restic.snapshots() if s.id != original.id]
-    vouch_for(config, rewritten)  # even with a record naming the snapshot, the record's digest is the witness
-    code, document = _verify(path)
+    job = f"drill.job={uuid.uuid4()}"
+
+    def retagged(snapshot: Snapshot) -> list[str]:
+        return [arg for tag in snapshot.tags for arg in ("--tag", job if tag.startswith("drill.job=") else tag)]
+
+    subprocess.run([config.restic_binary, "backup", "-q", "--host", data.hostname, *retagged(data), workspace.data],
+                   env=env, check=True)
+    subprocess.run([config.restic_binary, "backup", "-q", "--host", manifest.hostname, *retagged(manifest),
+                    "--stdin", "--stdin-filename", manifest.paths[0].lstrip("/")],
+                   input=manifest_store.to_bytes(altered), env=env, check=True)
+    [new_data, new_manifest] = sorted((s for s in restic.snapshots() if s not in before),
+                                      key=lambda s: s.tag_value("drill.part") or "")
+    # Even with a record naming the pair, the record's digest is the witness.
+    vouch_for(config, new_data.id, manifest_snapshot_id=new_manifest.id)
+    code, document = _verify(path, "--snapshot", new_data.id)
     assert code == 1
     assert [f["code"] for f in document["findings"]] == ["manifest_digest_mismatch"]  # type: ignore[attr-defined]
     assert document["manifest"]["checked_against"] == "backup record"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("level", [Level.FULL, Level.INCREMENTAL])
+def test_a_file_changed_after_restic_read_it_and_before_the_agent_did_is_named(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, level: Level
+) -> None:
+    """restic and the agent read the files in no set order. Here restic reads everything first; a file then
+    changes, and the agent hashes its new content: the snapshot holds the old one, the manifest the new, and the
+    stat at the end is the manifest's -- only the file's ctime, later than the backup's start, tells."""
+    write_files(workspace.data, {"stable.txt": "stable", "moving.txt": "before"})
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    config = workspace.load(path)
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    if level is Level.INCREMENTAL:
+        assert backup(config, "nightly", Level.FULL)[0].outcome == "success"
+        write_files(workspace.data, {"moving.txt": "changed since the full"})  # read anew by both
+    backup_files, walk = Restic.backup_files, backup_job.walk
+    restic_done = threading.Event()
+
+    def restic_first(self: Restic, *args: Any, **options: Any) -> Any:
+        try:
+            return backup_files(self, *args, **options)
+        finally:
+            restic_done.set()
+
+    def walk_after_restic_and_a_change(*args: Any) -> Any:
+        assert restic_done.wait(60)
+        time.sleep(0.01)  # past the clock tick of the backup's start, on any file system
+        write_files(workspace.data, {"moving.txt": "changed after restic read it"})
+        return walk(*args)
+
+    monkeypatch.setattr(Restic, "backup_files", restic_first)
+    monkeypatch.setattr(backup_job, "walk", walk_after_restic_and_a_change)
+    [record] = backup(config, "nightly", level)
+    monkeypatch.undo()
+    moving = os.path.join(workspace.data, "moving.txt")
+    assert record.outcome == "success" and record.changed_during_backup == [moving], record.findings
+    assert [(f.code, f.subject) for f in record.findings] == [("changed_during_backup", moving)]
+    assert record.snapshot is not None
+    # The snapshot holds the content restic read; verification names the file instead of calling it corruption.
+    code, verified = _verify(path, "--snapshot", record.snapshot.id)
+    assert code == 0 and verified["verdict"] == "passed", verified["findings"]
+    assert [(f["code"], f["subject"]) for f in verified["findings"]] == [  # type: ignore[attr-defined]
+        ("changed_during_backup", moving)]
 
 
 def test_an_sm3_agent_verifies_against_its_own_signed_record(workspace_once: Workspace) -> None:
@@ -413,10 +463,11 @@ def test_an_sm3_agent_verifies_against_its_own_signed_record(workspace_once: Wor
 def test_entries_made_and_removed_between_the_two_walks_are_named_and_verify(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """restic walks the tree a moment after the agent: what changes in between is named, not called corruption.
+    """restic walks the tree beside the agent: what changes between their looks is named, not called corruption.
 
-    The gap is widened on purpose (a file and a directory created, a file removed right after the manifest was made);
-    names that look like restic patterns or variables are excluded exactly, as the walk excluded them.
+    The order is set on purpose (restic starts once the manifest is made; a file and a directory are created and a
+    file removed in between); names that look like restic patterns or variables are excluded exactly, as the walk
+    excluded them.
     """
     odd = ["star*name.tmp", "[ab].tmp", "$HOME.tmp", "back\\slash.tmp", "trailing .tmp"]
     write_files(workspace.data, {"keep.txt": "k", "gone.txt": "g", **{name: "x" for name in odd},
@@ -426,13 +477,21 @@ def test_entries_made_and_removed_between_the_two_walks_are_named_and_verify(
     Restic(config.restic_binary, config.repositories["local"]).init()
 
     finish = manifest_store.ManifestWriter.finish
+    backup_files = Restic.backup_files
+    changed = threading.Event()
 
     def finish_then_change(writer: manifest_store.ManifestWriter, manifest: Any) -> None:
         finish(writer, manifest)
         write_files(workspace.data, {"late.txt": "late", "late-dir/inner.txt": "inner"})
         os.unlink(os.path.join(workspace.data, "gone.txt"))
+        changed.set()
+
+    def backup_files_once_changed(self: Restic, *args: Any, **options: Any) -> Any:
+        assert changed.wait(60)
+        return backup_files(self, *args, **options)
 
     monkeypatch.setattr(manifest_store.ManifestWriter, "finish", finish_then_change)
+    monkeypatch.setattr(Restic, "backup_files", backup_files_once_changed)
     document = doc(backup(config, "nightly", Level.FULL)[0])
     monkeypatch.undo()
     data = workspace.data
@@ -443,4 +502,5 @@ def test_entries_made_and_removed_between_the_two_walks_are_named_and_verify(
     assert code == 0 and verified["verdict"] == "passed", verified["findings"]
     assert {f["subject"] for f in verified["findings"]} == named  # type: ignore[attr-defined]
     restored = Restic(config.restic_binary, config.repositories["local"]).snapshots()
-    assert restored[0].paths[0] == data  # the snapshot lists the target's root, as restic users expect
+    [listed] = [s for s in restored if s.tag_value("drill.part") == "files"]
+    assert listed.paths == (data,)  # the snapshot lists the target's root, as restic users expect

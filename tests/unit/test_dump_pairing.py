@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.jobs.catalog import collect_backups, dump_backups
+from agents.jobs.catalog import collect_backups, paired_backups
 from agents.restic.messages import Snapshot
 
 JOB = "job-1"
@@ -23,7 +23,7 @@ def _dump(snapshot_id: str) -> Snapshot:
 
 def test_a_manifest_without_a_tag_naming_its_dump_pairs_by_job() -> None:
     # The layout of today: the manifest's restic starts before the dump's id or the manifest's digest exist.
-    [paired] = dump_backups([_dump("d" * 64), _snapshot("m" * 64, "drill.part=manifest")])
+    [paired] = paired_backups([_dump("d" * 64), _snapshot("m" * 64, "drill.part=manifest")])
     assert (paired.snapshot_id, paired.manifest_snapshot_id, paired.database) == ("d" * 64, "m" * 64, "app")
     assert paired.manifest_for is None and paired.manifest_digest == ""
     assert paired.names_this_dump("d" * 64) and not paired.names_this_dump("x" * 64)
@@ -35,18 +35,18 @@ def test_a_manifest_tagged_with_its_dump_pairs_only_with_it_unless_verifying() -
     # not a backup to plan with, but a verification sees it (and reports that the manifest names another dump).
     old = _snapshot("m" * 64, "drill.part=manifest", f"drill.for={'d' * 64}", "drill.digest=sha256:ab")
     snapshots = [_dump("d" * 64), _dump("e" * 64), old]
-    assert [(b.snapshot_id, b.manifest_digest) for b in dump_backups(snapshots)] == [("d" * 64, "sha256:ab")]
-    assert sorted(b.snapshot_id for b in dump_backups(snapshots, strict=False)) == ["d" * 64, "e" * 64]
+    assert [(b.snapshot_id, b.manifest_digest) for b in paired_backups(snapshots)] == [("d" * 64, "sha256:ab")]
+    assert sorted(b.snapshot_id for b in paired_backups(snapshots, strict=False)) == ["d" * 64, "e" * 64]
     assert [b.snapshot_id for b in collect_backups(snapshots, target="db")] == ["d" * 64]
 
 
 def test_a_copied_dump_names_its_original() -> None:
     copy = _snapshot("c" * 64, "drill.part=dump", "drill.base=none", original="d" * 64)
-    [paired] = dump_backups([copy, _snapshot("n" * 64, "drill.part=manifest", original="m" * 64)])
+    [paired] = paired_backups([copy, _snapshot("n" * 64, "drill.part=manifest", original="m" * 64)])
     assert paired.names_this_dump("d" * 64) and paired.names_this_dump("c" * 64)
     assert paired.manifest_original == "m" * 64
 
 
 def test_a_dump_without_its_manifest_is_no_backup() -> None:
-    assert dump_backups([_dump("d" * 64)]) == []
-    assert dump_backups([_snapshot("m" * 64, "drill.part=manifest")]) == []
+    assert paired_backups([_dump("d" * 64)]) == []
+    assert paired_backups([_snapshot("m" * 64, "drill.part=manifest")]) == []
