@@ -294,7 +294,6 @@ class _DataBackup:
                  tags: list[str], on_status: Callable[[BackupStatus], None],
                  on_item: Callable[[BackupItem], None]) -> None:
         self._restic = restic
-        self._record = record
         self._stop = process.Cancellation(parent=process.CANCELLATION)
         self._outcome: dict[str, object] = {}
 

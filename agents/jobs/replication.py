@@ -2,8 +2,9 @@
 
 Replication copies every backup of the policy and target that the destination
 lacks (so a copy that failed last night is made up tonight), then proves each
-copy: the destination's snapshot must have the same tree id as the source's --
-and since the manifest lives in the same snapshot, that proves the manifest too.
+copy: the destination's snapshots must have the same tree ids as the source's, the
+data's and the manifest's (a files backup of an earlier version holds its manifest
+in the data's tree).
 
 Retention forgets, in every repository of the policy, the backups
 :func:`policies.retention.select_forgettable` names -- only among snapshots of
@@ -46,7 +47,7 @@ def _prove_copies(
             copy is not None
             and copy.tree is not None
             and copy.tree == backup.tree
-            and copy.manifest_tree == backup.manifest_tree  # a dump's manifest snapshot, else both None
+            and copy.manifest_tree == backup.manifest_tree  # the manifest's snapshot (None: inside the data's)
         )
         copied.append(CopiedBackup(job_id=backup.job_id, source_snapshot_id=backup.snapshot_id,
                                    copy_snapshot_id=copy.snapshot_id if copy else None, tree=backup.tree,

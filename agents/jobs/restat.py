@@ -1,8 +1,9 @@
 """Which files changed while restic read them, re-stat'ing only the files that can have.
 
 The agent hashes a file -- or, in an incremental, keeps the base manifest's hash because the file's stat is the
-base's -- a moment before restic reads it. A file changed in between has one version in the manifest and another
-in the snapshot; re-stat'ing it after restic, against the stat the manifest holds, finds it. Re-stat'ing *every*
+base's -- while restic reads the same files beside it. A file the agent read first that changed before restic read
+it has one version in the manifest and another in the snapshot; re-stat'ing it after restic, against the stat the
+manifest holds, finds it. Re-stat'ing *every*
 entry reads the whole manifest back and stats every file again, however little changed. Two kinds of entry need it:
 
 - the ones the agent read itself (hashed, or a symlink's target): its reading and restic's are two moments;
@@ -13,7 +14,7 @@ manifest's) and restic reported it ``unchanged``, which restic says of a file it
 mtime, ctime and inode are those the parent snapshot holds, from when the base backup read it (the parent *is* the
 base: the agent passes ``--parent``, never ``--ignore-ctime`` or ``--ignore-inode``). Any change to a file since then
 sets its ctime to the time of the change, later than the base backup, so the file did not change between the base
-backup and restic's look at it now, and the agent's stat, taken in between, was that same version. (The full
+backup and either look at it now, whichever came first: both saw the base's version. (The full
 re-stat rests on ctime just the same.) A full backup has no base, the agent reads every file, and
 every entry is re-stat'ed.
 

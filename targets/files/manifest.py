@@ -1,13 +1,14 @@
 """The files manifest: per path its type, size, mode, mtime and content hash.
 
-Taken on the host at backup time, just before restic reads the same files, and
-stored inside the same snapshot. A file
+Taken on the host at backup time, while restic reads the same files, and
+stored in a snapshot of its own beside theirs. A file
 that is unchanged since the base manifest (same size, mtime, ctime and inode)
 keeps its hash, so an incremental hashes only what changed; a full passes no
 base and re-hashes everything. A file whose metadata moved between the walk
 and the end of its hashing is marked ``changed_during_backup`` in the manifest;
 one that moved after its hashing, while restic ran, is found by
-:func:`find_changed_since` and named in the result record. Either way what
+:func:`find_changed_since` (and one that moved before it, after restic read it, by its
+ctime: ``agents/jobs/restat.py``) and named in the result record. Either way what
 restic stored may differ from what was hashed, and verification reports it as
 such instead of calling it corruption.
 """

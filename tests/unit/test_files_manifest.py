@@ -14,7 +14,7 @@ import pytest
 
 from targets import hashing
 from targets.files import manifest as fm
-from targets.files.select import select_paths
+from targets.files.select import scan_exclusions, select_paths
 from tests.support.configs import write_files
 
 
@@ -46,6 +46,21 @@ def test_selection_applies_each_pattern_form(tmp_path: pathlib.Path) -> None:
     # restic is told each left-out entry once, as an exact path; nothing below an excluded directory.
     left_out = {os.path.relpath(p, tmp_path) for p in selection.excluded}
     assert left_out == {"draft.tmp", "sub/cache", "logs/old.gz", "only-tmp/x.tmp"}
+
+
+def test_the_scan_restic_starts_from_leaves_out_what_the_walk_leaves_out(tmp_path: pathlib.Path) -> None:
+    # restic starts with the scan's exclusions while the walk runs beside it: the two must agree exactly.
+    _tree(tmp_path)
+    os.mkfifo(tmp_path / "sub" / "pipe")
+    write_files(str(tmp_path), {"state/x": "the agent's own", "deep/er/y.tmp": "y"})
+    roots, patterns, never = [str(tmp_path), str(tmp_path / "absent")], ["*.tmp", "cache/", "logs/*.gz"], [
+        str(tmp_path / "state")]
+    walked = select_paths(roots, patterns, never)
+    scanned = scan_exclusions(roots, patterns, never)
+    assert sorted(scanned.excluded) == sorted(walked.excluded)
+    assert {os.path.relpath(p, tmp_path) for p in scanned.excluded} == {
+        "draft.tmp", "sub/cache", "logs/old.gz", "only-tmp/x.tmp", "sub/pipe", "state", "deep/er/y.tmp"}
+    assert (scanned.roots, scanned.missing_roots, scanned.found) == (walked.roots, walked.missing_roots, [])
 
 
 def test_absolute_pattern(tmp_path: pathlib.Path) -> None:
