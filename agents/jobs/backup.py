@@ -1,16 +1,18 @@
 """The backup job: one target of one policy, at a level, into restic, with its manifest.
 
 Steps, each timed in the record: plan the level from the agent's index of its
-backups → scan what the target leaves out (``scan``) → ``restic backup`` of the
-target's roots with exactly that left out (``backup``), while beside it the agent
-walks, stats and hashes the files into the manifest, reusing the base's hashes for
-unchanged files (``hash``) → the manifest stored in a snapshot of its own
-(``manifest``; :mod:`agents.jobs.catalog`) → restic's account of what it stored
-proven against the manifest (:mod:`agents.jobs.snapshot_proof`) and the files that
-changed while the two read them named (:mod:`agents.jobs.restat`) → replicate to
-the policy's other repositories and prove the copies → apply retention. Every step
-that fails becomes a finding; the record's outcome is ``success`` only if nothing
-went wrong.
+backups → walk and stat the target, keeping the walk on disk (``walk``) →
+``restic backup`` of the target's roots with exactly what the walk left out
+excluded (``backup``), while beside it the agent hashes the walked files into the
+manifest, reusing the base's hashes for unchanged files (``hash``) → the manifest
+stored in a snapshot of its own (``manifest``; :mod:`agents.jobs.catalog`) →
+restic's account of what it stored proven against the manifest
+(:mod:`agents.jobs.snapshot_proof`) and the files that changed since the walk's
+stat named (:mod:`agents.jobs.restat`) → replicate to the policy's other
+repositories and prove the copies → apply retention. Every stat precedes restic's
+start, which is what makes a file that changed while the two read it visible at
+the end. Every step that fails becomes a finding; the record's outcome is
+``success`` only if nothing went wrong.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,12 +31,13 @@ from agents.config.model import AgentConfig
 from agents.contract.errors import InputError
 from agents.contract.records import BackupTarget, FilesManifestInfo, LevelInfo, ResticInfo, SignedRecord, SnapshotRef
 from agents.jobs import catalog, snapshot_proof
+from agents.jobs.anchors import collect_anchors
 from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.replication import apply_retention, replicate
-from agents.jobs.restat import ReadSinceBase, file_system_clock
+from agents.jobs.restat import ReadSinceBase
 from agents.journal import Journal
 from agents.records import BackupDraft, RecordDraft, decide_outcome, job_record, new_backup_draft
-from agents.repositories import open_outbox, open_repository
+from agents.repositories import open_outbox, open_record_store, open_repository
 from agents.restic import excludes
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.messages import BackupItem, BackupStatus
@@ -45,11 +48,14 @@ from policies.due import level_for_day
 from policies.levels import Level, LevelDecision, choose_level
 from targets import hashing
 from targets.files import manifest as files_manifest
-from targets.files import manifest_store
+from targets.files import manifest_store, walkspill
 from targets.files.config import FilesTargetConfig
-from targets.files.select import Selection, scan_exclusions, walk
+from targets.files.select import Found, Selection, walk
 
 log = logging.getLogger(__name__)
+
+# How many manifest entries the hashing writes between two looks at whether restic has failed.
+_CHECK_RESTIC_EVERY = 4096
 
 # Digest of the manifest document itself, as written in records and tags.
 MANIFEST_DIGEST_ALGORITHM = "sha256"
@@ -117,12 +123,12 @@ def run_policy_backup(
     return records
 
 
-def staged_paths(state: StateDir, job_id: str) -> tuple[str, str, str]:
-    """Where a files backup stages its manifest, restic's exclusions and restic's account of what it stored
-    (noted in the journal, so that a killed job's files are removed)."""
+def staged_paths(state: StateDir, job_id: str) -> tuple[str, str, str, str]:
+    """Where a files backup stages its manifest, restic's exclusions, restic's account of what it stored and its
+    walk (noted in the journal, so that a killed job's files are removed)."""
     staging = state.sub("staging")
     return (os.path.join(staging, f"manifest-{job_id}.bin"), os.path.join(staging, f"excludes-{job_id}.lst"),
-            os.path.join(staging, f"stored-{job_id}.lst"))
+            os.path.join(staging, f"stored-{job_id}.lst"), os.path.join(staging, f"walk-{job_id}.bin"))
 
 
 def run_target_backup(context: JobContext, target: FilesTargetConfig) -> SignedRecord:
@@ -196,17 +202,32 @@ def _run(context: JobContext, target: FilesTargetConfig, requested: Level, recor
 
 
 def _open_base(
-    state: StateDir, restic: Restic, base: catalog.StoredBackup | None, record: RecordDraft[BackupDraft]
+    config: AgentConfig, state: StateDir, restic: Restic, base: catalog.StoredBackup | None,
+    record: RecordDraft[BackupDraft],
 ) -> files_manifest.BaseEntries | None:
-    """The base's manifest entries, streamed in walk order: the local copy first, else the repository's; None if
-    unusable (every file is hashed again; the record says why)."""
+    """The base's manifest entries, streamed in walk order: the local copy first, else the repository's, if this
+    agent's own signed record of the base vouches for it; None if unusable (every file is hashed again; the record
+    says why).
+
+    A manifest from the repository is checked against the record's digest, never a tag: whoever holds the
+    repository's password could plant a base whose manifest gives a file's stat the hash of other content, and an
+    incremental that reused it would vouch for content the file never had."""
     if base is None:
         return None
-    local = state.manifest_path(base.snapshot_id)
-    if _file_digest(local) == base.manifest_digest:
+    local = state.manifest_path(base.snapshot_id)  # written by this agent only, under the id it backed up
+    if base.manifest_digest and _file_digest(local) == base.manifest_digest:
+        return manifest_store.base_entries(local)
+    anchors, _ = collect_anchors(open_record_store(config))
+    vouching = anchors.record_for(base)
+    expected = vouching.manifest.digest if vouching is not None and vouching.manifest is not None else None
+    if expected is None:
+        record.add("base_manifest_mismatch", "warning", f"no backup record of this agent vouches for base snapshot "
+                   f"{base.snapshot_id[:12]}; every file is hashed again")
+        return None
+    if _file_digest(local) == expected:
         return manifest_store.base_entries(local)
     data = restic.dump(base.manifest_snapshot_id or base.snapshot_id, base.manifest_path)
-    if hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data) != base.manifest_digest:
+    if hashing.digest_bytes(MANIFEST_DIGEST_ALGORITHM, data) != expected:
         record.add(
             "base_manifest_mismatch",
             "warning",
@@ -233,57 +254,75 @@ def _backup_files(
     history: list[catalog.StoredBackup],
     record: RecordDraft[BackupDraft],
 ) -> catalog.StoredBackup | None:
-    """restic backs up the target's roots while the agent walks and hashes them into the manifest beside it; then
-    the manifest is stored in a snapshot of its own and proven against restic's account of the data's. None when
-    no snapshot was made."""
-    config, policy, state = context.config, context.policy, context.state
+    """Walk and stat the target (kept on disk), then back up its roots with restic while the agent hashes what it
+    walked into the manifest beside it; then store the manifest in a snapshot of its own and prove it against
+    restic's account of the data's snapshot. None when no snapshot was made."""
+    config, state = context.config, context.state
     record.details.level = LevelInfo(requested=decision.requested, effective=decision.level, reason=decision.reason)
     if decision.level is not decision.requested and not any(f.code == "level_upgraded" for f in record.findings):
         record.add("level_upgraded", "info", decision.reason)
     base = catalog.find_backup(history, decision.base.snapshot_id) if decision.base else None
     base_id = base.snapshot_id if base else None
     record.details.base_snapshot_id = base_id
-    manifest_path, exclude_file, stored_file = staged_paths(state, record.job_id)
-    with record.phase("scan"):
-        scan = scan_exclusions(target.paths, target.exclude, [config.state_dir])
-        base_entries = _open_base(state, restic, base, record) if decision.level is not Level.FULL else None
-        started_ns = file_system_clock(os.path.dirname(manifest_path), f"clock-{record.job_id}")
-    if not scan.roots:
-        _report_selection(scan, record)
-        record.add("nothing_to_back_up", "error", "none of the target's paths exists; no snapshot was made")
-        return None
+    manifest_path, _, stored_file, walk_file = staged_paths(state, record.job_id)
+    selection = Selection()
+    try:
+        with open(walk_file, "w+b") as walked:
+            os.chmod(walk_file, 0o600)
+            with record.phase("walk"):
+                base_entries = (_open_base(config, state, restic, base, record)
+                                if decision.level is not Level.FULL else None)
+                entries = walkspill.write(walk(target.paths, target.exclude, [config.state_dir], selection), walked)
+            if not entries:
+                _report_selection(selection, record)
+                record.add("nothing_to_back_up", "error", "none of the target's paths exists; no snapshot was made")
+                return None
+            walked.seek(0)
+            return _back_up_beside_the_hashing(context, restic, target, decision, base_id, base_entries, selection,
+                                               walkspill.read(walked), record)
+    finally:
+        for staged in (manifest_path, stored_file, walk_file):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+
+
+def _back_up_beside_the_hashing(
+    context: JobContext, restic: Restic, target: FilesTargetConfig, decision: LevelDecision, base_id: str | None,
+    base_entries: files_manifest.BaseEntries | None, selection: Selection, found: Iterable[Found],
+    record: RecordDraft[BackupDraft],
+) -> catalog.StoredBackup | None:
+    """Start ``restic backup`` of the walked roots (what the walk left out excluded exactly), hash the walked
+    entries into the manifest beside it, then store the manifest and prove the two agree."""
+    config, policy, state = context.config, context.policy, context.state
+    manifest_path, exclude_file, stored_file, _ = staged_paths(state, record.job_id)
 
     def report(status: BackupStatus) -> None:
         if context.progress is not None:
             context.progress(target.name, status)
 
-    read_since_base = ReadSinceBase(incremental=base_entries is not None, started_ns=started_ns)
+    read_since_base = ReadSinceBase(incremental=base_entries is not None)
     manifest = files_manifest.FilesManifest(
         algorithm=target.hash, host=config.host, policy=policy.name, target=target.name, job_id=record.job_id,
         level=decision.level.value, roots=list(target.paths), exclude=list(target.exclude), base_snapshot_id=base_id,
+        missing_roots=selection.missing_roots,
     )
-    try:
-        with open(stored_file, "w+b") as spill:
-            os.chmod(stored_file, 0o600)
-            account = snapshot_proof.SnapshotAccount(scan.roots, frozenset(), spill,
-                                                     also=read_since_base.reported_by_restic)
-            data = _DataBackup(restic, record, scan.roots, excludes.make_exclusions(scan.excluded), exclude_file,
-                               host=config.host, parent=base_id, force=decision.level is Level.FULL,
-                               tags=catalog.make_files_tags(record.job_id, policy.name, target.name, decision.level,
-                                                            base_id),
-                               on_status=report, on_item=account.take)
-            try:
-                written = _write_manifest(manifest, manifest_path, target, [config.state_dir], base_entries,
-                                          read_since_base, record)
-            except BaseException:
-                data.stop("the manifest could not be written")
-                raise
-            return _store(context, restic, target, decision, base_id, data, written, account, read_since_base,
-                          manifest_path, record)
-    finally:
-        for staged in (manifest_path, stored_file):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(staged)
+    with open(stored_file, "w+b") as spill:
+        os.chmod(stored_file, 0o600)
+        account = snapshot_proof.SnapshotAccount(selection.roots, frozenset(), spill,
+                                                 also=read_since_base.reported_by_restic)
+        data = _DataBackup(restic, record, selection.roots, excludes.make_exclusions(selection.excluded),
+                           exclude_file, host=config.host, parent=base_id, force=decision.level is Level.FULL,
+                           tags=catalog.make_files_tags(record.job_id, policy.name, target.name, decision.level,
+                                                        base_id),
+                           on_status=report, on_item=account.take)
+        try:
+            written = _write_manifest(manifest, manifest_path, target, found, base_entries, read_since_base, data,
+                                      record)
+        except BaseException:
+            data.stop("the manifest could not be written")
+            raise
+        return _store(context, restic, target, decision, base_id, data, written, selection, account,
+                      read_since_base, manifest_path, record)
 
 
 class _DataBackup:
@@ -321,48 +360,53 @@ class _DataBackup:
         assert isinstance(run, BackupRun)
         return run
 
+    def raise_if_failed(self) -> None:
+        """Raise what restic raised, if it has already ended with an error."""
+        error = self._outcome.get("error")
+        if isinstance(error, BaseException) and not self._thread.is_alive():
+            raise error
+
     def stop(self, reason: str) -> None:
         """Stop restic and forget the snapshot it made if it had ended (it has no manifest)."""
         self._stop.cancel(reason)
         self._thread.join()
         run = self._outcome.get("run")
         if isinstance(run, BackupRun):
-            with contextlib.suppress(ResticError):
-                self._restic.forget_quietly([self._restic.identify(run)[0]])
+            self._restic.forget_quietly([run.summary.snapshot_id])
 
 
 @dataclass
 class _Written:
-    """The manifest the agent wrote beside restic, and what its walk found."""
+    """The manifest the agent wrote beside restic."""
 
     writer: manifest_store.ManifestWriter
     listed: snapshot_proof.Fold
-    selection: Selection
     counts: files_manifest.HashCounts
     manifest: files_manifest.FilesManifest
 
 
 def _write_manifest(
-    manifest: files_manifest.FilesManifest, manifest_path: str, target: FilesTargetConfig, never: list[str],
-    base_entries: files_manifest.BaseEntries | None, read_since_base: ReadSinceBase, record: RecordDraft[BackupDraft],
+    manifest: files_manifest.FilesManifest, manifest_path: str, target: FilesTargetConfig, found: Iterable[Found],
+    base_entries: files_manifest.BaseEntries | None, read_since_base: ReadSinceBase, data: _DataBackup,
+    record: RecordDraft[BackupDraft],
 ) -> _Written:
-    """Walk, stat and hash the target (reusing the base's hashes by stat) into the manifest file, folding its
-    side of the snapshot proof as it goes. A manifest that could not be written whole is removed."""
-    selection = Selection()
+    """Hash the walked entries (reusing the base's hashes by stat) into the manifest file, folding its side of the
+    snapshot proof as it goes. A manifest that could not be written whole is removed. Raises what restic's backup
+    (``data``) raised as soon as it is seen to have failed."""
     counts = files_manifest.HashCounts()
     with record.phase("hash"):
-        found = walk(target.paths, target.exclude, never, selection)
         try:
             with open(manifest_path, "wb") as handle:
                 os.chmod(manifest_path, 0o600)
                 writer = manifest_store.ManifestWriter(handle, manifest)
                 listed = snapshot_proof.Fold()  # the manifest's side of the snapshot proof
-                for entry in files_manifest.stream_entries(found, target.hash, base_entries, counts,
-                                                           on_read=read_since_base.read_by_agent):
+                for number, entry in enumerate(files_manifest.stream_entries(
+                        found, target.hash, base_entries, counts, on_read=read_since_base.read_by_agent)):
                     writer.add(entry)
                     listed.take(entry)
+                    if not number % _CHECK_RESTIC_EVERY:
+                        data.raise_if_failed()  # restic gone (refused, stopped): no point hashing on
                 manifest.unreadable = sorted(counts.unreadable, key=lambda u: u["path"])
-                manifest.missing_roots = selection.missing_roots
                 manifest.hashed_files, manifest.hashed_bytes = counts.hashed_files, counts.hashed_bytes
                 manifest.reused_hashes = counts.reused
                 writer.finish(manifest)
@@ -373,7 +417,7 @@ def _write_manifest(
         record.add("base_manifest_mismatch", "warning", f"the manifest of base snapshot "
                    f"{manifest.base_snapshot_id} could not be read ({base_entries.failure}); the files after that "
                    "point were hashed again")
-    return _Written(writer, listed, selection, counts, manifest)
+    return _Written(writer, listed, counts, manifest)
 
 
 def _report_selection(selection: Selection, record: RecordDraft[BackupDraft]) -> None:
@@ -389,16 +433,18 @@ def _report_selection(selection: Selection, record: RecordDraft[BackupDraft]) ->
 
 def _store(
     context: JobContext, restic: Restic, target: FilesTargetConfig, decision: LevelDecision, base_id: str | None,
-    data: _DataBackup, written: _Written, account: snapshot_proof.SnapshotAccount, read_since_base: ReadSinceBase,
-    manifest_path: str, record: RecordDraft[BackupDraft],
+    data: _DataBackup, written: _Written, selection: Selection, account: snapshot_proof.SnapshotAccount,
+    read_since_base: ReadSinceBase, manifest_path: str, record: RecordDraft[BackupDraft],
 ) -> catalog.StoredBackup | None:
     """Once restic ended: store the manifest in its own snapshot, prove the data's snapshot against it, name what
     changed while they ran. None (the data's snapshot forgotten) when the manifest could not be stored."""
     config, policy, state = context.config, context.policy, context.state
     manifest_name = f"{target.name}.manifest"
     run = data.result()
-    snapshot_id, tree, snapshot_time = restic.identify(run)
+    _report_selection(selection, record)
+    made = [run.summary.snapshot_id]  # forgotten if the manifest cannot be stored: data alone is no backup
     try:
+        snapshot_id, tree, snapshot_time = restic.identify(run)
         with record.phase("manifest"), open(manifest_path, "rb") as content:
             # Killed, never interrupted: restic 0.18 would store what it had read of the stream.
             stored = restic.backup_stdin(
@@ -406,14 +452,14 @@ def _store(
                 tags=catalog.make_manifest_tags(record.job_id, policy.name, target.name, decision.level,
                                                 digest=written.writer.digest),
                 cancellation=process.Cancellation(parent=process.CANCELLATION, hard=True))
+            made.append(stored.summary.snapshot_id)
             manifest_id = restic.identify(stored)[0]
     except ResticError as error:
         record.add("manifest_store_failed", "error", error.describe())
-        restic.forget_quietly([snapshot_id])
+        restic.forget_quietly(made)
         return None
     unreadable, totals, digest = written.manifest.unreadable, written.writer.totals, written.writer.digest
-    _report_selection(written.selection, record)
-    unprovable = written.selection.unprovable | {u["path"] for u in unreadable}
+    unprovable = selection.unprovable | {u["path"] for u in unreadable}
     os.replace(manifest_path, state.manifest_path(snapshot_id))  # the next incremental's base, kept here
     stored_manifest = manifest_store.StoredEntries(state.manifest_path(snapshot_id))
     proof = snapshot_proof.prove(account, stored_manifest, unprovable, expected=written.listed)

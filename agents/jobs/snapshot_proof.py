@@ -1,7 +1,7 @@
 """Proving that a files snapshot holds what its manifest lists.
 
-restic walks the target's roots itself while the agent's own walk makes the
-manifest beside it, so a file created or removed between their looks is in one
+restic walks the target's roots itself, after the agent's own walk (whose
+entries the manifest lists), so a file created or removed in between is in one
 and not the other. While restic runs it reports every file and directory it stores
 (``-vv``); :class:`SnapshotAccount` folds that stream into a count and an
 order-independent digest (a sum of per-entry hashes), so memory stays flat

@@ -720,19 +720,22 @@ class Restic:
         )
 
     def forget_quietly(self, snapshot_ids: Sequence[str]) -> bool:
-        """Forget snapshots that must not be mistaken for good ones; True when done."""
+        """Forget snapshots (full or short ids) that must not be mistaken for good ones; True when done. Runs also
+        while the agent is being stopped: what it forgets is what the stop would otherwise leave behind."""
         try:
-            self.forget(snapshot_ids, prune=False)
+            self.forget(snapshot_ids, prune=False, cancellation=process.Cancellation())
         except ResticError as error:
             log.error("could not forget %s in %s: %s", snapshot_ids, self.repository.name, error.describe())
             return False
         return True
 
-    def forget(self, snapshot_ids: Sequence[str], *, prune: bool) -> None:
+    def forget(self, snapshot_ids: Sequence[str], *, prune: bool,
+               cancellation: process.Cancellation = process.CANCELLATION) -> None:
         """Remove exactly these snapshots, then (optionally) the data only they used."""
         if not snapshot_ids:
             return
-        self._run_unlocking(commands.make_forget_command(self.binary, self._flags(json=False), snapshot_ids))
+        self._run_unlocking(commands.make_forget_command(self.binary, self._flags(json=False), snapshot_ids),
+                            cancellation=cancellation)
         if prune:
             self._run_unlocking(commands.make_prune_command(self.binary, self._flags(json=False)))
 

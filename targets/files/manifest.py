@@ -1,14 +1,14 @@
 """The files manifest: per path its type, size, mode, mtime and content hash.
 
-Taken on the host at backup time, while restic reads the same files, and
-stored in a snapshot of its own beside theirs. A file
+Taken on the host at backup time: every entry stat'ed before restic starts, the
+files hashed while restic reads them, the manifest stored in a snapshot of its own
+beside theirs. A file
 that is unchanged since the base manifest (same size, mtime, ctime and inode)
 keeps its hash, so an incremental hashes only what changed; a full passes no
 base and re-hashes everything. A file whose metadata moved between the walk
 and the end of its hashing is marked ``changed_during_backup`` in the manifest;
 one that moved after its hashing, while restic ran, is found by
-:func:`find_changed_since` (and one that moved before it, after restic read it, by its
-ctime: ``agents/jobs/restat.py``) and named in the result record. Either way what
+:func:`find_changed_since` and named in the result record. Either way what
 restic stored may differ from what was hashed, and verification reports it as
 such instead of calling it corruption.
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from targets import hashing
-from targets.files.select import Found, Selection, walk_order
+from targets.files.select import Found, Selection, Stat, walk_order
 
 CHUNK = 1 << 20
 _Item = TypeVar("_Item")
@@ -63,7 +63,7 @@ class FileEntry:
     hash: str | None
     changed_during_backup: bool = False
 
-    def same_version(self, st: os.stat_result) -> bool:
+    def same_version(self, st: Stat) -> bool:
         """Whether ``st`` describes the same version of the file as this entry."""
         return (
             st.st_size == self.size
@@ -158,7 +158,7 @@ def _hash_symlink(path: str, algorithm: str) -> str:
     return hashing.digest_bytes(algorithm, os.fsencode(os.readlink(path)))
 
 
-def _entry(found: Found, st: os.stat_result, digest: str | None, changed: bool = False) -> FileEntry:
+def _entry(found: Found, st: Stat, digest: str | None, changed: bool = False) -> FileEntry:
     return FileEntry(
         path=found.path,
         type=found.kind,
@@ -172,7 +172,7 @@ def _entry(found: Found, st: os.stat_result, digest: str | None, changed: bool =
     )
 
 
-def _moved(a: os.stat_result, b: os.stat_result) -> bool:
+def _moved(a: Stat, b: Stat) -> bool:
     """Whether ``b`` is another version of the file than ``a``: any write, and a rename over its path, moves the
     ctime. Not the inode: some filesystems (FUSE without ``use_ino``, CIFS with ``noserverino``) give a file
     another one when the kernel forgets it, and a false mark would excuse a real difference at verification."""

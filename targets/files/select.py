@@ -48,12 +48,27 @@ class ExcludePattern:
 
 
 @dataclass(frozen=True, slots=True)
+class WalkedStat:
+    """What the walk's ``lstat`` said of an entry, as far as a manifest keeps it (read back from the walk kept on
+    disk: ``targets/files/walkspill.py``)."""
+
+    st_mode: int
+    st_size: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    st_ino: int
+
+
+Stat = os.stat_result | WalkedStat
+
+
+@dataclass(frozen=True, slots=True)
 class Found:
     """One path selected for backup with the ``lstat`` taken during the walk."""
 
     path: str
     kind: str  # "file", "dir", "symlink"
-    st: os.stat_result
+    st: Stat
 
 
 @dataclass
@@ -135,67 +150,6 @@ def walk(roots: Sequence[str], exclude: Sequence[str], never: Sequence[str], sel
             continue  # inside a root already walked: each path once
         walked.append(root)
         yield from _walk(root, root, st, patterns, left_out, selection)
-
-
-def scan_exclusions(roots: Sequence[str], exclude: Sequence[str], never: Sequence[str] = ()) -> Selection:
-    """What :func:`walk` would leave out, found without stat'ing what it keeps: a :class:`Selection` with
-    ``roots``, ``missing_roots``, ``excluded`` and ``skipped_special`` (``found`` stays empty; a directory that
-    cannot be listed is the walk's to report).
-
-    restic is given exactly these exclusions before the agent's own walk runs beside it, so the scan must be
-    cheap: each entry's kind is the directory's own (``d_type``), stat'ed only where the file system does not
-    say. What changes between this scan and the walk shows in the snapshot's proof, as any change during a
-    backup does.
-    """
-    patterns = [ExcludePattern.parse(p) for p in exclude]
-    left_out = frozenset(os.path.abspath(p) for p in never)
-    scan = Selection()
-    walked: list[str] = []
-    for root in sorted({os.path.abspath(given) for given in roots}, key=walk_order):
-        try:
-            mode = os.lstat(root).st_mode
-        except FileNotFoundError:
-            scan.missing_roots.append(root)
-            continue
-        except OSError as exc:
-            scan.unreadable_dirs.append((root, exc.strerror or str(exc)))
-            continue
-        scan.roots.append(root)
-        if any(root.startswith(outer.rstrip("/") + "/") for outer in walked):
-            continue
-        walked.append(root)
-        if _kind(mode) is None:
-            scan.skipped_special.append((root, special_kind(mode)))
-            scan.excluded.append(root)
-        elif stat.S_ISDIR(mode):
-            _scan_below(root, patterns, left_out, scan)
-    return scan
-
-
-def _scan_below(root: str, patterns: list[ExcludePattern], never: frozenset[str], out: Selection) -> None:
-    cut = len(root.rstrip("/")) + 1
-    directories = [root]
-    while directories:
-        try:
-            listing = os.scandir(directories.pop())
-        except OSError:
-            continue  # the walk reports it
-        with listing:
-            for entry in listing:
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                    kept_kind = is_dir or entry.is_file(follow_symlinks=False) or entry.is_symlink()
-                except OSError:
-                    continue  # vanished, or cannot be stat'ed: the walk says which
-                path = entry.path
-                if path in never or (patterns and any(
-                    p.matches(path, path[cut:], entry.name, is_dir) for p in patterns
-                )):
-                    out.excluded.append(path)
-                elif is_dir:
-                    directories.append(path)
-                elif not kept_kind:
-                    out.excluded.append(path)
 
 
 def _walk(

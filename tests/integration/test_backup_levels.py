@@ -9,6 +9,7 @@ import subprocess
 
 from agents.jobs import catalog
 from agents.jobs.snapshot_proof import comparable_path
+from agents.repositories import open_record_store
 from agents.restic.runner import Restic
 from agents.state import StateDir
 from policies.levels import Level
@@ -87,6 +88,34 @@ def test_full_differential_incremental_with_manifests_in_the_repository(workspac
     assert os.listdir(os.path.join(workspace.state_dir, "staging")) == []  # nothing staged is left
     # The outbox holds one record per job.
     assert len(os.listdir(os.path.join(workspace.state_dir, "outbox"))) == 3
+
+
+def test_a_base_manifest_is_read_from_the_repository_only_as_the_agents_own_record_vouches(
+    workspace: Workspace,
+) -> None:
+    write_files(workspace.data, {f"f{i}.txt": f"content {i}\n" for i in range(20)})
+    config = workspace.load(workspace.write_config({"local": workspace.local_repository("local")}))
+    Restic(config.restic_binary, config.repositories["local"]).init()
+    [full] = backup(config, "nightly", Level.FULL)
+    state = StateDir(config.state_dir)
+    assert full.snapshot is not None
+    os.unlink(state.manifest_path(full.snapshot.id))  # the local copy gone: the repository's is read
+    write_files(workspace.data, {"f0.txt": "changed"})
+    [incremental] = backup(config, "nightly", Level.INCREMENTAL)
+    counts = doc(incremental)["manifest"]
+    assert (counts["hashed_files"], counts["reused_hashes"]) == (1, 19), incremental.findings
+    assert incremental.findings == []
+    # Without a record of this agent vouching for the base, a manifest from the repository is not trusted (a tag
+    # is whatever the repository's password holder wrote): every file is hashed again.
+    assert incremental.snapshot is not None
+    os.unlink(state.manifest_path(incremental.snapshot.id))
+    store = open_record_store(config)
+    for path in store.paths(kind="backup"):
+        os.unlink(path)
+    [again] = backup(config, "nightly", Level.INCREMENTAL)
+    counts = doc(again)["manifest"]
+    assert (counts["hashed_files"], counts["reused_hashes"]) == (20, 0)
+    assert [f.code for f in again.findings] == ["base_manifest_mismatch"] and again.outcome == "success"
 
 
 def test_incremental_without_a_full_is_upgraded(workspace: Workspace) -> None:

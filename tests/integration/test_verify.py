@@ -17,7 +17,6 @@ import pytest
 
 from agents.contract import signing
 from agents.contract.jobs import LATEST
-from agents.jobs import backup as backup_job
 from agents.jobs import verify_files
 from agents.jobs.anchors import Anchors, collect_anchors
 from agents.keys import KeyStore
@@ -27,6 +26,7 @@ from agents.restic.exitcodes import ResticOutcome
 from agents.restic.messages import Snapshot
 from agents.restic.runner import Restic, ResticError
 from policies.levels import Level
+from targets.files import manifest as files_manifest
 from targets.files import manifest_store
 from tests.support.components import S3Server
 from tests.support.configs import Workspace, write_files
@@ -400,21 +400,27 @@ def test_a_manifest_rewritten_in_the_repository_is_caught(workspace: Workspace) 
     assert document["manifest"]["checked_against"] == "backup record"  # type: ignore[index]
 
 
-@pytest.mark.parametrize("level", [Level.FULL, Level.INCREMENTAL])
-def test_a_file_changed_after_restic_read_it_and_before_the_agent_did_is_named(
-    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, level: Level
+@pytest.mark.parametrize(("level", "change"), [(Level.FULL, "rewritten"), (Level.INCREMENTAL, "rewritten"),
+                                               (Level.INCREMENTAL, "directory swapped")])
+def test_what_changes_after_restic_read_it_and_before_the_agent_hashed_it_is_named(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, level: Level, change: str
 ) -> None:
-    """restic and the agent read the files in no set order. Here restic reads everything first; a file then
-    changes, and the agent hashes its new content: the snapshot holds the old one, the manifest the new, and the
-    stat at the end is the manifest's -- only the file's ctime, later than the backup's start, tells."""
-    write_files(workspace.data, {"stable.txt": "stable", "moving.txt": "before"})
+    """restic and the agent's hashing read the files side by side, in no set order. Here restic reads everything
+    first; then a file is rewritten, or its directory is swapped for an older copy (whose files' ctimes are old:
+    a rename moves only the directory's), and the agent hashes what is there now: the snapshot holds one version,
+    the manifest another. The walk's stat, taken before restic started, tells."""
+    write_files(workspace.data, {"stable.txt": "stable", "sub/moving.txt": "before"})
     path = workspace.write_config({"local": workspace.local_repository("local")})
     config = workspace.load(path)
     Restic(config.restic_binary, config.repositories["local"]).init()
     if level is Level.INCREMENTAL:
         assert backup(config, "nightly", Level.FULL)[0].outcome == "success"
-        write_files(workspace.data, {"moving.txt": "changed since the full"})  # read anew by both
-    backup_files, walk = Restic.backup_files, backup_job.walk
+        write_files(workspace.data, {"sub/moving.txt": "changed since the full"})  # read anew by both
+    # The older copy has the file's size and mtime: only its ctime and inode tell it apart.
+    moving = os.path.join(workspace.data, "sub", "moving.txt")
+    write_files(workspace.root, {"older/moving.txt": "x" * os.path.getsize(moving)})
+    os.utime(os.path.join(workspace.root, "older", "moving.txt"), ns=(0, os.stat(moving).st_mtime_ns))
+    backup_files, stream_entries = Restic.backup_files, files_manifest.stream_entries
     restic_done = threading.Event()
 
     def restic_first(self: Restic, *args: Any, **options: Any) -> Any:
@@ -423,17 +429,19 @@ def test_a_file_changed_after_restic_read_it_and_before_the_agent_did_is_named(
         finally:
             restic_done.set()
 
-    def walk_after_restic_and_a_change(*args: Any) -> Any:
+    def hash_after_restic_and_a_change(*args: Any, **options: Any) -> Any:
         assert restic_done.wait(60)
-        time.sleep(0.01)  # past the clock tick of the backup's start, on any file system
-        write_files(workspace.data, {"moving.txt": "changed after restic read it"})
-        return walk(*args)
+        if change == "rewritten":
+            write_files(workspace.data, {"sub/moving.txt": "changed after restic read it"})
+        else:
+            os.rename(os.path.join(workspace.data, "sub"), os.path.join(workspace.root, "gone"))
+            os.rename(os.path.join(workspace.root, "older"), os.path.join(workspace.data, "sub"))
+        return stream_entries(*args, **options)
 
     monkeypatch.setattr(Restic, "backup_files", restic_first)
-    monkeypatch.setattr(backup_job, "walk", walk_after_restic_and_a_change)
+    monkeypatch.setattr(files_manifest, "stream_entries", hash_after_restic_and_a_change)
     [record] = backup(config, "nightly", level)
     monkeypatch.undo()
-    moving = os.path.join(workspace.data, "moving.txt")
     assert record.outcome == "success" and record.changed_during_backup == [moving], record.findings
     assert [(f.code, f.subject) for f in record.findings] == [("changed_during_backup", moving)]
     assert record.snapshot is not None
@@ -463,11 +471,12 @@ def test_an_sm3_agent_verifies_against_its_own_signed_record(workspace_once: Wor
 def test_entries_made_and_removed_between_the_two_walks_are_named_and_verify(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """restic walks the tree beside the agent: what changes between their looks is named, not called corruption.
+    """restic walks the tree itself, after the agent's walk: what changes in between is named, not called
+    corruption.
 
-    The order is set on purpose (restic starts once the manifest is made; a file and a directory are created and a
-    file removed in between); names that look like restic patterns or variables are excluded exactly, as the walk
-    excluded them.
+    The gap is widened on purpose (restic starts once the manifest is made; a file and a directory are created and
+    a file removed in between); names that look like restic patterns or variables are excluded exactly, as the
+    walk excluded them.
     """
     odd = ["star*name.tmp", "[ab].tmp", "$HOME.tmp", "back\\slash.tmp", "trailing .tmp"]
     write_files(workspace.data, {"keep.txt": "k", "gone.txt": "g", **{name: "x" for name in odd},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import pathlib
 import threading
@@ -14,7 +15,8 @@ import pytest
 
 from targets import hashing
 from targets.files import manifest as fm
-from targets.files.select import scan_exclusions, select_paths
+from targets.files import walkspill
+from targets.files.select import select_paths
 from tests.support.configs import write_files
 
 
@@ -48,19 +50,21 @@ def test_selection_applies_each_pattern_form(tmp_path: pathlib.Path) -> None:
     assert left_out == {"draft.tmp", "sub/cache", "logs/old.gz", "only-tmp/x.tmp"}
 
 
-def test_the_scan_restic_starts_from_leaves_out_what_the_walk_leaves_out(tmp_path: pathlib.Path) -> None:
-    # restic starts with the scan's exclusions while the walk runs beside it: the two must agree exactly.
+def test_the_walk_kept_on_disk_reads_back_as_walked(tmp_path: pathlib.Path) -> None:
+    # Between the walk's stat (before restic starts) and the hashing beside restic, the walk waits on disk.
     _tree(tmp_path)
-    os.mkfifo(tmp_path / "sub" / "pipe")
-    write_files(str(tmp_path), {"state/x": "the agent's own", "deep/er/y.tmp": "y"})
-    roots, patterns, never = [str(tmp_path), str(tmp_path / "absent")], ["*.tmp", "cache/", "logs/*.gz"], [
-        str(tmp_path / "state")]
-    walked = select_paths(roots, patterns, never)
-    scanned = scan_exclusions(roots, patterns, never)
-    assert sorted(scanned.excluded) == sorted(walked.excluded)
-    assert {os.path.relpath(p, tmp_path) for p in scanned.excluded} == {
-        "draft.tmp", "sub/cache", "logs/old.gz", "only-tmp/x.tmp", "sub/pipe", "state", "deep/er/y.tmp"}
-    assert (scanned.roots, scanned.missing_roots, scanned.found) == (walked.roots, walked.missing_roots, [])
+    with open(os.path.join(os.fsencode(tmp_path), b"odd\xff"), "wb") as handle:
+        handle.write(b"a name that is not UTF-8")
+    walked = select_paths([str(tmp_path)], ["*.tmp"]).found
+    spill = io.BytesIO()
+    assert walkspill.write(iter(walked), spill) == len(walked)
+    spill.seek(0)
+    back = list(walkspill.read(spill))
+    fields = ("st_mode", "st_size", "st_mtime_ns", "st_ctime_ns", "st_ino")
+    assert [(f.path, f.kind, [getattr(f.st, n) for n in fields]) for f in back] == [
+        (f.path, f.kind, [getattr(f.st, n) for n in fields]) for f in walked]
+    with pytest.raises(ValueError, match="inside a record"):
+        list(walkspill.read(io.BytesIO(spill.getvalue()[:-1])))
 
 
 def test_absolute_pattern(tmp_path: pathlib.Path) -> None:
