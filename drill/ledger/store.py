@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,6 +54,25 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+# How long an SQLite ledger waits for another process's lock (two ``drillctl`` commands at once).
+_BUSY_SECONDS = 30.0
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """Switch to write-ahead logging, waiting for other processes doing the same. Switching takes the database's
+    exclusive lock, and SQLite answers "database is locked" at once, without its busy wait, when another
+    connection is opening the same new database: two first starts at once. Raises sqlite3.Error."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SqliteStore:
     """SQLite, in autocommit mode with explicit write transactions. SQL uses ``%s`` placeholders."""
 
@@ -63,8 +83,9 @@ class SqliteStore:
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             # One thread at a time uses a connection (the service lends them from a pool), not always the same one.
-            self.connection = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-            self.connection.execute("PRAGMA journal_mode=WAL")
+            self.connection = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_SECONDS,
+                                              check_same_thread=False)
+            _use_wal(self.connection)
             self.connection.execute("PRAGMA synchronous=FULL")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the SQLite ledger {path}: {exc}") from exc

@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from agents.restic.exitcodes import ResticOutcome, classify_exit, damage_in
 from agents.restic.features import ResticVersion
 from agents.scratch.reaper import PROCESSES, reap, scratch_directory
 from agents.state import StateDir
+from drill.ledger.store import SqliteStore, StoreError
 from targets.files import manifest as fm
 from targets.files.select import select_paths
 from targets.files.verify import compare_restored
@@ -33,6 +35,29 @@ def test_concurrent_first_starts_make_one_key(tmp_path: pathlib.Path) -> None:
     ids = {run.communicate()[0].strip() for run in runs}
     assert len(ids) == 1 and next(iter(ids)).startswith("sha256:")
     assert sorted(os.listdir(tmp_path / "keys")) == ["signing.key", "signing.pub"]
+
+
+def test_first_opens_of_a_new_sqlite_ledger_at_once_all_succeed(tmp_path: pathlib.Path) -> None:
+    # Two drillctl commands starting together on a new ledger: switching it to write-ahead logging takes a lock
+    # SQLite does not wait for by itself (it failed about one round in ten before each open waited for it).
+    failures: list[str] = []
+    for round_number in range(20):
+        path = str(tmp_path / f"ledger-{round_number}.db")
+        barrier = threading.Barrier(6)
+
+        def open_once(path: str = path, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                SqliteStore(path).close()
+            except StoreError as error:
+                failures.append(str(error))
+
+        threads = [threading.Thread(target=open_once) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
 
 
 def test_a_journal_note_outlives_only_a_dead_process(tmp_path: pathlib.Path) -> None:
