@@ -32,6 +32,7 @@ from agents.contract.errors import InputError
 from agents.contract.records import BackupTarget, FilesManifestInfo, LevelInfo, ResticInfo, SignedRecord, SnapshotRef
 from agents.jobs import catalog, snapshot_proof
 from agents.jobs.anchors import collect_anchors
+from agents.jobs.dumpstream import PendingStdinBackup
 from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.replication import apply_retention, replicate
 from agents.jobs.restat import ReadSinceBase
@@ -306,7 +307,12 @@ def _back_up_beside_the_hashing(
         level=decision.level.value, roots=list(target.paths), exclude=list(target.exclude), base_snapshot_id=base_id,
         missing_roots=selection.missing_roots,
     )
-    with open(stored_file, "w+b") as spill:
+    # The manifest's restic starts now and waits on its stdin: its start overlaps the backup instead of following
+    # it (killed, never interrupted, if the manifest is not stored: restic 0.18 would store a part of it).
+    with open(stored_file, "w+b") as spill, PendingStdinBackup(
+        restic, filename=_manifest_name(target), host=config.host,
+        tags=catalog.make_manifest_tags(record.job_id, policy.name, target.name, decision.level),
+    ) as pending:
         os.chmod(stored_file, 0o600)
         account = snapshot_proof.SnapshotAccount(selection.roots, frozenset(), spill,
                                                  also=read_since_base.reported_by_restic)
@@ -321,8 +327,13 @@ def _back_up_beside_the_hashing(
         except BaseException:
             data.stop("the manifest could not be written")
             raise
-        return _store(context, restic, target, decision, base_id, data, written, selection, account,
+        return _store(context, restic, target, decision, base_id, data, pending, written, selection, account,
                       read_since_base, manifest_path, record)
+
+
+def _manifest_name(target: FilesTargetConfig) -> str:
+    """The manifest's file name in its snapshot."""
+    return f"{target.name}.manifest"
 
 
 class _DataBackup:
@@ -433,25 +444,20 @@ def _report_selection(selection: Selection, record: RecordDraft[BackupDraft]) ->
 
 def _store(
     context: JobContext, restic: Restic, target: FilesTargetConfig, decision: LevelDecision, base_id: str | None,
-    data: _DataBackup, written: _Written, selection: Selection, account: snapshot_proof.SnapshotAccount,
+    data: _DataBackup, pending: PendingStdinBackup, written: _Written, selection: Selection,
+    account: snapshot_proof.SnapshotAccount,
     read_since_base: ReadSinceBase, manifest_path: str, record: RecordDraft[BackupDraft],
 ) -> catalog.StoredBackup | None:
     """Once restic ended: store the manifest in its own snapshot, prove the data's snapshot against it, name what
     changed while they ran. None (the data's snapshot forgotten) when the manifest could not be stored."""
     config, policy, state = context.config, context.policy, context.state
-    manifest_name = f"{target.name}.manifest"
     run = data.result()
     _report_selection(selection, record)
     made = [run.summary.snapshot_id]  # forgotten if the manifest cannot be stored: data alone is no backup
     try:
         snapshot_id, tree, snapshot_time = restic.identify(run)
         with record.phase("manifest"), open(manifest_path, "rb") as content:
-            # Killed, never interrupted: restic 0.18 would store what it had read of the stream.
-            stored = restic.backup_stdin(
-                content, filename=manifest_name, host=config.host,
-                tags=catalog.make_manifest_tags(record.job_id, policy.name, target.name, decision.level,
-                                                digest=written.writer.digest),
-                cancellation=process.Cancellation(parent=process.CANCELLATION, hard=True))
+            stored = pending.store(content)
             made.append(stored.summary.snapshot_id)
             manifest_id = restic.identify(stored)[0]
     except ResticError as error:
@@ -487,7 +493,7 @@ def _store(
         record.add("changed_during_backup", "warning", f"{path} changed while it was being backed up", path)
     record.details.changed_during_backup = sorted({*changed, *proof.appeared, *proof.vanished})
     counts = written.counts
-    manifest_path_in_snapshot = "/" + manifest_name
+    manifest_path_in_snapshot = "/" + _manifest_name(target)
     record.details.manifest = FilesManifestInfo(
         digest=digest, path=manifest_path_in_snapshot, algorithm=target.hash, files=totals.files, bytes=totals.bytes,
         entries=totals.entries, hashed_files=counts.hashed_files, hashed_bytes=counts.hashed_bytes,

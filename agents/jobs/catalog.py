@@ -13,10 +13,9 @@ backup; every step that copies or forgets a backup acts on both (``StoredBackup.
 - A database dump (``drill.part=dump``, ``drill.database``): the dump's manifest names
   the dump's snapshot id inside (``snapshot_id``).
 
-The data's snapshot id is never a tag of the manifest's (its restic starts before restic
-ends with the data); a files manifest's snapshot carries the manifest's digest
-(``drill.digest``), a dump's does not (its restic starts with the job). The signed record
-holds both, and only the record is trusted. Read as well, from earlier versions:
+The manifest's restic starts before the data's id and the manifest's digest exist (it waits
+on its stdin, so that its start overlaps the backup), so neither is a tag: the signed
+record holds both, and only the record is trusted. Read as well, from earlier versions:
 files backups of **one** snapshot holding the data and the manifest file
 (``drill.manifest=<path in the snapshot>``, ``drill.digest``), and dump manifests that carry
 ``drill.for=<dump id>`` and ``drill.digest``.
@@ -61,11 +60,9 @@ def make_files_tags(job_id: str, policy: str, target: str, level: Level, base: s
     ]
 
 
-def make_manifest_tags(
-    job_id: str, policy: str, target: str, level: Level, *, database: str | None = None, digest: str | None = None
-) -> list[str]:
-    """The tags of a backup's manifest snapshot: what is known when its restic starts, never the data's snapshot
-    id (the signed record holds it). A dump's starts with the job, before the manifest's ``digest`` exists."""
+def make_manifest_tags(job_id: str, policy: str, target: str, level: Level, database: str | None = None) -> list[str]:
+    """The tags of a backup's manifest snapshot: only what is known when its restic starts (early, to wait on its
+    stdin), so neither the data's snapshot id nor the manifest's digest (the signed record holds both)."""
     return [
         tag("job", job_id),
         tag("policy", policy),
@@ -73,7 +70,6 @@ def make_manifest_tags(
         tag("level", level.value),
         *([tag("database", database)] if database is not None else []),
         tag("part", "manifest"),
-        *([tag("digest", digest)] if digest is not None else []),
     ]
 
 

@@ -198,7 +198,7 @@ def _record_dump_failure(failure: BaseException, database: str, record: RecordDr
 def _manifest_tags(record: RecordDraft[BackupDraft], policy: PolicyConfig, target: TargetConfig,
                    database: str) -> list[str]:
     return catalog.make_manifest_tags(record.job_id, policy.name, target.name, record.details.level.requested,
-                                      database=database)
+                                      database)
 
 
 def _store_manifest(

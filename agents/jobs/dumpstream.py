@@ -12,17 +12,19 @@ disk. The order of the ending is what makes it safe:
   what it has read as a snapshot. Then the repository is searched for a snapshot
   carrying this job's tags; any found is forgotten.
 
-:class:`PendingStdinBackup` is the same ending for a small file whose content
-is known only later (a dump's manifest): its restic starts early and waits.
+:class:`PendingStdinBackup` is the same ending for a file whose content is
+known only later (a backup's manifest): its restic starts early and waits.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 from agents import process
 from agents.contract.errors import DrillError
@@ -30,6 +32,8 @@ from agents.restic.runner import BackupRun, Restic, ResticError
 from targets import hashing
 
 CHUNK = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 class DumpFailed(DrillError):
@@ -201,10 +205,12 @@ class PendingStdinBackup:
     def __exit__(self, *_exc: object) -> None:
         self.abandon()
 
-    def store(self, data: bytes) -> BackupRun:
-        """Write ``data`` as the file's whole content and wait for the snapshot (id short on restic 0.14).
+    def store(self, data: bytes | IO[bytes]) -> BackupRun:
+        """Write ``data`` (bytes, or a file read to its end) as the file's whole content and wait for the snapshot
+        (id short on restic 0.14).
 
-        Raises :class:`ResticError` when restic failed, before or after the content was written. Only once.
+        Raises :class:`ResticError` when restic failed, before or after the content was written; OSError when a
+        file given could not be read. Only once.
         """
         with self._ending:
             if self._done:
@@ -212,7 +218,11 @@ class PendingStdinBackup:
             self._done = True
         self._stall.expect_progress_within(self._restic.repository.stall_timeout)
         try:
-            _write_all(self._write_end, memoryview(data))
+            if isinstance(data, bytes):
+                _write_all(self._write_end, memoryview(data))
+            else:
+                while chunk := data.read(CHUNK):
+                    _write_all(self._write_end, memoryview(chunk))
         except BrokenPipeError:
             pass  # restic ended before reading: its own error is below
         except BaseException:
@@ -237,3 +247,10 @@ class PendingStdinBackup:
         self._stop.cancel("its content will not be written")
         self._saver.join()
         os.close(self._write_end)
+        # Killed, restic left its lock behind; remove it now (a lock of a process that is gone), also while the
+        # agent is being stopped, so that no other host finds the repository locked until the lock goes stale.
+        try:
+            self._restic.unlock(cancellation=process.Cancellation())
+        except ResticError as error:
+            log.warning("could not remove the lock a stopped restic left in %s: %s", self._restic.repository.name,
+                        error.describe())

@@ -346,9 +346,10 @@ class Restic:
         )
         return True
 
-    def unlock(self) -> None:
+    def unlock(self, *, cancellation: process.Cancellation = process.CANCELLATION) -> None:
+        """Remove the locks of restic processes that are gone (never a live one's). Raises :class:`ResticError`."""
         self._run(commands.make_unlock_command(self.binary, self._flags(json=False)),
-                  timeout=self.repository.connect_timeout)
+                  timeout=self.repository.connect_timeout, cancellation=cancellation)
 
     def snapshots(
         self, *, host: str | None = None, snapshot_ids: Sequence[str] = (), first_contact: bool = False,
