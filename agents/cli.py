@@ -33,7 +33,8 @@ from agents.contract.records import (
 )
 from agents.execute import execute
 from agents.jobs import catalog
-from agents.repositories import init_repository, open_keys, open_repository
+from agents.jobs.anchors import Anchors, collect_anchors
+from agents.repositories import init_repository, open_keys, open_record_store, open_repository
 from agents.restic.messages import BackupStatus
 from agents.restic.runner import ResticError
 from agents.state import PolicyBusy
@@ -136,10 +137,14 @@ def cmd_backup(args: argparse.Namespace, config: AgentConfig) -> int:
     return _records_exit(records)
 
 
-def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
+def _snapshot_rows(config: AgentConfig, name: str, anchors: Anchors) -> list[dict[str, Any]]:
+    """drill's backups in repository ``name``; a manifest's digest as the agent's own signed record of the backup
+    says it (a tag, where an earlier version wrote one, is whatever the repository's password holder wrote)."""
     restic = open_repository(config, name)
     rows = []
     for backup in catalog.collect_backups(restic.snapshots(host=config.host, first_contact=True), host=config.host):
+        vouching = anchors.record_for(backup)
+        digest = vouching.manifest.digest if vouching is not None and vouching.manifest is not None else None
         rows.append({
             "repository": name,
             "site": config.sites[name],
@@ -153,7 +158,8 @@ def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
             "base": backup.base,
             "job_id": backup.job_id,
             "manifest_path": backup.manifest_path,
-            "manifest_digest": backup.manifest_digest or None,  # a dump's: in its record, not its tags
+            "manifest_digest": digest,
+            "recorded": vouching is not None,
             "tree": backup.tree,
             "copied_from": backup.original,
             "manifest_snapshot_id": backup.manifest_snapshot_id,
@@ -162,8 +168,7 @@ def _snapshot_rows(config: AgentConfig, name: str) -> list[dict[str, Any]]:
 
 
 def _manifest_column(row: dict[str, Any]) -> str:
-    """The manifest's digest; for a dump whose manifest snapshot does not carry it (it is in the signed record),
-    where the manifest is."""
+    """The manifest's digest as the agent's own record says it; without such a record, where the manifest is."""
     if row["manifest_digest"]:
         return str(row["manifest_digest"])[:19]
     return f"in {str(row['manifest_snapshot_id'])[:8]}" if row["manifest_snapshot_id"] else "-"
@@ -177,9 +182,10 @@ def cmd_snapshots(args: argparse.Namespace, config: AgentConfig) -> int:
             return EXIT_USAGE
     rows: list[dict[str, Any]] = []
     failed = False
+    anchors, _ = collect_anchors(open_record_store(config))
     for name in names:
         try:
-            rows += _snapshot_rows(config, name)
+            rows += _snapshot_rows(config, name, anchors)
         except ResticError as error:
             failed = True
             print(f"{name}: {error.describe()}", file=sys.stderr)
