@@ -90,8 +90,9 @@ def verify_files_backup(
     (:mod:`agents.jobs.beside_check`) -- or it already is: ``ahead``, the restore of this very snapshot into
     ``scratch``/files started before the listing (:func:`restore_ahead`). ``repository_sound`` waits for the
     check, and nothing restored is compared unless it passed (a restore beside a failed check is stopped and left
-    to the scratch directory's removal). Raises :class:`CouldNotVerify` when the check or the restore could not
-    be done.
+    to the scratch directory's removal). The manifest is read from its own snapshot beside them, the same way
+    (:mod:`agents.jobs.manifest_read`), or, for a backup of an earlier version, from the restored tree. Raises
+    :class:`CouldNotVerify` when the check, the restore or the manifest's read could not be done.
     """
     early = ahead
     manifest_read = None if backup.manifest_in_data else read_beside_check(restic, backup, vouching)
