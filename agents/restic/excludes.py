@@ -39,22 +39,7 @@ class Exclusions:
         return "".join(line + "\n" for line in self.file_lines).encode("utf-8", "surrogateescape")
 
 
-def make_exclusions(excluded: Sequence[str], keep: str | None = None) -> Exclusions:
-    """Patterns that make restic leave out exactly ``excluded`` (absolute paths) and nothing else.
-
-    ``keep``: a path restic is given explicitly (the staged manifest) that may lie
-    inside an excluded directory. restic applies excludes to explicit paths too,
-    so such a directory is excluded entry by entry instead, every level down to
-    ``keep`` re-included with a negative pattern (restic 0.13 and newer).
-    """
-    patterns: list[str] = []
-    for path in excluded:
-        if keep is not None and keep.startswith(path.rstrip("/") + "/"):
-            directory = path.rstrip("/")
-            for part in keep[len(directory) + 1:].split("/"):
-                patterns.append(escape(directory) + "/*")
-                directory = f"{directory}/{part}"
-                patterns.append("!" + escape(directory))
-        else:
-            patterns.append(escape(path))
+def make_exclusions(excluded: Sequence[str]) -> Exclusions:
+    """Patterns that make restic leave out exactly ``excluded`` (absolute paths) and nothing else."""
+    patterns = [escape(path) for path in excluded]
     return Exclusions(tuple(p for p in patterns if _file_safe(p)), tuple(p for p in patterns if not _file_safe(p)))

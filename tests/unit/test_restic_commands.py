@@ -74,13 +74,6 @@ def test_exclusions_are_literal_paths() -> None:
     assert made.file_text() == b"/srv/a\\*b\n/srv/\\[x]\n/srv/back\\\\slash\n"
 
 
-def test_an_excluded_directory_holding_the_manifest_is_excluded_around_it() -> None:
-    made = excludes.make_exclusions(["/srv/state", "/srv/tmp"], keep="/srv/state/staging/m.json")
-    assert made.file_lines == (
-        "/srv/state/*", "!/srv/state/staging", "/srv/state/staging/*", "!/srv/state/staging/m.json", "/srv/tmp",
-    )
-
-
 def test_stdin_backup_and_listing_commands() -> None:
     assert commands.make_backup_stdin_command("r", (), filename="m.json", host="h", tags=["t"]) == (
         "r", "backup", "--stdin", "--stdin-filename", "m.json", "--host", "h", "--tag", "t",
