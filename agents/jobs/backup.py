@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +28,7 @@ from agents import process
 from agents.config.model import AgentConfig
 from agents.contract.errors import InputError
 from agents.contract.records import BackupTarget, FilesManifestInfo, LevelInfo, ResticInfo, SignedRecord, SnapshotRef
+from agents.inthread import InThread
 from agents.jobs import catalog, snapshot_proof
 from agents.jobs.anchors import collect_anchors
 from agents.jobs.dumpstream import PendingStdinBackup
@@ -345,44 +344,30 @@ class _DataBackup:
                  on_item: Callable[[BackupItem], None]) -> None:
         self._restic = restic
         self._stop = process.Cancellation(parent=process.CANCELLATION)
-        self._outcome: dict[str, object] = {}
 
-        def run() -> None:
-            started = time.monotonic()
-            try:
-                self._outcome["run"] = restic.backup_files(
+        def run() -> BackupRun:
+            with record.phase("backup"):
+                return restic.backup_files(
                     roots, exclusions=exclusions, exclude_file=exclude_file, host=host, tags=tags, parent=parent,
                     force=force, on_status=on_status, on_item=on_item, cancellation=self._stop)
-            except BaseException as error:
-                self._outcome["error"] = error
-            finally:
-                record.add_phase("backup", time.monotonic() - started)
 
-        self._thread = threading.Thread(target=run, name="restic-backup", daemon=True)
-        self._thread.start()
+        self._run = InThread(run, "restic-backup")
 
     def result(self) -> BackupRun:
         """Wait for restic. Raises what it raised (:class:`ResticError`)."""
-        self._thread.join()
-        error = self._outcome.get("error")
-        if isinstance(error, BaseException):
-            raise error
-        run = self._outcome["run"]
-        assert isinstance(run, BackupRun)
-        return run
+        return self._run.result()
 
     def raise_if_failed(self) -> None:
         """Raise what restic raised, if it has already ended with an error."""
-        error = self._outcome.get("error")
-        if isinstance(error, BaseException) and not self._thread.is_alive():
-            raise error
+        failure = self._run.failure()
+        if failure is not None:
+            raise failure
 
     def stop(self, reason: str) -> None:
         """Stop restic and forget the snapshot it made if it had ended (it has no manifest)."""
         self._stop.cancel(reason)
-        self._thread.join()
-        run = self._outcome.get("run")
-        if isinstance(run, BackupRun):
+        run = self._run.value_if_returned()
+        if run is not None:
             self._restic.forget_quietly([run.summary.snapshot_id])
 
 
@@ -442,6 +427,26 @@ def _report_selection(selection: Selection, record: RecordDraft[BackupDraft]) ->
                    "not in the backup (it is named in the manifest)", path)
 
 
+@dataclass
+class _Stored:
+    """What a backup stored in the repository and kept beside it: undone unless the job's record names it -- data
+    without its manifest, or a pair no record names, is no backup, and left behind it would only be listed, kept by
+    retention and refused as a base, forever."""
+
+    snapshot_ids: list[str]
+    kept_manifest: str | None = None  # the agent's copy of the manifest, the next incremental's base
+
+    def undo(self, restic: Restic) -> None:
+        """Forget the snapshots and remove the copy; never raises (what made it undo must be what is reported)."""
+        try:
+            restic.forget_quietly(self.snapshot_ids)
+        except Exception:
+            log.exception("could not forget %s in %s", self.snapshot_ids, restic.repository.name)
+        if self.kept_manifest is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.kept_manifest)
+
+
 def _store(
     context: JobContext, restic: Restic, target: FilesTargetConfig, decision: LevelDecision, base_id: str | None,
     data: _DataBackup, pending: PendingStdinBackup, written: _Written, selection: Selection,
@@ -449,26 +454,47 @@ def _store(
     read_since_base: ReadSinceBase, manifest_path: str, record: RecordDraft[BackupDraft],
 ) -> catalog.StoredBackup | None:
     """Once restic ended: store the manifest in its own snapshot, prove the data's snapshot against it, name what
-    changed while they ran. None (the data's snapshot forgotten) when the manifest could not be stored."""
-    config, policy, state = context.config, context.policy, context.state
+    changed while they ran. None (the data's snapshot forgotten) when the manifest could not be stored; whatever
+    fails before the record names both snapshots, they are forgotten and the error raised."""
     run = data.result()
     _report_selection(selection, record)
-    made = [run.summary.snapshot_id]  # forgotten if the manifest cannot be stored: data alone is no backup
+    stored = _Stored([run.summary.snapshot_id])
+    try:
+        backup = _name_in_record(context, restic, target, decision, base_id, run, pending, written, selection,
+                                 account, read_since_base, manifest_path, stored, record)
+    except BaseException:
+        stored.undo(restic)
+        raise
+    if backup is None:
+        stored.undo(restic)
+    return backup
+
+
+def _name_in_record(
+    context: JobContext, restic: Restic, target: FilesTargetConfig, decision: LevelDecision, base_id: str | None,
+    run: BackupRun, pending: PendingStdinBackup, written: _Written, selection: Selection,
+    account: snapshot_proof.SnapshotAccount, read_since_base: ReadSinceBase, manifest_path: str, stored: _Stored,
+    record: RecordDraft[BackupDraft],
+) -> catalog.StoredBackup | None:
+    """:func:`_store`'s work: each snapshot and the kept manifest go into ``stored`` as soon as they exist. None
+    when the manifest could not be stored (the record says why)."""
+    config, policy, state = context.config, context.policy, context.state
     try:
         snapshot_id, tree, snapshot_time = restic.identify(run)
         with record.phase("manifest"), open(manifest_path, "rb") as content:
-            stored = pending.store(content)
-            made.append(stored.summary.snapshot_id)
-            manifest_id = restic.identify(stored)[0]
+            manifest_run = pending.store(content)
+            stored.snapshot_ids.append(manifest_run.summary.snapshot_id)
+            manifest_id = restic.identify(manifest_run)[0]
     except ResticError as error:
         record.add("manifest_store_failed", "error", error.describe())
-        restic.forget_quietly(made)
         return None
     unreadable, totals, digest = written.manifest.unreadable, written.writer.totals, written.writer.digest
     unprovable = selection.unprovable | {u["path"] for u in unreadable}
-    os.replace(manifest_path, state.manifest_path(snapshot_id))  # the next incremental's base, kept here
-    stored_manifest = manifest_store.StoredEntries(state.manifest_path(snapshot_id))
+    stored.kept_manifest = state.manifest_path(snapshot_id)
+    os.replace(manifest_path, stored.kept_manifest)  # the next incremental's base, kept here
+    stored_manifest = manifest_store.StoredEntries(stored.kept_manifest)
     proof = snapshot_proof.prove(account, stored_manifest, unprovable, expected=written.listed)
+    changed = read_since_base.find_changed(stored_manifest)
     record.details.snapshot = SnapshotRef(id=snapshot_id, time=snapshot_time, tree=tree)
     record.details.restic = ResticInfo(version=str(restic.version), summary=run.summary.as_record())
 
@@ -481,7 +507,6 @@ def _store(
             record.add("unreadable", "error", f"restic could not read {said.item}: {said.message}", said.item)
     if run.partial and not (unreadable or run.errors):
         record.add("restic_partial", "error", "restic reported that some source data could not be read")
-    changed = read_since_base.find_changed(stored_manifest)
     for path in proof.appeared:
         record.add("changed_during_backup", "warning", f"{path} appeared while it was being backed up: it is in "
                    "the snapshot, not in the manifest", path)

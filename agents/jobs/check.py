@@ -21,6 +21,7 @@ from typing import Any
 from agents.config.model import AgentConfig
 from agents.contract.jobs import CheckJob
 from agents.contract.records import CheckResult, Coverage, RepositoryRef, ResticInfo, SignedRecord
+from agents.inthread import InThread
 from agents.records import CheckDraft, RecordDraft, job_record
 from agents.repositories import open_outbox, open_repository
 from agents.restic.runner import Restic, ResticError
@@ -80,37 +81,28 @@ class BackgroundCheck:
                  timed: RecordDraft[Any]) -> None:
         self._args = (restic, state, repository, parts)
         self._timed = timed
-        self._outcome: CheckOutcome | None = None
-        self._error: BaseException | None = None
         self.ended: float | None = None  # time.monotonic() when the check ended
-        self._thread = threading.Thread(target=self._run, name="restic-check", daemon=True)
-        self._thread.start()
+        self._checking = InThread(self._run, "restic-check")
 
-    def _run(self) -> None:
+    def _run(self) -> CheckOutcome:
         try:
             with self._timed.phase("check"):
-                self._outcome = run_check_part(*self._args)
-        except BaseException as error:  # handed to the thread that waits
-            self._error = error
+                return run_check_part(*self._args)
         finally:
             self.ended = time.monotonic()
 
     @property
     def done(self) -> bool:
-        return not self._thread.is_alive()
+        return not self._checking.running
 
     def wait(self) -> None:
         """Until the check has ended, whatever its outcome."""
-        self._thread.join()
+        self._checking.wait()
 
     def outcome(self) -> CheckOutcome:
         """The check's outcome, once it has ended. Raises what the check raised (not a ``ResticError``: that is
         an outcome with an ``error``)."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._outcome is not None
-        return self._outcome
+        return self._checking.result()
 
 
 class DrillChecks:

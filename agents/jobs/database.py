@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import Any
 
 from agents import process
@@ -23,6 +22,7 @@ from agents.config.model import AgentConfig
 from agents.contract.records import BackupTarget, DumpManifestInfo, LevelInfo, ResticInfo, SignedRecord, SnapshotRef
 from agents.engines import engine_for
 from agents.engines.base import Capture, DatabaseEngine
+from agents.inthread import InThread
 from agents.jobs import catalog
 from agents.jobs.dumpstream import DumpFailed, PendingStdinBackup, StreamedDump, stream_dump
 from agents.jobs.replication import apply_retention, replicate
@@ -106,15 +106,14 @@ def _dump_and_store(
     config: AgentConfig, policy: PolicyConfig, target: TargetConfig, engine: DatabaseEngine, database: str,
     state: StateDir, record: RecordDraft[BackupDraft], restic: Restic, pending: PendingStdinBackup,
 ) -> bool:
-    streamed: dict[str, Any] = {}
     try:
         with engine.capture(target, database, state) as capture:
             problem = capture.preflight()
             if problem is not None:
                 record.add("dump_tool_too_old", "error", problem, database)
                 return False
-            tables = _dump_and_checksum(config, capture, restic, engine.dump_filename(database),
-                                        _dump_tags(record, policy, target, database), streamed, record, pending)
+            tables, dumping = _dump_and_checksum(config, capture, restic, engine.dump_filename(database),
+                                                 _dump_tags(record, policy, target, database), record, pending)
             label = capture.label
     except DatabaseUnavailable as error:
         record.add("database_unavailable", "error", f"database {database!r}: {error}", database)
@@ -122,8 +121,9 @@ def _dump_and_store(
     except OSError as error:  # the password file
         record.add("database_unavailable", "error", f"database {database!r}: {error}", database)
         return False
-    if "error" in streamed:
-        return _record_dump_failure(streamed["error"], database, record)
+    failure = dumping.failure()
+    if failure is not None:
+        return _record_dump_failure(failure, database, record)
     for digested in (t for t in tables.tables if t.columns_digested):
         record.add("columns_digested", "info",
                    f"{database}.{digested.name} has rows longer than the server's max_allowed_packet: it was summed "
@@ -147,35 +147,28 @@ def _dump_and_store(
         "non_transactional": list(tables.non_transactional),
         "dump": {"filename": engine.dump_filename(database)},
     }
-    if not _store_manifest(config, restic, pending, streamed["dump"], manifest, record):
+    if not _store_manifest(config, restic, pending, dumping.result(), manifest, record):
         return False
     _replicate_and_retain(config, policy, restic, target.name, record)
     return True
 
 
 def _dump_and_checksum(
-    config: AgentConfig, capture: Capture, restic: Restic, filename: str, tags: list[str], streamed: dict[str, Any],
+    config: AgentConfig, capture: Capture, restic: Restic, filename: str, tags: list[str],
     record: RecordDraft[BackupDraft], pending: PendingStdinBackup,
-) -> TableManifest:
-    """Stream the dump into restic in a thread while the tables are checksummed in the same view."""
+) -> tuple[TableManifest, InThread[StreamedDump]]:
+    """Stream the dump into restic in a thread while the tables are checksummed in the same view; the checksums
+    and the dump's thread, ended (:meth:`InThread.result` gives the dump or raises why it failed)."""
     argv, env = capture.dump_command()
-
-    def dump() -> None:
-        try:
-            streamed["dump"] = stream_dump(argv, env, restic, filename=filename, host=config.host, tags=tags,
-                                           waiting=[pending])
-        except BaseException as error:
-            streamed["error"] = error
-
-    worker = threading.Thread(target=dump, name="dump", daemon=True)
     with record.phase("dump"):
-        worker.start()
+        dumping = InThread(lambda: stream_dump(argv, env, restic, filename=filename, host=config.host, tags=tags,
+                                               waiting=[pending]), "dump")
         try:
-            capture.after_dump_started(worker.is_alive)
+            capture.after_dump_started(lambda: dumping.running)
             with record.phase("checksum"):
-                return capture.checksums()
+                return capture.checksums(), dumping
         finally:
-            worker.join()
+            dumping.wait()
 
 
 def _record_dump_failure(failure: BaseException, database: str, record: RecordDraft[BackupDraft]) -> bool:

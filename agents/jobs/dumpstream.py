@@ -28,6 +28,7 @@ from typing import IO
 
 from agents import process
 from agents.contract.errors import DrillError
+from agents.inthread import InThread
 from agents.restic.runner import BackupRun, Restic, ResticError
 from targets import hashing
 
@@ -96,19 +97,12 @@ def stream_dump(
     # Hard: whether the dump fails or the agent is stopped, restic is killed, never interrupted.
     stop_restic = process.Cancellation(parent=process.CANCELLATION, hard=True)
     read_end, write_end = os.pipe()
-    outcome: dict[str, object] = {}
 
-    def backup() -> None:
+    def backup() -> BackupRun:
         with os.fdopen(read_end, "rb") as stream:
-            try:
-                outcome["run"] = restic.backup_stdin(
-                    stream, filename=filename, host=host, tags=tags, cancellation=stop_restic
-                )
-            except BaseException as error:
-                outcome["error"] = error
+            return restic.backup_stdin(stream, filename=filename, host=host, tags=tags, cancellation=stop_restic)
 
-    saver = threading.Thread(target=backup, name="restic-stdin", daemon=True)
-    saver.start()
+    saver = InThread(backup, "restic-stdin")
     hasher = hashing.new_hasher(algorithm)
     size = 0
     broken = False
@@ -117,7 +111,7 @@ def stream_dump(
     except BaseException:
         stop_restic.cancel("the dump tool could not be started")
         os.close(write_end)
-        saver.join()
+        saver.wait()
         raise
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
@@ -142,15 +136,12 @@ def stream_dump(
         # Kill restic before it can see the end of the stream.
         stop_restic.cancel("the dump did not complete")
     os.close(write_end)
-    saver.join()
+    saver.wait()
     if complete:
-        if "error" in outcome:
-            raise outcome["error"]  # type: ignore[misc]
-        run = outcome["run"]
-        assert isinstance(run, BackupRun)
-        return StreamedDump(run, hashing.finish(algorithm, hasher), size)
-    if isinstance(outcome.get("error"), ResticError) and broken:
-        raise outcome["error"]  # type: ignore[misc]
+        return StreamedDump(saver.result(), hashing.finish(algorithm, hasher), size)
+    failure = saver.failure()
+    if isinstance(failure, ResticError) and broken:
+        raise failure
     for pending in waiting:
         pending.abandon()  # its lock would keep `forget`, which needs the repository alone, waiting for lock_wait
     left = _forget_truncated(restic, host, tags)
@@ -183,21 +174,17 @@ class PendingStdinBackup:
         # Hard: restic is killed, never interrupted (restic 0.18 saves what it has read on SIGINT).
         self._stop = process.Cancellation(parent=process.CANCELLATION, hard=True)
         self._stall = process.StallWatch(math.inf, first_within=restic.repository.connect_timeout)
-        self._outcome: dict[str, object] = {}
         self._done = False
         self._ending = threading.Lock()  # the dump's thread may abandon it while the job's thread ends it
         read_end, self._write_end = os.pipe()
-        self._saver = threading.Thread(target=self._save, args=(read_end, filename, host, tuple(tags)),
-                                       name="restic-pending", daemon=True)
-        self._saver.start()
+        tags = tuple(tags)
 
-    def _save(self, read_end: int, filename: str, host: str, tags: tuple[str, ...]) -> None:
-        with os.fdopen(read_end, "rb") as stream:
-            try:
-                self._outcome["run"] = self._restic.backup_stdin(
-                    stream, filename=filename, host=host, tags=tags, cancellation=self._stop, stall=self._stall)
-            except BaseException as error:
-                self._outcome["error"] = error
+        def save() -> BackupRun:
+            with os.fdopen(read_end, "rb") as stream:
+                return restic.backup_stdin(stream, filename=filename, host=host, tags=tags,
+                                           cancellation=self._stop, stall=self._stall)
+
+        self._saver = InThread(save, "restic-pending")
 
     def __enter__(self) -> PendingStdinBackup:
         return self
@@ -227,16 +214,11 @@ class PendingStdinBackup:
             pass  # restic ended before reading: its own error is below
         except BaseException:
             self._stop.cancel("its content could not be written whole")  # killed before the stream ends
-            self._saver.join()
+            self._saver.wait()
             os.close(self._write_end)
             raise
         os.close(self._write_end)
-        self._saver.join()
-        if "error" in self._outcome:
-            raise self._outcome["error"]  # type: ignore[misc]
-        run = self._outcome["run"]
-        assert isinstance(run, BackupRun)
-        return run
+        return self._saver.result()
 
     def abandon(self) -> None:
         """Kill restic before its stream ends (no snapshot); nothing once stored or abandoned."""
@@ -245,7 +227,7 @@ class PendingStdinBackup:
                 return
             self._done = True
         self._stop.cancel("its content will not be written")
-        self._saver.join()
+        self._saver.wait()
         os.close(self._write_end)
         # Killed, restic left its lock behind; remove it now (a lock of a process that is gone), also while the
         # agent is being stopped, so that no other host finds the repository locked until the lock goes stale.

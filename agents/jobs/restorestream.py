@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agents import process
+from agents.inthread import InThread
 from agents.restic.runner import Restic
 from targets import hashing
 
@@ -52,19 +52,14 @@ class DumpStream:
         self._stall = process.StallWatch(math.inf)
         self._stop = process.Cancellation(parent=process.CANCELLATION)
         self._read, write = os.pipe()
-        self._raised: BaseException | None = None
         self._taken = False
 
         def dump() -> None:
             with os.fdopen(write, "wb") as out:
-                try:
-                    restic.dump_to(snapshot_id, path, out, self._stall, cancellation=self._stop)
-                except BaseException as error:  # raised by into(), in the caller's thread
-                    self._raised = error
+                restic.dump_to(snapshot_id, path, out, self._stall, cancellation=self._stop)
 
-        self._thread = threading.Thread(target=dump, name="restic-dump", daemon=True)
         try:
-            self._thread.start()
+            self._dumping = InThread(dump, "restic-dump")
         except BaseException:
             os.close(self._read)
             os.close(write)
@@ -90,28 +85,22 @@ class DumpStream:
         self._stall.restart()  # from now on it is read: bytes are due
         self._stall.expect_progress_within(self._stall_timeout)
         source = os.fdopen(self._read, "rb")  # closed below, whatever happens: restic gets a broken pipe
-        outcome: dict[str, object] = {}
         load_write = -1
-        loading: threading.Thread | None = None
+        loading: InThread[process.ProcessResult] | None = None
 
-        def load(load_read: int) -> None:
+        def load(load_read: int) -> process.ProcessResult:
             assert loader is not None
             with os.fdopen(load_read, "rb") as stdin:
-                try:
-                    outcome["loader"] = process.run_process(loader[0], env=loader[1], stdin=stdin, timeout=timeout)
-                except BaseException as error:
-                    outcome["loader_error"] = error
+                return process.run_process(loader[0], env=loader[1], stdin=stdin, timeout=timeout)
 
         hasher = hashing.new_hasher(algorithm)
         size = 0
         try:
             if loader is not None:
                 load_read, load_write = os.pipe()
-                loading = threading.Thread(target=load, args=(load_read,), name="loader", daemon=True)
                 try:
-                    loading.start()
+                    loading = InThread(lambda: load(load_read), "loader")
                 except BaseException:
-                    loading = None
                     os.close(load_read)
                     raise
             buffer = bytearray(CHUNK)
@@ -130,20 +119,14 @@ class DumpStream:
             if load_write >= 0:
                 os.close(load_write)  # the loader's end of input, also when the stream broke off
             source.close()
-            self._thread.join()
+            self._dumping.wait()
             if loading is not None:
-                loading.join()
-        if self._raised is not None:
-            raise self._raised
-        if "loader_error" in outcome:
-            error = outcome["loader_error"]
-            assert isinstance(error, BaseException)
-            raise error
-        result = outcome.get("loader")
+                loading.wait()
+        self._dumping.result()  # raises what restic raised
         digest = hashing.finish(algorithm, hasher)
-        if result is None:
+        if loading is None:
             return StreamedRestore(digest, size, None, ())
-        assert isinstance(result, process.ProcessResult)
+        result = loading.result()  # raises what running the loader raised
         return StreamedRestore(digest, size, result.returncode, result.stderr_tail)
 
     def abandon(self) -> None:
@@ -154,4 +137,4 @@ class DumpStream:
         self._taken = True
         self._stop.cancel("the dump is no longer needed")
         os.close(self._read)  # a restic already writing gets a broken pipe
-        self._thread.join()
+        self._dumping.wait()

@@ -51,10 +51,6 @@ def comparable_path(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "drill-replace-per-byte")
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
-
-
 @dataclass
 class Fold:
     """A set of (kind, path) entries as a count and the sum of their hashes."""
@@ -87,10 +83,15 @@ class SnapshotAccount:
     also: Callable[[BackupItem, str], None] | None = None
     fold: Fold = field(default_factory=Fold)
 
+    def __post_init__(self) -> None:
+        # Asked of every file restic reports: the roots and what starts everything below them, made once.
+        self._roots = frozenset(self.roots)
+        self._below_roots = tuple(root.rstrip("/") + "/" for root in self.roots)
+
     def take(self, item: BackupItem) -> None:
         is_dir = item.item.endswith("/") and item.item != "/"
         path = item.item.rstrip("/") if is_dir else item.item
-        if path in self.ignore or not _under(path, self.roots):
+        if path in self.ignore or not (path in self._roots or path.startswith(self._below_roots)):
             return
         kind = "dir" if is_dir else "file"
         self.fold.add(kind, path)

@@ -65,11 +65,12 @@ class ExitError:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BackupItem:
     """One file or directory restic stored (``verbose_status`` at ``-vv``); a directory's path ends in '/'.
 
-    restic reports regular files and directories, not symlinks or other node types.
+    restic reports regular files and directories, not symlinks or other node types. A value, though not declared
+    frozen: restic reports every file, and a frozen ``__init__`` costs 0.7 s of CPU a million more.
     """
 
     action: str  # new, unchanged, modified

@@ -389,7 +389,7 @@ def test_the_dumps_restic_starts_while_the_scratch_database_starts_and_stops_whe
         [record] = verify(config, "app", database=db.name)
         assert record.verdict == "error" and "no room for a throwaway cluster" in record.findings[0].message
         stopped = dumps[-1]
-        assert not stopped._thread.is_alive() and "the dump is no longer needed" in str(stopped._raised)
+        assert not stopped._dumping.running and "the dump is no longer needed" in str(stopped._dumping.failure())
         assert os.listdir(scratch_dir) == [] and instances_left(scratch_dir) == []
 
 

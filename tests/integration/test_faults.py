@@ -18,9 +18,11 @@ import pytest
 from agents.config.model import AgentConfig
 from agents.contract.records import AgentRecord
 from agents.jobs.dumpstream import PendingStdinBackup
+from agents.jobs.restat import ReadSinceBase
 from agents.restic import runner
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.runner import Restic, ResticError
+from agents.state import StateDir
 from policies.levels import Level
 from tests.support.components import S3Server, free_port
 from tests.support.configs import Workspace, write_files
@@ -244,6 +246,42 @@ def test_a_file_changed_after_the_agent_kept_its_hash_and_before_restic_read_it_
     changed = [f for f in incremental.findings if f.code == "changed_during_backup"]
     assert [f.subject for f in changed] == [late]
     assert incremental.changed_during_backup == [late]
+
+
+def test_a_files_backup_that_fails_once_its_data_is_stored_leaves_no_snapshot(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Data without its manifest, or a pair no record names, is no backup: each is forgotten, never left to be
+    # listed, kept by retention and refused as a base. Two faults a real restic and disk do not make on demand:
+    # a restic that refuses the manifest's stream, and a reading of the stored manifest that fails (EIO).
+    write_files(workspace.data, {"a.txt": "a", "b.txt": "b"})
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    _init(workspace, path)
+    config = workspace.load(path)
+    restic = Restic(config.restic_binary, config.repositories["local"])
+    real = workspace.restic
+    refusing = os.path.join(workspace.root, "restic-refusing-stdin")
+    with open(refusing, "w") as handle:
+        handle.write('#!/bin/sh\ncase " $* " in *" --stdin "*) echo "Fatal: injected refusal" >&2; exit 1;; esac\n'
+                     f'exec {shlex.quote(real)} "$@"\n')
+    os.chmod(refusing, 0o755)
+    workspace.restic = refusing
+    [refused] = backup(workspace.load(workspace.write_config({"local": workspace.local_repository("local")})),
+                       "nightly", Level.FULL)
+    assert refused.outcome == "failed" and "manifest_store_failed" in _codes(refused)
+    assert restic.snapshots() == []
+
+    workspace.restic = real
+
+    def failing_read(*_args: object) -> list[str]:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ReadSinceBase, "find_changed", failing_read)
+    [broken] = backup(workspace.load(workspace.write_config({"local": workspace.local_repository("local")})),
+                      "nightly", Level.FULL)
+    assert broken.outcome == "failed" and "internal_error" in _codes(broken)
+    assert restic.snapshots() == []
+    assert os.listdir(StateDir(config.state_dir).sub("manifests")) == []  # nor the agent's copy of its manifest
 
 
 def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -306,3 +307,30 @@ def test_a_database_backup_prints_its_tables_and_rows(capsys: pytest.CaptureFixt
     _print_record(SignedRecord(envelope={}, record=parse_record(document), keyid="k"))
     line = capsys.readouterr().out.splitlines()[0]
     assert "nightly/db/shop" in line and "tables 12  rows 34567" in line
+
+
+def test_a_childs_output_reaches_its_reader_line_by_line_however_the_pipe_cuts_it() -> None:
+    # The pump reads a MiB at a time and splits the lines itself: what it hands on must be what reading line by line
+    # gave -- empty lines, a carriage return, a character cut in two by the pipe, a line longer than a read, a last
+    # line without its newline, a byte that is not UTF-8.
+    long_line = b"x" * (3 * process.PUMP_CHUNK + 5)
+    payload = b"first\n\nwith\r\n" + "caf\u00e9 \u4e2d".encode() * 3000 + b"\n\xff odd\n" + long_line + b"\nlast"
+    script = ("import os, sys\n"
+              "data = sys.stdin.buffer.read()\n"
+              "for i in range(0, len(data), 4093): os.write(1, data[i:i + 4093])\n")
+    read, write = os.pipe()
+
+    def feed() -> None:
+        with open(write, "wb") as pipe:
+            pipe.write(payload)
+
+    lines: list[str] = []
+    writer = threading.Thread(target=feed)
+    with open(read, "rb") as stdin:
+        writer.start()
+        result = process.run_process(_python(script), env={"PATH": "/usr/bin"}, stdin=stdin,
+                                     on_stdout_line=lines.append)
+    writer.join()
+    assert result.returncode == 0
+    expected = [raw.decode("utf-8", errors="replace").rstrip("\n") for raw in io.BytesIO(payload)]
+    assert lines == expected and lines[-1] == "last" and lines[-2] == long_line.decode() and lines[2] == "with\r"
