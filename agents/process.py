@@ -183,16 +183,17 @@ def format_argv(argv: Iterable[str]) -> str:
     return " ".join(a if a and " " not in a else repr(a) for a in argv)
 
 
-def _pump(stream: IO[bytes], on_line: LineCallback) -> None:
+def _pump(stream: IO[bytes], on_line: LineCallback, chunk: int = 1 << 16) -> None:
     """Hand each line of ``stream`` to ``on_line`` (a last line without its newline too), then close it.
 
     Read a pipe's worth at a time, not a buffer's: a restic backup reports every file (millions of lines), and
     while the job's own thread keeps the interpreter busy, each read costs this thread a wait of up to the
     interpreter's switch interval (5 ms) before it may go on -- with 8 KiB reads, restic filled the pipe and
     waited for it (restic 0.18 at a million files: ≈ 10 s). Into one buffer, reused: a fresh MiB a read, freed
-    in this thread, left the agent's memory tens of MiB higher at a million files.
+    in this thread, left the agent's memory tens of MiB higher at a million files. ``chunk``: the most read at
+    once, the buffer's size (stdout is read :data:`PUMP_CHUNK` at a time; stderr, a few lines, less).
     """
-    buffer = bytearray(PUMP_CHUNK)
+    buffer = bytearray(chunk)
     view = memoryview(buffer)
     unended = bytearray()  # the start of a line the last read did not end
     reader = cast(io.BufferedReader, stream)  # Popen's pipes (buffered): readinto1 reads the pipe at most once
@@ -313,7 +314,7 @@ def run_process(
     if child.stdout is not None:
         if on_stdout_line is not None:  # a stream taken line by line (restic backup: a line a file)
             _widen(child.stdout)
-        pumps.append(threading.Thread(target=_pump, args=(child.stdout, take_stdout), daemon=True))
+        pumps.append(threading.Thread(target=_pump, args=(child.stdout, take_stdout, PUMP_CHUNK), daemon=True))
     for pump in pumps:
         pump.start()
 

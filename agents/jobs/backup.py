@@ -457,17 +457,26 @@ def _store(
     changed while they ran. None (the data's snapshot forgotten) when the manifest could not be stored; whatever
     fails before the record names both snapshots, they are forgotten and the error raised."""
     run = data.result()
-    _report_selection(selection, record)
     stored = _Stored([run.summary.snapshot_id])
     try:
+        _report_selection(selection, record)
         backup = _name_in_record(context, restic, target, decision, base_id, run, pending, written, selection,
                                  account, read_since_base, manifest_path, stored, record)
     except BaseException:
-        stored.undo(restic)
+        _undo(stored, restic, pending, record)
         raise
     if backup is None:
-        stored.undo(restic)
+        _undo(stored, restic, pending, record)
     return backup
+
+
+def _undo(stored: _Stored, restic: Restic, pending: PendingStdinBackup, record: RecordDraft[BackupDraft]) -> None:
+    """Undo what a backup stored, and make its (failed) record name none of it."""
+    # A manifest's restic still waiting on its stdin holds a lock, and `forget` needs the repository alone.
+    pending.abandon()
+    stored.undo(restic)
+    record.details.snapshot = None
+    record.details.manifest = None
 
 
 def _name_in_record(

@@ -280,6 +280,8 @@ def test_a_files_backup_that_fails_once_its_data_is_stored_leaves_no_snapshot(
     [broken] = backup(workspace.load(workspace.write_config({"local": workspace.local_repository("local")})),
                       "nightly", Level.FULL)
     assert broken.outcome == "failed" and "internal_error" in _codes(broken)
+    assert "Input/output error" in next(f.message for f in broken.findings if f.code == "internal_error")
+    assert broken.snapshot is None and broken.manifest is None  # the failed record names nothing it forgot
     assert restic.snapshots() == []
     assert os.listdir(StateDir(config.state_dir).sub("manifests")) == []  # nor the agent's copy of its manifest
 

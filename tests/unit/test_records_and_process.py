@@ -334,3 +334,35 @@ def test_a_childs_output_reaches_its_reader_line_by_line_however_the_pipe_cuts_i
     assert result.returncode == 0
     expected = [raw.decode("utf-8", errors="replace").rstrip("\n") for raw in io.BytesIO(payload)]
     assert lines == expected and lines[-1] == "last" and lines[-2] == long_line.decode() and lines[2] == "with\r"
+
+
+class _Pieces:
+    """A stream that gives its bytes in the pieces it was given, one piece a read."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = pieces
+
+    def readinto1(self, buffer: bytearray) -> int:
+        if not self._pieces:
+            return 0
+        piece = self._pieces.pop(0)
+        assert len(piece) <= len(buffer)
+        buffer[:len(piece)] = piece
+        return len(piece)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"one\n", b"two\n"],  # a read that ends exactly where its line ends
+    [b"par", b"tial\nnext", b"\n"],  # a line begun in one read, ended in the next
+    [b"lo", b"ng", b" line", b"\nrest"],  # reads without a newline, then a last line without one
+    [b"carried", b"\n", b"\n", b"x\n"],  # a newline first in a read after a carried-over start; an empty line
+    [b"\xc3", b"\xa9t\xc3\xa9\n\xff\n"],  # a character cut in two by the reads; a byte that is not UTF-8
+])
+def test_the_pump_hands_on_the_lines_a_line_by_line_read_would_give(pieces: list[bytes]) -> None:
+    expected = [raw.decode("utf-8", errors="replace").rstrip("\n") for raw in io.BytesIO(b"".join(pieces))]
+    lines: list[str] = []
+    process._pump(_Pieces(list(pieces)), lines.append, chunk=16)  # type: ignore[arg-type]
+    assert lines == expected
