@@ -22,6 +22,10 @@ from agents.state import StateDir, write_atomically
 
 log = logging.getLogger(__name__)
 
+# Jobs of this process that ended by an exception, their notes kept: taken as left behind although the process
+# that wrote them lives on (a daemon), so that the next clean-up looks for their snapshots.
+_ENDED: set[str] = set()
+
 
 def _process_start(pid: int) -> str | None:
     """The start time of process ``pid`` (field 22 of /proc/PID/stat), or None when it does not exist."""
@@ -55,15 +59,22 @@ class Journal:
 
     @contextlib.contextmanager
     def running(self, job_id: str, repository: str, staged: list[str]) -> Iterator[Note]:
-        """Note the job for as long as the block runs (``staged`` may grow while it runs)."""
+        """Note the job for as long as the block runs (``staged`` may grow while it runs).
+
+        A block that raises leaves its note, as a killed job's is left: what raised may be the writing of the
+        job's record, after its snapshots were stored, and a snapshot no record names must be forgotten. The
+        clean-up forgets them only when no record of the job was written (:mod:`agents.jobs.leftovers`).
+        """
         pid = os.getpid()
         note = Note(job_id, repository, pid, _process_start(pid), staged)
         self._write(note)
         try:
             yield note
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path(job_id))
+        except BaseException:
+            _ENDED.add(job_id)
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(job_id))
 
     def _write(self, note: Note) -> None:
         document = {"job_id": note.job_id, "repository": note.repository, "pid": note.pid,
@@ -71,7 +82,7 @@ class Journal:
         write_atomically(self._path(note.job_id), json.dumps(document).encode())
 
     def left_behind(self) -> list[Note]:
-        """The notes of jobs whose process is gone."""
+        """The notes of jobs whose process is gone, or that ended by an exception in this process."""
         notes = []
         folder = self.state.sub("journal")
         for name in sorted(os.listdir(folder)):
@@ -85,13 +96,14 @@ class Journal:
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(folder, name))
                 continue
-            if not note.alive:
+            if not note.alive or note.job_id in _ENDED:
                 notes.append(note)
         return notes
 
     def clear(self, note: Note) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(note.job_id))
+        _ENDED.discard(note.job_id)
 
 
 def clean_up_left_behind(state: StateDir, forget_job: Callable[[Note], None]) -> list[Note]:

@@ -271,7 +271,8 @@ def run_process(
     here -- the caller's exit-code table decides what it means.
 
     Raises: :class:`ProcessStopped` when the child was stopped for a timeout, a
-    stall or a cancellation; ``FileNotFoundError`` when the program is missing.
+    stall or a cancellation; ``FileNotFoundError`` when the program is missing; whatever a line callback raised
+    first, once the child is stopped (interrupted like a timeout: restic removes its lock) and gone.
     """
     if cancellation.is_cancelled:
         raise ProcessStopped(argv, "cancelled", cancellation.reason, ())
@@ -279,6 +280,22 @@ def run_process(
     started = time.monotonic()
     stdout_parts: list[str] = []
     stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+    # Set when the child exits, or when a line callback fails: the watch below then stops the child.
+    wake = threading.Event()
+    failed: list[BaseException] = []
+
+    def guarded(on_line: LineCallback) -> LineCallback:
+        """``on_line``, whose first exception is kept for the caller; later lines are read and dropped, so that the
+        child never blocks on a full pipe while it is being stopped."""
+        def take(line: str) -> None:
+            if failed:
+                return
+            try:
+                on_line(line)
+            except BaseException as error:  # raised to the caller once the child is gone
+                failed.append(error)
+                wake.set()
+        return take
 
     def take_stdout(line: str) -> None:
         if on_stdout_line is None:
@@ -310,20 +327,20 @@ def run_process(
             child.wait()
             raise
     assert child.stderr is not None
-    pumps = [threading.Thread(target=_pump, args=(child.stderr, take_stderr), daemon=True)]
+    pumps = [threading.Thread(target=_pump, args=(child.stderr, guarded(take_stderr)), daemon=True)]
     if child.stdout is not None:
         if on_stdout_line is not None:  # a stream taken line by line (restic backup: a line a file)
             _widen(child.stdout)
-        pumps.append(threading.Thread(target=_pump, args=(child.stdout, take_stdout, PUMP_CHUNK), daemon=True))
+        pumps.append(threading.Thread(target=_pump, args=(child.stdout, guarded(take_stdout), PUMP_CHUNK),
+                                      daemon=True))
     for pump in pumps:
         pump.start()
 
     # A thread waits for the exit, so that the loop below wakes the moment the child ends (a poll with a sleep
     # would add up to its interval to every command: restic runs several per job).
-    exited = threading.Event()
-    threading.Thread(target=_wait_then_set, args=(child, exited), daemon=True).start()
+    threading.Thread(target=_wait_then_set, args=(child, wake), daemon=True).start()
     stopped: tuple[str, str] | None = None
-    while not exited.wait(WATCH_INTERVAL_SECONDS):
+    while not wake.wait(WATCH_INTERVAL_SECONDS):
         if cancellation.is_cancelled:
             stopped = ("cancelled", cancellation.reason)
         elif timeout is not None and time.monotonic() - started > timeout:
@@ -333,11 +350,15 @@ def run_process(
         if stopped is not None:
             _stop(child, hard=stopped[0] == "cancelled" and cancellation.hard)
             break
+    if failed:  # what the child still does is for a caller that will not take it
+        _stop(child, hard=cancellation.is_cancelled and cancellation.hard)
     child.wait()
     for pump in pumps:
         pump.join(timeout=5)
     duration = time.monotonic() - started
     tail = tuple(stderr_tail)
+    if failed:
+        raise failed[0]
     if stopped is not None:
         raise ProcessStopped(argv, stopped[0], stopped[1], tail)
     return ProcessResult(argv, child.returncode, "\n".join(stdout_parts), tail, duration)

@@ -513,9 +513,9 @@ class Restic:
                 cancellation=cancellation,
                 extra_env=commands.SNAPSHOT_TIME_ZONE if time is not None else None,
             )
-        except ResticError:
-            # An interrupted or stalled restic may leave its lock behind; remove it
-            # now (stale locks only) so the next run is not blocked.
+        except Exception:
+            # An interrupted or stalled restic (or one stopped because taking its report failed) may leave its lock
+            # behind; remove it now (stale locks only) so the next run is not blocked.
             self._unlock_quietly()
             raise
         summaries = [m for m in messages if isinstance(m, BackupSummary)]

@@ -16,9 +16,11 @@ import time
 import pytest
 
 from agents.config.model import AgentConfig
-from agents.contract.records import AgentRecord
+from agents.contract.records import AgentRecord, AgentRecordKind, SignedRecord
 from agents.jobs.dumpstream import PendingStdinBackup
+from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.restat import ReadSinceBase
+from agents.outbox import Outbox
 from agents.restic import runner
 from agents.restic.exitcodes import ResticOutcome
 from agents.restic.runner import Restic, ResticError
@@ -284,6 +286,36 @@ def test_a_files_backup_that_fails_once_its_data_is_stored_leaves_no_snapshot(
     assert broken.snapshot is None and broken.manifest is None  # the failed record names nothing it forgot
     assert restic.snapshots() == []
     assert os.listdir(StateDir(config.state_dir).sub("manifests")) == []  # nor the agent's copy of its manifest
+
+
+def test_a_backup_whose_record_cannot_be_written_has_its_snapshots_forgotten_by_the_next_clean_up(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The pair is stored and named, then the record cannot be written (a full disk, injected: the real one is not
+    # filled on demand). A snapshot no record vouches for is no backup: the daemon lives on, so the job's note is
+    # kept for the next clean-up instead of waiting for the process to die.
+    write_files(workspace.data, {"a.txt": "a"})
+    path = workspace.write_config({"local": workspace.local_repository("local")})
+    _init(workspace, path)
+    config = workspace.load(path)
+    restic = Restic(config.restic_binary, config.repositories["local"])
+    real_write = Outbox.write
+
+    def disk_full(outbox: Outbox, record: AgentRecordKind) -> SignedRecord:
+        if record.kind == "backup":
+            raise OSError(28, "No space left on device")
+        return real_write(outbox, record)
+
+    monkeypatch.setattr(Outbox, "write", disk_full)
+    with pytest.raises(OSError, match="could not be written"):
+        backup(config, "nightly", Level.FULL)
+    monkeypatch.undo()
+    assert len(restic.snapshots()) == 2  # data and manifest, which no record names
+    [cleared] = clean_up_killed_jobs(config)
+    assert restic.snapshots() == []
+    assert clean_up_killed_jobs(config) == []  # the note went with them
+    [record] = backup(config, "nightly", Level.FULL)  # and the next backup is a backup like any other
+    assert record.outcome == "success" and record.job.id != cleared
 
 
 def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace) -> None:

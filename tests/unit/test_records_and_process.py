@@ -166,6 +166,24 @@ def test_the_child_s_pid_is_given_as_it_starts_and_a_failing_note_stops_it() -> 
         os.kill(noted[-1], 0)  # killed and reaped, not left running
 
 
+def test_a_failing_line_callback_stops_the_child_and_its_error_reaches_the_caller() -> None:
+    # A child writing far more than a pipe holds: were the failed reader's thread simply gone, the child would block
+    # on its full pipe until a stall watch (minutes, in a job) stopped it, and the caller would see "stalled".
+    seen: list[str] = []
+
+    def refuse_the_third(line: str) -> None:
+        seen.append(line)
+        if len(seen) == 3:
+            raise ValueError(f"cannot take {line!r}")
+
+    code = "import sys, time\nfor n in range(200000): print('line', n)\nsys.stdout.flush()\ntime.sleep(30)\n"
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="cannot take 'line 2'"):
+        process.run_process(_python(code), env={}, on_stdout_line=refuse_the_third)
+    assert time.monotonic() - started < 10
+    assert len(seen) == 3  # nothing handed on after the failure
+
+
 def test_timeout_stops_the_child() -> None:
     started = time.monotonic()
     with pytest.raises(process.ProcessStopped) as caught:
