@@ -6,7 +6,9 @@ A note whose process is gone is the trace of a killed job: the snapshots carryin
 its id (written, but never vouched for by a record) are forgotten, its staged
 files removed and the repository's stale locks cleared -- so that a killed job
 leaves nothing that later looks like a backup, or like someone else's snapshot.
-The agent clears these at start and before every backup and verification.
+A job that ended by an exception leaves its note the same way (its record may be
+what could not be written). The agent clears these at start and before every
+backup and verification.
 """
 
 from __future__ import annotations

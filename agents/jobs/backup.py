@@ -278,21 +278,40 @@ def _backup_files(
                 record.add("nothing_to_back_up", "error", "none of the target's paths exists; no snapshot was made")
                 return None
             walked.seek(0)
-            return _back_up_beside_the_hashing(context, restic, target, decision, base_id, base_entries, selection,
-                                               walkspill.read(walked), record)
+            job = _TargetBackup(context, restic, target, decision, base_id, selection, record)
+            return _back_up_beside_the_hashing(job, base_entries, walkspill.read(walked))
     finally:
         for staged in (manifest_path, stored_file, walk_file):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)
 
 
+@dataclass(frozen=True)
+class _TargetBackup:
+    """What each step of one files target's backup is given: the job, its repository, the level chosen, the walk's
+    findings and the record the steps fill in."""
+
+    context: JobContext
+    restic: Restic
+    target: FilesTargetConfig
+    decision: LevelDecision
+    base_id: str | None
+    selection: Selection
+    record: RecordDraft[BackupDraft]
+
+    @property
+    def manifest_path(self) -> str:
+        """Where the manifest is written before it is stored (:func:`staged_paths`)."""
+        return staged_paths(self.context.state, self.record.job_id)[0]
+
+
 def _back_up_beside_the_hashing(
-    context: JobContext, restic: Restic, target: FilesTargetConfig, decision: LevelDecision, base_id: str | None,
-    base_entries: files_manifest.BaseEntries | None, selection: Selection, found: Iterable[Found],
-    record: RecordDraft[BackupDraft],
+    job: _TargetBackup, base_entries: files_manifest.BaseEntries | None, found: Iterable[Found],
 ) -> catalog.StoredBackup | None:
     """Start ``restic backup`` of the walked roots (what the walk left out excluded exactly), hash the walked
     entries into the manifest beside it, then store the manifest and prove the two agree."""
+    context, restic, target, decision, base_id, selection, record = (
+        job.context, job.restic, job.target, job.decision, job.base_id, job.selection, job.record)
     config, policy, state = context.config, context.policy, context.state
     manifest_path, exclude_file, stored_file, _ = staged_paths(state, record.job_id)
 
@@ -326,8 +345,7 @@ def _back_up_beside_the_hashing(
         except BaseException:
             data.stop("the manifest could not be written")
             raise
-        return _store(context, restic, target, decision, base_id, data, pending, written, selection, account,
-                      read_since_base, manifest_path, record)
+        return _store(job, data, pending, written, account, read_since_base)
 
 
 def _manifest_name(target: FilesTargetConfig) -> str:
@@ -436,8 +454,11 @@ class _Stored:
     snapshot_ids: list[str]
     kept_manifest: str | None = None  # the agent's copy of the manifest, the next incremental's base
 
-    def undo(self, restic: Restic) -> None:
-        """Forget the snapshots and remove the copy; never raises (what made it undo must be what is reported)."""
+    def undo(self, restic: Restic, pending: PendingStdinBackup, record: RecordDraft[BackupDraft]) -> None:
+        """Forget the snapshots, remove the copy and make the (failed) record name none of it; never raises (what
+        made it undo must be what is reported)."""
+        # A manifest's restic still waiting on its stdin holds a lock, and `forget` needs the repository alone.
+        pending.abandon()
         try:
             restic.forget_quietly(self.snapshot_ids)
         except Exception:
@@ -445,13 +466,13 @@ class _Stored:
         if self.kept_manifest is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.kept_manifest)
+        record.details.snapshot = None
+        record.details.manifest = None
 
 
 def _store(
-    context: JobContext, restic: Restic, target: FilesTargetConfig, decision: LevelDecision, base_id: str | None,
-    data: _DataBackup, pending: PendingStdinBackup, written: _Written, selection: Selection,
-    account: snapshot_proof.SnapshotAccount,
-    read_since_base: ReadSinceBase, manifest_path: str, record: RecordDraft[BackupDraft],
+    job: _TargetBackup, data: _DataBackup, pending: PendingStdinBackup, written: _Written,
+    account: snapshot_proof.SnapshotAccount, read_since_base: ReadSinceBase,
 ) -> catalog.StoredBackup | None:
     """Once restic ended: store the manifest in its own snapshot, prove the data's snapshot against it, name what
     changed while they ran. None (the data's snapshot forgotten) when the manifest could not be stored; whatever
@@ -459,35 +480,25 @@ def _store(
     run = data.result()
     stored = _Stored([run.summary.snapshot_id])
     try:
-        _report_selection(selection, record)
-        backup = _name_in_record(context, restic, target, decision, base_id, run, pending, written, selection,
-                                 account, read_since_base, manifest_path, stored, record)
+        _report_selection(job.selection, job.record)
+        backup = _name_in_record(job, run, pending, written, account, read_since_base, stored)
     except BaseException:
-        _undo(stored, restic, pending, record)
+        stored.undo(job.restic, pending, job.record)
         raise
     if backup is None:
-        _undo(stored, restic, pending, record)
+        stored.undo(job.restic, pending, job.record)
     return backup
 
 
-def _undo(stored: _Stored, restic: Restic, pending: PendingStdinBackup, record: RecordDraft[BackupDraft]) -> None:
-    """Undo what a backup stored, and make its (failed) record name none of it."""
-    # A manifest's restic still waiting on its stdin holds a lock, and `forget` needs the repository alone.
-    pending.abandon()
-    stored.undo(restic)
-    record.details.snapshot = None
-    record.details.manifest = None
-
-
 def _name_in_record(
-    context: JobContext, restic: Restic, target: FilesTargetConfig, decision: LevelDecision, base_id: str | None,
-    run: BackupRun, pending: PendingStdinBackup, written: _Written, selection: Selection,
-    account: snapshot_proof.SnapshotAccount, read_since_base: ReadSinceBase, manifest_path: str, stored: _Stored,
-    record: RecordDraft[BackupDraft],
+    job: _TargetBackup, run: BackupRun, pending: PendingStdinBackup, written: _Written,
+    account: snapshot_proof.SnapshotAccount, read_since_base: ReadSinceBase, stored: _Stored,
 ) -> catalog.StoredBackup | None:
     """:func:`_store`'s work: each snapshot and the kept manifest go into ``stored`` as soon as they exist. None
     when the manifest could not be stored (the record says why)."""
-    config, policy, state = context.config, context.policy, context.state
+    restic, target, decision, base_id, record = job.restic, job.target, job.decision, job.base_id, job.record
+    config, policy, state = job.context.config, job.context.policy, job.context.state
+    manifest_path = job.manifest_path
     try:
         snapshot_id, tree, snapshot_time = restic.identify(run)
         with record.phase("manifest"), open(manifest_path, "rb") as content:
@@ -498,7 +509,7 @@ def _name_in_record(
         record.add("manifest_store_failed", "error", error.describe())
         return None
     unreadable, totals, digest = written.manifest.unreadable, written.writer.totals, written.writer.digest
-    unprovable = selection.unprovable | {u["path"] for u in unreadable}
+    unprovable = job.selection.unprovable | {u["path"] for u in unreadable}
     stored.kept_manifest = state.manifest_path(snapshot_id)
     os.replace(manifest_path, stored.kept_manifest)  # the next incremental's base, kept here
     stored_manifest = manifest_store.StoredEntries(stored.kept_manifest)
