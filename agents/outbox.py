@@ -82,6 +82,11 @@ class Outbox:
         with contextlib.suppress(FileNotFoundError):  # another ingest moved it first
             os.replace(path, os.path.join(self.sent_path, os.path.basename(path)))
 
+    def was_refused(self, job_id: str) -> bool:
+        """Whether the coordinator refused a record of job ``job_id`` (:meth:`set_aside`)."""
+        return os.path.isdir(self.refused_path) and any(
+            name.endswith(f"-{job_id}.json") for name in os.listdir(self.refused_path))
+
     def set_aside(self, path: str, reason: str) -> None:
         """Move a record the coordinator refused to ``refused/``, beside a ``.reason`` file."""
         os.makedirs(self.refused_path, mode=0o700, exist_ok=True)

@@ -272,7 +272,8 @@ def run_process(
 
     Raises: :class:`ProcessStopped` when the child was stopped for a timeout, a
     stall or a cancellation; ``FileNotFoundError`` when the program is missing; whatever a line callback raised
-    first, once the child is stopped (interrupted like a timeout: restic removes its lock) and gone.
+    first, once the child is stopped (interrupted, so that restic removes its lock; killed when ``cancellation``
+    is a hard one, whose owner must not let the child save what it has) and gone.
     """
     if cancellation.is_cancelled:
         raise ProcessStopped(argv, "cancelled", cancellation.reason, ())
@@ -351,16 +352,16 @@ def run_process(
             _stop(child, hard=stopped[0] == "cancelled" and cancellation.hard)
             break
     if failed:  # what the child still does is for a caller that will not take it
-        _stop(child, hard=cancellation.is_cancelled and cancellation.hard)
+        _stop(child, hard=cancellation.hard)
     child.wait()
     for pump in pumps:
         pump.join(timeout=5)
     duration = time.monotonic() - started
     tail = tuple(stderr_tail)
+    if stopped is not None:  # stopped first: a reader failing on what followed is not the cause
+        raise ProcessStopped(argv, stopped[0], stopped[1], tail) from (failed[0] if failed else None)
     if failed:
         raise failed[0]
-    if stopped is not None:
-        raise ProcessStopped(argv, stopped[0], stopped[1], tail)
     return ProcessResult(argv, child.returncode, "\n".join(stdout_parts), tail, duration)
 
 

@@ -458,7 +458,11 @@ class _Stored:
         """Forget the snapshots, remove the copy and make the (failed) record name none of it; never raises (what
         made it undo must be what is reported)."""
         # A manifest's restic still waiting on its stdin holds a lock, and `forget` needs the repository alone.
-        pending.abandon()
+        # What fails here is logged: what made the job undo is what its record reports.
+        try:
+            pending.abandon()
+        except Exception:
+            log.exception("could not stop the manifest's restic in %s", restic.repository.name)
         try:
             restic.forget_quietly(self.snapshot_ids)
         except Exception:

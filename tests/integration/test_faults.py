@@ -17,9 +17,11 @@ import pytest
 
 from agents.config.model import AgentConfig
 from agents.contract.records import AgentRecord, AgentRecordKind, SignedRecord
+from agents.jobs import catalog
 from agents.jobs.dumpstream import PendingStdinBackup
 from agents.jobs.leftovers import clean_up_killed_jobs
 from agents.jobs.restat import ReadSinceBase
+from agents.journal import Journal
 from agents.outbox import Outbox
 from agents.restic import runner
 from agents.restic.exitcodes import ResticOutcome
@@ -316,6 +318,18 @@ def test_a_backup_whose_record_cannot_be_written_has_its_snapshots_forgotten_by_
     assert clean_up_killed_jobs(config) == []  # the note went with them
     [record] = backup(config, "nightly", Level.FULL)  # and the next backup is a backup like any other
     assert record.outcome == "success" and record.job.id != cleared
+    named = {s.id for s in restic.snapshots()}
+
+    # A job whose record was written but that ended by an exception (here a snapshot of its job's tag no record
+    # names, as restic's last one would be had its report's reader failed after restic ended): only that goes.
+    stray = os.path.join(workspace.root, "stray")
+    write_files(workspace.root, {"stray": "stray"})
+    with open(stray, "rb") as stream:
+        restic.backup_stdin(stream, filename="/stray", host=config.host, tags=[catalog.tag("job", record.job.id)])
+    with pytest.raises(RuntimeError), Journal(StateDir(config.state_dir)).running(record.job.id, "local", []):
+        raise RuntimeError("ended after its record was written")
+    assert clean_up_killed_jobs(config) == [record.job.id]
+    assert {s.id for s in restic.snapshots()} == named
 
 
 def test_file_appended_during_backup_is_recorded_as_changed(workspace: Workspace) -> None:

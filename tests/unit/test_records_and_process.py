@@ -179,7 +179,7 @@ def test_a_failing_line_callback_stops_the_child_and_its_error_reaches_the_calle
     code = "import sys, time\nfor n in range(200000): print('line', n)\nsys.stdout.flush()\ntime.sleep(30)\n"
     started = time.monotonic()
     with pytest.raises(ValueError, match="cannot take 'line 2'"):
-        process.run_process(_python(code), env={}, on_stdout_line=refuse_the_third)
+        process.run_process(_python(code), env={}, on_stdout_line=refuse_the_third, timeout=20)
     assert time.monotonic() - started < 10
     assert len(seen) == 3  # nothing handed on after the failure
 
