@@ -25,7 +25,7 @@ from agents.state import StateDir, write_atomically
 log = logging.getLogger(__name__)
 
 # Jobs of this process that ended by an exception, their notes kept: taken as left behind although the process
-# that wrote them lives on (a daemon), so that the next clean-up looks for their snapshots.
+# that wrote them lives on (a fleet worker), so that the next clean-up looks for their snapshots.
 _ENDED: set[str] = set()
 
 
@@ -65,7 +65,8 @@ class Journal:
 
         A block that raises leaves its note, as a killed job's is left: what raised may be the writing of the
         job's record, after its snapshots were stored, and a snapshot no record names must be forgotten. The
-        clean-up forgets them only when no record of the job was written (:mod:`agents.jobs.leftovers`).
+        clean-up forgets the job's snapshots its record does not name, all of them when it wrote none
+        (:mod:`agents.jobs.leftovers`).
         """
         pid = os.getpid()
         note = Note(job_id, repository, pid, _process_start(pid), staged)
